@@ -1,0 +1,278 @@
+"""The ``govlake`` command line: a human table by default, ``--json`` for machines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipelines.settings import PROJECT_ROOT, get_settings
+
+log = logging.getLogger("pipelines")
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def _emit_json(data) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def _table(title: str, columns: list[str], rows: list[list], justify_right: set[str] = frozenset()) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in justify_right else "left")
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    return table
+
+
+def _spark():
+    from pipelines.spark import build_spark_session
+
+    return build_spark_session()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """govlake: bureau feeds into a Delta lake, curated into shared base libraries."""
+    _setup_logging(verbose)
+
+
+# ---------------------------------------------------------------------- setup
+@main.command()
+def setup() -> None:
+    """Resolve the Delta jars once into the project cache (needs the network once)."""
+    from pipelines.spark import cached_delta_jars
+
+    settings = get_settings()
+    spark = _spark()
+    spark.range(1).count()
+    jars = cached_delta_jars(settings)
+    click.echo(f"Spark {spark.version} with {settings.delta_package}: {len(jars or [])} jars cached "
+               f"in {settings.cache_dir / 'ivy' / 'jars'}")
+
+
+# ---------------------------------------------------------------------- contracts
+@main.group()
+def contracts() -> None:
+    """Feed contracts under schemas/feeds/."""
+
+
+@contracts.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def contracts_list(as_json: bool) -> None:
+    """List every feed contract (validates them all)."""
+    from pipelines.contracts import ContractError, load_contracts
+
+    try:
+        loaded = load_contracts()
+    except ContractError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = [[c.feed, c.owner_bureau_name, c.title, c.cadence, c.file.type, len(c.columns),
+             ", ".join(c.key_columns)] for c in loaded.values()]
+    if as_json:
+        _emit_json([c.model_dump() for c in loaded.values()])
+    else:
+        console.print(_table("Feed contracts", ["feed", "bureau", "title", "cadence", "file", "columns", "key"],
+                             rows, {"columns"}))
+
+
+@contracts.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def contracts_check(paths: tuple[Path, ...]) -> None:
+    """Validate contract files (all of them by default); exit 1 naming file and field."""
+    from pipelines.contracts import ContractError, contract_paths, load_contract
+
+    failures = 0
+    for path in paths or contract_paths():
+        try:
+            load_contract(path)
+        except ContractError as exc:
+            failures += 1
+            err_console.print(f"[red]{exc}[/red]")
+    if failures:
+        sys.exit(1)
+    click.echo(f"{len(paths or contract_paths())} contracts valid")
+
+
+# ---------------------------------------------------------------------- synth
+@main.command()
+@click.option("--scale", default=0.002, show_default=True, type=float, help="1.0 is the real city (10.46M people).")
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--out", default=str(PROJECT_ROOT / "data" / "city"), show_default=True,
+              type=click.Path(path_type=Path), help="Output folder (deliveries/ and truth/).")
+@click.option("--defect-scale", default=1.0, show_default=True, type=float,
+              help="Multiply every defect rate (0 for a clean city).")
+@click.option("--json", "as_json", is_flag=True)
+def synth(scale: float, seed: int, out: Path, defect_scale: float, as_json: bool) -> None:
+    """Generate a synthetic Dongguan-like city: every bureau export plus ground truth."""
+    from pipelines.synth import DefectRates, generate_city
+
+    with err_console.status(f"generating scale {scale} city (seed {seed}) into {out}"):
+        summary = generate_city(out, scale=scale, seed=seed, rates=DefectRates().scaled(defect_scale))
+    if as_json:
+        _emit_json(summary.as_dict())
+        return
+    rows = [[path, records] for path, records in summary.files.items()]
+    console.print(_table(f"Synthetic city: {summary.persons:,} persons, {summary.market_entities:,} market entities, "
+                         f"{summary.social_orgs:,} social orgs ({summary.seconds:.1f}s)",
+                         ["delivery", "records"], rows, {"records"}))
+    console.print(f"{summary.defects:,} injected defects labelled in {out / 'truth' / 'defects.csv'}")
+
+
+# ---------------------------------------------------------------------- ingest
+def _load_rows(results) -> list[list]:
+    return [[r.feed, r.source_file, r.status, r.rows_read, r.rows_loaded, r.rows_quarantined, r.rows_duplicate,
+             "yes" if r.reconciles else "NO", f"{r.seconds:.1f}", r.message[:120]] for r in results]
+
+
+LOAD_COLUMNS = ["feed", "file", "status", "read", "loaded", "quarantined", "duplicate", "reconciles", "s", "note"]
+LOAD_NUMBERS = {"read", "loaded", "quarantined", "duplicate", "s"}
+
+
+def ingest_all_with_progress(spark, root: Path, show_progress: bool):
+    from pipelines.contracts import load_contracts
+    from pipelines.ingest import discover_deliveries, ingest_directory
+
+    contracts_by_feed = load_contracts()
+    total = len(discover_deliveries(root, contracts_by_feed))
+    if not show_progress:
+        return ingest_directory(spark, root, contracts_by_feed)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task("ingesting", total=total)
+
+        def advance(result) -> None:
+            progress.update(task, advance=1, description=f"{result.feed} {result.status}")
+
+        return ingest_directory(spark, root, contracts_by_feed, on_result=advance)
+
+
+@main.command()
+@click.argument("feed", required=False)
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--all", "all_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Ingest every delivery under DIR/<bureau>/<feed>/.")
+@click.option("--replaces", metavar="LOAD_ID", help="This file is a corrected re-delivery of LOAD_ID.")
+@click.option("--json", "as_json", is_flag=True)
+def ingest(feed: str | None, file: Path | None, all_dir: Path | None, replaces: str | None, as_json: bool) -> None:
+    """Ingest FEED FILE (or --all DIR) exactly once: raw, bronze, silver, quarantine.
+
+    Exits 1 if any delivery was rejected or failed.
+    """
+    from pipelines.contracts import ContractError, get_contract
+    from pipelines.ingest import DeliveryError, ReconciliationError, ingest_file
+
+    if bool(all_dir) == bool(feed and file):
+        raise click.UsageError("give either FEED FILE or --all DIR")
+    spark = _spark()
+    if all_dir:
+        results = ingest_all_with_progress(spark, all_dir, show_progress=not as_json)
+    else:
+        try:
+            results = [ingest_file(spark, get_contract(feed), file, replaces=replaces)]
+        except (ContractError, DeliveryError, ReconciliationError) as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        _emit_json([r.as_dict() for r in results])
+    else:
+        console.print(_table("Loads", LOAD_COLUMNS, _load_rows(results), LOAD_NUMBERS))
+        for r in results:
+            if r.status in ("rejected", "failed"):
+                err_console.print(f"[red]{r.feed} {r.source_file}: {r.message}[/red]")
+    if any(r.status in ("rejected", "failed") for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--feed", help="Only this feed.")
+@click.option("--json", "as_json", is_flag=True)
+def loads(feed: str | None, as_json: bool) -> None:
+    """The load manifest: the latest status of every delivery."""
+    from pyspark.sql import functions as F
+
+    from pipelines.ingest import read_manifest
+
+    frame = read_manifest(_spark())
+    if feed:
+        frame = frame.where(F.col("feed") == feed)
+    rows = [r.asDict() for r in frame.orderBy("feed", "event_at").collect()]
+    if as_json:
+        _emit_json(rows)
+        return
+    console.print(_table("Load manifest", ["load_id", "feed", "file", "status", "read", "loaded", "quarantined",
+                                           "duplicate", "at (UTC)"],
+                         [[r["load_id"], r["feed"], r["source_file"], r["status"], r["rows_read"], r["rows_loaded"],
+                           r["rows_quarantined"], r["rows_duplicate"], f"{r['event_at']:%Y-%m-%d %H:%M:%S}"]
+                          for r in rows], {"read", "loaded", "quarantined", "duplicate"}))
+
+
+# ---------------------------------------------------------------------- collection list
+@main.group()
+def collection() -> None:
+    """The collection list (归集清单)."""
+
+
+@collection.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def collection_status_command(as_json: bool) -> None:
+    """Per feed: cadence, last delivery, rows, and on time / late / missing."""
+    from pipelines.collection import collection_status
+    from pipelines.contracts import load_contracts
+
+    statuses = collection_status(_spark(), load_contracts())
+    if as_json:
+        _emit_json([s.as_dict() for s in statuses])
+        return
+    colour = {"on_time": "green", "late": "yellow", "missing": "red"}
+    rows = [[s.feed, s.bureau, s.title, s.cadence,
+             f"{s.last_delivery_at:%Y-%m-%d %H:%M}" if s.last_delivery_at else "-", s.last_file or "-",
+             s.last_rows, s.loads, f"[{colour[s.status]}]{s.status}[/{colour[s.status]}]"] for s in statuses]
+    console.print(_table("Collection list (归集清单)", ["feed", "bureau", "title", "cadence", "last delivery (UTC)",
+                                                      "file", "rows", "loads", "status"], rows, {"rows", "loads"}))
+
+
+# ---------------------------------------------------------------------- demo
+@main.command()
+@click.option("--scale", default=0.002, show_default=True, type=float)
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+def demo(scale: float, seed: int, as_json: bool) -> None:
+    """Generate a small city and ingest all of it, printing a per-feed summary."""
+    from pipelines.demo import run_demo
+
+    started = time.monotonic()
+    summary = run_demo(_spark(), scale=scale, seed=seed, show_progress=not as_json, console=err_console)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    if as_json:
+        _emit_json(summary)
+    else:
+        rows = [[f["feed"], f["loads"], f["rows_read"], f["rows_loaded"], f["rows_quarantined"],
+                 f["rows_duplicate"], "yes" if f["reconciles"] else "NO", f["silver_rows"]] for f in summary["feeds"]]
+        console.print(_table(f"Ingested a scale {scale} city in {summary['seconds']}s",
+                             ["feed", "loads", "read", "loaded", "quarantined", "duplicate", "reconciles",
+                              "silver rows"], rows,
+                             {"loads", "read", "loaded", "quarantined", "duplicate", "silver rows"}))
+        for note in summary["notes"]:
+            console.print(f"- {note}")
+        console.print(f"Lake: {summary['lake']}   Truth: {summary['truth']}")
+    if not summary["ok"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

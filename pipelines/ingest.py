@@ -1,0 +1,480 @@
+"""Exactly-once ingest of one bureau delivery: raw -> bronze -> silver + quarantine.
+
+Contract of a load:
+- raw: the file is copied once under ``raw/`` named by its sha256; never edited.
+- the load id is derived from feed and content hash, so the same file again is
+  recognised (``already_loaded``) and changes no table.
+- every table write replaces exactly this load's rows (``replaceWhere`` on
+  ``_load_id``) in one Delta commit: a rerun after a crash completes the load,
+  a crash leaves no partial rows in any table.
+- a corrected re-delivery (``replaces``) swaps the earlier load's silver and
+  quarantine rows for its own in one commit per table.
+- rows read = rows loaded + rows quarantined + duplicate rows; checked before
+  the load is marked loaded, and against the committed Delta metrics after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipelines.contracts import Contract
+from pipelines.lake import commit_metrics, delta_exists, governance_path, table_path
+from pipelines.readers import (
+    EXTRA_COLUMN, MALFORMED_COLUMN, ROW_NUMBER_COLUMN, Delivery, DeliveryError, read_delivery,
+)
+from pipelines.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+CORRECTION_SUFFIXES = ("_更正", "_corrected", "_correction")
+
+
+class ReconciliationError(RuntimeError):
+    """Rows read do not equal rows loaded + quarantined + duplicates."""
+
+
+@dataclass
+class LoadResult:
+    """What one ``ingest_file`` call did; ``status`` is one of loaded,
+    already_loaded, rejected, failed."""
+
+    feed: str
+    source_file: str
+    load_id: str
+    sha256: str
+    status: str
+    encoding: str | None = None
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_duplicate: int = 0
+    extra_headers: list[str] = field(default_factory=list)
+    missing_columns: list[str] = field(default_factory=list)
+    replaces_load_id: str | None = None
+    message: str = ""
+    seconds: float = 0.0
+
+    @property
+    def reconciles(self) -> bool:
+        return self.rows_read == self.rows_loaded + self.rows_quarantined + self.rows_duplicate
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"reconciles": self.reconciles}
+
+
+# --------------------------------------------------------------------------- manifest
+
+MANIFEST_DDL = (
+    "load_id string, feed string, bureau string, source_file string, raw_path string, "
+    "sha256 string, size_bytes long, encoding string, status string, replaces_load_id string, "
+    "rows_read long, rows_loaded long, rows_quarantined long, rows_duplicate long, "
+    "extra_headers array<string>, missing_columns array<string>, message string, event_at timestamp"
+)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_load_id(contract: Contract, sha256: str) -> str:
+    """Deterministic: the same file for the same feed is the same load."""
+    return f"{contract.slug}-{sha256[:16]}"
+
+
+def read_manifest(spark, settings: Settings | None = None):
+    """The latest event of every load (one row per load_id), as a DataFrame."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    path = governance_path("load_manifest", settings)
+    if not delta_exists(spark, path):
+        return spark.createDataFrame([], MANIFEST_DDL)
+    latest = Window.partitionBy("load_id").orderBy(F.col("event_at").desc())
+    return (
+        spark.read.format("delta").load(path)
+        .withColumn("_rank", F.row_number().over(latest))
+        .where("_rank = 1").drop("_rank")
+    )
+
+
+def _append_manifest(spark, rows: list[dict], settings: Settings) -> None:
+    """Blind appends only: concurrent loads of other feeds never conflict."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    full = []
+    for row in rows:
+        record = {name.split()[0]: None for name in MANIFEST_DDL.split(", ")}
+        record.update(row)
+        record["event_at"] = record.get("event_at") or now
+        full.append(record)
+    frame = spark.createDataFrame(full, MANIFEST_DDL)
+    frame.write.format("delta").mode("append").save(governance_path("load_manifest", settings))
+
+
+def latest_status(spark, load_id: str, settings: Settings) -> dict | None:
+    from pyspark.sql import functions as F
+
+    row = read_manifest(spark, settings).where(F.col("load_id") == load_id).first()
+    return row.asDict() if row else None
+
+
+# --------------------------------------------------------------------------- transforms
+
+def classify_rows(df, contract: Contract, headers_found: dict[str, str], missing_required: list[str]):
+    """Standardise and validate a delivery's rows; decide each row's outcome.
+
+    Input: bronze-shaped rows (contract columns as strings, ``_extra``,
+    ``_malformed``, ``_row_number``). Output adds ``<column>__value`` (typed),
+    ``_failures`` (array of column/header/rule/value) and ``_outcome``
+    (loaded | quarantined | duplicate). Pure: no actions.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from pipelines.rules import id_birth_date, id_gender, standardise_columns
+
+    names = [c.name for c in contract.columns]
+    found = [n for n in names if n in headers_found]
+    df = standardise_columns(df, contract.columns)
+    header_hits = sum(
+        (F.coalesce((F.col(f"{n}__t") == F.lit(headers_found[n])).cast("int"), F.lit(0)) for n in found),
+        F.lit(0),
+    )
+    is_header = header_hits >= max(1, math.ceil(len(found) / 2)) if found else F.lit(False)
+    is_malformed = F.col(MALFORMED_COLUMN).isNotNull()
+
+    errors = {c.name: F.col(f"{c.name}__error") for c in contract.columns}
+    for column in contract.columns:
+        value = F.col(f"{column.name}__value")
+        if column.gender_column:
+            gender = F.col(f"{column.gender_column}__value")
+            errors[column.name] = F.coalesce(errors[column.name], F.when(
+                value.isNotNull() & gender.isNotNull() & (id_gender(value) != gender),
+                F.lit("id_number.gender_parity")))
+        if column.birth_date_column:
+            birth = F.col(f"{column.birth_date_column}__value")
+            errors[column.name] = F.coalesce(errors[column.name], F.when(
+                value.isNotNull() & birth.isNotNull() & (id_birth_date(value) != birth),
+                F.lit("id_number.birth_date_mismatch")))
+
+    def failure(column_name, header, rule, value):
+        return F.struct(
+            F.lit(column_name).alias("column_name"), F.lit(header).alias("header"),
+            rule.alias("rule"), value.cast("string").alias("value"),
+        )
+
+    column_failures = [
+        F.when(errors[c.name].isNotNull(),
+               failure(c.name, headers_found.get(c.name, c.header), errors[c.name], F.col(c.name)))
+        for c in contract.columns
+    ]
+    if missing_required:
+        column_failures = [
+            failure(n, contract.column(n).header, F.lit("missing_required_column"), F.lit(None))
+            for n in missing_required
+        ] + column_failures
+    failures = F.filter(F.array(*column_failures), lambda item: item.isNotNull())
+    failures = (
+        F.when(is_malformed, F.array(failure("_row", "", F.lit("malformed_row"), F.col(MALFORMED_COLUMN))))
+        .when(is_header, F.array(failure("_row", "", F.lit("repeated_header"), F.lit(None))))
+        .otherwise(failures)
+    )
+    # Exact duplicates of an earlier record (as delivered) are removed and counted.
+    skip = F.col("_is_header") | is_malformed
+    same_record = Window.partitionBy(skip, *[F.col(n) for n in names]).orderBy(ROW_NUMBER_COLUMN)
+    outcome = (
+        F.when(skip, F.lit("quarantined"))
+        .when(F.row_number().over(same_record) > 1, F.lit("duplicate"))
+        .when(F.size(F.col("_failures")) > 0, F.lit("quarantined"))
+        .otherwise(F.lit("loaded"))
+    )
+    return (
+        df.select("*", is_header.alias("_is_header"), failures.alias("_failures"))
+        .withColumn("_outcome", outcome)
+    )
+
+
+def silver_rows(classified, contract: Contract):
+    """The typed rows of a classified delivery that passed every rule."""
+    from pyspark.sql import functions as F
+
+    return classified.where(F.col("_outcome") == "loaded").select(
+        *[F.col(f"{c.name}__value").alias(c.name) for c in contract.columns],
+        "_load_id", "_source_file", ROW_NUMBER_COLUMN, "_ingested_at",
+    )
+
+
+def quarantine_rows(classified, contract: Contract, headers_found: dict[str, str]):
+    """One row per quarantined input row: first failure, all failures, and the
+    original values keyed by the delivered header."""
+    from pyspark.sql import functions as F
+
+    pairs = []
+    for column in contract.columns:
+        if column.name in headers_found:
+            pairs += [F.lit(headers_found[column.name]), F.col(column.name)]
+    original = F.create_map(*pairs) if pairs else F.create_map().cast("map<string,string>")
+    original = F.when(F.col(EXTRA_COLUMN).isNull(), original).otherwise(
+        F.map_concat(original, F.col(EXTRA_COLUMN)))
+    original = F.when(F.col(MALFORMED_COLUMN).isNotNull(),
+                      F.create_map(F.lit("_row"), F.col(MALFORMED_COLUMN))).otherwise(original)
+    first = F.col("_failures").getItem(0)
+    return classified.where(F.col("_outcome") == "quarantined").select(
+        F.lit(contract.feed).alias("feed"),
+        "_load_id", "_source_file", ROW_NUMBER_COLUMN,
+        first["column_name"].alias("column_name"),
+        first["header"].alias("header"),
+        first["rule"].alias("rule"),
+        F.col("_failures").alias("failures"),
+        original.alias("original_values"),
+        F.col("_ingested_at").alias("quarantined_at"),
+    )
+
+
+# --------------------------------------------------------------------------- the load
+
+def _keep_raw(path: Path, contract: Contract, sha256: str, settings: Settings) -> Path:
+    target_dir = settings.local_lake_path("raw", contract.bureau, contract.feed_name)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{sha256}{''.join(path.suffixes[-1:]).lower()}"
+    if not target.exists():
+        partial = target.with_suffix(target.suffix + ".partial")
+        shutil.copyfile(path, partial)
+        partial.replace(target)
+        target.chmod(0o444)
+    return target
+
+
+def _stage(delivery: Delivery, load_id: str, settings: Settings) -> Path:
+    import pyarrow.parquet as pq
+
+    staging = settings.local_lake_path("_staging")
+    staging.mkdir(parents=True, exist_ok=True)
+    target = staging / f"{load_id}.parquet"
+    partial = staging / f"{load_id}.parquet.partial"
+    pq.write_table(delivery.table, partial, compression="zstd")
+    partial.replace(target)
+    return target
+
+
+def _write_replacing(df, path: str, predicate: str, tag: str, partition_by: str | None = None) -> None:
+    writer = (
+        df.write.format("delta").mode("overwrite")
+        .option("replaceWhere", predicate)
+        .option("userMetadata", tag)
+    )
+    if partition_by:
+        writer = writer.partitionBy(partition_by)
+    writer.save(path)
+
+
+def _sql_list(values: list[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = None,
+                settings: Settings | None = None, known_loads: dict[str, dict] | None = None) -> LoadResult:
+    """Load one delivery exactly once. See the module docstring for the contract.
+
+    ``known_loads`` (load id -> latest manifest event) saves a manifest read
+    per file when many files are loaded in a row.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    settings = settings or get_settings()
+    started = time.monotonic()
+    path = Path(path)
+    source = f"{contract.feed} {path.name}"
+    if not path.is_file():
+        raise DeliveryError(f"{source}: no such file")
+    sha256 = sha256_of(path)
+    load_id = make_load_id(contract, sha256)
+    result = LoadResult(contract.feed, path.name, load_id, sha256, status="started", replaces_load_id=replaces)
+
+    previous = known_loads.get(load_id) if known_loads is not None else latest_status(spark, load_id, settings)
+    if previous and previous["status"] in ("loaded", "replaced", "rejected"):
+        result.status = "already_loaded" if previous["status"] != "rejected" else "rejected"
+        result.message = (
+            f"same content as {previous['source_file']} (load {load_id}, {previous['status']}"
+            f" at {previous['event_at']:%Y-%m-%d %H:%M:%S} UTC): nothing changed"
+        )
+        for key in ("rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate"):
+            setattr(result, key, previous[key] or 0)
+        result.seconds = time.monotonic() - started
+        log.info("%s: %s", source, result.message)
+        return result
+    if replaces:
+        target = latest_status(spark, replaces, settings)
+        if not target or target["feed"] != contract.feed or target["status"] != "loaded":
+            state = "unknown" if not target else f"{target['feed']} {target['status']}"
+            raise DeliveryError(f"{source}: --replaces {replaces}: not a loaded delivery of {contract.feed} ({state})")
+
+    raw_path = _keep_raw(path, contract, sha256, settings)
+    base_event = {
+        "load_id": load_id, "feed": contract.feed, "bureau": contract.bureau,
+        "source_file": path.name, "raw_path": str(raw_path), "sha256": sha256,
+        "size_bytes": path.stat().st_size, "replaces_load_id": replaces,
+    }
+
+    try:
+        delivery = read_delivery(contract, path)
+    except DeliveryError as exc:
+        result.status, result.message = "rejected", str(exc)
+        _append_manifest(spark, [base_event | {"status": "rejected", "message": str(exc)}], settings)
+        raise
+    result.encoding = delivery.encoding
+    result.rows_read = delivery.rows_read
+    result.extra_headers = delivery.extra_headers
+    result.missing_columns = [c.header for c in delivery.missing_columns]
+    missing_required = [c.name for c in delivery.missing_required]
+
+    staged = _stage(delivery, load_id, settings)
+    ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    bronze = (
+        spark.read.parquet(str(staged))
+        .withColumn("_load_id", F.lit(load_id))
+        .withColumn("_source_file", F.lit(path.name))
+        .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
+    )
+    classified = classify_rows(bronze, contract, delivery.headers_found, missing_required)
+    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {row["_outcome"]: row["count"] for row in classified.groupBy("_outcome").count().collect()}
+        result.rows_loaded = counts.get("loaded", 0)
+        result.rows_quarantined = counts.get("quarantined", 0)
+        result.rows_duplicate = counts.get("duplicate", 0)
+        if not result.reconciles:
+            raise ReconciliationError(
+                f"{source}: read {result.rows_read} rows but classified "
+                f"{result.rows_loaded} loaded + {result.rows_quarantined} quarantined + "
+                f"{result.rows_duplicate} duplicate")
+        swap = [load_id] + ([replaces] if replaces else [])
+        bronze_path = table_path("bronze", contract, settings)
+        silver_path = table_path("silver", contract, settings)
+        quarantine_path = governance_path("quarantine", settings)
+        _write_replacing(bronze, bronze_path, f"_load_id = '{load_id}'", load_id)
+        _write_replacing(
+            quarantine_rows(classified, contract, delivery.headers_found), quarantine_path,
+            f"feed = '{contract.feed}' AND _load_id IN ({_sql_list(swap)})", load_id, partition_by="feed")
+        if missing_required:
+            result.status = "rejected"
+            headers = ", ".join(f"{c.header} ({c.name})" for c in delivery.missing_required)
+            result.message = (
+                f"{source}: missing required column(s) {headers}; found headers: "
+                f"{', '.join(delivery.headers_found.values()) or 'none'}. Whole file rejected; "
+                "its rows are in governance.quarantine")
+        else:
+            _write_replacing(silver_rows(classified, contract), silver_path,
+                             f"_load_id IN ({_sql_list(swap)})", load_id)
+            result.status = "loaded"
+        _verify_commits(spark, result, bronze_path, silver_path, quarantine_path)
+    except Exception as exc:
+        result.status = result.status if isinstance(exc, DeliveryError) else "failed"
+        _append_manifest(spark, [base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
+        raise
+    finally:
+        classified.unpersist()
+    if delivery.extra_headers:
+        result.message = (result.message + " " if result.message else "") + (
+            f"extra column(s) kept in bronze._extra: {', '.join(delivery.extra_headers)}")
+    if delivery.missing_columns and not missing_required:
+        result.message = (result.message + " " if result.message else "") + (
+            f"optional column(s) missing, loaded as null: {', '.join(result.missing_columns)}")
+    event = base_event | {
+        "status": result.status, "encoding": result.encoding, "rows_read": result.rows_read,
+        "rows_loaded": result.rows_loaded, "rows_quarantined": result.rows_quarantined,
+        "rows_duplicate": result.rows_duplicate, "extra_headers": result.extra_headers,
+        "missing_columns": result.missing_columns, "message": result.message,
+    }
+    events = [event]
+    if replaces and result.status == "loaded":
+        replaced = latest_status(spark, replaces, settings)
+        events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
+            "status": "replaced", "message": f"replaced by {load_id} ({path.name})"})
+    _append_manifest(spark, events, settings)
+    staged.unlink(missing_ok=True)
+    result.seconds = time.monotonic() - started
+    log.info("%s: %s load %s: read %d, loaded %d, quarantined %d, duplicate %d (%.1fs)",
+             source, result.status, load_id, result.rows_read, result.rows_loaded,
+             result.rows_quarantined, result.rows_duplicate, result.seconds)
+    return result
+
+
+def _verify_commits(spark, result: LoadResult, bronze_path: str, silver_path: str, quarantine_path: str) -> None:
+    """The committed Delta metrics must agree with the classified counts."""
+    expected = {bronze_path: result.rows_read, quarantine_path: result.rows_quarantined}
+    if result.status == "loaded":
+        expected[silver_path] = result.rows_loaded
+    for path, rows in expected.items():
+        metrics = commit_metrics(spark, path, result.load_id)
+        written = int(metrics.get("numOutputRows", 0))
+        if written != rows:
+            raise ReconciliationError(
+                f"{result.feed} {result.source_file}: expected {rows} rows committed to {path}, "
+                f"Delta reports {written}")
+
+
+def correction_target(path: Path) -> str | None:
+    """``hukou_20261128_更正.csv`` corrects ``hukou_20261128.csv``."""
+    for suffix in CORRECTION_SUFFIXES:
+        if path.stem.endswith(suffix):
+            return path.stem[: -len(suffix)] + path.suffix
+    return None
+
+
+def discover_deliveries(root: Path, contracts: dict[str, Contract]) -> list[tuple[Contract, Path]]:
+    """Files under ``<root>/<bureau>/<feed>/`` for every known feed, oldest
+    name first within a feed, corrections after what they correct."""
+    found = []
+    for contract in sorted(contracts.values(), key=lambda c: c.feed):
+        folder = root / contract.bureau / contract.feed_name
+        if not folder.is_dir():
+            continue
+        files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        files.sort(key=lambda p: (correction_target(p) is not None, p.name))
+        found += [(contract, p) for p in files]
+    return found
+
+
+def ingest_directory(spark, root: Path, contracts: dict[str, Contract], settings: Settings | None = None,
+                     on_result=None) -> list[LoadResult]:
+    """Ingest every delivery found under ``root``; a bad file does not stop the others."""
+    settings = settings or get_settings()
+    results = []
+    known = {row["load_id"]: row.asDict() for row in read_manifest(spark, settings).collect()}
+    for contract, path in discover_deliveries(root, contracts):
+        replaces = None
+        target_name = correction_target(path)
+        if target_name:
+            replaces = next((load_id for load_id, row in known.items()
+                             if row["feed"] == contract.feed and row["source_file"] == target_name
+                             and row["status"] == "loaded"), None)
+            if replaces is None:
+                log.warning("%s %s: correction of %s, which was never loaded; loading as new",
+                            contract.feed, path.name, target_name)
+        try:
+            result = ingest_file(spark, contract, path, replaces=replaces, settings=settings, known_loads=known)
+        except (DeliveryError, ReconciliationError) as exc:
+            result = LoadResult(contract.feed, path.name, "", "", status="rejected", message=str(exc))
+        if result.status in ("loaded", "rejected") and result.load_id:
+            if result.replaces_load_id and result.status == "loaded":
+                known[result.replaces_load_id]["status"] = "replaced"
+            known[result.load_id] = {"status": result.status, "source_file": result.source_file,
+                                     "feed": result.feed, **{k: getattr(result, k) for k in (
+                                         "rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate")},
+                                     "event_at": datetime.now(timezone.utc)}
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results

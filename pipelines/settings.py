@@ -1,0 +1,99 @@
+"""The one settings object, read once from ``GOVLAKE_*`` environment variables.
+
+No other module reads ``os.environ``. Every path may be a local path or, for
+the lake, a filesystem URI that Spark understands (``s3a://``, ``abfss://``):
+pointing the lake or the Spark master elsewhere needs no code change.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# delta-spark 4.4.1 (the pip package) is pinned, but its Maven jar
+# io.delta:delta-spark_4.1_2.13:4.4.1 is not served by Maven Central here
+# (404, checked 2026-11-29); 4.4.0 is, and the Python API is the same. Override
+# with GOVLAKE_DELTA_PACKAGE once 4.4.1 appears.
+DEFAULT_DELTA_MAVEN_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the lake lives and how Spark runs.
+
+    home: lake root (``GOVLAKE_HOME``, default ``./lake`` under the project).
+    spark_master: ``GOVLAKE_SPARK_MASTER`` (default ``local[*]``).
+    spark_driver_memory: ``GOVLAKE_SPARK_DRIVER_MEMORY`` (default ``8g``: the
+        machine has 24 GiB and Trino and Airflow share it).
+    shuffle_partitions: ``GOVLAKE_SHUFFLE_PARTITIONS`` (default 4: 2 cores).
+    cache_dir: downloaded jars and Ivy cache (``GOVLAKE_CACHE``, default
+        ``./.cache`` under the project, git-ignored).
+    schemas_dir / catalog_dir / quality_dir: the declarative folders.
+    """
+
+    home: str
+    spark_master: str
+    spark_driver_memory: str
+    shuffle_partitions: int
+    spark_ui: bool
+    cache_dir: Path
+    schemas_dir: Path
+    catalog_dir: Path
+    quality_dir: Path
+    delta_package: str = DEFAULT_DELTA_MAVEN_PACKAGE
+    extra_spark_conf: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def lake_is_local(self) -> bool:
+        return "://" not in self.home or self.home.startswith("file://")
+
+    def lake_path(self, *parts: str) -> str:
+        """A path (or URI) under the lake root."""
+        return "/".join([self.home.rstrip("/"), *parts])
+
+    def local_lake_path(self, *parts: str) -> Path:
+        """A local filesystem path under the lake root (raw files, staging)."""
+        if not self.lake_is_local:
+            raise RuntimeError(
+                f"GOVLAKE_HOME={self.home} is not a local path: raw-file and "
+                "staging storage on object stores is not implemented yet"
+            )
+        return Path(self.home.removeprefix("file://")).joinpath(*parts)
+
+
+def _parse_extra_conf(text: str) -> dict[str, str]:
+    """``GOVLAKE_SPARK_CONF="k1=v1,k2=v2"`` passes extra Spark settings."""
+    conf = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    home = _env("GOVLAKE_HOME", str(PROJECT_ROOT / "lake"))
+    if "://" not in home:
+        home = str(Path(home).resolve())
+    return Settings(
+        home=home,
+        spark_master=_env("GOVLAKE_SPARK_MASTER", "local[*]"),
+        spark_driver_memory=_env("GOVLAKE_SPARK_DRIVER_MEMORY", "8g"),
+        shuffle_partitions=int(_env("GOVLAKE_SHUFFLE_PARTITIONS", "4")),
+        spark_ui=_env("GOVLAKE_SPARK_UI", "false").lower() in {"1", "true", "yes"},
+        cache_dir=Path(_env("GOVLAKE_CACHE", str(PROJECT_ROOT / ".cache"))).resolve(),
+        schemas_dir=Path(_env("GOVLAKE_SCHEMAS", str(PROJECT_ROOT / "schemas"))),
+        catalog_dir=Path(_env("GOVLAKE_CATALOG", str(PROJECT_ROOT / "catalog"))),
+        quality_dir=Path(_env("GOVLAKE_QUALITY", str(PROJECT_ROOT / "quality"))),
+        delta_package=_env("GOVLAKE_DELTA_PACKAGE", DEFAULT_DELTA_MAVEN_PACKAGE),
+        extra_spark_conf=_parse_extra_conf(os.environ.get("GOVLAKE_SPARK_CONF", "")),
+    )

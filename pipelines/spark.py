@@ -1,0 +1,143 @@
+"""The one SparkSession entry point.
+
+The Delta jars are resolved once through Spark's own package resolution
+(``spark.jars.packages`` with an Ivy cache inside the project); after that the
+resolved jars are used from the cache, so later runs work offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from pipelines.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+
+JAR_LIST_NAME = "govlake-delta-jars.txt"
+
+
+def _ivy_dir(settings: Settings) -> Path:
+    return settings.cache_dir / "ivy"
+
+
+# Resolve from Maven Central only (Ivy's default ibiblio root), never from a
+# half-filled ~/.m2 (Ivy then finds a pom without its jar and fails).
+_IVY_SETTINGS = """<ivysettings>
+  <settings defaultResolver="central"/>
+  <caches defaultCacheDir="{cache}"/>
+  <resolvers>
+    <ibiblio name="central" m2compatible="true"/>
+  </resolvers>
+</ivysettings>
+"""
+
+# Jars Spark itself ships; pulling Delta's copies would only clash.
+_PROVIDED_BY_SPARK = (
+    "org.scala-lang:scala-library",
+    "org.slf4j:slf4j-api",
+    "org.apache.logging.log4j:log4j-slf4j2-impl",
+    "org.apache.logging.log4j:log4j-api",
+    "org.apache.logging.log4j:log4j-core",
+    "com.fasterxml.jackson.core:jackson-databind",
+    "com.fasterxml.jackson.core:jackson-core",
+    "com.fasterxml.jackson.core:jackson-annotations",
+    "org.xerial.snappy:snappy-java",
+    "com.github.luben:zstd-jni",
+    "org.roaringbitmap:RoaringBitmap",
+    "commons-logging:commons-logging",
+    "commons-pool:commons-pool",
+    "org.apache.hadoop:hadoop-client-api",
+    "org.apache.hadoop:hadoop-client-runtime",
+    "org.apache.parquet:parquet-column",
+    "org.apache.parquet:parquet-common",
+    "org.apache.parquet:parquet-encoding",
+    "org.apache.parquet:parquet-format-structures",
+    "org.apache.parquet:parquet-hadoop",
+    "org.apache.parquet:parquet-jackson",
+    "org.locationtech.jts:jts-core",
+    "io.airlift:aircompressor",
+    "com.google.code.findbugs:jsr305",
+)
+
+
+def cached_delta_jars(settings: Settings) -> list[Path] | None:
+    """The jars a previous resolution left in the cache, or None if incomplete."""
+    listing = _ivy_dir(settings) / JAR_LIST_NAME
+    if not listing.exists():
+        return None
+    lines = listing.read_text().split("\n")
+    if not lines or lines[0] != settings.delta_package:
+        return None
+    jars = [_ivy_dir(settings) / "jars" / name for name in lines[1:] if name]
+    return jars if jars and all(jar.exists() for jar in jars) else None
+
+
+def _record_resolved_jars(settings: Settings) -> None:
+    jars_dir = _ivy_dir(settings) / "jars"
+    names = sorted(p.name for p in jars_dir.glob("*.jar"))
+    if any(name.startswith("io.delta_delta-spark") for name in names):
+        (_ivy_dir(settings) / JAR_LIST_NAME).write_text(
+            "\n".join([settings.delta_package, *names]) + "\n"
+        )
+
+
+def build_spark_session(settings: Settings | None = None, app_name: str = "govlake"):
+    """Return the process's SparkSession with Delta Lake enabled.
+
+    Local ``local[*]`` by default, driver memory and shuffle partitions from
+    settings; any ``GOVLAKE_SPARK_CONF`` entries are applied last.
+    """
+    from pyspark.sql import SparkSession
+
+    settings = settings or get_settings()
+    with _lock:
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            return active
+        builder = (
+            SparkSession.builder.appName(app_name)
+            .master(settings.spark_master)
+            .config("spark.driver.memory", settings.spark_driver_memory)
+            .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+            .config("spark.default.parallelism", str(settings.shuffle_partitions))
+            .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+            .config(
+                "spark.sql.catalog.spark_catalog",
+                "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+            )
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            # Spark 4 refuses GBK/GB18030 without this; our parser decodes
+            # those itself, but ad-hoc reads of raw files need it.
+            .config("spark.sql.legacy.javaCharsets", "true")
+            .config("spark.ui.enabled", str(settings.spark_ui).lower())
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.databricks.delta.snapshotPartitions", "2")
+            .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
+            .config("spark.driver.extraJavaOptions", "-Dderby.system.home=" + str(settings.cache_dir / "derby"))
+        )
+        jars = cached_delta_jars(settings)
+        if jars:
+            builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
+        else:
+            log.info("resolving %s through Spark (first run; cached after)", settings.delta_package)
+            ivy = _ivy_dir(settings)
+            ivy.mkdir(parents=True, exist_ok=True)
+            ivy_settings = ivy / "ivysettings.xml"
+            ivy_settings.write_text(_IVY_SETTINGS.format(cache=ivy / "cache"))
+            builder = (
+                builder.config("spark.jars.packages", settings.delta_package)
+                .config("spark.jars.ivy", str(ivy))
+                .config("spark.jars.ivySettings", str(ivy_settings))
+                .config("spark.jars.excludes", ",".join(_PROVIDED_BY_SPARK))
+            )
+        for key, value in settings.extra_spark_conf.items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
+        if not jars:
+            _record_resolved_jars(settings)
+        return spark

@@ -1,0 +1,35 @@
+"""One session-scoped SparkSession; every test lake lives under pytest's tmp dirs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Isolate the whole test session from the developer's ./lake before anything
+# reads the settings.
+_SESSION_LAKE = Path(tempfile.mkdtemp(prefix="govlake-test-lake-"))
+os.environ["GOVLAKE_HOME"] = str(_SESSION_LAKE)
+os.environ.setdefault("GOVLAKE_SPARK_DRIVER_MEMORY", "4g")
+
+from pipelines.settings import get_settings  # noqa: E402
+
+get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pipelines.spark import build_spark_session
+
+    session = build_spark_session(app_name="govlake-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lake_settings(tmp_path):
+    """Settings pointing at a fresh, empty lake for one test."""
+    return dataclasses.replace(get_settings(), home=str(tmp_path / "lake"))
