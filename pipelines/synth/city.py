@@ -42,6 +42,7 @@ REAL_GRID_CELLS = 3_600
 ADDRESSES_PER_PERSON = 0.3
 PERSON_CHUNK = 50_000
 TOWN_CODES = tuple(ref.TOWNS)
+HUKOU_HEADERS = ["身份证号", "姓名", "性别", "民族", "出生日期", "户籍地址", "户号", "与户主关系", "登记日期", "人口状态"]
 _FULLWIDTH_DIGITS = str.maketrans("0123456789", "０１２３４５６７８９")
 _SPACES = ("\u3000", "\u00a0", " ")
 
@@ -526,10 +527,66 @@ class City:
         raise RuntimeError("could not find a unique entity name")  # pragma: no cover
 
     # ------------------------------------------------------------------ persons
+    def new_person(self, rng: random.Random, p: int, sequence: dict[str, int], hukou_share: float = 0.25) -> dict:
+        """Person ``p``: a valid, unique GB 11643 ID (``sequence`` counts the
+        sequence numbers used per division, birth date and gender)."""
+        is_hukou = rng.random() < hukou_share
+        gender = "男" if rng.random() < 0.52 else "女"
+        birth = _birth_date(rng, self.as_of, migrant=not is_hukou)
+        if is_hukou:
+            division = ref.CITY_DIVISION_CODE
+            if birth.year < 1985 and rng.random() < 0.3:
+                division = "442527"
+            elif 1985 <= birth.year <= 1988 and rng.random() < 0.5:
+                division = "442502"
+        else:
+            division = rng.choice(voc.OTHER_PROVINCE_DIVISIONS)
+        while True:
+            key = f"{division}{birth:%Y%m%d}{gender}"
+            count = sequence.get(key, 0)
+            sequence[key] = count + 1
+            seq = 2 * count + (1 if gender == "男" else 2)
+            if seq <= 999:
+                break
+            birth += timedelta(days=1)  # a crowded birthday: move one day on
+        age = (self.as_of - birth).days / 365.25
+        dead = rng.random() < (0.002 + 0.0004 * max(0.0, age - 50))
+        death_date = _random_day(rng, self.as_of - timedelta(days=3 * 365), self.as_of) if dead else None
+        if death_date and death_date <= birth:
+            dead, death_date = False, None
+        return {
+            "is_hukou": is_hukou, "gender": gender, "birth": birth, "age": age,
+            "person_id": _check_id(f"{division}{birth:%Y%m%d}{seq:03d}"), "name": _person_name(rng),
+            "address": self.geo.address(rng.randrange(self.geo.n_addresses)),
+            "phone": f"1{rng.choice('35789')}{rng.randrange(10**9):09d}",
+            "ethnicity": rng.choice(voc.ETHNICITIES), "dead": dead, "death_date": death_date,
+            "status": "死亡" if dead else ("迁出" if rng.random() < 0.01 else "正常"),
+        }
+
+    def hukou_row(self, rng: random.Random, corrupt: Corruptor, person: dict, household: dict, p: int) -> tuple[dict, list]:
+        """One 户籍人口 record as 公安局 exports it, with its defect labels."""
+        if household["left"] == 0:
+            household.update(number=f"{person['address']['town_code'][-3:]}{p:09d}",
+                             left=rng.choice((1, 2, 3, 3, 4, 5)))
+            relation = "户主"
+        else:
+            relation = rng.choice(voc.RELATIONS_AFTER_HEAD)
+        household["left"] -= 1
+        gender, birth = person["gender"], person["birth"]
+        value, labels, flip = corrupt.person_id(person["person_id"], "身份证号", allow_gender=True)
+        birth_text, birth_labels = corrupt.day(birth, "出生日期", required=True)
+        reg_text, reg_labels = corrupt.day(_random_day(rng, max(birth, date(1985, 1, 1)), self.as_of), "登记日期")
+        name_text, name_labels = corrupt.required_text(person["name"], "姓名")
+        return {
+            "身份证号": value, "姓名": name_text, "性别": ("女" if gender == "男" else "男") if flip else gender,
+            "民族": person["ethnicity"], "出生日期": birth_text,
+            "户籍地址": self.geo.free_text(person["address"], rng), "户号": household["number"],
+            "与户主关系": relation, "登记日期": reg_text, "人口状态": person["status"],
+        }, labels + birth_labels + reg_labels + name_labels
+
     def write_persons(self) -> None:
         rates = self.rates
-        hukou = self.writer("psb.hukou", ["身份证号", "姓名", "性别", "民族", "出生日期", "户籍地址", "户号",
-                                          "与户主关系", "登记日期", "人口状态"], "csv", "gb18030", crlf=True)
+        hukou = self.writer("psb.hukou", HUKOU_HEADERS, "csv", "gb18030", crlf=True)
         residence = self.writer("psb.residence_permit", ["证件号码", "姓名", "性别", "出生日期", "居住地址",
                                                           "所属镇街", "联系电话", "登记日期", "有效期至"], "xlsx")
         death = self.writer("mca.death", ["身份证号", "姓名", "死亡日期", "火化日期", "殡仪馆"], "csv", "gb18030",
@@ -558,39 +615,11 @@ class City:
             c_hukou = Corruptor(rng, rates)
             c_res = Corruptor(rng, rates, xlsx=True)
             for p in range(chunk_start, min(self.n_persons, chunk_start + PERSON_CHUNK)):
-                is_hukou = rng.random() < 0.25
-                gender = "男" if rng.random() < 0.52 else "女"
-                birth = _birth_date(rng, self.as_of, migrant=not is_hukou)
-                if is_hukou:
-                    division = ref.CITY_DIVISION_CODE
-                    if birth.year < 1985 and rng.random() < 0.3:
-                        division = "442527"
-                    elif 1985 <= birth.year <= 1988 and rng.random() < 0.5:
-                        division = "442502"
-                else:
-                    division = rng.choice(voc.OTHER_PROVINCE_DIVISIONS)
-                key = f"{division}{birth:%Y%m%d}{gender}"
-                count = sequence.get(key, 0)
-                sequence[key] = count + 1
-                seq = 2 * count + (1 if gender == "男" else 2)
-                if seq > 999:  # crowded birthday: move one day on
-                    birth += timedelta(days=1)
-                    key = f"{division}{birth:%Y%m%d}{gender}"
-                    count = sequence.get(key, 0)
-                    sequence[key] = count + 1
-                    seq = 2 * count + (1 if gender == "男" else 2)
-                person_id = _check_id(f"{division}{birth:%Y%m%d}{seq:03d}")
-                name = _person_name(rng)
-                age = (self.as_of - birth).days / 365.25
-                address = self.geo.address(rng.randrange(self.geo.n_addresses))
-                phone = f"1{rng.choice('35789')}{rng.randrange(10**9):09d}"
-                ethnicity = rng.choice(voc.ETHNICITIES)
-                dead = rng.random() < (0.002 + 0.0004 * max(0.0, age - 50))
-                death_date = _random_day(rng, self.as_of - timedelta(days=3 * 365), self.as_of) if dead else None
-                if death_date and death_date <= birth:
-                    death_date = None
-                    dead = False
-                status = "死亡" if dead else ("迁出" if rng.random() < 0.01 else "正常")
+                person = self.new_person(rng, p, sequence)
+                is_hukou, gender, birth, person_id, name = (
+                    person["is_hukou"], person["gender"], person["birth"], person["person_id"], person["name"])
+                age, address, phone, ethnicity = person["age"], person["address"], person["phone"], person["ethnicity"]
+                dead, death_date, status = person["dead"], person["death_date"], person["status"]
 
                 if p in self.rep_of or pending_reps:
                     if age >= 20 and not dead:
@@ -602,24 +631,7 @@ class City:
                         pending_reps += self.rep_of.pop(p, [])
 
                 if is_hukou:
-                    if household["left"] == 0:
-                        household = {"number": f"{address['town_code'][-3:]}{p:09d}", "left": rng.choice((1, 2, 3, 3, 4, 5))}
-                        relation = "户主"
-                    else:
-                        relation = rng.choice(voc.RELATIONS_AFTER_HEAD)
-                    household["left"] -= 1
-                    value, labels, flip = c_hukou.person_id(person_id, "身份证号", allow_gender=True)
-                    birth_text, birth_labels = c_hukou.day(birth, "出生日期", required=True)
-                    reg_text, reg_labels = c_hukou.day(
-                        _random_day(rng, max(birth, date(1985, 1, 1)), self.as_of), "登记日期")
-                    name_text, name_labels = c_hukou.required_text(name, "姓名")
-                    hukou.write({
-                        "身份证号": value, "姓名": name_text,
-                        "性别": ("女" if gender == "男" else "男") if flip else gender,
-                        "民族": ethnicity, "出生日期": birth_text,
-                        "户籍地址": self.geo.free_text(address, rng), "户号": household["number"],
-                        "与户主关系": relation, "登记日期": reg_text, "人口状态": status,
-                    }, labels + birth_labels + reg_labels + name_labels)
+                    hukou.write(*self.hukou_row(rng, c_hukou, person, household, p))
                 elif not dead:
                     value, labels, flip = c_res.person_id(person_id, "证件号码", allow_gender=True)
                     registered = _random_day(rng, self.as_of - timedelta(days=3 * 365), self.as_of)
@@ -950,3 +962,26 @@ def generate_city(out: Path, scale: float = 0.002, seed: int = 7, rates: DefectR
     log.info("synthetic city: %d persons, %d entities, %d files, %d defects in %.1fs",
              summary.persons, summary.market_entities, len(summary.files), summary.defects, summary.seconds)
     return summary
+
+
+def write_hukou_export(out: Path, rows: int, seed: int = 7, rates: DefectRates | None = None,
+                       as_of: date = date(2026, 11, 28)) -> Path:
+    """One 公安局 household-registration export of ``rows`` residents (GB18030,
+    CRLF, defects at ``rates``), without the rest of the city: for benchmarks
+    and fault tests. Labels go to ``out/truth/defects.csv``."""
+    scale = rows / (REAL_PERSONS * 0.25)
+    city = City(Path(out), scale, seed, rates or DefectRates(), as_of)
+    city.truth.mkdir(parents=True, exist_ok=True)
+    city.defect_log = DefectLog(city.truth / "defects.csv")
+    writer = city.writer("psb.hukou", HUKOU_HEADERS, "csv", "gb18030", crlf=True)
+    sequence: dict[str, int] = {}
+    household = {"number": "", "left": 0}
+    for chunk_start in range(0, rows, PERSON_CHUNK):
+        rng = rng_for(seed, "hukou-export", chunk_start)
+        corrupt = Corruptor(rng, city.rates)
+        for p in range(chunk_start, min(rows, chunk_start + PERSON_CHUNK)):
+            person = city.new_person(rng, p, sequence, hukou_share=1.0)
+            writer.write(*city.hukou_row(rng, corrupt, person, household, p))
+    writer.close()
+    city.defect_log.close()
+    return writer.path

@@ -1,0 +1,88 @@
+"""A load killed mid-write leaves the published tables as they were; a rerun completes it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from pipelines.contracts import get_contract
+from pipelines.ingest import ingest_file, read_manifest
+from pipelines.lake import delta_version, table_path
+from pipelines.synth.city import write_hukou_export
+
+
+def _data_files(table: Path) -> set[Path]:
+    return {p for p in table.rglob("*.parquet") if "_delta_log" not in p.parts}
+
+
+def test_killed_load_leaves_previous_state_and_rerun_completes(spark, lake_settings, tmp_path):
+    contract = get_contract("psb.hukou")
+    small = write_hukou_export(tmp_path / "small", 300, seed=1)
+    big = write_hukou_export(tmp_path / "big", 150_000, seed=2)
+    first = ingest_file(spark, contract, small, settings=lake_settings)
+    assert first.status == "loaded"
+    silver = Path(table_path("silver", contract, lake_settings))
+    version_before = delta_version(spark, str(silver))
+    files_before = _data_files(silver)
+
+    env = dict(os.environ, GOVLAKE_HOME=lake_settings.home)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "ingest", "psb.hukou", str(big)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    killed_mid_write = False
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if _data_files(silver) - files_before:  # silver part files written, not yet committed
+                os.killpg(process.pid, signal.SIGKILL)
+                killed_mid_write = True
+                break
+            time.sleep(0.01)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert killed_mid_write, "the load finished before it could be killed mid-write"
+
+    spark.catalog.clearCache()
+    assert delta_version(spark, str(silver)) == version_before
+    published = spark.read.format("delta").load(str(silver))
+    assert published.count() == first.rows_loaded
+    assert {r[0] for r in published.select("_load_id").distinct().collect()} == {first.load_id}
+    statuses = {r["load_id"]: r["status"] for r in read_manifest(spark, lake_settings).collect()}
+    assert statuses == {first.load_id: "loaded"}
+
+    rerun = ingest_file(spark, contract, big, settings=lake_settings)
+    assert rerun.status == "loaded" and rerun.reconciles
+    published = spark.read.format("delta").load(str(silver))
+    assert published.count() == first.rows_loaded + rerun.rows_loaded
+    assert published.where(F.col("_load_id") == rerun.load_id).count() == rerun.rows_loaded
+    bronze = spark.read.format("delta").load(table_path("bronze", contract, lake_settings))
+    assert bronze.where(F.col("_load_id") == rerun.load_id).count() == rerun.rows_read
+
+
+def test_bad_file_is_rejected_with_file_row_and_column_and_publishes_nothing(spark, lake_settings, tmp_path):
+    contract = get_contract("psb.hukou")
+    good = write_hukou_export(tmp_path / "good", 200, seed=5)
+    ingest_file(spark, contract, good, settings=lake_settings)
+    silver = table_path("silver", contract, lake_settings)
+    version = delta_version(spark, silver)
+    broken = tmp_path / "hukou_broken.csv"
+    broken.write_text("姓名,性别,出生日期\n张三,男,1990-01-01\n", encoding="utf-8")
+    result = ingest_file(spark, contract, broken, settings=lake_settings)
+    assert result.status == "rejected"
+    assert "hukou_broken.csv" in result.message and "身份证号 (id_number)" in result.message
+    assert delta_version(spark, silver) == version
+    not_xlsx = tmp_path / "residence.xlsx"
+    not_xlsx.write_bytes(b"this is not a workbook")
+    from pipelines.readers import DeliveryError
+
+    with pytest.raises(DeliveryError, match="residence.xlsx: not a readable XLSX"):
+        ingest_file(spark, get_contract("psb.residence_permit"), not_xlsx, settings=lake_settings)
