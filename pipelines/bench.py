@@ -105,6 +105,7 @@ def bench_ingest(rows: int, seed: int = 7) -> dict:
         "pyarrow_seconds": round(arrow_seconds, 2), "pyarrow_rows_per_second": round(arrow_rows / arrow_seconds),
         "pyarrow_peak_rss_gib": round(arrow_peak / 2**30, 2),
         "ratio_govlake_over_pyarrow": round(seconds / arrow_seconds, 2),
+        "govlake_phase_seconds": result.timings,
         "loaded": result.rows_loaded, "quarantined": result.rows_quarantined, "duplicate": result.rows_duplicate,
         "spark_master": settings.spark_master, "shuffle_partitions": settings.shuffle_partitions,
     }

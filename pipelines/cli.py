@@ -16,8 +16,9 @@ from rich.table import Table
 from pipelines.settings import PROJECT_ROOT, get_settings
 
 log = logging.getLogger("pipelines")
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+# Wide enough for the tables when output is piped (rich assumes 80 columns then).
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -117,7 +118,7 @@ def contracts_check(paths: tuple[Path, ...]) -> None:
               type=click.Path(path_type=Path), help="Output folder (deliveries/ and truth/).")
 @click.option("--defect-scale", default=1.0, show_default=True, type=float,
               help="Multiply every defect rate (0 for a clean city).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 def synth(scale: float, seed: int, out: Path, defect_scale: float, as_json: bool) -> None:
     """Generate a synthetic Dongguan-like city: every bureau export plus ground truth."""
     from pipelines.synth import DefectRates, generate_city
@@ -168,7 +169,7 @@ def ingest_all_with_progress(spark, root: Path, show_progress: bool):
 @click.option("--all", "all_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Ingest every delivery under DIR/<bureau>/<feed>/.")
 @click.option("--replaces", metavar="LOAD_ID", help="This file is a corrected re-delivery of LOAD_ID.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 def ingest(feed: str | None, file: Path | None, all_dir: Path | None, replaces: str | None, as_json: bool) -> None:
     """Ingest FEED FILE (or --all DIR) exactly once: raw, bronze, silver, quarantine.
 
@@ -184,7 +185,11 @@ def ingest(feed: str | None, file: Path | None, all_dir: Path | None, replaces: 
         results = ingest_all_with_progress(spark, all_dir, show_progress=not as_json)
     else:
         try:
-            results = [ingest_file(spark, get_contract(feed), file, replaces=replaces)]
+            if as_json:
+                results = [ingest_file(spark, get_contract(feed), file, replaces=replaces)]
+            else:
+                with err_console.status(f"ingesting {file} into {feed}"):
+                    results = [ingest_file(spark, get_contract(feed), file, replaces=replaces)]
         except (ContractError, DeliveryError, ReconciliationError) as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:
@@ -200,7 +205,7 @@ def ingest(feed: str | None, file: Path | None, all_dir: Path | None, replaces: 
 
 @main.command()
 @click.option("--feed", help="Only this feed.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 def loads(feed: str | None, as_json: bool) -> None:
     """The load manifest: the latest status of every delivery."""
     from pyspark.sql import functions as F
@@ -228,7 +233,7 @@ def collection() -> None:
 
 
 @collection.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 def collection_status_command(as_json: bool) -> None:
     """Per feed: cadence, last delivery, rows, and on time / late / missing."""
     from pipelines.collection import collection_status
@@ -250,7 +255,7 @@ def collection_status_command(as_json: bool) -> None:
 @main.command()
 @click.option("--scale", default=0.002, show_default=True, type=float)
 @click.option("--seed", default=7, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 def demo(scale: float, seed: int, as_json: bool) -> None:
     """Generate a small city and ingest all of it, printing a per-feed summary."""
     from pipelines.demo import run_demo
@@ -269,7 +274,9 @@ def demo(scale: float, seed: int, as_json: bool) -> None:
                              {"loads", "read", "loaded", "quarantined", "duplicate", "silver rows"}))
         for note in summary["notes"]:
             console.print(f"- {note}")
-        console.print(f"Lake: {summary['lake']}   Truth: {summary['truth']}")
+        console.print(f"Lake: {summary['lake']}   Ground truth: {summary['truth']}")
+        console.print("Next: `govlake loads`, `govlake collection status`, and the quarantine table at "
+                      f"{summary['lake']}/governance/quarantine (Delta).")
     if not summary["ok"]:
         sys.exit(1)
 

@@ -60,6 +60,7 @@ class LoadResult:
     replaces_load_id: str | None = None
     message: str = ""
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
     @property
     def reconciles(self) -> bool:
@@ -198,9 +199,11 @@ def classify_rows(df, contract: Contract, headers_found: dict[str, str], missing
         .when(F.size(F.col("_failures")) > 0, F.lit("quarantined"))
         .otherwise(F.lit("loaded"))
     )
+    intermediate = [f"{n}__t" for n in names] + [f"{n}__error" for n in names]
     return (
         df.select("*", is_header.alias("_is_header"), failures.alias("_failures"))
         .withColumn("_outcome", outcome)
+        .drop(*intermediate, "_is_header")
     )
 
 
@@ -256,15 +259,22 @@ def _keep_raw(path: Path, contract: Contract, sha256: str, settings: Settings) -
 
 
 def _stage(delivery: Delivery, load_id: str, settings: Settings) -> Path:
+    """Write the parsed delivery as Parquet parts, one per shuffle partition,
+    so that Spark reads it with every core (one file would be one task)."""
     import pyarrow.parquet as pq
 
-    staging = settings.local_lake_path("_staging")
-    staging.mkdir(parents=True, exist_ok=True)
-    target = staging / f"{load_id}.parquet"
-    partial = staging / f"{load_id}.parquet.partial"
-    pq.write_table(delivery.table, partial, compression="zstd")
-    partial.replace(target)
-    return target
+    staging = settings.local_lake_path("_staging", load_id)
+    partial = staging.with_name(load_id + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    table = delivery.table
+    parts = max(1, min(settings.shuffle_partitions, table.num_rows // 10_000 or 1))
+    size = -(-table.num_rows // parts) if table.num_rows else 0
+    for part in range(parts):
+        pq.write_table(table.slice(part * size, size), partial / f"part-{part:05d}.parquet", compression="zstd")
+    shutil.rmtree(staging, ignore_errors=True)
+    partial.replace(staging)
+    return staging
 
 
 def _write_replacing(df, path: str, predicate: str, tag: str, partition_by: str | None = None) -> None:
@@ -327,6 +337,14 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         "size_bytes": path.stat().st_size, "replaces_load_id": replaces,
     }
 
+    clock = time.monotonic()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        result.timings[phase] = round(now - clock, 3)
+        clock = now
+
     try:
         delivery = read_delivery(contract, path)
     except DeliveryError as exc:
@@ -339,7 +357,9 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
     result.missing_columns = [c.header for c in delivery.missing_columns]
     missing_required = [c.name for c in delivery.missing_required]
 
+    lap("parse")
     staged = _stage(delivery, load_id, settings)
+    lap("stage")
     ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
     bronze = (
         spark.read.parquet(str(staged))
@@ -354,6 +374,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         result.rows_loaded = counts.get("loaded", 0)
         result.rows_quarantined = counts.get("quarantined", 0)
         result.rows_duplicate = counts.get("duplicate", 0)
+        lap("classify")
         if not result.reconciles:
             raise ReconciliationError(
                 f"{source}: read {result.rows_read} rows but classified "
@@ -364,9 +385,11 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         silver_path = table_path("silver", contract, settings)
         quarantine_path = governance_path("quarantine", settings)
         _write_replacing(bronze, bronze_path, f"_load_id = '{load_id}'", load_id)
+        lap("bronze")
         _write_replacing(
             quarantine_rows(classified, contract, delivery.headers_found), quarantine_path,
             f"feed = '{contract.feed}' AND _load_id IN ({_sql_list(swap)})", load_id, partition_by="feed")
+        lap("quarantine")
         if missing_required:
             result.status = "rejected"
             headers = ", ".join(f"{c.header} ({c.name})" for c in delivery.missing_required)
@@ -378,7 +401,9 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
             _write_replacing(silver_rows(classified, contract), silver_path,
                              f"_load_id IN ({_sql_list(swap)})", load_id)
             result.status = "loaded"
+        lap("silver")
         _verify_commits(spark, result, bronze_path, silver_path, quarantine_path)
+        lap("verify")
     except Exception as exc:
         result.status = result.status if isinstance(exc, DeliveryError) else "failed"
         _append_manifest(spark, [base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
@@ -403,7 +428,8 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
             "status": "replaced", "message": f"replaced by {load_id} ({path.name})"})
     _append_manifest(spark, events, settings)
-    staged.unlink(missing_ok=True)
+    shutil.rmtree(staged, ignore_errors=True)
+    lap("manifest")
     result.seconds = time.monotonic() - started
     log.info("%s: %s load %s: read %d, loaded %d, quarantined %d, duplicate %d (%.1fs)",
              source, result.status, load_id, result.rows_read, result.rows_loaded,
