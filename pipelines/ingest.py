@@ -324,10 +324,11 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         result.seconds = time.monotonic() - started
         log.info("%s: %s", source, result.message)
         return result
+    replaced = None
     if replaces:
-        target = latest_status(spark, replaces, settings)
-        if not target or target["feed"] != contract.feed or target["status"] != "loaded":
-            state = "unknown" if not target else f"{target['feed']} {target['status']}"
+        replaced = latest_status(spark, replaces, settings)
+        if not replaced or replaced["feed"] != contract.feed or replaced["status"] != "loaded":
+            state = "unknown" if not replaced else f"{replaced['feed']} {replaced['status']}"
             raise DeliveryError(f"{source}: --replaces {replaces}: not a loaded delivery of {contract.feed} ({state})")
 
     raw_path = _keep_raw(path, contract, sha256, settings)
@@ -405,7 +406,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         _verify_commits(spark, result, bronze_path, silver_path, quarantine_path)
         lap("verify")
     except Exception as exc:
-        result.status = result.status if isinstance(exc, DeliveryError) else "failed"
+        result.status = "failed"
         _append_manifest(spark, [base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
         raise
     finally:
@@ -423,8 +424,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         "missing_columns": result.missing_columns, "message": result.message,
     }
     events = [event]
-    if replaces and result.status == "loaded":
-        replaced = latest_status(spark, replaces, settings)
+    if replaced and result.status == "loaded":
         events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
             "status": "replaced", "message": f"replaced by {load_id} ({path.name})"})
     _append_manifest(spark, events, settings)

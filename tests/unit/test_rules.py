@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
-import pytest
 from stdnum.cn import ric, uscc as stdnum_uscc
 from stdnum.exceptions import ValidationError
 
@@ -86,7 +85,7 @@ def test_id_number_repairs_and_rejections(spark):
 def test_uscc_agrees_with_python_stdnum_and_accepts_authorities_a_n_y(spark):
     rng = random.Random(2)
     digit_codes, other_codes = [], []
-    for k in range(1500):
+    for _ in range(1500):
         org8 = "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRTUWXY") for _ in range(8))
         code = make_uscc(rng.choice(("91", "92", "93", "51", "52", "12")), org8)
         if rng.random() < 0.3:
