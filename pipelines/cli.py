@@ -171,9 +171,9 @@ def ingest_all_with_progress(spark, root: Path, show_progress: bool):
 @click.option("--replaces", metavar="LOAD_ID", help="This file is a corrected re-delivery of LOAD_ID.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 def ingest(feed: str | None, file: Path | None, all_dir: Path | None, replaces: str | None, as_json: bool) -> None:
-    """Ingest FEED FILE (or --all DIR) exactly once: raw, bronze, silver, quarantine.
+    """Ingest FEED FILE (or --all DIR) exactly once: raw, bronze, quality gate, silver, quarantine.
 
-    Exits 1 if any delivery was rejected or failed.
+    Exits 1 if any delivery was rejected, blocked by the quality gate, or failed.
     """
     from pipelines.contracts import ContractError, get_contract
     from pipelines.ingest import DeliveryError, ReconciliationError, ingest_file
@@ -197,9 +197,9 @@ def ingest(feed: str | None, file: Path | None, all_dir: Path | None, replaces: 
     else:
         console.print(_table("Loads", LOAD_COLUMNS, _load_rows(results), LOAD_NUMBERS))
         for r in results:
-            if r.status in ("rejected", "failed"):
-                err_console.print(f"[red]{r.feed} {r.source_file}: {r.message}[/red]")
-    if any(r.status in ("rejected", "failed") for r in results):
+            if r.status in ("rejected", "failed", "blocked"):
+                err_console.print(f"[red]{r.feed} {r.source_file} ({r.load_id}): {r.status}: {r.message}[/red]")
+    if any(r.status in ("rejected", "failed", "blocked") for r in results):
         sys.exit(1)
 
 
@@ -249,6 +249,153 @@ def collection_status_command(as_json: bool) -> None:
              s.last_rows, s.loads, f"[{colour[s.status]}]{s.status}[/{colour[s.status]}]"] for s in statuses]
     console.print(_table("Collection list (归集清单)", ["feed", "bureau", "title", "cadence", "last delivery (UTC)",
                                                       "file", "rows", "loads", "status"], rows, {"rows", "loads"}))
+
+
+# ---------------------------------------------------------------------- quality
+@main.group()
+def quality() -> None:
+    """Quality gates: expectation suites, validation results, approvals, Data Docs."""
+
+
+@quality.command("suites")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if a suite file is stale or missing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def quality_suites(check: bool, as_json: bool) -> None:
+    """Render quality/suites/<feed>.json from the contracts and quality/custom/."""
+    from pipelines.contracts import ContractError, load_contracts
+    from pipelines.quality import SuiteError, write_suites
+
+    try:
+        outcome = write_suites(load_contracts(), check=check)
+    except (ContractError, SuiteError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _emit_json(outcome)
+    else:
+        console.print(_table("Expectation suites", ["feed", "suite file"], [[f, s] for f, s in outcome.items()]))
+    if check and any(s != "unchanged" for s in outcome.values()):
+        err_console.print("[red]suite files are out of date: run `govlake quality suites`[/red]")
+        sys.exit(1)
+
+
+@quality.command("report")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def quality_report_command(as_json: bool) -> None:
+    """Where the Data Docs are, and per feed: pass rate, blocked loads, worst expectations."""
+    from pipelines.quality import quality_report
+
+    report = quality_report(_spark())
+    if as_json:
+        _emit_json(report)
+        return
+    rows = [[f["feed"], f.get("validated_loads", 0), f"{f.get('pass_rate') or 0:.1%}", f.get("blocking_failures", 0),
+             f.get("warnings", 0), len(f["blocked_loads"]),
+             "; ".join(f"{w['expectation']} {w['unexpected_percent'] or 0:.1f}%" for w in f["worst"])]
+            for f in report["feeds"]]
+    console.print(_table("Quality gate results", ["feed", "loads", "pass rate", "blocking fails", "warnings",
+                                                  "blocked", "worst expectations"], rows,
+                         {"loads", "pass rate", "blocking fails", "warnings", "blocked"}))
+    for row in report["blocked"]:
+        console.print(f"[yellow]blocked[/yellow] {row['load_id']} ({row['feed']} {row['source_file']}): "
+                      f"{row['message']}")
+    console.print(f"Data Docs: {report['data_docs'] or 'not built yet (no validation has run)'}")
+
+
+@quality.command("approve")
+@click.argument("load_id")
+@click.option("--reason", required=True, help="Why the blocked delivery may be promoted (recorded).")
+@click.option("--by", "approved_by", default=None, help="Who approves (default: the OS user).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def quality_approve(load_id: str, reason: str, approved_by: str | None, as_json: bool) -> None:
+    """Promote a delivery the gate blocked into silver; the approval is recorded."""
+    import getpass
+
+    from pipelines.ingest import approve_blocked_load
+
+    try:
+        approval = approve_blocked_load(_spark(), load_id, reason, approved_by or getpass.getuser())
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _emit_json(approval)
+    else:
+        console.print(f"approved {load_id} ({approval['feed']}): {approval['rows_promoted']} rows promoted to silver")
+
+
+# ---------------------------------------------------------------------- governance list
+@main.group()
+def governance() -> None:
+    """The governance list (治理清单) and the bureau scorecard."""
+
+
+@governance.command("list")
+@click.option("--bureau", help="Only this owner bureau (e.g. psb).")
+@click.option("--feed", help="Only this feed.")
+@click.option("--status", type=click.Choice(["open", "closed", "all"]), default="open", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def governance_list(bureau: str | None, feed: str | None, status: str, as_json: bool) -> None:
+    """Governance issues: one per (bureau, feed, rule), with affected rows and sample rows."""
+    from pyspark.sql import functions as F
+
+    from pipelines.governance import read_issues
+
+    frame = read_issues(_spark())
+    if bureau:
+        frame = frame.where(F.col("bureau") == bureau)
+    if feed:
+        frame = frame.where(F.col("feed") == feed)
+    if status != "all":
+        frame = frame.where(F.col("status") == status)
+    rows = [r.asDict() for r in frame.orderBy("bureau", "feed", F.col("last_affected_rows").desc()).collect()]
+    if as_json:
+        _emit_json(rows)
+        return
+    console.print(_table(f"Governance list (治理清单): {status}", [
+        "issue", "bureau", "feed", "rule", "status", "first seen", "last seen", "occurrences", "affected rows",
+        "samples"], [[r["issue_id"], r["bureau"], r["feed"], r["rule"], r["status"],
+                      f"{r['first_seen_at']:%Y-%m-%d %H:%M}", f"{r['last_seen_at']:%Y-%m-%d %H:%M}",
+                      r["occurrences"], r["affected_rows"], ", ".join(r["sample_rows"][:3])] for r in rows],
+        {"occurrences", "affected rows"}))
+
+
+@governance.command("close")
+@click.argument("issue_id")
+@click.option("--reason", required=True, help="Why the issue is closed (recorded).")
+@click.option("--by", "closed_by", default=None, help="Who closes it (default: the OS user).")
+def governance_close(issue_id: str, reason: str, closed_by: str | None) -> None:
+    """Close a governance issue by hand, with a reason."""
+    import getpass
+
+    from pipelines.governance import close_issue
+
+    try:
+        issue = close_issue(_spark(), issue_id, reason, closed_by or getpass.getuser())
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"closed {issue_id} ({issue['feed']} {issue['rule']}): {reason}")
+
+
+@governance.command("scorecard")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def governance_scorecard(as_json: bool) -> None:
+    """Per bureau and feed: completeness, validity, uniqueness, timeliness, open issues."""
+    from pipelines.contracts import load_contracts
+    from pipelines.governance import scorecard
+
+    card = scorecard(_spark(), load_contracts())
+    if as_json:
+        _emit_json([row.as_dict() for row in card])
+        return
+
+    def pct(value):
+        return "-" if value is None else f"{value:.1%}"
+
+    console.print(_table("Bureau scorecard", ["bureau", "feed", "last load", "status", "completeness", "validity",
+                                              "uniqueness", "timeliness", "blocked loads", "open issues"],
+                         [[r.bureau, r.feed, r.last_load_id or "-", r.last_status or "-", pct(r.completeness),
+                           pct(r.validity), pct(r.uniqueness), r.timeliness, r.blocked_loads, r.open_issues]
+                          for r in card],
+                         {"completeness", "validity", "uniqueness", "blocked loads", "open issues"}))
 
 
 # ---------------------------------------------------------------------- demo

@@ -53,7 +53,7 @@ def collection_status(spark, contracts: dict[str, Contract], settings: Settings 
     from pipelines.ingest import read_manifest
 
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
-    loaded = read_manifest(spark, settings).where(F.col("status").isin("loaded", "replaced"))
+    loaded = read_manifest(spark, settings).where(F.col("status").isin("loaded", "replaced", "blocked"))
     rows = loaded.groupBy("feed").agg(
         F.count("*").alias("loads"),
         F.max_by(F.struct("event_at", "source_file", "rows_read"), "event_at").alias("last"),

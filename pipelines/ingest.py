@@ -11,6 +11,10 @@ Contract of a load:
   quarantine rows for its own in one commit per table.
 - rows read = rows loaded + rows quarantined + duplicate rows; checked before
   the load is marked loaded, and against the committed Delta metrics after.
+- the quality gate (``pipelines.quality``) validates the delivery before it is
+  promoted: a blocking failure leaves silver at its version, parks the rows in
+  ``pending/`` and marks the load ``blocked`` until ``approve_blocked_load``.
+- every load updates the governance list (``pipelines.governance``).
 """
 
 from __future__ import annotations
@@ -25,9 +29,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipelines.contracts import Contract
+from pipelines.governance import gate_findings, quarantine_findings, update_issues
 from pipelines.lake import commit_metrics, delta_exists, governance_path, table_path
 from pipelines.readers import (
     EXTRA_COLUMN, MALFORMED_COLUMN, ROW_NUMBER_COLUMN, Delivery, DeliveryError, read_delivery,
+)
+from pipelines.quality import (
+    blocked_message, gate_frame, record_results, row_count_parameters, validate_delivery,
 )
 from pipelines.settings import Settings, get_settings
 
@@ -61,13 +69,19 @@ class LoadResult:
     message: str = ""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    issues: dict[str, list[str]] = field(default_factory=dict)  # governance issue ids opened/updated/closed
+    gate: object = field(default=None, repr=False)             # quality.GateResult when the gate ran
 
     @property
     def reconciles(self) -> bool:
         return self.rows_read == self.rows_loaded + self.rows_quarantined + self.rows_duplicate
 
     def as_dict(self) -> dict:
-        return asdict(self) | {"reconciles": self.reconciles}
+        data = {k: v for k, v in asdict(self).items() if k != "gate"}
+        if self.gate is not None:
+            data["blocking_failures"] = [o.describe() for o in self.gate.blocking_failures]
+            data["warnings"] = [o.describe() for o in self.gate.warnings]
+        return data | {"reconciles": self.reconciles}
 
 
 # --------------------------------------------------------------------------- manifest
@@ -293,11 +307,13 @@ def _sql_list(values: list[str]) -> str:
 
 
 def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = None,
-                settings: Settings | None = None, known_loads: dict[str, dict] | None = None) -> LoadResult:
+                settings: Settings | None = None, known_loads: dict[str, dict] | None = None,
+                run_gate: bool = True) -> LoadResult:
     """Load one delivery exactly once. See the module docstring for the contract.
 
     ``known_loads`` (load id -> latest manifest event) saves a manifest read
-    per file when many files are loaded in a row.
+    per file when many files are loaded in a row. ``run_gate=False`` skips the
+    quality gate (benchmarks of ingest alone); deliveries are then promoted.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -313,8 +329,8 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
     result = LoadResult(contract.feed, path.name, load_id, sha256, status="started", replaces_load_id=replaces)
 
     previous = known_loads.get(load_id) if known_loads is not None else latest_status(spark, load_id, settings)
-    if previous and previous["status"] in ("loaded", "replaced", "rejected"):
-        result.status = "already_loaded" if previous["status"] != "rejected" else "rejected"
+    if previous and previous["status"] in ("loaded", "replaced", "rejected", "blocked"):
+        result.status = previous["status"] if previous["status"] in ("rejected", "blocked") else "already_loaded"
         result.message = (
             f"same content as {previous['source_file']} (load {load_id}, {previous['status']}"
             f" at {previous['event_at']:%Y-%m-%d %H:%M:%S} UTC): nothing changed"
@@ -391,6 +407,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
             quarantine_rows(classified, contract, delivery.headers_found), quarantine_path,
             f"feed = '{contract.feed}' AND _load_id IN ({_sql_list(swap)})", load_id, partition_by="feed")
         lap("quarantine")
+        findings = quarantine_findings(classified, path.name)
         if missing_required:
             result.status = "rejected"
             headers = ", ".join(f"{c.header} ({c.name})" for c in delivery.missing_required)
@@ -399,12 +416,38 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
                 f"{', '.join(delivery.headers_found.values()) or 'none'}. Whole file rejected; "
                 "its rows are in governance.quarantine")
         else:
-            _write_replacing(silver_rows(classified, contract), silver_path,
-                             f"_load_id IN ({_sql_list(swap)})", load_id)
-            result.status = "loaded"
+            gate = None
+            if run_gate:
+                gate = validate_delivery(
+                    gate_frame(classified, contract), contract, load_id,
+                    row_count_parameters(_previous_delivery_rows(spark, contract, load_id, settings, known_loads)),
+                    settings, rows=result.rows_read - result.rows_duplicate)
+                record_results(spark, gate, contract, path.name, settings)
+                result.gate = gate
+                failed, _ = gate_findings(gate, path.name)
+                findings += failed
+                lap("gate")
+            if gate is not None and gate.blocked:
+                # Not promoted: silver keeps its version; the rows wait in pending
+                # until a governor approves the load (``govlake quality approve``).
+                silver_path = table_path("pending", contract, settings)
+                _write_replacing(silver_rows(classified, contract), silver_path, f"_load_id = '{load_id}'", load_id)
+                result.status = "blocked"
+                result.message = blocked_message(gate)
+            else:
+                _write_replacing(silver_rows(classified, contract), silver_path,
+                                 f"_load_id IN ({_sql_list(swap)})", load_id)
+                result.status = "loaded"
         lap("silver")
         _verify_commits(spark, result, bronze_path, silver_path, quarantine_path)
         lap("verify")
+        result.issues = update_issues(spark, contract, load_id, findings,
+                                      close_others=result.status in ("loaded", "blocked") and run_gate,
+                                      settings=settings)
+        if result.status == "blocked" and result.issues:
+            ids = result.issues["opened"] + result.issues["updated"]
+            result.message += f". Governance issues: {', '.join(ids)}"
+        lap("governance")
     except Exception as exc:
         result.status = "failed"
         _append_manifest(spark, [base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
@@ -437,10 +480,30 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
     return result
 
 
+def _previous_delivery_rows(spark, contract: Contract, load_id: str, settings: Settings,
+                            known_loads: dict[str, dict] | None) -> int | None:
+    """Rows (duplicates excluded) of the feed's latest other delivery that
+    passed the gate or was blocked by it; None for a first delivery."""
+    from pyspark.sql import functions as F
+
+    if known_loads is not None:
+        events = [row for key, row in known_loads.items()
+                  if key != load_id and row.get("feed") == contract.feed
+                  and row.get("status") in ("loaded", "replaced", "blocked")]
+    else:
+        events = [row.asDict() for row in read_manifest(spark, settings)
+                  .where((F.col("feed") == contract.feed) & (F.col("load_id") != load_id)
+                         & F.col("status").isin("loaded", "replaced", "blocked")).collect()]
+    if not events:
+        return None
+    last = max(events, key=lambda row: row["event_at"])
+    return (last.get("rows_read") or 0) - (last.get("rows_duplicate") or 0)
+
+
 def _verify_commits(spark, result: LoadResult, bronze_path: str, silver_path: str, quarantine_path: str) -> None:
     """The committed Delta metrics must agree with the classified counts."""
     expected = {bronze_path: result.rows_read, quarantine_path: result.rows_quarantined}
-    if result.status == "loaded":
+    if result.status in ("loaded", "blocked"):
         expected[silver_path] = result.rows_loaded
     for path, rows in expected.items():
         metrics = commit_metrics(spark, path, result.load_id)
@@ -449,6 +512,62 @@ def _verify_commits(spark, result: LoadResult, bronze_path: str, silver_path: st
             raise ReconciliationError(
                 f"{result.feed} {result.source_file}: expected {rows} rows committed to {path}, "
                 f"Delta reports {written}")
+
+
+APPROVALS_DDL = (
+    "load_id string, feed string, bureau string, approved_by string, reason string, "
+    "rows_promoted long, blocking_failures string, approved_at timestamp"
+)
+
+
+def approve_blocked_load(spark, load_id: str, reason: str, approved_by: str,
+                         settings: Settings | None = None) -> dict:
+    """A governor promotes a blocked delivery: its pending rows replace its own
+    (and, for a correction, the replaced delivery's) rows in silver in one
+    commit; the approval is recorded in ``governance.quality_approvals`` and
+    the manifest."""
+    from pyspark.sql import functions as F
+
+    from pipelines.contracts import get_contract
+
+    settings = settings or get_settings()
+    if not reason or not reason.strip():
+        raise ValueError("an approval needs a reason (--reason)")
+    event = latest_status(spark, load_id, settings)
+    if event is None:
+        raise LookupError(f"no load {load_id} in governance.load_manifest")
+    if event["status"] != "blocked":
+        raise ValueError(f"load {load_id} ({event['feed']} {event['source_file']}) is {event['status']}, not blocked")
+    contract = get_contract(event["feed"], settings.schemas_dir)
+    pending_path = table_path("pending", contract, settings)
+    silver_path = table_path("silver", contract, settings)
+    rows = spark.read.format("delta").load(pending_path).where(F.col("_load_id") == load_id)
+    swap = [load_id] + ([event["replaces_load_id"]] if event["replaces_load_id"] else [])
+    tag = f"{load_id} approved"
+    _write_replacing(rows, silver_path, f"_load_id IN ({_sql_list(swap)})", tag)
+    written = int(commit_metrics(spark, silver_path, tag).get("numOutputRows", 0))
+    if written != (event["rows_loaded"] or 0):
+        raise ReconciliationError(f"{event['feed']} {event['source_file']}: approval promoted {written} rows, "
+                                  f"the load has {event['rows_loaded']}")
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, pending_path).delete(F.col("_load_id") == load_id)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    approval = {"load_id": load_id, "feed": event["feed"], "bureau": event["bureau"], "approved_by": approved_by,
+                "reason": reason, "rows_promoted": written, "blocking_failures": event["message"],
+                "approved_at": now}
+    spark.createDataFrame([approval], APPROVALS_DDL).write.format("delta").mode("append").save(
+        governance_path("quality_approvals", settings))
+    events = [{k: event[k] for k in event if k != "event_at"} | {
+        "status": "loaded", "message": f"approved by {approved_by}: {reason} (was {event['message']})"}]
+    if event["replaces_load_id"]:
+        replaced = latest_status(spark, event["replaces_load_id"], settings)
+        if replaced:
+            events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
+                "status": "replaced", "message": f"replaced by {load_id} ({event['source_file']})"})
+    _append_manifest(spark, events, settings)
+    log.info("%s load %s approved by %s: %d rows promoted to silver", event["feed"], load_id, approved_by, written)
+    return approval
 
 
 def correction_target(path: Path) -> str | None:
@@ -474,7 +593,7 @@ def discover_deliveries(root: Path, contracts: dict[str, Contract]) -> list[tupl
 
 
 def ingest_directory(spark, root: Path, contracts: dict[str, Contract], settings: Settings | None = None,
-                     on_result=None) -> list[LoadResult]:
+                     on_result=None, run_gate: bool = True) -> list[LoadResult]:
     """Ingest every delivery found under ``root``; a bad file does not stop the others."""
     settings = settings or get_settings()
     results = []
@@ -490,16 +609,17 @@ def ingest_directory(spark, root: Path, contracts: dict[str, Contract], settings
                 log.warning("%s %s: correction of %s, which was never loaded; loading as new",
                             contract.feed, path.name, target_name)
         try:
-            result = ingest_file(spark, contract, path, replaces=replaces, settings=settings, known_loads=known)
+            result = ingest_file(spark, contract, path, replaces=replaces, settings=settings, known_loads=known,
+                                 run_gate=run_gate)
         except (DeliveryError, ReconciliationError) as exc:
             result = LoadResult(contract.feed, path.name, "", "", status="rejected", message=str(exc))
-        if result.status in ("loaded", "rejected") and result.load_id:
+        if result.status in ("loaded", "rejected", "blocked") and result.load_id:
             if result.replaces_load_id and result.status == "loaded":
                 known[result.replaces_load_id]["status"] = "replaced"
             known[result.load_id] = {"status": result.status, "source_file": result.source_file,
                                      "feed": result.feed, **{k: getattr(result, k) for k in (
                                          "rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate")},
-                                     "event_at": datetime.now(timezone.utc)}
+                                     "event_at": datetime.now(timezone.utc).replace(tzinfo=None)}
         results.append(result)
         if on_result:
             on_result(result)

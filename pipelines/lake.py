@@ -6,8 +6,13 @@ Layout under ``GOVLAKE_HOME``::
     raw/<bureau>/<feed>/<sha256>.<ext> files exactly as sent, by content hash
     bronze/<bureau>/<feed>/           Delta, every value as delivered + lineage
     silver/<bureau>/<feed>/           Delta, typed and standardised
+    pending/<bureau>/<feed>/          Delta, silver rows of loads the quality gate blocked
     governance/load_manifest/         Delta, one row per load status change
     governance/quarantine/            Delta, one row per quarantined input row
+    governance/quality_results/       Delta, one row per expectation per validated load
+    governance/quality_approvals/     Delta, one row per governor approval of a blocked load
+    governance/issues/                Delta, the governance list (治理清单)
+    quality/gx/                       GX file context; Data Docs under uncommitted/data_docs
     _staging/                         scratch for loads in flight
 """
 

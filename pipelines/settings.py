@@ -38,6 +38,13 @@ class Settings:
     cache_dir: downloaded jars and Ivy cache (``GOVLAKE_CACHE``, default
         ``./.cache`` under the project, git-ignored).
     schemas_dir / catalog_dir / quality_dir: the declarative folders.
+    airflow_home / airflow_port: where the local Airflow keeps its SQLite
+        metadata, logs and config (``GOVLAKE_AIRFLOW_HOME``, default ``./.airflow``,
+        git-ignored) and the port its UI/API listens on (127.0.0.1 only).
+    gate_pandas_max_rows: deliveries up to this many rows are validated by GX's
+        pandas engine (``GOVLAKE_GATE_PANDAS_MAX_ROWS``, default 200000; 0 sends
+        every delivery to GX's Spark engine). GX on Spark costs ~6 s per
+        delivery however small; see docs/benchmarks.md.
     """
 
     home: str
@@ -50,6 +57,9 @@ class Settings:
     catalog_dir: Path
     quality_dir: Path
     delta_package: str = DEFAULT_DELTA_MAVEN_PACKAGE
+    airflow_home: Path = PROJECT_ROOT / ".airflow"
+    airflow_port: int = 8080
+    gate_pandas_max_rows: int = 200_000
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -95,5 +105,8 @@ def get_settings() -> Settings:
         catalog_dir=Path(_env("GOVLAKE_CATALOG", str(PROJECT_ROOT / "catalog"))),
         quality_dir=Path(_env("GOVLAKE_QUALITY", str(PROJECT_ROOT / "quality"))),
         delta_package=_env("GOVLAKE_DELTA_PACKAGE", DEFAULT_DELTA_MAVEN_PACKAGE),
+        airflow_home=Path(_env("GOVLAKE_AIRFLOW_HOME", str(PROJECT_ROOT / ".airflow"))).resolve(),
+        airflow_port=int(_env("GOVLAKE_AIRFLOW_PORT", "8080")),
+        gate_pandas_max_rows=int(_env("GOVLAKE_GATE_PANDAS_MAX_ROWS", "200000")),
         extra_spark_conf=_parse_extra_conf(os.environ.get("GOVLAKE_SPARK_CONF", "")),
     )

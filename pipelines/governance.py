@@ -1,0 +1,265 @@
+"""The governance list (治理清单) and the bureau scorecard.
+
+``governance.issues`` holds one row per issue: at most one *open* issue per
+(owner bureau, feed, rule). A rule is either a quality expectation that failed
+(``quarantine_share``, ``id_number.present_and_valid``, ...) or an ingest rule
+that quarantined rows (``id_number.check_character``, ...). Every validated
+delivery updates the list: failures open or update issues; rules of that feed
+that passed close their open issue by themselves. A governor can also close an
+issue with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+from pipelines.contracts import Contract
+from pipelines.lake import delta_exists, governance_path
+from pipelines.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+ISSUES_DDL = (
+    "issue_id string, bureau string, feed string, rule string, column_name string, source string, "
+    "status string, first_seen_at timestamp, last_seen_at timestamp, first_load_id string, "
+    "last_load_id string, occurrences int, affected_rows long, last_affected_rows long, "
+    "sample_rows array<string>, detail string, closed_at timestamp, closed_by string, closed_reason string"
+)
+SAMPLE_SIZE = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule that failed in one delivery."""
+
+    rule: str
+    column_name: str | None
+    source: str            # quality | quarantine | conflict
+    affected_rows: int
+    sample_rows: tuple[str, ...]
+    detail: str = ""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _issue_id(bureau: str, feed: str, rule: str, opened_at: datetime) -> str:
+    text = f"{bureau}|{feed}|{rule}|{opened_at.isoformat()}"
+    return "GI-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+
+
+def read_issues(spark, settings: Settings | None = None):
+    path = governance_path("issues", settings)
+    if not delta_exists(spark, path):
+        return spark.createDataFrame([], ISSUES_DDL)
+    return spark.read.format("delta").load(path)
+
+
+def quarantine_findings(classified, source_file: str) -> list[Finding]:
+    """One finding per (column, rule) that quarantined rows of a classified delivery."""
+    from pyspark.sql import functions as F
+
+    failures = (
+        classified.where(F.col("_outcome") == "quarantined")
+        .select("_row_number", F.explode("_failures").alias("failure"))
+        .groupBy(F.col("failure.column_name").alias("column_name"), F.col("failure.rule").alias("rule"))
+        .agg(F.count("*").alias("rows"),
+             F.slice(F.sort_array(F.collect_set("_row_number")), 1, SAMPLE_SIZE).alias("samples"))
+        .collect()
+    )
+    return [
+        Finding(rule=f"{row['column_name']}.{row['rule'].split('.')[-1]}" if row["column_name"] != "_row"
+                else row["rule"],
+                column_name=None if row["column_name"] == "_row" else row["column_name"],
+                source="quarantine", affected_rows=row["rows"],
+                sample_rows=tuple(f"{source_file}:{n}" for n in row["samples"]),
+                detail=f"ingest rule {row['rule']}")
+        for row in failures
+    ]
+
+
+def gate_findings(gate, source_file: str) -> tuple[list[Finding], set[str]]:
+    """Failed expectations as findings, and the rules that passed."""
+    failed, passed = [], set()
+    for outcome in gate.outcomes:
+        if outcome.success:
+            passed.add(outcome.rule)
+            continue
+        failed.append(Finding(
+            rule=outcome.rule, column_name=outcome.column_name, source="quality",
+            affected_rows=int(outcome.unexpected_count or 0),
+            sample_rows=tuple(f"{source_file}:{n}" for n in outcome.sample_rows[:SAMPLE_SIZE]),
+            detail=("blocking: " if outcome.blocking else "warning: ") + outcome.describe()))
+    return failed, passed
+
+
+def update_issues(spark, contract: Contract, load_id: str, findings: list[Finding],
+                  close_others: bool, settings: Settings | None = None) -> dict[str, list[str]]:
+    """Open or update one issue per finding; with ``close_others`` (the delivery
+    was validated), close this feed's open issues whose rule did not fail.
+
+    Returns the issue ids ``opened``, ``updated`` and ``closed``. One MERGE per
+    call, partitioned by feed so concurrent feeds do not conflict.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    settings = settings or get_settings()
+    path = governance_path("issues", settings)
+    now = _now()
+    existing = {row["rule"]: row.asDict() for row in read_issues(spark, settings)
+                .where((F.col("feed") == contract.feed) & (F.col("status") == "open")).collect()}
+    changes, summary = [], {"opened": [], "updated": [], "closed": []}
+    seen = set()
+    for finding in findings:
+        if finding.rule in seen:
+            continue
+        seen.add(finding.rule)
+        issue = existing.get(finding.rule)
+        if issue and issue["last_load_id"] == load_id:   # a rerun of the same load changes nothing
+            continue
+        if issue:
+            issue.update(last_seen_at=now, last_load_id=load_id, occurrences=issue["occurrences"] + 1,
+                         affected_rows=issue["affected_rows"] + finding.affected_rows,
+                         last_affected_rows=finding.affected_rows, sample_rows=list(finding.sample_rows),
+                         detail=finding.detail)
+            summary["updated"].append(issue["issue_id"])
+        else:
+            issue = {
+                "issue_id": _issue_id(contract.bureau, contract.feed, finding.rule, now),
+                "bureau": contract.bureau, "feed": contract.feed, "rule": finding.rule,
+                "column_name": finding.column_name, "source": finding.source, "status": "open",
+                "first_seen_at": now, "last_seen_at": now, "first_load_id": load_id, "last_load_id": load_id,
+                "occurrences": 1, "affected_rows": finding.affected_rows,
+                "last_affected_rows": finding.affected_rows, "sample_rows": list(finding.sample_rows),
+                "detail": finding.detail, "closed_at": None, "closed_by": None, "closed_reason": None,
+            }
+            summary["opened"].append(issue["issue_id"])
+        changes.append(issue)
+    if close_others:
+        for rule, issue in existing.items():
+            if rule not in seen and issue["source"] != "conflict":
+                issue.update(status="closed", closed_at=now, closed_by="govlake",
+                             closed_reason=f"passed in delivery {load_id}")
+                changes.append(issue)
+                summary["closed"].append(issue["issue_id"])
+    if not changes:
+        return summary
+    frame = spark.createDataFrame(changes, ISSUES_DDL)
+    if not delta_exists(spark, path):
+        frame.write.format("delta").partitionBy("feed").save(path)
+    else:
+        (DeltaTable.forPath(spark, path).alias("t")
+         .merge(frame.alias("s"), f"t.feed = '{contract.feed}' AND t.issue_id = s.issue_id")
+         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+    for kind, ids in summary.items():
+        if ids:
+            log.info("%s load %s: governance issues %s: %s", contract.feed, load_id, kind, ", ".join(ids))
+    return summary
+
+
+def close_issue(spark, issue_id: str, reason: str, closed_by: str, settings: Settings | None = None) -> dict:
+    """A governor closes an open issue by hand; the reason is recorded."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    if not reason.strip():
+        raise ValueError("closing an issue needs a reason")
+    path = governance_path("issues", settings)
+    row = read_issues(spark, settings).where(F.col("issue_id") == issue_id).first()
+    if row is None:
+        raise LookupError(f"no governance issue {issue_id}")
+    if row["status"] != "open":
+        raise ValueError(f"issue {issue_id} is already {row['status']} ({row['closed_reason']})")
+    DeltaTable.forPath(spark, path).update(
+        condition=(F.col("feed") == row["feed"]) & (F.col("issue_id") == issue_id),
+        set={"status": F.lit("closed"), "closed_at": F.lit(_now()), "closed_by": F.lit(closed_by),
+             "closed_reason": F.lit(reason)})
+    return row.asDict() | {"status": "closed", "closed_by": closed_by, "closed_reason": reason}
+
+
+# --------------------------------------------------------------------------- scorecard
+
+@dataclass
+class ScorecardRow:
+    bureau: str
+    feed: str
+    last_load_id: str | None
+    last_status: str | None
+    completeness: float | None     # required cells present (not missing) in the last delivery
+    validity: float | None         # rows loaded / rows delivered (duplicates excluded)
+    uniqueness: float | None       # 1 - (duplicate rows + repeated keys) / rows read
+    timeliness: str                # on_time | late | missing (collection list)
+    blocked_loads: int
+    open_issues: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def scorecard(spark, contracts: dict[str, Contract], settings: Settings | None = None,
+              now: datetime | None = None) -> list[ScorecardRow]:
+    """Per bureau and feed: the four quality dimensions and open issues."""
+    from pyspark.sql import functions as F
+
+    from pipelines.collection import collection_status
+    from pipelines.ingest import read_manifest
+    from pipelines.quality import read_quality_results
+
+    settings = settings or get_settings()
+    manifest = read_manifest(spark, settings)
+    latest = {row["feed"]: row for row in manifest.where(F.col("status").isin("loaded", "blocked")).groupBy("feed")
+              .agg(F.max_by(F.struct(*manifest.columns), "event_at").alias("last")).select("feed", "last.*")
+              .collect()}
+    blocked = {row["feed"]: row["n"] for row in
+               manifest.where(F.col("status") == "blocked").groupBy("feed").agg(F.count("*").alias("n")).collect()}
+    last_ids = [row["load_id"] for row in latest.values()]
+    results = read_quality_results(spark, settings).where(F.col("load_id").isin(last_ids or [""])).collect()
+    missing_required = {}
+    repeated_keys = {}
+    for row in results:
+        if row["expectation_type"] == "expect_column_values_to_not_be_null":
+            missing_required.setdefault(row["load_id"], []).append(row)
+        elif row["rule"].endswith(".unique"):
+            repeated_keys[row["load_id"]] = int(row["unexpected_count"] or 0)
+    required_missing = _required_cells_missing(spark, last_ids, settings)
+    issues = {row["feed"]: row["n"] for row in read_issues(spark, settings).where(F.col("status") == "open")
+              .groupBy("feed").agg(F.count("*").alias("n")).collect()}
+    timeliness = {s.feed: s.status for s in collection_status(spark, contracts, settings, now)}
+    card = []
+    for feed, contract in sorted(contracts.items()):
+        last = latest.get(feed)
+        completeness = validity = uniqueness = None
+        if last and last["rows_read"]:
+            delivered = max(1, last["rows_read"] - (last["rows_duplicate"] or 0))
+            required = [c for c in contract.columns if c.required]
+            if required:
+                cells = delivered * len(required)
+                completeness = round(1 - required_missing.get(last["load_id"], 0) / cells, 4)
+            validity = round((last["rows_loaded"] or 0) / delivered, 4)
+            repeats = (last["rows_duplicate"] or 0) + repeated_keys.get(last["load_id"], 0)
+            uniqueness = round(1 - repeats / last["rows_read"], 4)
+        card.append(ScorecardRow(
+            bureau=contract.bureau, feed=feed, last_load_id=last["load_id"] if last else None,
+            last_status=last["status"] if last else None, completeness=completeness, validity=validity,
+            uniqueness=uniqueness, timeliness=timeliness.get(feed, "missing"),
+            blocked_loads=blocked.get(feed, 0), open_issues=issues.get(feed, 0)))
+    return card
+
+
+def _required_cells_missing(spark, load_ids: list[str], settings: Settings) -> dict[str, int]:
+    """Cells of required columns that arrived empty, per load (quarantine rule ``required``)."""
+    from pyspark.sql import functions as F
+
+    path = governance_path("quarantine", settings)
+    if not load_ids or not delta_exists(spark, path):
+        return {}
+    rows = (spark.read.format("delta").load(path).where(F.col("_load_id").isin(load_ids))
+            .select("_load_id", F.explode("failures").alias("failure"))
+            .where(F.col("failure.rule") == "required")
+            .groupBy("_load_id").count().collect())
+    return {row["_load_id"]: row["count"] for row in rows}

@@ -1,0 +1,156 @@
+"""The quality gate with real GX and real Delta tables: pass, block, approve,
+governance issues opening and closing, Data Docs and quality_results."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from pyspark.sql import functions as F
+
+from pipelines.contracts import get_contract, load_contracts
+from pipelines.governance import read_issues, scorecard
+from pipelines.ingest import approve_blocked_load, ingest_file, read_manifest
+from pipelines.lake import delta_version, governance_path, table_path
+from pipelines.quality import data_docs_index, read_quality_results
+from pipelines.synth import DefectRates
+from pipelines.synth.city import write_hukou_export
+
+CLEAN = DefectRates().scaled(0.0)
+# 30% of ID numbers carry a wrong check character: far above the 5% threshold.
+BROKEN_IDS = dataclasses.replace(CLEAN, id_wrong_check=0.3)
+
+
+@pytest.fixture(scope="module")
+def gate_story(spark, tmp_path_factory):
+    """clean delivery -> delivery with 30% bad IDs (blocked) -> clean delivery.
+
+    The middle delivery runs on GX's Spark engine (threshold 0), the others on pandas.
+    """
+    root = tmp_path_factory.mktemp("gate")
+    settings = dataclasses.replace(
+        __import__("pipelines.settings", fromlist=["get_settings"]).get_settings(), home=str(root / "lake"))
+    contract = get_contract("psb.hukou")
+    files = {
+        "clean": write_hukou_export(root / "d1", 400, seed=21, rates=CLEAN),
+        "broken": write_hukou_export(root / "d2", 400, seed=22, rates=BROKEN_IDS),
+        "clean_again": write_hukou_export(root / "d3", 420, seed=23, rates=CLEAN),
+    }
+    silver = table_path("silver", contract, settings)
+    story = {"settings": settings, "contract": contract, "files": files, "silver": silver}
+    story["clean"] = ingest_file(spark, contract, files["clean"], settings=settings)
+    story["version_after_clean"] = delta_version(spark, silver)
+    story["issues_after_clean"] = [r.asDict() for r in read_issues(spark, settings).collect()]
+    spark_engine = dataclasses.replace(settings, gate_pandas_max_rows=0)
+    story["broken"] = ingest_file(spark, contract, files["broken"], settings=spark_engine)
+    story["version_after_broken"] = delta_version(spark, silver)
+    story["issues_after_broken"] = [r.asDict() for r in read_issues(spark, settings).collect()]
+    story["scorecard_after_broken"] = {r.feed: r for r in scorecard(spark, load_contracts(), settings)}
+    story["clean_again"] = ingest_file(spark, contract, files["clean_again"], settings=settings)
+    story["issues_after_clean_again"] = [r.asDict() for r in read_issues(spark, settings).collect()]
+    return story
+
+
+def test_clean_delivery_passes_the_gate(gate_story):
+    result = gate_story["clean"]
+    assert result.status == "loaded"
+    assert result.gate.success and not result.gate.blocked
+    assert result.gate.engine == "pandas"
+    assert gate_story["issues_after_clean"] == []
+
+
+def test_delivery_with_30pct_bad_ids_is_blocked_and_silver_unchanged(spark, gate_story):
+    result = gate_story["broken"]
+    assert result.status == "blocked"
+    assert result.gate.engine == "spark"
+    failed = {o.rule for o in result.gate.blocking_failures}
+    assert {"quarantine_share", "id_number.present_and_valid"} <= failed
+    share = next(o for o in result.gate.outcomes if o.rule == "quarantine_share")
+    assert 0.2 < share.unexpected_count / share.element_count < 0.4
+    assert gate_story["version_after_broken"] == gate_story["version_after_clean"]
+    assert "blocked by the quality gate" in result.message and "GI-" in result.message
+    statuses = {r["load_id"]: r["status"] for r in read_manifest(spark, gate_story["settings"]).collect()}
+    assert statuses[result.load_id] == "blocked"
+    # re-delivering the same blocked file is recognised and stays blocked
+    again = ingest_file(spark, gate_story["contract"], gate_story["files"]["broken"],
+                        settings=gate_story["settings"])
+    assert again.status == "blocked" and "nothing changed" in again.message
+
+
+def test_governance_issue_opens_with_feed_rule_and_sample_rows(gate_story):
+    result = gate_story["broken"]
+    issues = {i["rule"]: i for i in gate_story["issues_after_broken"] if i["status"] == "open"}
+    assert {"quarantine_share", "id_number.present_and_valid", "id_number.check_character"} <= set(issues)
+    issue = issues["id_number.check_character"]
+    assert issue["feed"] == "psb.hukou" and issue["bureau"] == "psb"
+    assert issue["first_load_id"] == result.load_id
+    assert 0.2 * 400 < issue["affected_rows"] < 0.4 * 400
+    assert issue["sample_rows"] and all(s.startswith(result.source_file + ":") for s in issue["sample_rows"])
+    assert issues["quarantine_share"]["sample_rows"]
+
+
+def test_scorecard_shows_the_blocked_delivery(gate_story):
+    row = gate_story["scorecard_after_broken"]["psb.hukou"]
+    assert row.last_status == "blocked" and row.blocked_loads == 1
+    assert 0.6 < row.validity < 0.8
+    assert row.open_issues >= 3
+    assert gate_story["scorecard_after_broken"]["mca.death"].timeliness == "missing"
+
+
+def test_next_clean_delivery_closes_the_issues(gate_story):
+    result = gate_story["clean_again"]
+    assert result.status == "loaded"
+    after = {i["issue_id"]: i for i in gate_story["issues_after_clean_again"]}
+    opened = [i for i in gate_story["issues_after_broken"] if i["status"] == "open"]
+    assert opened
+    for issue in opened:
+        closed = after[issue["issue_id"]]
+        assert closed["status"] == "closed", issue["rule"]
+        assert closed["closed_reason"] == f"passed in delivery {result.load_id}"
+    assert not [i for i in after.values() if i["status"] == "open"]
+
+
+def test_quality_results_match_the_checkpoint(spark, gate_story):
+    result = gate_story["broken"]
+    rows = {r["rule"]: r for r in read_quality_results(spark, gate_story["settings"])
+            .where(F.col("load_id") == result.load_id).collect()}
+    assert len(rows) == len(result.gate.outcomes)
+    for outcome in result.gate.outcomes:
+        row = rows[outcome.rule]
+        assert row["run_id"] == result.gate.run_id and row["feed"] == "psb.hukou"
+        assert (row["success"], row["blocking"]) == (outcome.success, outcome.blocking)
+        assert row["unexpected_count"] == outcome.unexpected_count
+        assert row["element_count"] == outcome.element_count
+
+
+def test_data_docs_are_built_and_name_the_suite(gate_story):
+    index = data_docs_index(gate_story["settings"])
+    assert index.is_file()
+    html = index.read_text(encoding="utf-8")
+    assert "psb_hukou" in html
+    pages = list(index.parent.glob("validations/psb_hukou/**/*.html"))
+    assert len(pages) >= 3
+
+
+def test_governor_approves_a_blocked_load(spark, gate_story):
+    """Runs last in this module: promotes the blocked delivery."""
+    settings, silver = gate_story["settings"], gate_story["silver"]
+    blocked = gate_story["broken"]
+    before = delta_version(spark, silver)
+    with pytest.raises(ValueError, match="reason"):
+        approve_blocked_load(spark, blocked.load_id, " ", "governor-li", settings)
+    approval = approve_blocked_load(spark, blocked.load_id, "bureau confirmed IDs are being re-keyed",
+                                    "governor-li", settings)
+    assert approval["rows_promoted"] == blocked.rows_loaded
+    assert delta_version(spark, silver) == before + 1
+    promoted = spark.read.format("delta").load(silver).where(F.col("_load_id") == blocked.load_id).count()
+    assert promoted == blocked.rows_loaded
+    pending = table_path("pending", gate_story["contract"], settings)
+    assert spark.read.format("delta").load(pending).where(F.col("_load_id") == blocked.load_id).count() == 0
+    recorded = spark.read.format("delta").load(governance_path("quality_approvals", settings)).collect()
+    assert [(r["load_id"], r["approved_by"]) for r in recorded] == [(blocked.load_id, "governor-li")]
+    statuses = {r["load_id"]: r for r in read_manifest(spark, settings).collect()}
+    assert statuses[blocked.load_id]["status"] == "loaded"
+    assert "approved by governor-li" in statuses[blocked.load_id]["message"]
+    with pytest.raises(ValueError, match="not blocked"):
+        approve_blocked_load(spark, blocked.load_id, "again", "governor-li", settings)
