@@ -10,13 +10,16 @@ SCALE ?= 0.002
 SEED ?= 7
 BENCH_ROWS ?= 1000000
 
-.PHONY: setup demo test test-unit test-integration bench-ingest contracts clean clean-lake help
+.PHONY: setup demo test test-unit test-integration bench-ingest bench-quality suites airflow airflow-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
 	@echo "make test     run the test suite (installs everything first)"
 	@echo "make setup    create .venv, install govlake, cache the Delta jars"
 	@echo "make bench-ingest  1M-row hukou ingest vs pyarrow (BENCH_ROWS=...)"
+	@echo "make bench-quality 1M-row hukou quality gate vs its ingest"
+	@echo "make suites   re-render quality/suites/*.json from contracts and quality/custom/"
+	@echo "make airflow  start Airflow 3 (standalone) on 127.0.0.1; make down stops it"
 
 setup: $(INSTALLED) $(JARS)
 
@@ -45,8 +48,20 @@ test-integration: setup
 contracts: setup
 	$(BIN)/govlake contracts check
 
+suites: setup
+	$(BIN)/govlake quality suites
+
+airflow: setup
+	$(BIN)/govlake airflow up
+
+airflow-down down:
+	-$(BIN)/govlake airflow down
+
 bench-ingest: setup
 	$(BIN)/python -m pipelines.bench ingest --rows $(BENCH_ROWS)
+
+bench-quality: setup
+	$(BIN)/python -m pipelines.bench quality --rows $(BENCH_ROWS)
 
 clean-lake:
 	rm -rf lake

@@ -57,8 +57,11 @@ def use_project_airflow(settings: Settings | None = None) -> dict[str, str]:
     its metadata DB on first use. Call before importing airflow."""
     settings = settings or get_settings()
     environment = airflow_environment(settings)
-    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != environment["AIRFLOW_HOME"]:
-        raise RuntimeError("airflow was imported before use_project_airflow(); its configuration is fixed")
+    configuration = sys.modules.get("airflow.configuration")
+    loaded_home = getattr(configuration, "AIRFLOW_HOME", None)
+    if loaded_home and Path(loaded_home).resolve() != Path(environment["AIRFLOW_HOME"]).resolve():
+        raise RuntimeError(f"airflow was imported with AIRFLOW_HOME={loaded_home} before use_project_airflow(); "
+                           "its configuration is fixed for this process")
     os.environ.update(environment)
     home = Path(settings.airflow_home)
     home.mkdir(parents=True, exist_ok=True)

@@ -398,6 +398,69 @@ def governance_scorecard(as_json: bool) -> None:
                          {"completeness", "validity", "uniqueness", "blocked loads", "open issues"}))
 
 
+# ---------------------------------------------------------------------- airflow
+@main.group("airflow")
+def airflow_group() -> None:
+    """The project's local Airflow 3 (home in ./.airflow, SQLite, 127.0.0.1)."""
+
+
+def _print_airflow(status: dict) -> None:
+    state = "running" if status["healthy"] else "starting" if status["running"] else "stopped"
+    console.print(f"Airflow {state}: UI {status['url']} (pid {status['pid'] or '-'}), home {status['home']}")
+    if status["running"]:
+        console.print(f"Log in as admin; the password is in {status['password_file']}")
+
+
+@airflow_group.command("up")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def airflow_up_command(as_json: bool) -> None:
+    """Start `airflow standalone` in the background and wait until it answers."""
+    from pipelines.airflow_local import airflow_up
+
+    with err_console.status("starting Airflow (API server, scheduler, DAG processor, triggerer)"):
+        try:
+            status = airflow_up()
+        except (RuntimeError, TimeoutError) as exc:
+            raise click.ClickException(str(exc)) from None
+    _emit_json(status) if as_json else _print_airflow(status)
+
+
+@airflow_group.command("down")
+def airflow_down_command() -> None:
+    """Stop the Airflow started by `govlake airflow up`."""
+    from pipelines.airflow_local import airflow_down
+
+    console.print("Airflow stopped" if airflow_down() else "Airflow was not running")
+
+
+@airflow_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def airflow_status_command(as_json: bool) -> None:
+    """Is the local Airflow running, and where is its UI."""
+    from pipelines.airflow_local import airflow_status
+
+    status = airflow_status()
+    _emit_json(status) if as_json else _print_airflow(status)
+
+
+@airflow_group.command("run")
+@click.argument("dag_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def airflow_run_command(dag_ids: tuple[str, ...], as_json: bool) -> None:
+    """Run DAGs now through Airflow's dag.test() (in this process, recorded in Airflow)."""
+    from pipelines.airflow_local import run_dag
+
+    runs = [run_dag(dag_id) for dag_id in dag_ids]
+    if as_json:
+        _emit_json(runs)
+    else:
+        console.print(_table("DAG runs", ["dag", "state", "tasks", "s"],
+                             [[r["dag_id"], r["state"], ", ".join(f"{k}={v}" for k, v in r["tasks"].items()),
+                               r["seconds"]] for r in runs], {"s"}))
+    if any(r["state"] != "success" for r in runs):
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------------- demo
 @main.command()
 @click.option("--scale", default=0.002, show_default=True, type=float)

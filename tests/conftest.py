@@ -14,8 +14,15 @@ import pytest
 _SESSION_LAKE = Path(tempfile.mkdtemp(prefix="govlake-test-lake-"))
 os.environ["GOVLAKE_HOME"] = str(_SESSION_LAKE)
 os.environ.setdefault("GOVLAKE_SPARK_DRIVER_MEMORY", "4g")
+# One Airflow home (SQLite metadata, logs) for the session: Airflow fixes its
+# configuration when first imported.
+os.environ["GOVLAKE_AIRFLOW_HOME"] = str(_SESSION_LAKE.with_name(_SESSION_LAKE.name + "-airflow"))
+
+import logging  # noqa: E402
 
 from pipelines.settings import get_settings  # noqa: E402
+
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 get_settings.cache_clear()
 
