@@ -467,7 +467,7 @@ def airflow_run_command(dag_ids: tuple[str, ...], as_json: bool) -> None:
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 def demo(scale: float, seed: int, as_json: bool) -> None:
-    """Generate a small city and ingest all of it, printing a per-feed summary."""
+    """Generate a small city, land its deliveries, run every feed DAG through Airflow, summarise."""
     from pipelines.demo import run_demo
 
     started = time.monotonic()
@@ -476,19 +476,37 @@ def demo(scale: float, seed: int, as_json: bool) -> None:
     if as_json:
         _emit_json(summary)
     else:
-        rows = [[f["feed"], f["loads"], f["rows_read"], f["rows_loaded"], f["rows_quarantined"],
-                 f["rows_duplicate"], "yes" if f["reconciles"] else "NO", f["silver_rows"]] for f in summary["feeds"]]
-        console.print(_table(f"Ingested a scale {scale} city in {summary['seconds']}s",
-                             ["feed", "loads", "read", "loaded", "quarantined", "duplicate", "reconciles",
-                              "silver rows"], rows,
-                             {"loads", "read", "loaded", "quarantined", "duplicate", "silver rows"}))
-        for note in summary["notes"]:
-            console.print(f"- {note}")
-        console.print(f"Lake: {summary['lake']}   Ground truth: {summary['truth']}")
-        console.print("Next: `govlake loads`, `govlake collection status`, and the quarantine table at "
-                      f"{summary['lake']}/governance/quarantine (Delta).")
+        _print_demo(summary, scale)
     if not summary["ok"]:
         sys.exit(1)
+
+
+def _print_demo(summary: dict, scale: float) -> None:
+    rows = [[f["feed"], f["loads"], f["rows_read"], f["rows_loaded"], f["rows_quarantined"], f["rows_duplicate"],
+             "yes" if f["reconciles"] else "NO", f["silver_rows"], f["blocked_loads"], f["open_issues"]]
+            for f in summary["feeds"]]
+    numbers = {"loads", "read", "loaded", "quarantined", "duplicate", "silver rows", "blocked", "open issues"}
+    console.print(_table(f"A scale {scale} city through Airflow in {summary['seconds']}s",
+                         ["feed", "loads", "read", "loaded", "quarantined", "duplicate", "reconciles",
+                          "silver rows", "blocked", "open issues"], rows, numbers))
+    runs = summary["dag_runs"]
+    failed = [r for r in runs if r["state"] != "success"]
+    console.print(f"Airflow: {len(runs) - len(failed)} of {len(runs)} feed DAG runs succeeded"
+                  + (f"; failed (visibly, by design): {', '.join(r['dag_id'] for r in failed)}" if failed else ""))
+    for row in summary["blocked"]:
+        console.print(f"[yellow]blocked[/yellow] {row['feed']} {row['file']} ({row['load_id']})")
+    issues = summary["open_issues"]
+    console.print(f"Governance list: {len(issues)} open issues; largest: " + "; ".join(
+        f"{i['feed']} {i['rule']} ({i['affected_rows']} rows)"
+        for i in sorted(issues, key=lambda i: -i["affected_rows"])[:5]))
+    for note in summary["notes"]:
+        console.print(f"- {note}")
+    console.print("\nWhere to look next:")
+    console.print(f"  Data Docs:   {summary['data_docs']}")
+    console.print(f"  Airflow:     `make airflow`, then http://127.0.0.1:8080 (this demo's DAG run log: "
+                  f"{summary['airflow_log']})")
+    console.print("  Governance:  `govlake governance list`, `govlake governance scorecard`, `govlake quality report`")
+    console.print(f"  Lake:        {summary['lake']}   ground truth: {summary['truth']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,6 +38,11 @@ class Settings:
     cache_dir: downloaded jars and Ivy cache (``GOVLAKE_CACHE``, default
         ``./.cache`` under the project, git-ignored).
     schemas_dir / catalog_dir / quality_dir: the declarative folders.
+    trino_home: the Trino server's config, data, logs, certificate and
+        generated passwords (``GOVLAKE_TRINO_HOME``, default ``./.trino``, git-ignored).
+    trino_version / trino_java_home / trino_port / trino_heap: the pinned
+        release (476), a Java 24+ home (default: the newest under /usr/lib/jvm),
+        the HTTPS port on 127.0.0.1 (8443) and the JVM heap (4G, leaving room for Spark).
     airflow_home / airflow_port: where the local Airflow keeps its SQLite
         metadata, logs and config (``GOVLAKE_AIRFLOW_HOME``, default ``./.airflow``,
         git-ignored) and the port its UI/API listens on (127.0.0.1 only).
@@ -57,6 +62,11 @@ class Settings:
     catalog_dir: Path
     quality_dir: Path
     delta_package: str = DEFAULT_DELTA_MAVEN_PACKAGE
+    trino_home: Path = PROJECT_ROOT / ".trino"
+    trino_version: str = "476"
+    trino_java_home: str | None = None
+    trino_port: int = 8443
+    trino_heap: str = "4G"
     airflow_home: Path = PROJECT_ROOT / ".airflow"
     airflow_port: int = 8080
     gate_pandas_max_rows: int = 200_000
@@ -105,6 +115,11 @@ def get_settings() -> Settings:
         catalog_dir=Path(_env("GOVLAKE_CATALOG", str(PROJECT_ROOT / "catalog"))),
         quality_dir=Path(_env("GOVLAKE_QUALITY", str(PROJECT_ROOT / "quality"))),
         delta_package=_env("GOVLAKE_DELTA_PACKAGE", DEFAULT_DELTA_MAVEN_PACKAGE),
+        trino_home=Path(_env("GOVLAKE_TRINO_HOME", str(PROJECT_ROOT / ".trino"))).resolve(),
+        trino_version=_env("GOVLAKE_TRINO_VERSION", "476"),
+        trino_java_home=os.environ.get("GOVLAKE_TRINO_JAVA_HOME") or None,
+        trino_port=int(_env("GOVLAKE_TRINO_PORT", "8443")),
+        trino_heap=_env("GOVLAKE_TRINO_HEAP", "4G"),
         airflow_home=Path(_env("GOVLAKE_AIRFLOW_HOME", str(PROJECT_ROOT / ".airflow"))).resolve(),
         airflow_port=int(_env("GOVLAKE_AIRFLOW_PORT", "8080")),
         gate_pandas_max_rows=int(_env("GOVLAKE_GATE_PANDAS_MAX_ROWS", "200000")),
