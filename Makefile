@@ -10,7 +10,7 @@ SCALE ?= 0.002
 SEED ?= 7
 BENCH_ROWS ?= 1000000
 
-.PHONY: setup demo test test-unit test-integration bench-ingest bench-quality suites airflow airflow-down down contracts clean clean-lake help
+.PHONY: setup demo test test-unit test-integration bench-ingest bench-quality suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-quality 1M-row hukou quality gate vs its ingest"
 	@echo "make suites   re-render quality/suites/*.json from contracts and quality/custom/"
 	@echo "make airflow  start Airflow 3 (standalone) on 127.0.0.1; make down stops it"
+	@echo "make trino-up start Trino (HTTPS, passwords) on 127.0.0.1:8443; make down stops it"
 
 setup: $(INSTALLED) $(JARS)
 
@@ -54,8 +55,16 @@ suites: setup
 airflow: setup
 	$(BIN)/govlake airflow up
 
-airflow-down down:
+trino-up: setup
+	$(BIN)/govlake trino up
+
+trino-down:
+	-$(BIN)/govlake trino down
+
+airflow-down:
 	-$(BIN)/govlake airflow down
+
+down: airflow-down trino-down
 
 bench-ingest: setup
 	$(BIN)/python -m pipelines.bench ingest --rows $(BENCH_ROWS)

@@ -461,6 +461,167 @@ def airflow_run_command(dag_ids: tuple[str, ...], as_json: bool) -> None:
         sys.exit(1)
 
 
+# ---------------------------------------------------------------------- trino
+@main.group("trino")
+def trino_group() -> None:
+    """The project's Trino server (HTTPS with passwords on 127.0.0.1, catalog `lake`)."""
+
+
+def _print_trino(status: dict) -> None:
+    state = "answering" if status["answering"] else "starting" if status["running"] else "stopped"
+    console.print(f"Trino {state}: {status['url']} catalog {status['catalog']} (pid {status['pid'] or '-'})")
+    if status["running"]:
+        console.print(f"  certificate: {status['certificate']}   passwords: {status['passwords']}")
+
+
+@trino_group.command("up")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def trino_up_command(as_json: bool) -> None:
+    """Fetch (first time), configure and start Trino; wait until it answers queries."""
+    from pipelines.trino import TrinoSetupError, trino_up
+
+    with err_console.status("starting Trino (fetches the server on first use)"):
+        try:
+            status = trino_up()
+        except TrinoSetupError as exc:
+            raise click.ClickException(str(exc)) from None
+    _emit_json(status) if as_json else _print_trino(status)
+
+
+@trino_group.command("down")
+def trino_down_command() -> None:
+    """Stop the Trino started by `govlake trino up`."""
+    from pipelines.trino import trino_down
+
+    console.print("Trino stopped" if trino_down() else "Trino was not running")
+
+
+@trino_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def trino_status_command(as_json: bool) -> None:
+    """Is Trino running and answering, and how to connect."""
+    from pipelines.trino import trino_status
+
+    status = trino_status()
+    _emit_json(status) if as_json else _print_trino(status)
+
+
+@main.command("publish")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def publish_command(as_json: bool) -> None:
+    """Register every silver, base and governance Delta table in Trino and create the views."""
+    from pipelines.publish import publish
+
+    outcome = publish()
+    if as_json:
+        _emit_json(outcome)
+        return
+    console.print(f"registered {len(outcome['registered'])}, unchanged {len(outcome['unchanged'])}, "
+                  f"unregistered {len(outcome['unregistered'])}, views {len(outcome['views'])}")
+    for name in outcome["registered"]:
+        console.print(f"  + lake.{name}")
+
+
+# ---------------------------------------------------------------------- catalog and access
+@main.group("catalog")
+def catalog_group() -> None:
+    """The data resource catalog (数据资源目录): resources, columns, share types."""
+
+
+@catalog_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="The whole catalog as JSON (the export).")
+def catalog_list(as_json: bool) -> None:
+    """Every data resource with its provider, cadence and share types."""
+    from pipelines.access import load_catalog
+    from pipelines.catalog import CatalogError
+
+    try:
+        catalog = load_catalog()
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _emit_json({"resources": [r.as_dict() for r in catalog.resources.values()],
+                    "departments": [vars(d) for d in catalog.departments.values()],
+                    "grants": [vars(g) for g in catalog.grants]})
+        return
+    rows = []
+    for r in catalog.resources.values():
+        counts = {t: sum(1 for c in r.columns if c.share_type == t) for t in ("unconditional", "conditional",
+                                                                             "not_shared")}
+        rows.append([r.resource_id, r.code, r.name, r.provider, r.update_cadence, counts["unconditional"],
+                     counts["conditional"], counts["not_shared"]])
+    console.print(_table("Data resource catalog", ["resource", "code", "name", "provider", "cadence",
+                                                   "无条件", "有条件", "不予共享"], rows,
+                         {"无条件", "有条件", "不予共享"}))
+
+
+@catalog_group.command("show")
+@click.argument("resource_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def catalog_show(resource_id: str, as_json: bool) -> None:
+    """One resource: metadata and every column's classification, grade and share type."""
+    from pipelines.access import load_catalog
+    from pipelines.catalog import SHARE_TYPE_LABEL
+
+    resource = load_catalog().resources.get(resource_id)
+    if resource is None:
+        raise click.ClickException(f"no resource {resource_id} (see `govlake catalog list`)")
+    if as_json:
+        _emit_json(resource.as_dict())
+        return
+    console.print(f"{resource.resource_id} {resource.code} {resource.name}: provider {resource.provider}, "
+                  f"{resource.update_cadence}, {resource.format}\n{resource.description}")
+    console.print(_table("Columns", ["column", "header", "type", "classification", "security grade", "share type"],
+                         [[c.name, c.header, c.type, c.classification, c.security_grade,
+                           SHARE_TYPE_LABEL[c.share_type]] for c in resource.columns]))
+
+
+@main.group("access")
+def access_group() -> None:
+    """The sharing list compiled into Trino access rules."""
+
+
+@access_group.command("compile")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def access_compile(as_json: bool) -> None:
+    """Turn catalog + grants into Trino rules (reloaded within seconds, no restart)."""
+    from pipelines.access import compile_rules
+    from pipelines.catalog import CatalogError
+
+    try:
+        outcome = compile_rules()
+    except CatalogError as exc:
+        raise click.ClickException(f"{exc} (the running rules are unchanged)") from None
+    if as_json:
+        _emit_json(outcome)
+    else:
+        console.print(f"compiled {outcome['table_rules']} table rules for {outcome['users']} users from "
+                      f"{outcome['live_grants']} live of {outcome['grants']} grants into {outcome['rules']}")
+
+
+@access_group.command("check")
+@click.option("--user", "user", required=True)
+@click.option("--table", "table", required=True, help="<schema>.<table>, e.g. silver.psb_hukou")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def access_check(user: str, table: str, as_json: bool) -> None:
+    """Explain what USER can see of TABLE, column by column, and why."""
+    from dataclasses import asdict
+
+    from pipelines.access import explain
+
+    try:
+        decision = explain(user, table)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _emit_json(asdict(decision))
+        return
+    console.print(f"{user} ({decision.department or 'no department'}) on {table}: {decision.reason}"
+                  + (f"; row filter {decision.row_filter}" if decision.row_filter else ""))
+    console.print(_table("Columns", ["column", "sees", "why"],
+                         [[name, c.state, c.reason] for name, c in decision.columns.items()]))
+
+
 # ---------------------------------------------------------------------- demo
 @main.command()
 @click.option("--scale", default=0.002, show_default=True, type=float)

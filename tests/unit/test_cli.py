@@ -49,3 +49,15 @@ def test_contract_check_names_the_broken_file_and_field(tmp_path):
 def test_ingest_needs_feed_and_file_or_all():
     result = CliRunner().invoke(main, ["ingest"])
     assert result.exit_code == 2 and "give either FEED FILE or --all DIR" in result.output
+
+
+def test_trino_needs_java_24_and_says_so(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from pipelines.settings import get_settings
+    from pipelines.trino import TrinoSetupError, find_java
+
+    with pytest.raises(TrinoSetupError, match="GOVLAKE_TRINO_JAVA_HOME=.* is not a Java 24\\+ home"):
+        find_java(dataclasses.replace(get_settings(), trino_java_home=str(tmp_path)))
