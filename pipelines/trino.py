@@ -246,6 +246,8 @@ def base_rules(owned: list[tuple[str, str]] = ()) -> dict:
 
 def write_config(settings: Settings | None = None) -> Path:
     """Write Trino's etc/ (idempotent; keeps certificate, passwords and rules)."""
+    from pipelines.audit import listener_properties
+
     settings = settings or get_settings()
     etc = _etc(settings)
     (etc / "catalog").mkdir(parents=True, exist_ok=True)
@@ -276,7 +278,9 @@ def write_config(settings: Settings | None = None) -> Path:
             "internal-communication.https.required=true",
             f"internal-communication.https.keystore.path={keystore}",
             f"internal-communication.https.truststore.path={certificate_path(settings)}",
-            "query.max-memory=2GB", "query.max-memory-per-node=1GB"],
+            "query.max-memory=2GB", "query.max-memory-per-node=1GB",
+            f"event-listener.config-files={etc / 'http-event-listener.properties'}"],
+        "http-event-listener.properties": listener_properties(settings),
         "password-authenticator.properties": [
             "password-authenticator.name=file", f"file.password-file={etc / 'password.db'}",
             "file.refresh-period=5s"],
@@ -401,9 +405,12 @@ def trino_up(settings: Settings | None = None, wait_seconds: int = 240) -> dict:
         return status
     if status["running"]:
         return _wait_until_answering(settings, status["pid"], wait_seconds)
+    from pipelines.audit import start_receiver
+
     java_home = find_java(settings)
     server = fetch_trino(settings)
     etc = write_config(settings)
+    start_receiver(settings)   # the audit log's receiver must be up before the first query
     log_path = Path(settings.trino_home) / "server.log"
     environment = dict(os.environ, JAVA_HOME=str(java_home),
                        PATH=f"{java_home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -432,8 +439,11 @@ def _wait_until_answering(settings: Settings, pid: int, wait_seconds: int, proce
 
 def trino_down(settings: Settings | None = None) -> bool:
     """Stop the Trino started by ``trino_up`` (its process group, by its own pid)."""
+    from pipelines.audit import stop_receiver
+
     settings = settings or get_settings()
     status = trino_status(settings)
+    stop_receiver(settings)
     if not status["running"]:
         _pid_file(settings).unlink(missing_ok=True)
         return False

@@ -143,3 +143,43 @@ def test_a_bad_grant_fails_compile_naming_file_and_line_and_keeps_rules(shared_l
     with pytest.raises(CatalogError, match=r"catalog/grants/zz-bad.yaml:4: silver.psb_hukou has no column 'shoe_size'"):
         compile_rules(dataclasses.replace(shared_lake, catalog_dir=catalog))
     assert rules_path(shared_lake).read_text() == before
+
+
+def test_every_query_is_in_the_audit_table_denied_ones_too(spark, shared_lake):
+    """Runs after the others in this module: their queries are in the audit trail too."""
+    from pyspark.sql import functions as F
+
+    from pipelines.audit import load_audit
+    from pipelines.lake import governance_path
+    from pipelines.trino import connect
+
+    def run(user, sql):
+        cursor = connect(user, settings=shared_lake, max_attempts=1).cursor()
+        try:
+            cursor.execute(sql)
+            cursor.fetchall()
+        except trino.exceptions.TrinoUserError:
+            pass
+        return cursor.query_id
+
+    denied_id = run("amr_inspector", "select id_number from lake.silver.psb_residence_permit")
+    read_id = run("hrss_officer", "select full_name from lake.silver.psb_residence_permit")
+    path = governance_path("query_audit", shared_lake)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        load_audit(spark, shared_lake)
+        audit = spark.read.format("delta").load(path)
+        if audit.where(F.col("query_id").isin(denied_id, read_id)).count() == 2:
+            break
+        time.sleep(2)
+    denied = audit.where(F.col("query_id") == denied_id).first()
+    assert denied["user"] == "amr_inspector" and denied["department"] == "amr" and denied["access_denied"]
+    assert denied["state"] == "FAILED" and denied["error_message"].startswith("Access Denied")
+    read = audit.where(F.col("query_id") == read_id).first()
+    assert read["state"] == "FINISHED" and not read["access_denied"] and read["rows_returned"] == 3
+    assert "lake.silver.psb_residence_permit" in read["tables_read"]
+    assert "lake.silver.psb_residence_permit.full_name" in read["columns_read"]
+    # the earlier tests' users are there, denied queries included; one row per query
+    users = {r["user"] for r in audit.where(F.col("access_denied")).select("user").distinct().collect()}
+    assert {"amr_inspector", "edu_officer", "hrss_officer", "nancheng_officer"} <= users
+    assert audit.count() == audit.select("query_id").distinct().count()
