@@ -17,18 +17,14 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
+from pipelines.assets import silver_asset
 from pipelines.contracts import Contract, ContractError, contract_paths, load_contract
 
 log = logging.getLogger(__name__)
 
 PICK_UP_SCHEDULE = {"hourly": "*/15 * * * *", "daily": "@hourly", "weekly": "@daily", "monthly": "@daily"}
-
-
-def silver_asset(contract: Contract) -> Asset:
-    return Asset(name=f"silver.{contract.feed}", uri=f"govlake://silver/{contract.bureau}/{contract.feed_name}",
-                 group="silver")
 
 
 def build_feed_dag(contract: Contract):

@@ -622,6 +622,83 @@ def access_check(user: str, table: str, as_json: bool) -> None:
                          [[name, c.state, c.reason] for name, c in decision.columns.items()]))
 
 
+@access_group.command("request")
+@click.option("--department", required=True)
+@click.option("--resource", required=True, help="<schema>.<table>")
+@click.option("--columns", required=True, help="Comma-separated column names.")
+@click.option("--purpose", required=True)
+@click.option("--legal-basis", required=True)
+@click.option("--expires", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--row-scope", type=click.Choice(["all", "own_town"]), default="all", show_default=True)
+@click.option("--by", "requested_by", default=None, help="Who files it (default: the OS user).")
+def access_request(department, resource, columns, purpose, legal_basis, expires, row_scope, requested_by) -> None:
+    """File a sharing request: a pending entry on the demand list (需求清单)."""
+    import getpass
+
+    from pipelines.catalog import CatalogError
+    from pipelines.lists import file_request
+
+    try:
+        row = file_request(_spark(), department, resource, [c.strip() for c in columns.split(",") if c.strip()],
+                           purpose, legal_basis, expires.date(), requested_by or getpass.getuser(), row_scope)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"filed {row['request_id']}: {department} asks for {resource} ({columns}); pending")
+
+
+def _decide(request_id: str, approve: bool, reason: str, decided_by: str | None) -> None:
+    import getpass
+
+    from pipelines.lists import decide_request
+
+    try:
+        row = decide_request(_spark(), request_id, approve, decided_by or getpass.getuser(), reason)
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"{request_id} {row['status']}" + (f": grant written to {row['grant_file']}; run "
+                                                      "`govlake access compile` to apply it" if approve else ""))
+
+
+@access_group.command("approve")
+@click.argument("request_id")
+@click.option("--reason", required=True)
+@click.option("--by", "decided_by", default=None)
+def access_approve(request_id: str, reason: str, decided_by: str | None) -> None:
+    """Approve a pending request: it becomes a grant file under catalog/grants/."""
+    _decide(request_id, True, reason, decided_by)
+
+
+@access_group.command("reject")
+@click.argument("request_id")
+@click.option("--reason", required=True)
+@click.option("--by", "decided_by", default=None)
+def access_reject(request_id: str, reason: str, decided_by: str | None) -> None:
+    """Reject a pending request (recorded on the demand list)."""
+    _decide(request_id, False, reason, decided_by)
+
+
+@access_group.command("requests")
+@click.option("--status", type=click.Choice(["pending", "approved", "rejected", "all"]), default="all")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def access_requests(status: str, as_json: bool) -> None:
+    """The demand list (需求清单)."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lists import read_demand_list
+
+    frame = read_demand_list(_spark())
+    if status != "all":
+        frame = frame.where(F.col("status") == status)
+    rows = [r.asDict() for r in frame.orderBy("requested_at").collect()]
+    if as_json:
+        _emit_json(rows)
+        return
+    console.print(_table("Demand list (需求清单)", ["request", "department", "resource", "columns", "status",
+                                                  "decided by", "grant"],
+                         [[r["request_id"], r["department"], r["resource"], ",".join(r["columns"]), r["status"],
+                           r["decided_by"] or "-", r["grant_file"] or "-"] for r in rows]))
+
+
 # ---------------------------------------------------------------------- demo
 @main.command()
 @click.option("--scale", default=0.002, show_default=True, type=float)
@@ -652,7 +729,7 @@ def _print_demo(summary: dict, scale: float) -> None:
                           "silver rows", "blocked", "open issues"], rows, numbers))
     runs = summary["dag_runs"]
     failed = [r for r in runs if r["state"] != "success"]
-    console.print(f"Airflow: {len(runs) - len(failed)} of {len(runs)} feed DAG runs succeeded"
+    console.print(f"Airflow: {len(runs) - len(failed)} of {len(runs)} DAG runs succeeded"
                   + (f"; failed (visibly, by design): {', '.join(r['dag_id'] for r in failed)}" if failed else ""))
     for row in summary["blocked"]:
         console.print(f"[yellow]blocked[/yellow] {row['feed']} {row['file']} ({row['load_id']})")
@@ -662,7 +739,17 @@ def _print_demo(summary: dict, scale: float) -> None:
         for i in sorted(issues, key=lambda i: -i["affected_rows"])[:5]))
     for note in summary["notes"]:
         console.print(f"- {note}")
+    for sample in summary["sample_queries"]:
+        console.print(f"\n[bold]{sample['user']}[/bold]: {sample['title']}\n  {sample['sql']}")
+        if sample["error"]:
+            console.print(f"  [red]{sample['error']}[/red]")
+        else:
+            console.print(_table("", sample["columns"], sample["rows"]))
+    trino = summary["trino"]
     console.print("\nWhere to look next:")
+    console.print(f"  Trino:       {trino['url']} catalog {trino['catalog']} (left running; `make down` stops it). "
+                  f"Certificate {trino['certificate']}, passwords {trino['passwords']}; "
+                  "Python: `from pipelines.trino import connect; connect('hrss_officer')`")
     console.print(f"  Data Docs:   {summary['data_docs']}")
     console.print(f"  Airflow:     `make airflow`, then http://127.0.0.1:8080 (this demo's DAG run log: "
                   f"{summary['airflow_log']})")

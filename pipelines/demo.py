@@ -56,6 +56,43 @@ def run_feed_dags(settings: Settings, show_progress: bool = True) -> list[dict]:
     return runs
 
 
+SAMPLE_QUERIES = [
+    ("psb_analyst", "公安局 (owner): full ID numbers of its own hukou table",
+     "select id_number, full_name, hukou_address from lake.silver.psb_hukou order by id_number limit 3"),
+    ("hrss_officer", "人社局 (grant, masked): residence-permit holders, ID numbers masked",
+     "select id_number, full_name, town_name from lake.silver.psb_residence_permit order by id_number limit 3"),
+    ("nancheng_officer", "南城街道 (town-scoped): only its own town's rows, phones masked",
+     "select town_name, count(*) as holders, min(phone) as a_phone from lake.silver.psb_residence_permit "
+     "group by town_name"),
+]
+
+
+def run_sample_queries(settings: Settings) -> list[dict]:
+    """Three department users, three queries: masks and a town row filter at work."""
+    from pipelines.trino import query
+
+    results = []
+    for user, title, sql in SAMPLE_QUERIES:
+        try:
+            columns, rows = query(sql, user=user, settings=settings)
+            results.append({"user": user, "title": title, "sql": sql, "columns": columns,
+                            "rows": [[str(v) for v in row] for row in rows], "error": None})
+        except Exception as exc:  # noqa: BLE001 - shown to the newcomer, not hidden
+            results.append({"user": user, "title": title, "sql": sql, "columns": [], "rows": [], "error": str(exc)})
+    return results
+
+
+def run_publish_dag(settings: Settings, show_progress: bool = True) -> list[dict]:
+    """The publish DAG through Airflow: lists, audit, Trino up, registration, access rules."""
+    from pipelines.airflow_local import run_dag
+
+    with _quiet(Path(settings.airflow_home) / "demo-dag-runs.log") as progress:
+        run = run_dag("publish", settings)
+        if show_progress:
+            progress.write(f"publish: {run['state']} ({run['seconds']}s)\n")
+    return [run]
+
+
 def summarise_lake(spark, settings: Settings, city: Path | None = None) -> dict:
     """Per feed: rows read / loaded / quarantined / duplicate from the manifest,
     silver rows from the table, blocked loads and open governance issues."""
@@ -119,6 +156,7 @@ def run_demo(spark, scale: float = 0.002, seed: int = 7, show_progress: bool = T
     """Generate, land, run every feed DAG through Airflow, summarise from the lake."""
     from pipelines.orchestration import drop_deliveries
     from pipelines.quality import data_docs_index
+    from pipelines.trino import certificate_path
     from pipelines.synth import generate_city
 
     settings = settings or get_settings()
@@ -132,11 +170,16 @@ def run_demo(spark, scale: float = 0.002, seed: int = 7, show_progress: bool = T
         console.print(f"dropped {landed} deliveries into {settings.local_lake_path('landing')}; "
                       "running every feed DAG through Airflow")
     runs = run_feed_dags(settings, show_progress)
+    runs += run_publish_dag(settings, show_progress)
     summary = summarise_lake(spark, settings, city)
+    samples = run_sample_queries(settings)
     docs = data_docs_index(settings)
     return {
         "scale": scale, "seed": seed, "lake": settings.home, "truth": str(city / "truth"),
-        "dag_runs": runs, **summary,
+        "dag_runs": runs, **summary, "sample_queries": samples,
+        "trino": {"url": f"https://127.0.0.1:{settings.trino_port}", "catalog": "lake",
+                  "certificate": str(certificate_path(settings)),
+                  "passwords": str(Path(settings.trino_home) / "passwords.json")},
         "data_docs": str(docs) if docs.exists() else None,
         "airflow_home": str(settings.airflow_home),
         "airflow_log": str(Path(settings.airflow_home) / "demo-dag-runs.log"),

@@ -1,0 +1,73 @@
+"""Publish the lake to departments whenever a feed's silver table changes.
+
+Scheduled on every feed's silver Asset (any of them). Tasks: refresh the
+collection and sharing lists and load the query audit log (Delta, Spark),
+make sure Trino is up, register new tables and (re)create the views, and
+recompile the access rules from the catalog and grants (expired grants drop
+out here). Each task is one call into ``pipelines`` and is safe to rerun.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import dag, task
+
+from pipelines.assets import all_silver_assets
+
+
+def _any_of(assets):
+    schedule = assets[0]
+    for asset in assets[1:]:
+        schedule = schedule | asset
+    return schedule
+
+
+@dag(
+    dag_id="publish",
+    description="Lists, audit log, Trino registration, views and access rules",
+    doc_md=__doc__,
+    schedule=_any_of(all_silver_assets()),
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["publish", "trino"],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "execution_timeout": timedelta(minutes=30)},
+)
+def publish_dag():
+    @task
+    def refresh_governance_lists() -> dict:
+        """Collection and sharing lists, and new audit events, into governance tables."""
+        from pipelines.audit import load_audit
+        from pipelines.lists import refresh_lists
+        from pipelines.spark import build_spark_session
+
+        spark = build_spark_session(app_name="govlake-publish")
+        return refresh_lists(spark) | {"audit_events_loaded": load_audit(spark)}
+
+    @task
+    def start_trino() -> str:
+        """Start Trino if it is not running (fetches it on first use)."""
+        from pipelines.trino import trino_up
+
+        return trino_up()["url"]
+
+    @task
+    def register_tables() -> dict:
+        """Register new Delta tables and (re)create the views in Trino."""
+        from pipelines.publish import publish
+
+        outcome = publish()
+        return {k: v for k, v in outcome.items() if k != "tables"}
+
+    @task
+    def compile_access_rules() -> dict:
+        """Catalog + grants -> Trino rules; Trino reloads them within seconds."""
+        from pipelines.access import compile_rules
+
+        return compile_rules()
+
+    refresh_governance_lists() >> start_trino() >> register_tables() >> compile_access_rules()
+
+
+publish_dag()

@@ -1,0 +1,63 @@
+"""The demand list turns requests into grants; the four lists are Delta tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from datetime import date
+
+import pytest
+from pyspark.sql import functions as F
+
+from pipelines.access import explain
+from pipelines.catalog import CatalogError
+from pipelines.lake import governance_path
+from pipelines.lists import decide_request, file_request, read_demand_list, refresh_lists
+from pipelines.settings import get_settings
+
+
+@pytest.fixture
+def catalog_copy(tmp_path):
+    settings = get_settings()
+    shutil.copytree(settings.catalog_dir, tmp_path / "catalog")
+    return dataclasses.replace(settings, home=str(tmp_path / "lake"), catalog_dir=tmp_path / "catalog")
+
+
+def test_request_approve_becomes_a_live_grant(spark, catalog_copy):
+    settings = catalog_copy
+    before = explain("mca_officer", "silver.psb_hukou", settings, on=date(2026, 11, 29))
+    assert before.columns["id_number"].state == "denied"
+    request = file_request(spark, "mca", "silver.psb_hukou", ["id_number", "full_name"], "婚姻登记核验户籍",
+                           "《婚姻登记条例》第七条", date(2027, 12, 31), "clerk-wang", settings=settings)
+    pending = read_demand_list(spark, settings).where(F.col("request_id") == request["request_id"]).first()
+    assert pending["status"] == "pending"
+    decided = decide_request(spark, request["request_id"], True, "governor-li", "依法核验所需", settings)
+    assert decided["status"] == "approved" and decided["grant_file"].startswith("catalog/grants/dr-")
+    after = explain("mca_officer", "silver.psb_hukou", settings, on=date(2026, 11, 29))
+    assert after.columns["id_number"].state == "masked" and after.columns["full_name"].state == "full"
+    assert "dr-" in after.columns["full_name"].reason
+    with pytest.raises(ValueError, match="already approved"):
+        decide_request(spark, request["request_id"], False, "governor-li", "again", settings)
+
+
+def test_rejected_request_gives_nothing_and_bad_requests_are_refused(spark, catalog_copy):
+    settings = catalog_copy
+    request = file_request(spark, "edu", "silver.psb_hukou", ["full_name"], "x", "y", date(2027, 1, 1), "u",
+                           settings=settings)
+    decided = decide_request(spark, request["request_id"], False, "governor-li", "无法律依据", settings)
+    assert decided["status"] == "rejected" and decided["grant_file"] is None
+    assert explain("edu_officer", "silver.psb_hukou", settings).columns["full_name"].state == "denied"
+    with pytest.raises(CatalogError, match="no column"):
+        file_request(spark, "edu", "silver.psb_hukou", ["shoe_size"], "x", "y", date(2027, 1, 1), "u",
+                     settings=settings)
+
+
+def test_the_lists_are_delta_tables(spark, catalog_copy):
+    settings = catalog_copy
+    counts = refresh_lists(spark, settings, on=date(2026, 11, 29))
+    sharing = spark.read.format("delta").load(governance_path("sharing_list", settings))
+    assert sharing.count() == counts["sharing_list"] >= 4
+    states = {(r["department"], r["resource"]): r["state"] for r in sharing.collect()}
+    assert states[("edu", "silver.psb_hukou")] == "expired" and states[("hrss", "silver.psb_residence_permit")] == "live"
+    collection = spark.read.format("delta").load(governance_path("collection_list", settings))
+    assert collection.count() == 16 and {r["status"] for r in collection.collect()} == {"missing"}
