@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from pipelines.processes import running_pid, stop_process_group
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -115,15 +115,8 @@ def _health_url(settings: Settings) -> str:
 
 def airflow_status(settings: Settings | None = None) -> dict:
     settings = settings or get_settings()
-    pid_file = _pid_file(settings)
-    pid = int(pid_file.read_text()) if pid_file.exists() else None
-    alive = False
-    if pid:
-        try:
-            os.kill(pid, 0)
-            alive = True
-        except OSError:
-            alive = False
+    pid = running_pid(_pid_file(settings))
+    alive = pid is not None
     healthy = False
     if alive:
         try:
@@ -163,19 +156,4 @@ def airflow_up(settings: Settings | None = None, wait_seconds: int = 180) -> dic
 
 def airflow_down(settings: Settings | None = None) -> bool:
     """Stop the standalone Airflow started by ``airflow_up`` (its whole process group)."""
-    settings = settings or get_settings()
-    status = airflow_status(settings)
-    if not status["running"]:
-        _pid_file(settings).unlink(missing_ok=True)
-        return False
-    os.killpg(status["pid"], signal.SIGTERM)
-    for _ in range(30):
-        try:
-            os.kill(status["pid"], 0)
-        except OSError:
-            break
-        time.sleep(1)
-    else:
-        os.killpg(status["pid"], signal.SIGKILL)
-    _pid_file(settings).unlink(missing_ok=True)
-    return True
+    return stop_process_group(_pid_file(settings or get_settings()))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from pipelines.processes import running_pid, stop_process_group
 from pipelines.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -79,21 +79,16 @@ def _pid_file(settings: Settings) -> Path:
 
 def start_receiver(settings: Settings) -> int:
     """Start the receiver in the background (idempotent); returns its pid."""
-    pid_file = _pid_file(settings)
-    if pid_file.exists():
-        pid = int(pid_file.read_text())
-        try:
-            os.kill(pid, 0)
-            return pid
-        except OSError:
-            pass
+    pid = running_pid(_pid_file(settings))
+    if pid is not None:
+        return pid
     audit_dir(settings).mkdir(parents=True, exist_ok=True)
     environment = dict(os.environ, GOVLAKE_TRINO_HOME=str(settings.trino_home),
                        GOVLAKE_TRINO_PORT=str(settings.trino_port))
     process = subprocess.Popen([sys.executable, "-m", "pipelines.audit"], env=environment,
                                stdout=subprocess.DEVNULL, stderr=(audit_dir(settings) / "receiver.log").open("ab"),
                                start_new_session=True)
-    pid_file.write_text(str(process.pid))
+    _pid_file(settings).write_text(str(process.pid))
     time.sleep(0.5)
     if process.poll() is not None:
         raise RuntimeError(f"the audit receiver exited; see {audit_dir(settings) / 'receiver.log'}")
@@ -101,14 +96,7 @@ def start_receiver(settings: Settings) -> int:
 
 
 def stop_receiver(settings: Settings) -> None:
-    pid_file = _pid_file(settings)
-    if not pid_file.exists():
-        return
-    try:
-        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-    except OSError:
-        pass
-    pid_file.unlink(missing_ok=True)
+    stop_process_group(_pid_file(settings), grace_seconds=5)
 
 
 def listener_properties(settings: Settings) -> list[str]:

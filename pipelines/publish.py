@@ -6,7 +6,8 @@ base libraries), ``governance`` (manifest, quarantine, quality results, issues,
 (``system.register_table``); Trino reads the Delta log on every query, so new
 versions written by Spark are visible without publishing again. Publishing is
 idempotent: registered tables are left alone, tables whose folder disappeared
-are unregistered, views in ``sql/views/<schema>/<view>.sql`` are (re)created.
+are unregistered, views in ``sql/views/<schema>/<view>.sql`` are (re)created
+(a view whose tables do not exist yet waits for a later publish).
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from trino.exceptions import TrinoUserError
+
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 from pipelines.trino import CATALOG, connect
 
 log = logging.getLogger(__name__)
 
 SCHEMAS = ("silver", "base", "governance")
+
+
+class ViewError(ValueError):
+    """A view file does not compile in Trino; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ def publish(settings: Settings | None = None, views_dir: Path | None = None) -> 
         cursor.execute(sql)
         return cursor.fetchall()
 
-    outcome = {"registered": [], "unchanged": [], "unregistered": [], "views": []}
+    outcome = {"registered": [], "unchanged": [], "unregistered": [], "views": [], "views_waiting": []}
     try:
         for schema in SCHEMAS:
             run(f"create schema if not exists {CATALOG}.{schema}")
@@ -116,8 +123,19 @@ def publish(settings: Settings | None = None, views_dir: Path | None = None) -> 
             run(f"call {CATALOG}.system.unregister_table(schema_name => '{schema}', table_name => '{table}')")
             outcome["unregistered"].append(f"{schema}.{table}")
         for schema, view, path in _views(views_dir):
-            body = path.read_text(encoding="utf-8").strip().rstrip(";")
-            run(f"create or replace view {CATALOG}.{schema}.{_quote(view)} security invoker as {body}")
+            lines = path.read_text(encoding="utf-8").strip().rstrip(";").splitlines()
+            comment = " ".join(line[2:].strip() for line in lines if line.startswith("--"))
+            body = "\n".join(line for line in lines if not line.startswith("--"))
+            name = f"{CATALOG}.{schema}.{_quote(view)}"
+            try:
+                run(f"create or replace view {name} security invoker as {body}")
+            except TrinoUserError as exc:
+                if exc.error_name != "TABLE_NOT_FOUND":
+                    raise ViewError(f"sql/views/{schema}/{path.name}: {exc.message}") from None
+                outcome["views_waiting"].append(f"{schema}.{view}: {exc.message}")
+                continue
+            if comment:
+                run(f"comment on view {name} is '{comment.replace(chr(39), chr(39) * 2)}'")
             outcome["views"].append(f"{schema}.{view}")
     finally:
         connection.close()

@@ -170,9 +170,12 @@ def write_suites(contracts: dict[str, Contract], settings: Settings | None = Non
     """Render every feed's suite file. Returns feed -> ``written`` / ``unchanged``
     / ``stale`` (the last only with ``check``, which writes nothing)."""
     outcome = {}
-    for feed, contract in sorted(contracts.items()):
-        path = suite_path(contract, settings)
-        text = render_suite(build_suite(contract, settings))
+    rendered = [(feed, suite_path(contract, settings), build_suite(contract, settings))
+                for feed, contract in sorted(contracts.items())]
+    rendered += [(f"base.{library}", library_suite_path(library, settings), library_suite(library, settings))
+                 for library in LIBRARIES]
+    for feed, path, suite in rendered:
+        text = render_suite(suite)
         current = path.read_text(encoding="utf-8") if path.is_file() else None
         if current == text:
             outcome[feed] = "unchanged"
@@ -236,7 +239,7 @@ class ExpectationOutcome:
     unexpected_percent: float | None
     observed_value: str | None
     kwargs: dict
-    sample_rows: list[int] = field(default_factory=list)
+    sample_rows: list = field(default_factory=list)   # row numbers (deliveries) or keys (libraries)
 
     @property
     def label(self) -> str:
@@ -319,18 +322,25 @@ def validate_delivery(frame, contract: Contract, load_id: str, parameters: dict,
     ``rows`` (the frame's row count, if known) picks the GX execution engine;
     the suite and the results are the same on both.
     """
+    settings = settings or get_settings()
+    suite = load_suite(contract, settings)
+    missing = {e["kwargs"].get("column") for e in suite["expectations"]} - set(frame.columns) - {None}
+    if missing:
+        raise SuiteError(f"{suite_path(contract, settings)}: columns {sorted(missing)} are not in {contract.feed}")
+    return _run_checkpoint(frame, suite, contract.feed, load_id, parameters, settings, rows, ROW_NUMBER_COLUMN)
+
+
+def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters: dict, settings: Settings,
+                    rows: int | None, index_column: str) -> GateResult:
+    """One GX checkpoint run of ``suite`` on ``frame`` (Spark or pandas engine by
+    size), Data Docs rebuilt; ``index_column`` names sample rows."""
     import time
 
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
 
-    settings = settings or get_settings()
     started = time.monotonic()
-    suite = load_suite(contract, settings)
-    missing = {e["kwargs"].get("column") for e in suite["expectations"]} - set(frame.columns) - {None}
-    if missing:
-        raise SuiteError(f"{suite_path(contract, settings)}: columns {sorted(missing)} are not in {contract.feed}")
     engine = gate_engine(frame.count() if rows is None else rows, settings)
     context = _context(settings)
     if engine == "spark":
@@ -339,35 +349,36 @@ def validate_delivery(frame, contract: Contract, load_id: str, parameters: dict,
     else:
         source = context.data_sources.add_or_update_pandas("lake_pandas")
         batch_frame = frame.toPandas()
+    name = suite["name"]
     try:
-        asset = source.get_asset(contract.slug)
+        asset = source.get_asset(name)
     except LookupError:
-        asset = source.add_dataframe_asset(contract.slug)
+        asset = source.add_dataframe_asset(name)
     try:
         batch = asset.get_batch_definition("delivery")
     except (KeyError, LookupError):
         batch = asset.add_batch_definition_whole_dataframe("delivery")
     gx_suite = context.suites.add_or_update(_suite_object(suite))
     definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=f"{contract.slug}.{engine}", data=batch, suite=gx_suite))
+        gx.ValidationDefinition(name=f"{name}.{engine}", data=batch, suite=gx_suite))
     checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-        name=f"{contract.slug}.{engine}", validation_definitions=[definition],
+        name=f"{name}.{engine}", validation_definitions=[definition],
         actions=[UpdateDataDocsAction(name="data_docs")],
-        result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [ROW_NUMBER_COLUMN],
+        result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [index_column],
                        "partial_unexpected_count": 10},
     ))
     run_at = datetime.now(timezone.utc)
-    run_id = f"{load_id}@{run_at:%Y%m%dT%H%M%S}"
+    run_id = f"{run_name}@{run_at:%Y%m%dT%H%M%S}"
     checkpoint_result = checkpoint.run(
         batch_parameters={"dataframe": batch_frame}, expectation_parameters=parameters,
-        run_id=RunIdentifier(run_name=load_id, run_time=run_at))
+        run_id=RunIdentifier(run_name=run_name, run_time=run_at))
     outcomes = []
     for validation in checkpoint_result.run_results.values():
         for item in validation.results:
             config = item.expectation_config
             result = item.result or {}
             kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
-            samples = [row.get(ROW_NUMBER_COLUMN) for row in result.get("partial_unexpected_index_list") or []
+            samples = [row.get(index_column) for row in result.get("partial_unexpected_index_list") or []
                        if isinstance(row, dict)]
             outcomes.append(ExpectationOutcome(
                 expectation_type=config.type, column_name=kwargs.get("column"),
@@ -375,12 +386,63 @@ def validate_delivery(frame, contract: Contract, load_id: str, parameters: dict,
                 blocking=bool((config.meta or {}).get("blocking", False)), success=bool(item.success),
                 element_count=result.get("element_count"), unexpected_count=result.get("unexpected_count"),
                 unexpected_percent=result.get("unexpected_percent"), observed_value=_observed(result),
-                kwargs=kwargs, sample_rows=[int(s) for s in samples if s is not None]))
+                kwargs=kwargs, sample_rows=[s for s in samples if s is not None]))
     blocked = any(o.blocking and not o.success for o in outcomes)
     docs = data_docs_index(settings)
-    return GateResult(contract.feed, load_id, run_id, success=all(o.success for o in outcomes), blocked=blocked,
+    return GateResult(subject, run_name, run_id, success=all(o.success for o in outcomes), blocked=blocked,
                       outcomes=outcomes, engine=engine, data_docs=str(docs) if docs.exists() else None,
                       seconds=time.monotonic() - started)
+
+
+# --------------------------------------------------------------------------- base-library suites
+
+LIBRARIES = ("population", "legal_person", "address", "grid", "credit_record", "credit_rating", "e_licence")
+
+
+def library_suite(library: str, settings: Settings | None = None) -> dict:
+    """The suite of a base-library table, from ``quality/libraries/<library>.yaml``."""
+    settings = settings or get_settings()
+    path = Path(settings.quality_dir) / "libraries" / f"{library}.yaml"
+    if not path.is_file():
+        raise SuiteError(f"quality/libraries/{library}.yaml: no suite for base library {library!r}")
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    named_sets = {"@town_codes": sorted(ref.TOWNS), "@town_names": sorted(ref.TOWN_CODE_BY_NAME)}
+    expectations = []
+    for index, item in enumerate(document.get("expectations", [])):
+        if not isinstance(item, dict) or "type" not in item or "rule" not in item:
+            raise SuiteError(f"quality/libraries/{path.name}: expectations[{index}]: needs 'type' and 'rule'")
+        kwargs = dict(item.get("kwargs") or {})
+        if isinstance(kwargs.get("value_set"), str):
+            if kwargs["value_set"] not in named_sets:
+                raise SuiteError(f"quality/libraries/{path.name}: expectations[{index}].kwargs.value_set: unknown "
+                                 f"named set {kwargs['value_set']!r} (known: {', '.join(named_sets)})")
+            kwargs["value_set"] = named_sets[kwargs["value_set"]]
+        expectations.append(_expectation(item["type"], kwargs,
+                                         blocking=bool(item.get("blocking", False)), rule=item["rule"],
+                                         origin=f"quality/libraries/{path.name}", notes=item.get("notes", "")))
+    return {"name": f"base_{library}",
+            "meta": {"library": f"base.{library}", "key": document["key"], "grain": document.get("grain", ""),
+                     "rendered_from": [f"quality/libraries/{path.name}"]},
+            "expectations": expectations}
+
+
+def library_suite_path(library: str, settings: Settings | None = None) -> Path:
+    settings = settings or get_settings()
+    return Path(settings.quality_dir) / "suites" / f"base.{library}.json"
+
+
+def validate_library(frame, library: str, run_name: str, settings: Settings | None = None,
+                     rows: int | None = None) -> GateResult:
+    """The gate of a base-library table (one golden record per key, referential
+    integrity via the ``*_found`` columns the library build computes, valid
+    identifiers). Sample rows are key values."""
+    settings = settings or get_settings()
+    path = library_suite_path(library, settings)
+    suite = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else library_suite(library, settings)
+    missing = {e["kwargs"].get("column") for e in suite["expectations"]} - set(frame.columns) - {None}
+    if missing:
+        raise SuiteError(f"quality/libraries/{library}.yaml: columns {sorted(missing)} are not in base.{library}")
+    return _run_checkpoint(frame, suite, f"base.{library}", run_name, {}, settings, rows, suite["meta"]["key"])
 
 
 def row_count_parameters(previous_rows: int | None) -> dict:

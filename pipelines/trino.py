@@ -25,12 +25,12 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tarfile
 import time
 from pathlib import Path
 
+from pipelines.processes import running_pid, stop_process_group
 from pipelines.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -376,15 +376,8 @@ def _ready(settings: Settings) -> bool:
 
 def trino_status(settings: Settings | None = None) -> dict:
     settings = settings or get_settings()
-    pid_file = _pid_file(settings)
-    pid = int(pid_file.read_text()) if pid_file.exists() else None
-    alive = False
-    if pid:
-        try:
-            os.kill(pid, 0)
-            alive = True
-        except OSError:
-            pass
+    pid = running_pid(_pid_file(settings))
+    alive = pid is not None
     answering = False
     if alive:
         try:
@@ -442,19 +435,5 @@ def trino_down(settings: Settings | None = None) -> bool:
     from pipelines.audit import stop_receiver
 
     settings = settings or get_settings()
-    status = trino_status(settings)
     stop_receiver(settings)
-    if not status["running"]:
-        _pid_file(settings).unlink(missing_ok=True)
-        return False
-    os.killpg(status["pid"], signal.SIGTERM)
-    for _ in range(60):
-        try:
-            os.kill(status["pid"], 0)
-        except OSError:
-            break
-        time.sleep(0.5)
-    else:
-        os.killpg(status["pid"], signal.SIGKILL)
-    _pid_file(settings).unlink(missing_ok=True)
-    return True
+    return stop_process_group(_pid_file(settings))

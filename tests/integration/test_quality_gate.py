@@ -154,3 +154,32 @@ def test_governor_approves_a_blocked_load(spark, gate_story):
     assert "approved by governor-li" in statuses[blocked.load_id]["message"]
     with pytest.raises(ValueError, match="not blocked"):
         approve_blocked_load(spark, blocked.load_id, "again", "governor-li", settings)
+
+
+def test_base_library_suites_gate_golden_records(spark, tmp_path):
+    """One golden record per person, valid identifiers, referential integrity (by the
+    build's *_found columns): on small tables standing in for the base libraries."""
+    from datetime import date
+
+    from pipelines.quality import validate_library
+    from pipelines.settings import get_settings
+
+    settings = dataclasses.replace(get_settings(), home=str(tmp_path / "lake"))
+    people = [("441900199001011234", "甲", "男", date(1990, 1, 1)),
+              ("441900199202022345", "乙", "女", date(1992, 2, 2))]
+    schema = "person_id string, full_name string, gender string, birth_date date"
+    clean = validate_library(spark.createDataFrame(people, schema), "population", "test-clean", settings)
+    assert clean.success and not clean.blocked
+    merged_twice = people + [("441900199001011234", "甲", "男", date(1990, 1, 1)),
+                             ("44190019900101123", "丙", "男", date(1990, 1, 1))]
+    broken = validate_library(spark.createDataFrame(merged_twice, schema), "population", "test-broken", settings)
+    assert broken.blocked
+    failed = {o.rule: o for o in broken.blocking_failures}
+    assert set(failed) == {"person_id.unique", "person_id.id_number_format"}
+    assert "441900199001011234" in failed["person_id.unique"].sample_rows
+
+    entities = [("91441900MA4UX0001X", "东莞甲公司", True), ("91441900MA4UX0002X", "东莞乙公司", False)]
+    legal = validate_library(spark.createDataFrame(entities, "uscc string, entity_name string, "
+                                                             "legal_representative_found boolean"),
+                             "legal_person", "test-legal", settings)
+    assert not legal.blocked and [o.rule for o in legal.warnings] == ["legal_representative.found_in_population"]

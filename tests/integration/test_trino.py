@@ -60,6 +60,9 @@ def test_publish_registers_delta_tables_and_new_versions_show_without_republishi
     assert query("select count(*) from lake.silver.psb_hukou", settings=settings)[1] == [[300]]
     again = publish(settings)
     assert again["registered"] == [] and "silver.psb_hukou" in again["unchanged"]
+    assert "governance.load_status" in again["views"]
+    status = query("select status, rows_loaded from lake.governance.load_status", settings=settings)[1]
+    assert status == [["loaded", 300]]
 
     second = ingest_file(spark, contract, write_hukou_export(root / "d2", 200, seed=42, rates=CLEAN),
                          settings=settings)
