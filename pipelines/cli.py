@@ -699,6 +699,62 @@ def access_requests(status: str, as_json: bool) -> None:
                            r["decided_by"] or "-", r["grant_file"] or "-"] for r in rows]))
 
 
+# ---------------------------------------------------------------------- base libraries
+@main.command("build")
+@click.option("--library", type=click.Choice(["population"]), default="population", show_default=True,
+              help="The base library to build (more arrive with issue 4).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def build_command(library: str, as_json: bool) -> None:
+    """Build or refresh a base library from silver (gated; history kept)."""
+    from pipelines.libraries.golden import build_library
+
+    result = build_library(_spark(), library)
+    if as_json:
+        _emit_json(result)
+    else:
+        console.print(f"base.{library}: {result['status']}; {result['rows']} records"
+                      + (f", {result['inserted']} new, {result['changed']} changed, {result['unchanged']} unchanged"
+                         if result["status"] == "built" else "")
+                      + "".join(f"\n  {f}" for f in result.get("gate", {}).get("failures", [])))
+    if result["status"] != "built":
+        sys.exit(1)
+
+
+@main.group("show")
+def show_group() -> None:
+    """One golden record with each attribute's source (a governor's debugging view)."""
+
+
+@show_group.command("person")
+@click.argument("person_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def show_person(person_id: str, as_json: bool) -> None:
+    """The current population record of PERSON_ID and where each value came from."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lake import delta_exists
+    from pipelines.libraries.golden import load_library_spec
+
+    settings = get_settings()
+    spark = _spark()
+    path = settings.lake_path("base", "population")
+    if not delta_exists(spark, path):
+        raise click.ClickException("base.population is not built yet: run `govlake build`")
+    row = spark.read.format("delta").load(path).where((F.col("person_id") == person_id) & F.col("is_current")).first()
+    if row is None:
+        raise click.ClickException(f"no person {person_id} in base.population")
+    record = row.asDict()
+    if as_json:
+        _emit_json(record)
+        return
+    spec = load_library_spec("population", settings)
+    console.print(f"{person_id}: known to {', '.join(record['known_to'])}; valid from {record['valid_from']}"
+                  + ("" if record["is_known_to_authority"] else " (not known to the authoritative bureau)"))
+    console.print(_table("Attributes", ["attribute", "value", "source", "load"],
+                         [[a.name, record[a.name], record[f"{a.name}_source"] or "-", record[f"{a.name}_load_id"] or "-"]
+                          for a in spec.attributes]))
+
+
 # ---------------------------------------------------------------------- demo
 @main.command()
 @click.option("--scale", default=0.002, show_default=True, type=float)
