@@ -1,6 +1,6 @@
-"""Publish the lake to departments whenever a feed's silver table changes.
+"""Publish the lake to departments whenever a silver table or a base library changes.
 
-Scheduled on every feed's silver Asset (any of them). Tasks: refresh the
+Scheduled on every feed's silver Asset and every base library's Asset (any of them). Tasks: refresh the
 collection and sharing lists and load the query audit log (Delta, Spark),
 make sure Trino is up, register new tables and (re)create the views, and
 recompile the access rules from the catalog and grants (expired grants drop
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
-from pipelines.assets import all_silver_assets
+from pipelines.assets import all_library_assets, all_silver_assets
 
 
 def _any_of(assets):
@@ -27,7 +27,7 @@ def _any_of(assets):
     dag_id="publish",
     description="Lists, audit log, Trino registration, views and access rules",
     doc_md=__doc__,
-    schedule=_any_of(all_silver_assets()),
+    schedule=_any_of(all_silver_assets() + all_library_assets()),
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

@@ -10,8 +10,24 @@ from pipelines.contracts import Contract, ContractError, contract_paths, load_co
 
 
 def silver_asset(contract: Contract) -> Asset:
-    return Asset(name=f"silver.{contract.feed}", uri=f"govlake://silver/{contract.bureau}/{contract.feed_name}",
-                 group="silver")
+    return silver_asset_for_feed(contract.feed)
+
+
+def silver_asset_for_feed(feed: str) -> Asset:
+    bureau, _, name = feed.partition(".")
+    return Asset(name=f"silver.{feed}", uri=f"govlake://silver/{bureau}/{name}", group="silver")
+
+
+def library_asset(library: str) -> Asset:
+    return Asset(name=f"base.{library}", uri=f"govlake://base/{library}", group="base")
+
+
+def all_library_assets() -> list[Asset]:
+    from pathlib import Path
+
+    from pipelines.settings import get_settings
+
+    return [library_asset(path.stem) for path in sorted((Path(get_settings().schemas_dir) / "libraries").glob("*.yaml"))]
 
 
 def all_silver_assets() -> list[Asset]:

@@ -795,6 +795,9 @@ def _print_demo(summary: dict, scale: float) -> None:
         for i in sorted(issues, key=lambda i: -i["affected_rows"])[:5]))
     for note in summary["notes"]:
         console.print(f"- {note}")
+    for library in summary["libraries"]:
+        console.print(f"base.{library['library']}: {library['current_rows']} current records "
+                      f"({library['versions']} versions); through Trino: {library['trino_rows']}")
     for sample in summary["sample_queries"]:
         console.print(f"\n[bold]{sample['user']}[/bold]: {sample['title']}\n  {sample['sql']}")
         if sample["error"]:

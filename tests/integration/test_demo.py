@@ -50,7 +50,11 @@ def test_demo_figures_agree_with_the_lake(spark, demo_run):
     open_issues = read_issues(spark, settings).where(F.col("status") == "open").count()
     assert len(summary["open_issues"]) == open_issues
     states = {run["dag_id"]: run["state"] for run in summary["dag_runs"]}
-    assert states["publish"] == "success"
+    assert states["publish"] == "success" and states["library__population"] == "success"
+    # the chain feed DAGs -> library DAG -> publish DAG ends in Trino
+    population = next(lib for lib in summary["libraries"] if lib["library"] == "population")
+    current = spark.read.format("delta").load(settings.lake_path("base", "population")).where("is_current").count()
+    assert population["current_rows"] == population["trino_rows"] == current > 0
     assert states["feed__court_dishonest_debtor"] == "failed"   # its 补充 file is rejected, visibly
     assert sum(1 for s in states.values() if s == "success") == len(states) - 1
 

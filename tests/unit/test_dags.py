@@ -41,7 +41,9 @@ def test_dagbag_imports_one_feed_dag_per_contract(project_airflow):
     outlets = hukou.get_task("publish_silver").outlets
     assert [o.name for o in outlets] == ["silver.psb.hukou"]
     assert hukou.catchup is False and "psb" in hukou.tags
-    assert "publish" in bag.dag_ids   # scheduled on the silver assets
+    assert "publish" in bag.dag_ids   # scheduled on the silver and base assets
+    population = bag.dags["library__population"]
+    assert [o.name for o in population.get_task("build").outlets] == ["base.population"]
 
 
 def test_a_new_contract_file_adds_a_dag(project_airflow, tmp_path, monkeypatch):
@@ -79,7 +81,7 @@ def test_dag_files_do_no_heavy_work_at_parse_time():
         import airflow.sdk
         sys.path.insert(0, {str(PROJECT_ROOT / 'dags')!r})
         started = time.monotonic()
-        import govlake_feeds, govlake_publish
+        import govlake_feeds, govlake_libraries, govlake_publish
         print(round(time.monotonic() - started, 3))
         heavy = [m for m in ("pyspark", "great_expectations", "delta", "pandas") if m in sys.modules]
         assert not heavy, heavy

@@ -1,0 +1,67 @@
+"""One DAG per base library, generated from ``schemas/libraries/*.yaml``.
+
+Each is scheduled on the silver Assets of its source feeds, rebuilds the
+library from silver (golden records, gated by its suite, merged with
+history), and emits the library's Asset for the publish DAG. A build the gate
+blocks fails the run and leaves the gold table as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+from airflow.sdk import dag, task
+
+from pipelines.assets import library_asset, silver_asset_for_feed
+from pipelines.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _any_of(assets):
+    schedule = assets[0]
+    for asset in assets[1:]:
+        schedule = schedule | asset
+    return schedule
+
+
+def build_library_dag(library: str, source_feeds: list[str]):
+    @dag(
+        dag_id=f"library__{library}",
+        description=f"base.{library}: golden records from silver, gated, merged with history",
+        doc_md=__doc__,
+        schedule=_any_of([silver_asset_for_feed(feed) for feed in source_feeds]),
+        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        tags=["library", library],
+        default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "execution_timeout": timedelta(hours=2)},
+    )
+    def library_dag():
+        @task(outlets=[library_asset(library)])
+        def build(name: str = library) -> dict:
+            """Build or refresh the library; fail if its gate blocks the result."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from pipelines.libraries.golden import build_library
+            from pipelines.spark import build_spark_session
+
+            result = build_library(build_spark_session(app_name=f"govlake-{name}"), name)
+            if result["status"] != "built":
+                raise AirflowFailException(f"base.{name} blocked by its quality gate: {result.get('gate')}")
+            return {k: v for k, v in result.items() if k != "gate"}
+
+        build()
+
+    return library_dag()
+
+
+for _path in sorted((Path(get_settings().schemas_dir) / "libraries").glob("*.yaml")):
+    _spec = yaml.safe_load(_path.read_text(encoding="utf-8")) or {}
+    if not _spec.get("library") or not _spec.get("sources"):
+        log.error("no DAG for %s: it needs library: and sources:", _path)
+        continue
+    globals()[f"library__{_spec['library']}"] = build_library_dag(_spec["library"], sorted(_spec["sources"]))
