@@ -15,17 +15,10 @@ from pathlib import Path
 import yaml
 from airflow.sdk import dag, task
 
-from pipelines.assets import library_asset, silver_asset_for_feed
+from pipelines.assets import any_of, library_asset, silver_asset_for_feed
 from pipelines.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-
-def _any_of(assets):
-    schedule = assets[0]
-    for asset in assets[1:]:
-        schedule = schedule | asset
-    return schedule
 
 
 def build_library_dag(library: str, source_feeds: list[str]):
@@ -33,7 +26,7 @@ def build_library_dag(library: str, source_feeds: list[str]):
         dag_id=f"library__{library}",
         description=f"base.{library}: golden records from silver, gated, merged with history",
         doc_md=__doc__,
-        schedule=_any_of([silver_asset_for_feed(feed) for feed in source_feeds]),
+        schedule=any_of([silver_asset_for_feed(feed) for feed in source_feeds]),
         start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
         catchup=False,
         max_active_runs=1,

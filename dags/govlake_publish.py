@@ -13,21 +13,14 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
-from pipelines.assets import all_library_assets, all_silver_assets
-
-
-def _any_of(assets):
-    schedule = assets[0]
-    for asset in assets[1:]:
-        schedule = schedule | asset
-    return schedule
+from pipelines.assets import all_library_assets, all_silver_assets, any_of
 
 
 @dag(
     dag_id="publish",
     description="Lists, audit log, Trino registration, views and access rules",
     doc_md=__doc__,
-    schedule=_any_of(all_silver_assets() + all_library_assets()),
+    schedule=any_of(all_silver_assets() + all_library_assets()),
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

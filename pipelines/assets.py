@@ -39,3 +39,11 @@ def all_silver_assets() -> list[Asset]:
         except ContractError:
             continue
     return assets
+
+
+def any_of(assets: list[Asset]):
+    """A schedule that fires when any of ``assets`` is updated."""
+    schedule = assets[0]
+    for asset in assets[1:]:
+        schedule = schedule | asset
+    return schedule

@@ -219,13 +219,8 @@ def scorecard(spark, contracts: dict[str, Contract], settings: Settings | None =
                manifest.where(F.col("status") == "blocked").groupBy("feed").agg(F.count("*").alias("n")).collect()}
     last_ids = [row["load_id"] for row in latest.values()]
     results = read_quality_results(spark, settings).where(F.col("load_id").isin(last_ids or [""])).collect()
-    missing_required = {}
-    repeated_keys = {}
-    for row in results:
-        if row["expectation_type"] == "expect_column_values_to_not_be_null":
-            missing_required.setdefault(row["load_id"], []).append(row)
-        elif row["rule"].endswith(".unique"):
-            repeated_keys[row["load_id"]] = int(row["unexpected_count"] or 0)
+    repeated_keys = {row["load_id"]: int(row["unexpected_count"] or 0)
+                     for row in results if row["rule"].endswith(".unique")}
     required_missing = _required_cells_missing(spark, last_ids, settings)
     issues = {row["feed"]: row["n"] for row in read_issues(spark, settings).where(F.col("status") == "open")
               .groupBy("feed").agg(F.count("*").alias("n")).collect()}
