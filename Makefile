@@ -10,7 +10,7 @@ SCALE ?= 0.002
 SEED ?= 7
 BENCH_ROWS ?= 1000000
 
-.PHONY: setup demo test test-unit test-integration bench-ingest bench-quality suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
+.PHONY: setup demo test test-unit test-integration bench-ingest bench-quality bench-build bench-query suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
@@ -18,6 +18,8 @@ help:
 	@echo "make setup    create .venv, install govlake, cache the Delta jars"
 	@echo "make bench-ingest  1M-row hukou ingest vs pyarrow (BENCH_ROWS=...)"
 	@echo "make bench-quality 1M-row hukou quality gate vs its ingest"
+	@echo "make bench-build   raw files to all base libraries at scales 0.01, 0.02, 0.05 (SCALES=...)"
+	@echo "make bench-query   Trino vs DuckDB on base.population / base.legal_person (BENCH_SCALE=0.05)"
 	@echo "make suites   re-render quality/suites/*.json from contracts and quality/custom/"
 	@echo "make airflow  start Airflow 3 (standalone) on 127.0.0.1; make down stops it"
 	@echo "make trino-up start Trino (HTTPS, passwords) on 127.0.0.1:8443; make down stops it"
@@ -71,6 +73,14 @@ bench-ingest: setup
 
 bench-quality: setup
 	$(BIN)/python -m pipelines.bench quality --rows $(BENCH_ROWS)
+
+SCALES ?= 0.01,0.02,0.05
+bench-build: setup
+	$(BIN)/python -m pipelines.bench build --scales $(SCALES)
+
+BENCH_SCALE ?= 0.05
+bench-query: setup
+	$(BIN)/python -m pipelines.bench query --scale $(BENCH_SCALE)
 
 clean-lake:
 	rm -rf lake

@@ -27,6 +27,7 @@ from datetime import date
 
 from pipelines.catalog import (
     MASKED_TYPES, Department, Grant, Resource, load_departments, load_grants, resources_from_contracts,
+    resources_from_libraries,
 )
 from pipelines.reference import TOWNS
 from pipelines.settings import Settings, get_settings
@@ -156,7 +157,8 @@ def load_catalog(settings: Settings | None = None) -> Catalog:
     settings = settings or get_settings()
     from pipelines.contracts import load_contracts
 
-    resources = resources_from_contracts(load_contracts(settings.schemas_dir))
+    contracts = load_contracts(settings.schemas_dir)
+    resources = resources_from_contracts(contracts) | resources_from_libraries(settings, contracts)
     departments = load_departments(settings)
     grants = load_grants(resources, departments, settings)
     return Catalog(resources, departments, grants)

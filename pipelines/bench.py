@@ -155,6 +155,187 @@ def bench_quality(rows: int, seed: int = 7, engine: str = "spark") -> dict:
     }
 
 
+def bench_build(scales: list[float], seed: int = 7) -> dict:
+    """From raw files to all base libraries at each scale: generate, ingest
+    (with the quality gate), build every library; then a day's increment
+    (one hukou delivery touching 0.1% of persons) applied to the built
+    libraries. Time per stage, peak memory, accuracy against the ground truth,
+    and a linear fit of time against scale to estimate the real city."""
+    import dataclasses
+    import shutil
+
+    from pipelines.contracts import get_contract, load_contracts
+    from pipelines.ingest import ingest_directory, ingest_file
+    from pipelines.libraries.evaluate import evaluate_conflicts, evaluate_resolution
+    from pipelines.libraries.golden import build_libraries
+    from pipelines.spark import build_spark_session
+    from pipelines.synth import generate_city
+
+    spark = build_spark_session(app_name="govlake-bench-build")
+    jvm = _jvm_pid(spark)
+    runs = []
+    for scale in scales:
+        root = BENCH_DIR / f"city-{scale}"
+        shutil.rmtree(root, ignore_errors=True)
+        settings = dataclasses.replace(get_settings(), home=str(BENCH_DIR / f"lake-{scale}"))
+        shutil.rmtree(settings.home, ignore_errors=True)
+        run = {"scale": scale}
+        started = time.perf_counter()
+        summary = generate_city(root, scale=scale, seed=seed)
+        run["synth_s"] = round(time.perf_counter() - started, 1)
+        run["persons"], run["entities"] = summary.persons, summary.market_entities + summary.social_orgs
+        run["rows_delivered"] = sum(v for v in summary.files.values() if v > 0)
+        started = time.perf_counter()
+        ingest_directory(spark, root / "deliveries", load_contracts(), settings=settings, run_gate=True)
+        run["ingest_s"] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
+        built = build_libraries(spark, settings=settings)
+        run["build_s"] = round(time.perf_counter() - started, 1)
+        run["libraries"] = {r["library"]: {"status": r["status"], "rows": r["rows"], "seconds": r.get("seconds"),
+                                           "stages": r.get("stages")} for r in built}
+        run["accuracy"] = {lib: {k: v for k, v in evaluate_resolution(spark, lib, root / "truth", settings).items()
+                                 if k in ("subject_precision", "subject_recall", "link_precision", "link_recall",
+                                          "unkeyed_records", "to_review")}
+                           for lib in ("population", "legal_person")}
+        run["conflicts"] = evaluate_conflicts(spark, root / "truth", settings)
+        # a day's increment: 0.1% of persons move out
+        delivery = root / "increment" / "hukou_20261129.csv"
+        delivery.parent.mkdir(parents=True, exist_ok=True)
+        changed = _write_increment(root / "truth" / "persons.csv", delivery, max(5, summary.persons // 1000))
+        started = time.perf_counter()
+        ingest_file(spark, get_contract("psb.hukou"), delivery, settings=settings)
+        increment = build_libraries(spark, settings=settings)
+        run["increment_s"] = round(time.perf_counter() - started, 1)
+        run["increment_changed"] = {r["library"]: r.get("changed") for r in increment}
+        run["increment_expected_population_changes"] = changed
+        run["total_s"] = round(run["synth_s"] + run["ingest_s"] + run["build_s"], 1)
+        runs.append(run)
+        print(json.dumps(run, ensure_ascii=False), flush=True)
+    # least-squares line through (scale, seconds) for ingest + build
+    xs = [r["scale"] for r in runs]
+    ys = [r["ingest_s"] + r["build_s"] for r in runs]
+    if len(runs) > 1:
+        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+        intercept = mean_y - slope * mean_x
+    else:
+        slope, intercept = ys[0] / xs[0], 0.0
+    return {
+        "benchmark": "bench-build: raw files to all base libraries",
+        "runs": runs,
+        "fit_seconds": f"{intercept:.0f} + {slope:.0f} × scale (ingest + build)",
+        "estimate_scale_1_minutes": round((intercept + slope) / 60, 1),
+        "peak_rss_gib_jvm": round(_peak_rss(jvm) / 2**30, 2),
+        "peak_rss_gib_python": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "spark_master": get_settings().spark_master,
+    }
+
+
+QUERIES = {
+    "point lookup by ID": "select * from {population} where person_id = '{person_id}' and is_current",
+    "town aggregate": ("select town_code, count(*) as persons, count(death_date) as deceased, "
+                       "avg(year(birth_date)) as mean_birth_year from {population} where is_current "
+                       "group by town_code order by town_code"),
+    "population ⋈ legal_person": ("select p.town_code, count(*) as representatives, "
+                                  "count(distinct l.industry_section) as sections "
+                                  "from {population} p join {legal_person} l "
+                                  "on l.legal_representative_id = p.person_id "
+                                  "where p.is_current and l.is_current group by p.town_code order by p.town_code"),
+}
+
+
+def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
+    """Trino (the project's server, HTTPS + password, warm) against DuckDB over
+    the same Parquet files (the current Delta snapshot), same queries, same run.
+    Uses bench-out/lake-<scale> from ``make bench-build`` (built here if missing)."""
+    import dataclasses
+    import statistics
+
+    import duckdb
+
+    from pipelines.access import compile_rules
+    from pipelines.contracts import load_contracts
+    from pipelines.ingest import ingest_directory
+    from pipelines.lake import delta_exists
+    from pipelines.libraries.golden import build_libraries
+    from pipelines.publish import publish
+    from pipelines.spark import build_spark_session
+    from pipelines.synth import generate_city
+    from pipelines.trino import connect, trino_down, trino_up
+
+    settings = dataclasses.replace(get_settings(), home=str(BENCH_DIR / f"lake-{scale}"),
+                                   trino_home=BENCH_DIR / "trino", trino_port=18643)
+    spark = build_spark_session(app_name="govlake-bench-query")
+    if not delta_exists(spark, settings.lake_path("base", "legal_person")):
+        root = BENCH_DIR / f"city-{scale}"
+        generate_city(root, scale=scale, seed=seed)
+        ingest_directory(spark, root / "deliveries", load_contracts(), settings=settings, run_gate=True)
+        build_libraries(spark, ["population", "legal_person"], settings=settings)
+    files = {name: spark.read.format("delta").load(settings.lake_path("base", name)).inputFiles()
+             for name in ("population", "legal_person")}
+    person_id = (spark.read.format("delta").load(settings.lake_path("base", "population"))
+                 .where("is_current").select("person_id").orderBy("person_id").first()[0])
+    rows = {name: spark.read.format("delta").load(settings.lake_path("base", name)).count() for name in files}
+    trino_up(settings)
+    try:
+        compile_rules(settings)
+        publish(settings)
+        connection = connect(settings=settings)
+        cursor = connection.cursor()
+        duck = duckdb.connect()
+        for name, paths in files.items():
+            duck.execute(f"create view {name} as select * from read_parquet({paths!r})")
+        results = {}
+        for title, template in QUERIES.items():
+            trino_sql = template.format(population="lake.base.population", legal_person="lake.base.legal_person",
+                                        person_id=person_id)
+            duck_sql = template.format(population="population", legal_person="legal_person", person_id=person_id)
+            timings = {"trino": [], "duckdb": []}
+            answers = {}
+            for _ in range(repeats + 1):                       # the first run warms up and is not counted
+                started = time.perf_counter()
+                cursor.execute(trino_sql)
+                answers["trino"] = cursor.fetchall()
+                timings["trino"].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                answers["duckdb"] = duck.execute(duck_sql).fetchall()
+                timings["duckdb"].append(time.perf_counter() - started)
+            trino_ms = statistics.median(timings["trino"][1:]) * 1000
+            duck_ms = statistics.median(timings["duckdb"][1:]) * 1000
+            results[title] = {"trino_ms": round(trino_ms, 1), "duckdb_ms": round(duck_ms, 1),
+                              "ratio_trino_over_duckdb": round(trino_ms / duck_ms, 1),
+                              "same_row_count": len(answers["trino"]) == len(answers["duckdb"])}
+        connection.close()
+    finally:
+        trino_down(settings)
+    return {"benchmark": f"bench-query: Trino vs DuckDB at scale {scale}",
+            **{f"{title}": f"Trino {r['trino_ms']} ms, DuckDB {r['duckdb_ms']} ms, ratio "
+               f"{r['ratio_trino_over_duckdb']}, same rows: {r['same_row_count']}" for title, r in results.items()},
+            "rows_population_table": rows["population"], "rows_legal_person_table": rows["legal_person"],
+            "repeats": repeats, "measure": "median of warm runs, wall clock from the client (Python trino over "
+            "HTTPS with a password; duckdb in process)", "trino_heap": settings.trino_heap}
+
+
+def _write_increment(persons_csv: Path, target: Path, changes: int) -> int:
+    """A hukou delivery in which ``changes`` hukou persons move out (迁出)."""
+    import csv
+
+    headers = ["身份证号", "姓名", "性别", "民族", "出生日期", "户籍地址", "户号", "与户主关系", "登记日期", "人口状态"]
+    written = 0
+    with persons_csv.open(encoding="utf-8") as source, target.open("w", encoding="gb18030", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(headers)
+        for row in csv.DictReader(source):
+            if row["registration"] != "hukou" or row["population_status"] != "正常":
+                continue
+            out.writerow([row["person_id"], row["full_name"], row["gender"], row["ethnicity"], row["birth_date"],
+                          "", "", "户主", "2026-11-29", "迁出"])
+            written += 1
+            if written == changes:
+                break
+    return written
+
+
 def record(result: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     if not RESULTS.exists():
@@ -162,6 +343,23 @@ def record(result: dict) -> None:
                            "`pipelines/bench.py`; the baseline is measured in the same run.\n", encoding="utf-8")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n## {result['benchmark']} — {stamp}\n", f"Machine: {machine_description()}\n"]
+    if "runs" in result:
+        lines += ["| scale | persons | entities | rows delivered | synth s | ingest s | build s | increment s | "
+                  "person P / R | entity P / R | conflicts found / injected |", "|" + "---|" * 11]
+        for run in result["runs"]:
+            acc = run["accuracy"]
+            lines.append(
+                f"| {run['scale']} | {run['persons']:,} | {run['entities']:,} | {run['rows_delivered']:,} | "
+                f"{run['synth_s']} | {run['ingest_s']} | {run['build_s']} | {run['increment_s']} | "
+                f"{acc['population']['subject_precision']} / {acc['population']['subject_recall']} | "
+                f"{acc['legal_person']['subject_precision']} / {acc['legal_person']['subject_recall']} | "
+                f"{run['conflicts']['found']} / {run['conflicts']['injected']} |")
+        lines += ["", "Seconds per library and stage at the largest scale:", "",
+                  "| library | rows | seconds | stages |", "|---|---|---|---|"]
+        for name, lib in result["runs"][-1]["libraries"].items():
+            lines.append(f"| {name} | {lib['rows']:,} | {lib['seconds']} | {lib['stages']} |")
+        lines.append("")
+        result = {k: v for k, v in result.items() if k != "runs"}
     lines += ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in result.items() if k != "benchmark"]
     with RESULTS.open("a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -177,9 +375,19 @@ def main(argv: list[str] | None = None) -> None:
     quality.add_argument("--rows", type=int, default=1_000_000)
     quality.add_argument("--seed", type=int, default=7)
     quality.add_argument("--engine", choices=["spark", "pandas"], default="spark")
+    build = sub.add_parser("build", help="raw files to all base libraries at several scales")
+    build.add_argument("--scales", default="0.01,0.02,0.05")
+    build.add_argument("--seed", type=int, default=7)
+    query = sub.add_parser("query", help="Trino vs DuckDB on base.population and base.legal_person")
+    query.add_argument("--scale", type=float, default=0.05)
+    query.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
     if args.benchmark == "ingest":
         result = bench_ingest(args.rows, args.seed)
+    elif args.benchmark == "query":
+        result = bench_query(args.scale, args.repeats)
+    elif args.benchmark == "build":
+        result = bench_build([float(x) for x in args.scales.split(",")], args.seed)
     else:
         result = bench_quality(args.rows, args.seed, args.engine)
     record(result)

@@ -117,6 +117,64 @@ def resources_from_contracts(contracts: dict[str, Contract] | None = None) -> di
     return found
 
 
+PLATFORM_BUREAU = "dsj"            # 市政务服务数据管理局 curates the base libraries
+HISTORY_COLUMNS = (("record_hash", "code"), ("valid_from", "timestamp"), ("valid_to", "timestamp"),
+                   ("is_current", "boolean"))
+
+
+def resources_from_libraries(settings: Settings | None = None,
+                             contracts: dict[str, Contract] | None = None) -> dict[str, Resource]:
+    """One resource per base library. A golden library's columns take their
+    classification from the contract column of their authoritative source;
+    computed and derived columns declare theirs under ``catalog.columns`` in
+    the library spec (a bare sensitivity, or ``{sensitivity, type}``)."""
+    from pipelines.libraries.golden import load_library_spec
+
+    settings = settings or get_settings()
+    contracts = contracts or load_contracts(settings.schemas_dir)
+    found = {}
+    paths = sorted((Path(settings.schemas_dir) / "libraries").glob("*.yaml"))
+    for index, path in enumerate(paths, start=1):
+        spec = load_library_spec(path.stem, settings)
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        meta = document.get("catalog") or {}
+        columns: list[tuple[str, str, str]] = []          # name, type, sensitivity
+
+        def source_column(alias: str, column: str):
+            contract = contracts.get(spec.sources[alias].feed)
+            return contract.column(column) if contract else None
+
+        if spec.kind == "golden":
+            first = next(iter(spec.sources))
+            key_column = source_column(first, spec.sources[first].key)
+            columns.append((spec.key, key_column.type if key_column else "code",
+                            key_column.sensitivity if key_column else "general"))
+            for attribute in spec.attributes:
+                origin = source_column(*attribute.sources[0]) if attribute.sources else None
+                columns.append((attribute.name, origin.type if origin else "string",
+                                origin.sensitivity if origin else "general"))
+                columns += [(f"{attribute.name}_source", "code", "general"),
+                            (f"{attribute.name}_load_id", "code", "general")]
+            columns += [("known_to", "array", "general"), ("is_known_to_authority", "boolean", "general")]
+        for name, declared in (meta.get("columns") or {}).items():
+            declared = {"sensitivity": declared} if isinstance(declared, str) else dict(declared)
+            columns.append((name, declared.get("type", "string"), declared.get("sensitivity", "general")))
+        columns += [(name, kind, "general") for name, kind in HISTORY_COLUMNS]
+        town_column = meta.get("town_column")
+        resource_id = f"base.{spec.library}"
+        found[resource_id] = Resource(
+            resource_id=resource_id, code=f"DG-BASE-{index:04d}", name=meta.get("title", spec.library),
+            provider="市政务服务数据管理局", owner_bureau=PLATFORM_BUREAU, description=spec.grain,
+            update_cadence=CADENCE_LABEL.get(meta.get("cadence", "daily"), "每日"),
+            format="Delta Lake table via Trino (catalog lake)",
+            columns=[ResourceColumn(
+                name=name, header=name, type=kind, classification=CLASSIFICATION[sensitivity],
+                sensitivity=sensitivity, security_grade=SECURITY_GRADE[sensitivity],
+                share_type=("conditional" if sensitivity != "general" else "unconditional"),
+                town_column=name == town_column) for name, kind, sensitivity in columns])
+    return found
+
+
 def load_departments(settings: Settings | None = None) -> dict[str, Department]:
     settings = settings or get_settings()
     path = Path(settings.catalog_dir) / "departments.yaml"

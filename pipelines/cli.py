@@ -700,23 +700,40 @@ def access_requests(status: str, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------------- base libraries
-@main.command("build")
-@click.option("--library", type=click.Choice(["population"]), default="population", show_default=True,
-              help="The base library to build (more arrive with issue 4).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
-def build_command(library: str, as_json: bool) -> None:
-    """Build or refresh a base library from silver (gated; history kept)."""
-    from pipelines.libraries.golden import build_library
+def _library_choices() -> list[str]:
+    return sorted(p.stem for p in (Path(get_settings().schemas_dir) / "libraries").glob("*.yaml"))
 
-    result = build_library(_spark(), library)
+
+@main.command("build")
+@click.option("--library", "libraries", multiple=True, type=click.Choice(_library_choices()),
+              help="A base library to build (repeatable). Default: all, in dependency order.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def build_command(libraries: tuple[str, ...], as_json: bool) -> None:
+    """Build or refresh base libraries from silver (gated; history kept; only changes written)."""
+    from pipelines.libraries.golden import build_libraries
+
+    results = build_libraries(_spark(), list(libraries) or None)
     if as_json:
-        _emit_json(result)
+        _emit_json(results)
     else:
-        console.print(f"base.{library}: {result['status']}; {result['rows']} records"
-                      + (f", {result['inserted']} new, {result['changed']} changed, {result['unchanged']} unchanged"
-                         if result["status"] == "built" else "")
-                      + "".join(f"\n  {f}" for f in result.get("gate", {}).get("failures", [])))
-    if result["status"] != "built":
+        rows = [[r["library"], r["status"], r["rows"], r.get("inserted", "-"), r.get("changed", "-"),
+                 r.get("removed", "-"), r.get("unchanged", "-"), r.get("seconds", "-")] for r in results]
+        console.print(_table("Base libraries", ["library", "status", "records", "new", "changed", "closed",
+                                                "unchanged", "seconds"], rows,
+                             {"records", "new", "changed", "closed", "unchanged", "seconds"}))
+        for r in results:
+            for failure in r.get("gate", {}).get("failures", []):
+                console.print(f"  base.{r['library']}: {failure}")
+            if r.get("conflicts"):
+                console.print(f"  base.{r['library']} conflicts: "
+                              + ", ".join(f"{k} ({v})" for k, v in sorted(r["conflicts"].items())))
+            if "match_review" in r:
+                console.print(f"  base.{r['library']}: {r['entity_links']} quarantined records resolved, "
+                              f"{r['match_review']} waiting in governance.match_review")
+            for rate in r.get("report", []):
+                console.print(f"  address match {rate['feed']}.{rate['column_name']}: "
+                              f"{rate['matched']}/{rate['rows']} ({rate['match_rate']:.2%})")
+    if any(r["status"] != "built" for r in results):
         sys.exit(1)
 
 
@@ -725,11 +742,7 @@ def show_group() -> None:
     """One golden record with each attribute's source (a governor's debugging view)."""
 
 
-@show_group.command("person")
-@click.argument("person_id")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
-def show_person(person_id: str, as_json: bool) -> None:
-    """The current population record of PERSON_ID and where each value came from."""
+def _show_record(library: str, key: str, value: str, as_json: bool) -> None:
     from pyspark.sql import functions as F
 
     from pipelines.lake import delta_exists
@@ -737,22 +750,51 @@ def show_person(person_id: str, as_json: bool) -> None:
 
     settings = get_settings()
     spark = _spark()
-    path = settings.lake_path("base", "population")
+    path = settings.lake_path("base", library)
     if not delta_exists(spark, path):
-        raise click.ClickException("base.population is not built yet: run `govlake build`")
-    row = spark.read.format("delta").load(path).where((F.col("person_id") == person_id) & F.col("is_current")).first()
+        raise click.ClickException(f"base.{library} is not built yet: run `govlake build`")
+    row = spark.read.format("delta").load(path).where((F.col(key) == value) & F.col("is_current")).first()
     if row is None:
-        raise click.ClickException(f"no person {person_id} in base.population")
+        raise click.ClickException(f"no {key} {value} in base.{library}")
     record = row.asDict()
+    conflicts_path = settings.lake_path("governance", "conflicts")
+    conflicts = ([c.asDict() for c in spark.read.format("delta").load(conflicts_path)
+                  .where((F.col("library") == library) & (F.col("subject") == value) & F.col("resolved_at").isNull())
+                  .collect()] if delta_exists(spark, conflicts_path) else [])
     if as_json:
-        _emit_json(record)
+        _emit_json(record | {"conflicts": conflicts})
         return
-    spec = load_library_spec("population", settings)
-    console.print(f"{person_id}: known to {', '.join(record['known_to'])}; valid from {record['valid_from']}"
+    spec = load_library_spec(library, settings)
+    console.print(f"{value}: known to {', '.join(record['known_to'])}; valid from {record['valid_from']}"
                   + ("" if record["is_known_to_authority"] else " (not known to the authoritative bureau)"))
     console.print(_table("Attributes", ["attribute", "value", "source", "load"],
                          [[a.name, record[a.name], record[f"{a.name}_source"] or "-", record[f"{a.name}_load_id"] or "-"]
                           for a in spec.attributes]))
+    computed = [c for c in record if c not in {spec.key, "known_to", "is_known_to_authority", "record_hash",
+                                                "valid_from", "valid_to", "is_current"}
+                and not any(c in (a.name, f"{a.name}_source", f"{a.name}_load_id") for a in spec.attributes)]
+    if computed:
+        console.print(_table("Computed", ["column", "value"], [[c, record[c]] for c in computed]))
+    for c in conflicts:
+        console.print(f"[yellow]conflict[/yellow] {c['attribute']}: {c['authoritative_feed']} says "
+                      f"{c['authoritative_value']!r}, {c['other_feed']} says {c['other_value']!r} "
+                      f"(since {c['first_seen_at']})")
+
+
+@show_group.command("person")
+@click.argument("person_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def show_person(person_id: str, as_json: bool) -> None:
+    """The current base.population record of PERSON_ID and where each value came from."""
+    _show_record("population", "person_id", person_id, as_json)
+
+
+@show_group.command("entity")
+@click.argument("uscc")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def show_entity(uscc: str, as_json: bool) -> None:
+    """The current base.legal_person record of USCC, each value's source, and its conflicts."""
+    _show_record("legal_person", "uscc", uscc, as_json)
 
 
 # ---------------------------------------------------------------------- demo

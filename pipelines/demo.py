@@ -57,13 +57,18 @@ def run_feed_dags(settings: Settings, show_progress: bool = True) -> list[dict]:
 
 
 SAMPLE_QUERIES = [
-    ("psb_analyst", "公安局 (owner): full ID numbers of its own hukou table",
-     "select id_number, full_name, hukou_address from lake.silver.psb_hukou order by id_number limit 3"),
-    ("hrss_officer", "人社局 (grant, masked): residence-permit holders, ID numbers masked",
-     "select id_number, full_name, town_name from lake.silver.psb_residence_permit order by id_number limit 3"),
-    ("nancheng_officer", "南城街道 (town-scoped): only its own town's rows, phones masked",
-     "select town_name, count(*) as holders, min(phone) as a_phone from lake.silver.psb_residence_permit "
-     "group by town_name"),
+    ("psb_analyst", "公安局 (grant, IDs unmasked): golden person records from the population library",
+     "select person_id, full_name, town_code, full_name_source from lake.base.population where is_current "
+     "order by person_id limit 3"),
+    ("hrss_officer", "人社局 (grant, masked): is the insured person alive? ID numbers masked",
+     "select person_id, full_name, is_deceased, employer_uscc from lake.base.population "
+     "where is_current and employer_uscc is not null order by person_id limit 3"),
+    ("nancheng_officer", "南城街道 (town-scoped): only its own town's residents",
+     "select town_code, count(*) as residents, count(phone) as with_phone from lake.base.population "
+     "where is_current group by town_code"),
+    ("amr_inspector", "市场监管局: credit-risk grades for the double-random inspection draw (unconditional)",
+     "select risk_grade, count(*) as entities from lake.base.credit_rating where is_current "
+     "group by risk_grade order by risk_grade"),
 ]
 
 
@@ -87,7 +92,9 @@ def run_downstream_dags(settings: Settings, show_progress: bool = True) -> list[
     registration, access rules), through Airflow."""
     from pipelines.airflow_local import run_dag
 
-    libraries = sorted(p.stem for p in (Path(settings.schemas_dir) / "libraries").glob("*.yaml"))
+    from pipelines.libraries.golden import library_names
+
+    libraries = library_names(settings)   # in dependency order
     runs = []
     with _quiet(Path(settings.airflow_home) / "demo-dag-runs.log") as progress:
         for dag_id in [f"library__{name}" for name in libraries] + ["publish"]:

@@ -244,7 +244,7 @@ class Geography:
         self.communities = [
             [self._community_name(rng, k) for k in range(self.COMMUNITIES_PER_TOWN)] for _ in TOWN_CODES
         ]
-        self.roads = [[self._road_name(rng) for _ in range(self.ROADS_PER_TOWN)] for _ in TOWN_CODES]
+        self.roads = [self._road_names(rng) for _ in TOWN_CODES]
         lon0, lon1 = ref.CITY_LONGITUDE
         lat0, lat1 = ref.CITY_LATITUDE
         self.centres = []
@@ -258,17 +258,24 @@ class Geography:
         word = "".join(rng.sample(voc.COMMUNITY_WORDS, 2))
         return word + ("社区" if k < 12 else "村")
 
-    @staticmethod
-    def _road_name(rng: random.Random) -> str:
-        return "".join(rng.sample(voc.ROAD_WORDS, 2)) + rng.choice(voc.ROAD_SUFFIXES)
+    @classmethod
+    def _road_names(cls, rng: random.Random) -> list[str]:
+        """A town's road names, distinct (a road and number identify an address in a town)."""
+        names: list[str] = []
+        while len(names) < cls.ROADS_PER_TOWN:
+            name = "".join(rng.sample(voc.ROAD_WORDS, 2)) + rng.choice(voc.ROAD_SUFFIXES)
+            if name not in names:
+                names.append(name)
+        return names
 
     def address(self, i: int) -> dict:
         town = i % len(TOWN_CODES)
         rest = i // len(TOWN_CODES)
-        community = rest % self.COMMUNITIES_PER_TOWN
-        rest //= self.COMMUNITIES_PER_TOWN
+        # house numbers run along roads, unique per road in a town; a road
+        # crosses several communities
         road = rest % self.ROADS_PER_TOWN
         number = rest // self.ROADS_PER_TOWN + 1
+        community = (road * 7 + (number - 1) // 8) % self.COMMUNITIES_PER_TOWN
         town_code = TOWN_CODES[town]
         code_prefix = 200 + community - 12 if community >= 12 else 1 + community
         mix = (i * 2654435761) % 1000003

@@ -44,6 +44,9 @@ def test_dagbag_imports_one_feed_dag_per_contract(project_airflow):
     assert "publish" in bag.dag_ids   # scheduled on the silver and base assets
     population = bag.dags["library__population"]
     assert [o.name for o in population.get_task("build").outlets] == ["base.population"]
+    from pipelines.libraries.golden import library_names
+
+    assert {d for d in bag.dag_ids if d.startswith("library__")} == {f"library__{n}" for n in library_names()}
 
 
 def test_a_new_contract_file_adds_a_dag(project_airflow, tmp_path, monkeypatch):

@@ -1,0 +1,207 @@
+"""The geospatial library (空间地理库): standard addresses, grid cells, and
+matching other bureaus' free-text addresses to standard address codes.
+
+Matching is a join, not a fuzzy search: a free-text address is reduced to a
+matching key (province and city prefixes dropped, full-width digits folded,
+spaces removed, anything after the first comma or bracket -- building,
+phase, notes -- cut off, a trailing building after the house number cut
+off), and the standard addresses offer two keys each: town + community +
+road + number, and town + road + number (a road and house number identify an
+address within a town; communities are often left out). A key that two
+standard addresses share matches neither. Per feed, the match rate goes to
+``governance.address_match_rates`` and the unmatched texts to
+``governance.unmatched_addresses`` at every build of ``base.address``.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from pipelines.settings import Settings
+
+# (feed, column) pairs whose free text is matched to standard addresses
+MATCHED_ADDRESS_COLUMNS = (
+    ("psb.hukou", "hukou_address"),
+    ("psb.residence_permit", "residence_address"),
+    ("amr.business_registration", "domicile_address"),
+    ("mca.social_org", "domicile_address"),
+    ("amr.food_licence", "premises_address"),
+    ("hud.construction_permit", "construction_address"),
+    ("grid.hazard_report", "address"),
+)
+UNMATCHED_SAMPLE = 200
+
+
+def address_match_key(text):
+    """The matching key of a free-text address (a Column)."""
+    from pyspark.sql import functions as F
+
+    from pipelines.rules import fold_digits
+
+    key = F.regexp_replace(fold_digits(text), "[\\s\\u3000\\u00a0]", "")
+    key = F.regexp_replace(key, "^(广东省)?(东莞市)?", "")
+    key = F.regexp_replace(key, "[，,；;（(].*$", "")
+    return F.regexp_replace(key, "(号)[0-9A-Za-z]+(栋|座|幢).*$", "$1")
+
+
+def standard_address_keys(addresses):
+    """``match_key -> address_code`` for keys that name exactly one standard address. Pure."""
+    from pyspark.sql import functions as F
+
+    full = F.concat_ws("", "town_name", "community", "street", "house_number")
+    short = F.concat_ws("", "town_name", "street", "house_number")
+    keys = addresses.select(F.explode(F.array_distinct(F.array(address_match_key(full), address_match_key(short))))
+                            .alias("match_key"), "address_code")
+    return (keys.groupBy("match_key").agg(F.count_distinct("address_code").alias("_n"),
+                                          F.first("address_code").alias("address_code"))
+            .where("_n = 1").drop("_n"))
+
+
+def match_addresses(frame, text_column: str, keys, output: str):
+    """``frame`` with ``output`` = the standard address code its free text names (or null). Pure."""
+    from pyspark.sql import functions as F
+
+    return (frame.withColumn("_match_key", address_match_key(F.col(text_column)))
+            .join(F.broadcast(keys.withColumnRenamed("address_code", output)).withColumnRenamed("match_key", "_mk"),
+                  F.col("_match_key") == F.col("_mk"), "left").drop("_mk", "_match_key"))
+
+
+def wkt_points(wkt):
+    """A WKT polygon's outer ring as ``array<struct<x, y>>``."""
+    from pyspark.sql import functions as F
+
+    ring = F.regexp_extract(wkt, "\\(\\(([^)]*)\\)", 1)
+    return F.transform(F.split(ring, "\\s*,\\s*"), lambda p: F.struct(
+        F.split(F.trim(p), "\\s+")[0].cast("double").alias("x"), F.split(F.trim(p), "\\s+")[1].cast("double").alias("y")))
+
+
+def point_in_ring(x, y, points):
+    """Ray casting over a ring (Spark SQL higher-order functions; no UDF)."""
+    from pyspark.sql import functions as F
+
+    def step(inside, i):
+        a, b = points[i], points[i + 1]
+        crosses = ((a["y"] > y) != (b["y"] > y)) & (x < (b["x"] - a["x"]) * (y - a["y"]) / (b["y"] - a["y"]) + a["x"])
+        return F.when(crosses, ~inside).otherwise(inside)
+
+    return F.aggregate(F.sequence(F.lit(0), F.size(points) - 2), F.lit(False), step)
+
+
+def grid_cells(spark, settings: Settings, _spec=None):
+    """base.grid: the latest record of every grid cell, with its bounding box."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.golden import latest_per_key
+
+    cells = _silver(spark, "grid.cell", settings)
+    latest = latest_per_key(cells, "grid_code", ["grid_name", "town_code", "boundary_wkt", "grid_worker"])
+    points = wkt_points(F.col("boundary_wkt"))
+    return latest.select(
+        F.col("_key").alias("grid_code"), "grid_name", "town_code", "boundary_wkt", "grid_worker",
+        F.array_min(F.transform(points, lambda p: p["x"])).alias("min_longitude"),
+        F.array_max(F.transform(points, lambda p: p["x"])).alias("max_longitude"),
+        F.array_min(F.transform(points, lambda p: p["y"])).alias("min_latitude"),
+        F.array_max(F.transform(points, lambda p: p["y"])).alias("max_latitude"),
+        F.lit("grid.cell").alias("source"), F.col("_load_id").alias("source_load_id"))
+
+
+def assign_grid_cells(addresses, cells):
+    """``addresses`` with ``grid_code``: the cell whose polygon contains the
+    point (bounding box first, then ray casting; the lowest code on a shared edge). Pure."""
+    from pyspark.sql import functions as F
+
+    c = cells.select("grid_code", F.col("town_code").alias("_cell_town"), "min_longitude", "max_longitude",
+                     "min_latitude", "max_latitude", wkt_points(F.col("boundary_wkt")).alias("_ring"))
+    a = addresses.select("address_code", "town_code", "longitude", "latitude")
+    inside = (a.join(c, (a["town_code"] == c["_cell_town"])
+                     & a["longitude"].between(c["min_longitude"], c["max_longitude"])
+                     & a["latitude"].between(c["min_latitude"], c["max_latitude"]))
+              .where(point_in_ring(F.col("longitude"), F.col("latitude"), F.col("_ring")))
+              .groupBy("address_code").agg(F.min("grid_code").alias("grid_code")))
+    return addresses.join(inside, "address_code", "left")
+
+
+def standard_addresses(spark, settings: Settings, _spec=None):
+    """base.address: the latest record of every standard address, with its grid cell."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lake import delta_exists
+    from pipelines.libraries.golden import latest_per_key
+
+    columns = ["town_code", "town_name", "community", "street", "house_number", "building", "standard_address",
+               "longitude", "latitude"]
+    latest = latest_per_key(_silver(spark, "nr.standard_address", settings), "address_code", columns)
+    addresses = latest.select(F.col("_key").alias("address_code"), *columns,
+                              F.lit("nr.standard_address").alias("source"), F.col("_load_id").alias("source_load_id"))
+    if delta_exists(spark, settings.lake_path("silver", "grid", "cell")):
+        return assign_grid_cells(addresses, grid_cells(spark, settings))
+    return addresses.withColumn("grid_code", F.lit(None).cast("string"))
+
+
+def address_match_report(spark, keys, settings: Settings):
+    """(rates, unmatched): per matched feed column, rows / matched / rate, and
+    the most frequent unmatched texts."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lake import delta_exists
+
+    rates, unmatched = [], []
+    for feed, column in MATCHED_ADDRESS_COLUMNS:
+        bureau, name = feed.split(".")
+        path = settings.lake_path("silver", bureau, name)
+        if not delta_exists(spark, path):
+            continue
+        texts = spark.read.format("delta").load(path).where(F.col(column).isNotNull()).select(column)
+        matched = match_addresses(texts, column, keys, "address_code")
+        rates.append(matched.groupBy().agg(
+            F.lit(feed).alias("feed"), F.lit(column).alias("column_name"), F.count("*").alias("rows"),
+            F.count("address_code").alias("matched")))
+        unmatched.append(matched.where(F.col("address_code").isNull()).groupBy(F.col(column).alias("address_text"))
+                         .count().select(F.lit(feed).alias("feed"), F.lit(column).alias("column_name"),
+                                         "address_text", F.col("count").alias("rows")))
+    if not rates:
+        return None, None
+    rate_frame = reduce(lambda a, b: a.unionByName(b), rates).withColumn(
+        "match_rate", F.round(F.col("matched") / F.col("rows"), 6))
+    return rate_frame, reduce(lambda a, b: a.unionByName(b), unmatched)
+
+
+def write_match_report(spark, keys, settings: Settings) -> list[dict]:
+    """Replace governance.address_match_rates and governance.unmatched_addresses."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lake import governance_path
+
+    rates, unmatched = address_match_report(spark, keys, settings)
+    if rates is None:
+        return []
+    stamped = rates.withColumn("measured_at", F.current_timestamp())
+    stamped.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
+        governance_path("address_match_rates", settings))
+    unmatched.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
+        governance_path("unmatched_addresses", settings))
+    return [r.asDict() for r in spark.read.format("delta").load(governance_path("address_match_rates", settings))
+            .orderBy("feed").collect()]
+
+
+def address_keys_from_lake(spark, settings: Settings):
+    """Matching keys of the standard addresses in silver (None before the first delivery)."""
+    from pipelines.lake import delta_exists
+    from pipelines.libraries.golden import latest_per_key
+
+    if not delta_exists(spark, settings.lake_path("silver", "nr", "standard_address")):
+        return None
+    latest = latest_per_key(_silver(spark, "nr.standard_address", settings), "address_code",
+                            ["town_name", "community", "street", "house_number"])
+    return standard_address_keys(latest.withColumnRenamed("_key", "address_code")).localCheckpoint()
+
+
+def _silver(spark, feed: str, settings: Settings):
+    bureau, name = feed.split(".")
+    return spark.read.format("delta").load(settings.lake_path("silver", bureau, name))
+
+
+def report_after_build(spark, settings: Settings) -> list[dict]:
+    """The match-rate report, run after every build of base.address."""
+    keys = address_keys_from_lake(spark, settings)
+    return [] if keys is None else write_match_report(spark, keys, settings)

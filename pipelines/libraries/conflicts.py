@@ -1,0 +1,84 @@
+"""Cross-bureau conflicts (一数一源): where a non-authoritative bureau's value
+disagrees with the authoritative one.
+
+``governance.conflicts`` keeps one row per (library, subject, attribute, other
+feed): both values and sources, ``first_seen_at`` / ``last_seen_at``, and
+``resolved_at`` once the sources agree again. Each build also keeps one issue
+per (other feed, attribute) on the governance list, for the bureau that has to
+fix its data, with the number of subjects still in conflict; the issue closes
+when none are left.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pipelines.governance import SAMPLE_SIZE, Finding, close_issue, read_issues, update_issues
+from pipelines.lake import delta_exists, governance_path
+from pipelines.settings import Settings
+
+CONFLICTS_DDL = (
+    "library string, subject string, attribute string, authoritative_feed string, authoritative_value string, "
+    "authoritative_load_id string, other_feed string, other_column string, other_value string, "
+    "other_load_id string, first_seen_at timestamp, last_seen_at timestamp, resolved_at timestamp"
+)
+
+
+def record_conflicts(spark, library: str, conflicts, now: datetime, settings: Settings) -> dict:
+    """Merge this build's conflicts into governance.conflicts and the
+    governance list. Returns open conflicts per (other feed, attribute)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    path = governance_path("conflicts", settings)
+    if conflicts is None:
+        conflicts = spark.createDataFrame([], CONFLICTS_DDL).drop("library", "first_seen_at", "last_seen_at", "resolved_at")
+    found = conflicts.select("*", F.lit(library).alias("library"), F.lit(now).cast("timestamp").alias("first_seen_at"),
+                             F.lit(now).cast("timestamp").alias("last_seen_at"),
+                             F.lit(None).cast("timestamp").alias("resolved_at"))
+    if not delta_exists(spark, path):
+        spark.createDataFrame([], CONFLICTS_DDL).write.format("delta").partitionBy("library").save(path)
+    match = ("t.library = s.library AND t.subject = s.subject AND t.attribute = s.attribute "
+             "AND t.other_feed = s.other_feed AND t.resolved_at IS NULL")
+    (DeltaTable.forPath(spark, path).alias("t")
+     .merge(found.alias("s"), match)
+     .whenMatchedUpdate(set={"last_seen_at": "s.last_seen_at", "authoritative_value": "s.authoritative_value",
+                             "authoritative_load_id": "s.authoritative_load_id", "other_value": "s.other_value",
+                             "other_load_id": "s.other_load_id"})
+     .whenNotMatchedInsertAll()
+     .whenNotMatchedBySourceUpdate(condition=f"t.library = '{library}' AND t.resolved_at IS NULL",
+                                   set={"resolved_at": F.lit(now).cast("timestamp")})
+     .execute())
+    open_conflicts = (spark.read.format("delta").load(path)
+                      .where((F.col("library") == library) & F.col("resolved_at").isNull())
+                      .groupBy("other_feed", "other_column", "attribute", "authoritative_feed")
+                      .agg(F.count("*").alias("subjects"),
+                           F.slice(F.sort_array(F.collect_list("subject")), 1, SAMPLE_SIZE).alias("samples"))
+                      .collect())
+    _sync_issues(spark, library, open_conflicts, now, settings)
+    return {f"{r['other_feed']}.{r['attribute']}": r["subjects"] for r in open_conflicts}
+
+
+def _sync_issues(spark, library: str, open_conflicts, now: datetime, settings: Settings) -> None:
+    from pyspark.sql import functions as F
+
+    from pipelines.contracts import get_contract
+
+    build = f"base.{library}@{now:%Y%m%dT%H%M%S}"
+    still_open = set()
+    for row in open_conflicts:
+        rule = f"conflict.{library}.{row['attribute']}"
+        still_open.add((row["other_feed"], rule))
+        finding = Finding(
+            rule=rule, column_name=row["other_column"], source="conflict", affected_rows=row["subjects"],
+            sample_rows=tuple(row["samples"]),
+            detail=(f"{row['subjects']} subjects where {row['other_feed']}.{row['other_column']} disagrees with "
+                    f"the authoritative {row['authoritative_feed']} (see governance.conflicts)"))
+        update_issues(spark, get_contract(row["other_feed"], settings.schemas_dir), build, [finding],
+                      close_others=False, settings=settings)
+    stale = (read_issues(spark, settings)
+             .where((F.col("source") == "conflict") & (F.col("status") == "open")
+                    & F.col("rule").startswith(f"conflict.{library}.")).collect())
+    for issue in stale:
+        if (issue["feed"], issue["rule"]) not in still_open:
+            close_issue(spark, issue["issue_id"], f"no subject in conflict after {build}", "govlake", settings)

@@ -1,0 +1,71 @@
+"""Computed columns of the golden libraries (declared as ``enrich:`` in their
+specs): address codes, town codes, links between libraries, counts.
+Each takes the golden records and returns them with the columns added."""
+
+from __future__ import annotations
+
+from pipelines.libraries.address import address_keys_from_lake, match_addresses
+from pipelines.libraries.resolution import town_code_of
+from pipelines.settings import Settings
+
+
+def _with_address_codes(records, pairs: list[tuple[str, str]], spark, settings: Settings):
+    from pyspark.sql import functions as F
+
+    keys = address_keys_from_lake(spark, settings)
+    for text_column, output in pairs:
+        if keys is None:
+            records = records.withColumn(output, F.lit(None).cast("string"))
+        else:
+            records = match_addresses(records, text_column, keys, output)
+    return records
+
+
+def population(spark, records, frames: dict, settings: Settings):
+    """+ hukou / residence address codes, ``town_code`` (where the person lives:
+    residence permit town, else the hukou address's town), ``is_deceased``."""
+    from pyspark.sql import functions as F
+
+    records = _with_address_codes(records, [("hukou_address", "hukou_address_code"),
+                                            ("residence_address", "residence_address_code")], spark, settings)
+    return records.withColumn(
+        "town_code", F.coalesce(town_code_of(F.col("residence_town")), town_code_of(F.col("hukou_address")))
+    ).withColumn("is_deceased", F.col("death_date").isNotNull() | (F.col("population_status") == "死亡"))
+
+
+def legal_person(spark, records, frames: dict, settings: Settings):
+    """+ ``industry_section`` (GB/T 4754 letter), ``town_code``, domicile address
+    code, ``insured_employees`` (people whose insurance with the entity is
+    active, from 人社局), and ``legal_representative_found`` (the
+    representative's ID resolves to base.population)."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lake import delta_exists
+
+    records = _with_address_codes(records, [("domicile_address", "domicile_address_code")], spark, settings)
+    # social organisations belong to GB/T 4754 section S (公共管理、社会保障和社会组织)
+    section = F.coalesce(F.substring("industry_code", 1, 1),
+                         F.when(F.col("entity_type_source") == "mca.social_org", F.lit("S")))
+    records = records.withColumn("industry_section", section).withColumn(
+        "town_code", F.coalesce(town_code_of(F.col("town_name")), town_code_of(F.col("domicile_address"))))
+    insured = frames.get("hrss.social_insurance@employer")
+    if insured is not None:
+        counts = (insured.where((F.col("insurance_status") == "参保缴费") & F.col("employer_uscc").isNotNull())
+                  .groupBy(F.col("employer_uscc").alias("uscc")).agg(F.count_distinct("id_number")
+                                                                      .alias("insured_employees")))
+        records = records.join(counts, "uscc", "left").withColumn(
+            "insured_employees", F.coalesce("insured_employees", F.lit(0)).cast("long"))
+    else:
+        records = records.withColumn("insured_employees", F.lit(None).cast("long"))
+    population_path = settings.lake_path("base", "population")
+    if delta_exists(spark, population_path):
+        persons = (spark.read.format("delta").load(population_path).where("is_current")
+                   .select(F.col("person_id").alias("_rep_id"), F.lit(True).alias("_rep_found")))
+        records = (records.join(persons, records["legal_representative_id"] == persons["_rep_id"], "left")
+                   .withColumn("legal_representative_found", F.coalesce("_rep_found", F.lit(False)))
+                   .drop("_rep_id", "_rep_found"))
+    else:
+        records = records.withColumn("legal_representative_found", F.lit(False))
+    return records.withColumn(
+        "legal_representative_person_id",
+        F.when(F.col("legal_representative_found"), F.col("legal_representative_id")))

@@ -1,0 +1,83 @@
+"""The e-licence library (电子证照库): one row per licence.
+
+- business licences (营业执照) derived from the market-entity registrations in
+  base.legal_person (number = USCC, issued on the approval date);
+- food business licences (食品经营许可证) from 市场监管局;
+- construction permits (施工许可证) from 住建局, held by the builder.
+
+Status: ``revoked`` when the issuer cancelled it or its holder is deregistered
+or had its licence revoked (注销 / 吊销 / 撤销 in base.legal_person), else
+``expired`` after its expiry date, else ``valid``.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from pipelines.settings import Settings
+
+DEREGISTERED = ("注销", "吊销", "撤销")
+AMR = "东莞市市场监督管理局"
+
+
+def licences_from(entities, food, construction, as_of):
+    """Licences from current legal persons and the two licence feeds (either may
+    be None). Pure. ``as_of`` is a date Column."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.golden import latest_per_key
+
+    columns = ["licence_key", "licence_type", "licence_number", "holder_type", "holder_id", "holder_name",
+               "issuer", "issued_on", "expires_on", "issuer_status", "source_feed", "source_load_id"]
+    parts = [entities.where(F.col("registration_status_source") == "amr.business_registration").select(
+        F.concat(F.lit("business_licence:"), "uscc").alias("licence_key"), F.lit("business_licence").alias("licence_type"),
+        F.col("uscc").alias("licence_number"), F.lit("legal_person").alias("holder_type"),
+        F.col("uscc").alias("holder_id"), F.col("entity_name").alias("holder_name"), F.lit(AMR).alias("issuer"),
+        F.coalesce("approved_date", "established_date").cast("date").alias("issued_on"),
+        F.lit(None).cast("date").alias("expires_on"), F.lit(None).cast("string").alias("issuer_status"),
+        F.lit("amr.business_registration").alias("source_feed"),
+        F.col("registration_status_load_id").alias("source_load_id"))]
+    if food is not None:
+        latest = latest_per_key(food, "licence_number", ["operator_name", "uscc", "issued_date", "valid_until",
+                                                         "issuing_authority", "licence_status"])
+        parts.append(latest.select(
+            F.concat(F.lit("food_business_licence:"), "_key").alias("licence_key"),
+            F.lit("food_business_licence").alias("licence_type"), F.col("_key").alias("licence_number"),
+            F.lit("legal_person").alias("holder_type"), F.col("uscc").alias("holder_id"),
+            F.col("operator_name").alias("holder_name"), F.col("issuing_authority").alias("issuer"),
+            F.col("issued_date").alias("issued_on"), F.col("valid_until").alias("expires_on"),
+            F.col("licence_status").alias("issuer_status"), F.lit("amr.food_licence").alias("source_feed"),
+            F.col("_load_id").alias("source_load_id")))
+    if construction is not None:
+        latest = latest_per_key(construction, "permit_number", ["builder_name", "builder_uscc", "issued_date"])
+        parts.append(latest.select(
+            F.concat(F.lit("construction_permit:"), "_key").alias("licence_key"),
+            F.lit("construction_permit").alias("licence_type"), F.col("_key").alias("licence_number"),
+            F.lit("legal_person").alias("holder_type"), F.col("builder_uscc").alias("holder_id"),
+            F.col("builder_name").alias("holder_name"), F.lit("东莞市住房和城乡建设局").alias("issuer"),
+            F.col("issued_date").alias("issued_on"), F.lit(None).cast("date").alias("expires_on"),
+            F.lit(None).cast("string").alias("issuer_status"), F.lit("hud.construction_permit").alias("source_feed"),
+            F.col("_load_id").alias("source_load_id")))
+    licences = reduce(lambda a, b: a.unionByName(b), [p.select(*columns) for p in parts])
+    holders = entities.select(F.col("uscc").alias("_holder"), F.col("registration_status").alias("holder_status"))
+    joined = licences.join(holders, licences["holder_id"] == holders["_holder"], "left")
+    status = (F.when(F.col("issuer_status").isin("注销", "撤销") | F.col("holder_status").isin(*DEREGISTERED),
+                     F.lit("revoked"))
+              .when(F.col("expires_on") < as_of, F.lit("expired"))
+              .otherwise(F.lit("valid")))
+    return joined.select(*[c for c in columns if c != "issuer_status"], "holder_status", status.alias("status"),
+                         F.col("_holder").isNotNull().alias("holder_found"))
+
+
+def e_licences(spark, settings: Settings, _spec=None):
+    """base.e_licence from base.legal_person (built first) and silver licence feeds."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lake import delta_exists
+
+    entities = spark.read.format("delta").load(settings.lake_path("base", "legal_person")).where("is_current")
+    feeds = []
+    for bureau, name in (("amr", "food_licence"), ("hud", "construction_permit")):
+        path = settings.lake_path("silver", bureau, name)
+        feeds.append(spark.read.format("delta").load(path) if delta_exists(spark, path) else None)
+    return licences_from(entities, *feeds, F.current_date())

@@ -1,0 +1,276 @@
+"""Entity resolution: records whose key is missing or unrecoverable are matched
+on other attributes, never silently merged.
+
+Keyed records join on their validated key (the 18-character ID number, the
+USCC); ingest has already folded and checked those. What is left are the
+quarantined rows of a library's sources:
+
+- rows that failed on some other column but carry a valid key join on it
+  (method ``key``): the person or firm exists even if, say, a date was bad;
+  the failed values stay out (nulled);
+- rows whose key failed (Excel-mangled, wrong check character, impossible
+  birth date, gender disagreeing with the sequence digit, missing) are
+  compared with every validated key the city knows (the library's
+  ``resolution.candidates``), blocked on the normalised name (plus the birth
+  date for persons) and scored on the town and, for entities, the legal
+  representative: +1 per agreeing attribute, -1 per disagreeing one.
+
+A row links to a candidate only when exactly one candidate has the best score
+and no attribute contradicts it; otherwise it goes to
+``governance.match_review`` with the reason and the candidate keys. Links go
+to ``governance.entity_links`` (one row per resolved quarantined row).
+
+Why not Splink: probabilistic linkage shines when *every* record lacks a
+trusted key. Here 99%+ of records carry a validated national identifier and
+the unkeyed remainder is small (0.1-1% of rows), so there is too little
+unlabelled data to train m/u probabilities by EM, and a governor must be able
+to read why two records were linked. Deterministic blocking plus an agreement
+score is the Fellegi-Sunter idea with fixed weights, written as Spark SQL
+joins (no Python UDFs); the accuracy is measured against the generator's
+ground truth in tests/integration/test_libraries.py.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from pipelines.libraries.golden import LibrarySpec, normalise_for_matching
+from pipelines.reference import TOWNS
+from pipelines.settings import Settings
+
+LINKS_DDL = ("library string, feed string, source_alias string, _load_id string, _source_file string, "
+             "_row_number long, key string, method string, score int")
+REVIEW_DDL = ("library string, feed string, source_alias string, _load_id string, _source_file string, "
+              "_row_number long, reason string, record map<string,string>, candidate_keys array<string>, "
+              "status string, found_at timestamp")
+SKIPPED_RULES = ("repeated_header", "malformed_row", "missing_required_column")
+
+
+def town_code_of(text):
+    """The 9-digit town code named in a free-text address or town name (null if none)."""
+    from pyspark.sql import functions as F
+
+    names = sorted(TOWNS.values(), key=len, reverse=True)
+    found = F.regexp_extract(text, "(" + "|".join(names) + ")", 1)
+    by_name = F.create_map(*[F.lit(x) for code, name in TOWNS.items() for x in (name, code)])
+    return F.when(text.rlike("^44190[0-9]{4}$"), text).otherwise(by_name[found])
+
+
+def live_load_ids(spark, settings: Settings) -> dict[str, list[str]]:
+    """Loads per feed whose latest status is ``loaded`` (not replaced, blocked or rejected)."""
+    from pyspark.sql import functions as F
+
+    from pipelines.ingest import read_manifest
+
+    live: dict[str, list[str]] = {}
+    for row in read_manifest(spark, settings).where(F.col("status") == "loaded").select("feed", "load_id").collect():
+        live.setdefault(row["feed"], []).append(row["load_id"])
+    return live
+
+
+def quarantined_rows(spark, feeds: list[str], settings: Settings):
+    """The quarantined rows of ``feeds``' live loads that a resolution can use
+    (not repeated headers, malformed rows or rejected files), or None."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lake import delta_exists, governance_path
+
+    path = governance_path("quarantine", settings)
+    live = live_load_ids(spark, settings)
+    loads = [load for feed in feeds for load in live.get(feed, [])]
+    if not loads or not delta_exists(spark, path):
+        return None
+    return (spark.read.format("delta").load(path)
+            .where(F.col("feed").isin(*feeds) & F.col("_load_id").isin(*loads) & ~F.col("rule").isin(*SKIPPED_RULES)))
+
+
+def rescued_rows(quarantined, feed: str, settings: Settings):
+    """``feed``'s rows of ``quarantined``, re-standardised: contract columns
+    typed, the columns that failed nulled, ``_failed_columns`` and
+    ``_raw_<column>`` (the delivered text) for the identifier columns. Pure."""
+    from pyspark.sql import functions as F
+
+    from pipelines.contracts import get_contract
+    from pipelines.rules import standardise_columns
+
+    contract = get_contract(feed, settings.schemas_dir)
+    raw = quarantined.where(F.col("feed") == feed).select(
+        *[F.coalesce(*[F.col("original_values")[h] for h in c.headers]).alias(c.name) for c in contract.columns],
+        "_load_id", "_source_file", "_row_number", F.col("quarantined_at").alias("_ingested_at"),
+        F.transform("failures", lambda f: f["column_name"]).alias("_failed_columns"))
+    typed = standardise_columns(raw, contract.columns)
+    return typed.select(
+        *[F.when(F.array_contains("_failed_columns", c.name), F.lit(None))
+          .otherwise(F.col(f"{c.name}__value")).alias(c.name) for c in contract.columns],
+        *[F.col(c.name).alias(f"_raw_{c.name}") for c in contract.columns if c.type in ("id_number", "uscc",
+                                                                                       "id_or_uscc")],
+        "_load_id", "_source_file", "_row_number", "_ingested_at", "_failed_columns")
+
+
+def _fields(frame, mapping: dict, profile: str, key_expr):
+    """The attributes records are compared on: ``name_key``, ``birth``,
+    ``town_code``, ``rep_key``."""
+    from pyspark.sql import functions as F
+
+    from pipelines.rules import clean_text, fold_code, id_birth_date
+
+    def text(column):
+        return F.col(mapping[column]).cast("string") if mapping.get(column) else F.lit(None).cast("string")
+
+    if profile == "person":
+        if mapping.get("birth"):
+            birth = F.col(mapping["birth"]).cast("date")
+        else:
+            folded = fold_code(clean_text(key_expr.cast("string")))
+            birth = F.when(F.length(folded) == 18, id_birth_date(folded))
+    else:
+        birth = F.lit(None).cast("date")
+    return frame.select(
+        "*", normalise_for_matching(text("name")).alias("name_key"), birth.alias("birth"),
+        town_code_of(text("town")).alias("town_code"), normalise_for_matching(text("representative")).alias("rep_key"))
+
+
+def candidate_keys(spark, spec: LibrarySpec, frames: dict, settings: Settings):
+    """Every validated key the city knows for this library, with its comparison
+    attributes (one row per key and distinct attribute combination)."""
+    from pyspark.sql import functions as F
+
+    from pipelines.contracts import get_contract
+    from pipelines.lake import delta_exists, table_path
+    from pipelines.rules import id_birth_date
+
+    parts = []
+    by_feed = {s.feed: frames[a] for a, s in spec.sources.items() if a in frames}
+    for feed, mapping in spec.resolution.candidates.items():
+        frame = by_feed.get(feed)
+        if frame is None:
+            path = table_path("silver", get_contract(feed, settings.schemas_dir), settings)
+            if not delta_exists(spark, path):
+                continue
+            frame = spark.read.format("delta").load(path)
+        key = F.col(mapping["key"])
+        fields = _fields(frame.where(key.isNotNull()), mapping | {"birth": None}, "entity", key)
+        birth = id_birth_date(key) if spec.resolution.profile == "person" else F.lit(None).cast("date")
+        parts.append(fields.select(key.alias("candidate_key"), "name_key", birth.alias("birth"),
+                                   "town_code", "rep_key"))
+    if not parts:
+        return None
+    return reduce(lambda a, b: a.unionByName(b), parts).where("name_key is not null").distinct()
+
+
+def match_unkeyed(unkeyed, candidates, profile: str):
+    """Link each unkeyed record to at most one candidate key. Pure.
+
+    ``unkeyed``: ``_record_id`` plus the comparison attributes. Returns
+    (links: ``_record_id, key, method, score``; reviews: ``_record_id, reason,
+    candidate_keys``)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    block = ["name_key", "birth"] if profile == "person" else ["name_key"]
+    usable = unkeyed.where(reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in block]))
+    c = candidates.select(F.col("candidate_key"), *[F.col(x).alias(f"c_{x}") for x in
+                                                    ("name_key", "birth", "town_code", "rep_key")])
+
+    def agreement(mine, theirs):
+        return (F.when(F.col(mine).isNull() | F.col(theirs).isNull(), 0)
+                .when(F.col(mine) == F.col(theirs), 1).otherwise(-1))
+
+    pairs = (usable.join(c, reduce(lambda a, b: a & b, [usable[x] == c[f"c_{x}"] for x in block]))
+             .groupBy("_record_id", "candidate_key")
+             .agg(F.max(agreement("town_code", "c_town_code") + agreement("rep_key", "c_rep_key")).alias("score")))
+    ranked = pairs.withColumn("_rank", F.dense_rank().over(Window.partitionBy("_record_id").orderBy(F.desc("score"))))
+    summary = ranked.groupBy("_record_id").agg(
+        F.count("*").alias("candidates"), F.sum((F.col("_rank") == 1).cast("int")).alias("best"),
+        F.max("score").alias("score"),
+        F.max_by("candidate_key", "score").alias("key"),
+        F.slice(F.sort_array(F.collect_list("candidate_key")), 1, 10).alias("candidate_keys"))
+    method = F.lit(f"{profile}:" + "+".join(block + ["score"]))
+    links = summary.where((F.col("best") == 1) & (F.col("score") >= 0)).select(
+        "_record_id", "key", method.alias("method"), F.col("score").cast("int").alias("score"))
+    reviewed = summary.where((F.col("best") > 1) | (F.col("score") < 0)).select(
+        "_record_id",
+        F.when(F.col("best") > 1, F.lit("ambiguous: several candidates score the same"))
+        .otherwise(F.lit("the only candidates disagree on town or representative")).alias("reason"),
+        "candidate_keys")
+    unmatched = unkeyed.join(summary.select("_record_id"), "_record_id", "left_anti").select(
+        "_record_id",
+        F.when(reduce(lambda a, b: a & b, [F.col(x).isNotNull() for x in block]),
+               F.lit("no candidate with the same " + " and ".join(block)))
+        .otherwise(F.lit("too little to match on: " + " or ".join(block) + " missing")).alias("reason"),
+        F.array().cast("array<string>").alias("candidate_keys"))
+    return links, reviewed.unionByName(unmatched)
+
+
+def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings):
+    """Add the resolvable quarantined rows of the ``rescue`` sources to
+    ``frames`` (by source alias). Returns (frames, links, reviews).
+
+    Checkpointed at the few points that are reused: on small deliveries a
+    Spark action costs seconds whatever its size, so there are few of them."""
+    from pyspark.sql import functions as F
+
+    resolution = spec.resolution
+    out = dict(frames)
+    feeds = sorted({spec.sources[alias].feed for alias in resolution.rescue})
+    quarantined = quarantined_rows(spark, feeds, settings)
+    if quarantined is None:
+        return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL)
+    quarantined = quarantined.localCheckpoint()
+    rescued_by_alias, unkeyed_parts, links_parts = {}, [], []
+    for alias in resolution.rescue:
+        source = spec.sources[alias]
+        rescued = (rescued_rows(quarantined, source.feed, settings)
+                   .withColumn("_record_id", F.concat_ws(":", F.lit(alias), "_load_id",
+                                                         F.col("_row_number").cast("string")))
+                   .localCheckpoint())
+        rescued_by_alias[alias] = rescued
+        key = F.col(source.key)
+        links_parts.append(rescued.where(key.isNotNull()).select(
+            F.lit(spec.library).alias("library"), F.lit(source.feed).alias("feed"), F.lit(alias).alias("source_alias"),
+            "_load_id", "_source_file", "_row_number", key.alias("key"), F.lit("key").alias("method"),
+            F.lit(None).cast("int").alias("score")))
+        mapping = resolution.candidates.get(source.feed, {})
+        raw_key = F.col(f"_raw_{source.key}") if f"_raw_{source.key}" in rescued.columns else F.lit(None)
+        unkeyed_parts.append(_fields(rescued.where(key.isNull()), mapping, resolution.profile, raw_key).select(
+            "_record_id", F.lit(spec.library).alias("library"), F.lit(source.feed).alias("feed"),
+            F.lit(alias).alias("source_alias"), "_load_id", "_source_file", "_row_number",
+            "name_key", "birth", "town_code", "rep_key", raw_key.cast("string").alias("delivered_key")))
+    unkeyed = reduce(lambda a, b: a.unionByName(b), unkeyed_parts)
+    candidates = candidate_keys(spark, spec, frames, settings)
+    if candidates is None:
+        return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL)
+    links, reviews = match_unkeyed(unkeyed, candidates.localCheckpoint(), resolution.profile)
+    lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
+    matched = unkeyed.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score").localCheckpoint()
+    record = F.create_map(*[x for name in ("name_key", "birth", "town_code", "rep_key", "delivered_key")
+                            for x in (F.lit(name), F.col(name).cast("string"))])
+    review_rows = unkeyed.join(reviews, "_record_id").select(
+        *lineage, "reason", record.alias("record"), "candidate_keys", F.lit("open").alias("status"),
+        F.current_timestamp().alias("found_at"))
+    for alias, rescued in rescued_by_alias.items():
+        source = spec.sources[alias]
+        mine = matched.where(F.col("source_alias") == alias).select("_record_id", F.col("key").alias("_matched_key"))
+        resolved = (rescued.join(mine, "_record_id", "left")
+                    .withColumn(source.key, F.coalesce(F.col(source.key), F.col("_matched_key")))
+                    .where(F.col(source.key).isNotNull()))
+        columns = frames[alias].columns if alias in frames else [c for c in rescued.columns
+                                                                 if not c.startswith("_raw_")]
+        resolved = resolved.select(*[F.col(c) if c in resolved.columns else F.lit(None).alias(c) for c in columns])
+        out[alias] = out[alias].unionByName(resolved) if alias in out else resolved
+    links = reduce(lambda a, b: a.unionByName(b), links_parts + [matched.drop("_record_id")])
+    return out, links, review_rows
+
+
+def write_resolution(spark, library: str, links, reviews, settings: Settings) -> dict:
+    """Replace the library's rows in governance.entity_links and
+    governance.match_review (open reviews) with this build's."""
+    from pipelines.lake import governance_path
+
+    counts = {}
+    for name, frame in (("entity_links", links), ("match_review", reviews)):
+        path = governance_path(name, settings)
+        (frame.write.format("delta").mode("overwrite").partitionBy("library")
+         .option("replaceWhere", f"library = '{library}'").save(path))
+        counts[name] = spark.read.format("delta").load(path).where(f"library = '{library}'").count()
+    return counts
