@@ -271,7 +271,8 @@ def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
         generate_city(root, scale=scale, seed=seed)
         ingest_directory(spark, root / "deliveries", load_contracts(), settings=settings, run_gate=True)
         build_libraries(spark, ["population", "legal_person"], settings=settings)
-    files = {name: spark.read.format("delta").load(settings.lake_path("base", name)).inputFiles()
+    files = {name: [f.removeprefix("file://").removeprefix("file:") for f in
+                    spark.read.format("delta").load(settings.lake_path("base", name)).inputFiles()]
              for name in ("population", "legal_person")}
     person_id = (spark.read.format("delta").load(settings.lake_path("base", "population"))
                  .where("is_current").select("person_id").orderBy("person_id").first()[0])

@@ -375,6 +375,58 @@ def governance_close(issue_id: str, reason: str, closed_by: str | None) -> None:
     console.print(f"closed {issue_id} ({issue['feed']} {issue['rule']}): {reason}")
 
 
+def _governance_table(name: str):
+    from pipelines.lake import delta_exists, governance_path
+
+    spark = _spark()
+    path = governance_path(name)
+    if not delta_exists(spark, path):
+        raise click.ClickException(f"governance.{name} does not exist yet: run `govlake build`")
+    return spark.read.format("delta").load(path)
+
+
+@governance.command("conflicts")
+@click.option("--library", help="Only this base library (e.g. legal_person).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def governance_conflicts(library: str | None, as_json: bool) -> None:
+    """Open cross-bureau conflicts: a non-authoritative bureau's value that disagrees with the authority's."""
+    from pyspark.sql import functions as F
+
+    frame = _governance_table("conflicts").where(F.col("resolved_at").isNull())
+    if library:
+        frame = frame.where(F.col("library") == library)
+    rows = [r.asDict() for r in frame.orderBy("library", "attribute", "subject").collect()]
+    if as_json:
+        _emit_json(rows)
+        return
+    console.print(_table(f"Open conflicts ({len(rows)})", [
+        "library", "subject", "attribute", "authority", "authoritative value", "other feed", "other value",
+        "first seen"], [[r["library"], r["subject"], r["attribute"], r["authoritative_feed"],
+                         r["authoritative_value"], r["other_feed"], r["other_value"],
+                         f"{r['first_seen_at']:%Y-%m-%d %H:%M}"] for r in rows[:200]]))
+
+
+@governance.command("reviews")
+@click.option("--library", help="Only this base library (population or legal_person).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+def governance_reviews(library: str | None, as_json: bool) -> None:
+    """Records entity resolution could not link safely (governance.match_review), with candidates."""
+    from pyspark.sql import functions as F
+
+    frame = _governance_table("match_review")
+    if library:
+        frame = frame.where(F.col("library") == library)
+    rows = [r.asDict() for r in frame.orderBy("library", "feed", "_source_file", "_row_number").collect()]
+    if as_json:
+        _emit_json(rows)
+        return
+    console.print(_table(f"Match review ({len(rows)} open)", [
+        "library", "feed", "file:row", "reason", "name", "birth", "town", "delivered key", "candidates"],
+        [[r["library"], r["feed"], f"{r['_source_file']}:{r['_row_number']}", r["reason"],
+          r["record"].get("name_key"), r["record"].get("birth"), r["record"].get("town_code"),
+          r["record"].get("delivered_key"), ", ".join(r["candidate_keys"][:3])] for r in rows[:200]]))
+
+
 @governance.command("scorecard")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 def governance_scorecard(as_json: bool) -> None:
