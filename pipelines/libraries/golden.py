@@ -407,39 +407,36 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
     records, conflicts, resolution = current_records(spark, spec, settings)
     records = records.localCheckpoint()
     path = settings.lake_path("base", library)
-    try:
-        result = {"library": library, "rows": records.count(), "stages": stages}
-        lap("records")
-        if gate:
-            check = validate_library(records, library, f"base.{library}@{now:%Y%m%dT%H%M%S}",
-                                     settings, rows=result["rows"])
-            result["gate"] = {"blocked": check.blocked,
-                              "failures": [o.describe() for o in check.blocking_failures + check.warnings]}
-            lap("gate")
-            if check.blocked:
-                result["status"] = "blocked"
-                return result
-        result |= merge_with_history(spark, records, path, spec.key, now, spec.unversioned_columns)
-        result["status"] = "built"
-        result["version"] = delta_version(spark, path)
-        lap("merge")
-        if spec.kind == "golden":
-            from pipelines.libraries.conflicts import record_conflicts
+    result = {"library": library, "rows": records.count(), "stages": stages}
+    lap("records")
+    if gate:
+        check = validate_library(records, library, f"base.{library}@{now:%Y%m%dT%H%M%S}",
+                                 settings, rows=result["rows"])
+        result["gate"] = {"blocked": check.blocked,
+                          "failures": [o.describe() for o in check.blocking_failures + check.warnings]}
+        lap("gate")
+        if check.blocked:
+            result["status"] = "blocked"
+            return result
+    result |= merge_with_history(spark, records, path, spec.key, now, spec.unversioned_columns)
+    result["status"] = "built"
+    result["version"] = delta_version(spark, path)
+    lap("merge")
+    if spec.kind == "golden":
+        from pipelines.libraries.conflicts import record_conflicts
 
-            result["conflicts"] = record_conflicts(spark, library, conflicts, now, settings)
-            lap("conflicts")
-        if resolution is not None:
-            from pipelines.libraries.resolution import write_resolution
+        result["conflicts"] = record_conflicts(spark, library, conflicts, now, settings)
+        lap("conflicts")
+    if resolution is not None:
+        from pipelines.libraries.resolution import write_resolution
 
-            result |= write_resolution(spark, library, *resolution, settings)
-            lap("resolution")
-        if spec.report:
-            result["report"] = _function(spec.report)(spark, settings)
-            lap("report")
-        result["seconds"] = round(time.monotonic() - started, 1)
-        return result
-    finally:
-        spark.catalog.clearCache()
+        result |= write_resolution(spark, library, *resolution, settings)
+        lap("resolution")
+    if spec.report:
+        result["report"] = _function(spec.report)(spark, settings)
+        lap("report")
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
 
 
 def build_libraries(spark, libraries: list[str] | None = None, settings: Settings | None = None,
