@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from pipelines.contracts import Contract
-from pipelines.lake import delta_exists, governance_path
+from pipelines.lake import delta_exists, governance_path, read_delta_rows, upsert_rows
 from pipelines.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -59,26 +59,16 @@ def read_issues(spark, settings: Settings | None = None):
     return spark.read.format("delta").load(path)
 
 
-def quarantine_findings(classified, source_file: str) -> list[Finding]:
-    """One finding per (column, rule) that quarantined rows of a classified delivery."""
-    from pyspark.sql import functions as F
-
-    failures = (
-        classified.where(F.col("_outcome") == "quarantined")
-        .select("_row_number", F.explode("_failures").alias("failure"))
-        .groupBy(F.col("failure.column_name").alias("column_name"), F.col("failure.rule").alias("rule"))
-        .agg(F.count("*").alias("rows"),
-             F.slice(F.sort_array(F.collect_set("_row_number")), 1, SAMPLE_SIZE).alias("samples"))
-        .collect()
-    )
+def quarantine_findings(failure_counts, source_file: str) -> list[Finding]:
+    """One finding per (column, rule) that quarantined rows of a delivery;
+    ``failure_counts`` as ``pipelines.classify.failure_counts`` gives them."""
     return [
-        Finding(rule=f"{row['column_name']}.{row['rule'].split('.')[-1]}" if row["column_name"] != "_row"
-                else row["rule"],
-                column_name=None if row["column_name"] == "_row" else row["column_name"],
-                source="quarantine", affected_rows=row["rows"],
-                sample_rows=tuple(f"{source_file}:{n}" for n in row["samples"]),
-                detail=f"ingest rule {row['rule']}")
-        for row in failures
+        Finding(rule=f"{column}.{rule.split('.')[-1]}" if column != "_row" else rule,
+                column_name=None if column == "_row" else column,
+                source="quarantine", affected_rows=rows,
+                sample_rows=tuple(f"{source_file}:{n}" for n in samples),
+                detail=f"ingest rule {rule}")
+        for column, rule, rows, samples in failure_counts
     ]
 
 
@@ -105,14 +95,11 @@ def update_issues(spark, contract: Contract, load_id: str, findings: list[Findin
     Returns the issue ids ``opened``, ``updated`` and ``closed``. One MERGE per
     call, partitioned by feed so concurrent feeds do not conflict.
     """
-    from delta.tables import DeltaTable
-    from pyspark.sql import functions as F
-
     settings = settings or get_settings()
     path = governance_path("issues", settings)
     now = _now()
-    existing = {row["rule"]: row.asDict() for row in read_issues(spark, settings)
-                .where((F.col("feed") == contract.feed) & (F.col("status") == "open")).collect()}
+    existing = {row["rule"]: row for row in read_delta_rows(
+        path, [("feed", "=", contract.feed), ("status", "=", "open")])}
     changes, summary = [], {"opened": [], "updated": [], "closed": []}
     seen = set()
     for finding in findings:
@@ -149,13 +136,7 @@ def update_issues(spark, contract: Contract, load_id: str, findings: list[Findin
                 summary["closed"].append(issue["issue_id"])
     if not changes:
         return summary
-    frame = spark.createDataFrame(changes, ISSUES_DDL)
-    if not delta_exists(spark, path):
-        frame.write.format("delta").partitionBy("feed").save(path)
-    else:
-        (DeltaTable.forPath(spark, path).alias("t")
-         .merge(frame.alias("s"), f"t.feed = '{contract.feed}' AND t.issue_id = s.issue_id")
-         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+    upsert_rows(path, changes, ISSUES_DDL, key="issue_id", partition=("feed", contract.feed))
     for kind, ids in summary.items():
         if ids:
             log.info("%s load %s: governance issues %s: %s", contract.feed, load_id, kind, ", ".join(ids))

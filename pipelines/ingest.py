@@ -4,7 +4,11 @@ Contract of a load:
 - raw: the file is copied once under ``raw/`` named by its sha256; never edited.
 - the load id is derived from feed and content hash, so the same file again is
   recognised (``already_loaded``) and changes no table.
-- every table write replaces exactly this load's rows (``replaceWhere`` on
+- rules run on Arrow (``pipelines.classify``, ``pipelines.arrow_rules``) on
+  the table the reader parsed, and bronze, silver and quarantine are written
+  from Arrow by delta-rs: the hot path never crosses into the JVM. Spark keeps
+  the manifest, the governance list and the quality gate of large deliveries.
+- every table write replaces exactly this load's rows (a predicate on
   ``_load_id``) in one Delta commit: a rerun after a crash completes the load,
   a crash leaves no partial rows in any table.
 - a corrected re-delivery (``replaces``) swaps the earlier load's silver and
@@ -21,22 +25,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
+import os
 import shutil
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipelines.classify import (
+    DUPLICATE, LOADED, QUARANTINED, bronze_table, classify_delivery, failure_counts, gate_table, quarantine_table,
+    silver_table,
+)
 from pipelines.contracts import Contract
-from pipelines.governance import gate_findings, quarantine_findings, update_issues
-from pipelines.lake import commit_metrics, delta_exists, governance_path, table_path
-from pipelines.readers import (
-    EXTRA_COLUMN, MALFORMED_COLUMN, ROW_NUMBER_COLUMN, Delivery, DeliveryError, read_delivery,
+from pipelines.governance import SAMPLE_SIZE, gate_findings, quarantine_findings, update_issues
+from pipelines.lake import (
+    append_rows, committed_rows, delta_exists, governance_path, read_delta_rows, table_path, write_arrow_replacing,
 )
-from pipelines.quality import (
-    blocked_message, gate_frame, record_results, row_count_parameters, validate_delivery,
-)
+from pipelines.readers import DeliveryError, read_delivery
+from pipelines.quality import blocked_message, record_results, row_count_parameters, validate_delivery
 from pipelines.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -124,138 +132,17 @@ def read_manifest(spark, settings: Settings | None = None):
 
 
 def _append_manifest(spark, rows: list[dict], settings: Settings) -> None:
-    """Blind appends only: concurrent loads of other feeds never conflict."""
+    """Blind appends only (delta-rs, one commit): concurrent loads of other
+    feeds never conflict."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    full = []
-    for row in rows:
-        record = {name.split()[0]: None for name in MANIFEST_DDL.split(", ")}
-        record.update(row)
-        record["event_at"] = record.get("event_at") or now
-        full.append(record)
-    frame = spark.createDataFrame(full, MANIFEST_DDL)
-    frame.write.format("delta").mode("append").save(governance_path("load_manifest", settings))
+    append_rows(governance_path("load_manifest", settings),
+                [row | {"event_at": row.get("event_at") or now} for row in rows], MANIFEST_DDL)
 
 
 def latest_status(spark, load_id: str, settings: Settings) -> dict | None:
-    from pyspark.sql import functions as F
-
-    row = read_manifest(spark, settings).where(F.col("load_id") == load_id).first()
-    return row.asDict() if row else None
-
-
-# --------------------------------------------------------------------------- transforms
-
-def classify_rows(df, contract: Contract, headers_found: dict[str, str], missing_required: list[str]):
-    """Standardise and validate a delivery's rows; decide each row's outcome.
-
-    Input: bronze-shaped rows (contract columns as strings, ``_extra``,
-    ``_malformed``, ``_row_number``). Output adds ``<column>__value`` (typed),
-    ``_failures`` (array of column/header/rule/value) and ``_outcome``
-    (loaded | quarantined | duplicate). Pure: no actions.
-    """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    from pipelines.rules import id_birth_date, id_gender, standardise_columns
-
-    names = [c.name for c in contract.columns]
-    found = [n for n in names if n in headers_found]
-    df = standardise_columns(df, contract.columns)
-    header_hits = sum(
-        (F.coalesce((F.col(f"{n}__t") == F.lit(headers_found[n])).cast("int"), F.lit(0)) for n in found),
-        F.lit(0),
-    )
-    is_header = header_hits >= max(1, math.ceil(len(found) / 2)) if found else F.lit(False)
-    is_malformed = F.col(MALFORMED_COLUMN).isNotNull()
-
-    errors = {c.name: F.col(f"{c.name}__error") for c in contract.columns}
-    for column in contract.columns:
-        value = F.col(f"{column.name}__value")
-        if column.gender_column:
-            gender = F.col(f"{column.gender_column}__value")
-            errors[column.name] = F.coalesce(errors[column.name], F.when(
-                value.isNotNull() & gender.isNotNull() & (id_gender(value) != gender),
-                F.lit("id_number.gender_parity")))
-        if column.birth_date_column:
-            birth = F.col(f"{column.birth_date_column}__value")
-            errors[column.name] = F.coalesce(errors[column.name], F.when(
-                value.isNotNull() & birth.isNotNull() & (id_birth_date(value) != birth),
-                F.lit("id_number.birth_date_mismatch")))
-
-    def failure(column_name, header, rule, value):
-        return F.struct(
-            F.lit(column_name).alias("column_name"), F.lit(header).alias("header"),
-            rule.alias("rule"), value.cast("string").alias("value"),
-        )
-
-    column_failures = [
-        F.when(errors[c.name].isNotNull(),
-               failure(c.name, headers_found.get(c.name, c.header), errors[c.name], F.col(c.name)))
-        for c in contract.columns
-    ]
-    if missing_required:
-        column_failures = [
-            failure(n, contract.column(n).header, F.lit("missing_required_column"), F.lit(None))
-            for n in missing_required
-        ] + column_failures
-    failures = F.filter(F.array(*column_failures), lambda item: item.isNotNull())
-    failures = (
-        F.when(is_malformed, F.array(failure("_row", "", F.lit("malformed_row"), F.col(MALFORMED_COLUMN))))
-        .when(is_header, F.array(failure("_row", "", F.lit("repeated_header"), F.lit(None))))
-        .otherwise(failures)
-    )
-    # Exact duplicates of an earlier record (as delivered) are removed and counted.
-    skip = F.col("_is_header") | is_malformed
-    same_record = Window.partitionBy(skip, *[F.col(n) for n in names]).orderBy(ROW_NUMBER_COLUMN)
-    outcome = (
-        F.when(skip, F.lit("quarantined"))
-        .when(F.row_number().over(same_record) > 1, F.lit("duplicate"))
-        .when(F.size(F.col("_failures")) > 0, F.lit("quarantined"))
-        .otherwise(F.lit("loaded"))
-    )
-    intermediate = [f"{n}__t" for n in names] + [f"{n}__error" for n in names]
-    return (
-        df.select("*", is_header.alias("_is_header"), failures.alias("_failures"))
-        .withColumn("_outcome", outcome)
-        .drop(*intermediate, "_is_header")
-    )
-
-
-def silver_rows(classified, contract: Contract):
-    """The typed rows of a classified delivery that passed every rule."""
-    from pyspark.sql import functions as F
-
-    return classified.where(F.col("_outcome") == "loaded").select(
-        *[F.col(f"{c.name}__value").alias(c.name) for c in contract.columns],
-        "_load_id", "_source_file", ROW_NUMBER_COLUMN, "_ingested_at",
-    )
-
-
-def quarantine_rows(classified, contract: Contract, headers_found: dict[str, str]):
-    """One row per quarantined input row: first failure, all failures, and the
-    original values keyed by the delivered header."""
-    from pyspark.sql import functions as F
-
-    pairs = []
-    for column in contract.columns:
-        if column.name in headers_found:
-            pairs += [F.lit(headers_found[column.name]), F.col(column.name)]
-    original = F.create_map(*pairs) if pairs else F.create_map().cast("map<string,string>")
-    original = F.when(F.col(EXTRA_COLUMN).isNull(), original).otherwise(
-        F.map_concat(original, F.col(EXTRA_COLUMN)))
-    original = F.when(F.col(MALFORMED_COLUMN).isNotNull(),
-                      F.create_map(F.lit("_row"), F.col(MALFORMED_COLUMN))).otherwise(original)
-    first = F.col("_failures").getItem(0)
-    return classified.where(F.col("_outcome") == "quarantined").select(
-        F.lit(contract.feed).alias("feed"),
-        "_load_id", "_source_file", ROW_NUMBER_COLUMN,
-        first["column_name"].alias("column_name"),
-        first["header"].alias("header"),
-        first["rule"].alias("rule"),
-        F.col("_failures").alias("failures"),
-        original.alias("original_values"),
-        F.col("_ingested_at").alias("quarantined_at"),
-    )
+    """The latest manifest event of one load, or None."""
+    events = read_delta_rows(governance_path("load_manifest", settings), [("load_id", "=", load_id)])
+    return max(events, key=lambda row: row["event_at"]) if events else None
 
 
 # --------------------------------------------------------------------------- the load
@@ -270,25 +157,6 @@ def _keep_raw(path: Path, contract: Contract, sha256: str, settings: Settings) -
         partial.replace(target)
         target.chmod(0o444)
     return target
-
-
-def _stage(delivery: Delivery, load_id: str, settings: Settings) -> Path:
-    """Write the parsed delivery as Parquet parts, one per shuffle partition,
-    so that Spark reads it with every core (one file would be one task)."""
-    import pyarrow.parquet as pq
-
-    staging = settings.local_lake_path("_staging", load_id)
-    partial = staging.with_name(load_id + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    table = delivery.table
-    parts = max(1, min(settings.shuffle_partitions, table.num_rows // 10_000 or 1))
-    size = -(-table.num_rows // parts) if table.num_rows else 0
-    for part in range(parts):
-        pq.write_table(table.slice(part * size, size), partial / f"part-{part:05d}.parquet", compression="zstd")
-    shutil.rmtree(staging, ignore_errors=True)
-    partial.replace(staging)
-    return staging
 
 
 def _write_replacing(df, path: str, predicate: str, tag: str, partition_by: str | None = None) -> None:
@@ -315,9 +183,6 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
     per file when many files are loaded in a row. ``run_gate=False`` skips the
     quality gate (benchmarks of ingest alone); deliveries are then promoted.
     """
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
     settings = settings or get_settings()
     started = time.monotonic()
     path = Path(path)
@@ -375,39 +240,39 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
     missing_required = [c.name for c in delivery.missing_required]
 
     lap("parse")
-    staged = _stage(delivery, load_id, settings)
-    lap("stage")
-    ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    bronze = (
-        spark.read.parquet(str(staged))
-        .withColumn("_load_id", F.lit(load_id))
-        .withColumn("_source_file", F.lit(path.name))
-        .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
-    )
-    classified = classify_rows(bronze, contract, delivery.headers_found, missing_required)
-    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
+    ingested_at = datetime.now(timezone.utc)
+    bronze_path = table_path("bronze", contract, settings)
+    silver_path = table_path("silver", contract, settings)
+    quarantine_path = governance_path("quarantine", settings)
+    # Bronze needs nothing from classification: its write (delta-rs, no GIL)
+    # overlaps with the rules.
+    writer = ThreadPoolExecutor(max_workers=1)
     try:
-        counts = {row["_outcome"]: row["count"] for row in classified.groupBy("_outcome").count().collect()}
-        result.rows_loaded = counts.get("loaded", 0)
-        result.rows_quarantined = counts.get("quarantined", 0)
-        result.rows_duplicate = counts.get("duplicate", 0)
+        bronze_written = writer.submit(
+            write_arrow_replacing, bronze_table(delivery.table, load_id, path.name, ingested_at), bronze_path,
+            f"_load_id = '{load_id}'", load_id)
+        try:
+            classified = classify_delivery(delivery.table, contract, delivery.headers_found, missing_required)
+        finally:
+            writer.shutdown(wait=True)
+        result.rows_loaded = classified.count(LOADED)
+        result.rows_quarantined = classified.count(QUARANTINED)
+        result.rows_duplicate = classified.count(DUPLICATE)
         lap("classify")
+        bronze_written.result()
         if not result.reconciles:
             raise ReconciliationError(
                 f"{source}: read {result.rows_read} rows but classified "
                 f"{result.rows_loaded} loaded + {result.rows_quarantined} quarantined + "
                 f"{result.rows_duplicate} duplicate")
         swap = [load_id] + ([replaces] if replaces else [])
-        bronze_path = table_path("bronze", contract, settings)
-        silver_path = table_path("silver", contract, settings)
-        quarantine_path = governance_path("quarantine", settings)
-        _write_replacing(bronze, bronze_path, f"_load_id = '{load_id}'", load_id)
         lap("bronze")
-        _write_replacing(
-            quarantine_rows(classified, contract, delivery.headers_found), quarantine_path,
+        _crash_point("after_bronze")
+        write_arrow_replacing(
+            quarantine_table(classified, load_id, path.name, ingested_at), quarantine_path,
             f"feed = '{contract.feed}' AND _load_id IN ({_sql_list(swap)})", load_id, partition_by="feed")
         lap("quarantine")
-        findings = quarantine_findings(classified, path.name)
+        findings = quarantine_findings(failure_counts(classified, SAMPLE_SIZE), path.name)
         if missing_required:
             result.status = "rejected"
             headers = ", ".join(f"{c.header} ({c.name})" for c in delivery.missing_required)
@@ -419,7 +284,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
             gate = None
             if run_gate:
                 gate = validate_delivery(
-                    gate_frame(classified, contract), contract, load_id,
+                    gate_table(classified), contract, load_id,
                     row_count_parameters(_previous_delivery_rows(spark, contract, load_id, settings, known_loads)),
                     settings, rows=result.rows_read - result.rows_duplicate)
                 record_results(spark, gate, contract, path.name, settings)
@@ -427,19 +292,19 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
                 failed, _ = gate_findings(gate, path.name)
                 findings += failed
                 lap("gate")
+            silver = silver_table(classified, load_id, path.name, ingested_at)
             if gate is not None and gate.blocked:
                 # Not promoted: silver keeps its version; the rows wait in pending
                 # until a governor approves the load (``govlake quality approve``).
                 silver_path = table_path("pending", contract, settings)
-                _write_replacing(silver_rows(classified, contract), silver_path, f"_load_id = '{load_id}'", load_id)
+                write_arrow_replacing(silver, silver_path, f"_load_id = '{load_id}'", load_id)
                 result.status = "blocked"
                 result.message = blocked_message(gate)
             else:
-                _write_replacing(silver_rows(classified, contract), silver_path,
-                                 f"_load_id IN ({_sql_list(swap)})", load_id)
+                write_arrow_replacing(silver, silver_path, f"_load_id IN ({_sql_list(swap)})", load_id)
                 result.status = "loaded"
         lap("silver")
-        _verify_commits(spark, result, bronze_path, silver_path, quarantine_path)
+        _verify_commits(result, bronze_path, silver_path, quarantine_path)
         lap("verify")
         result.issues = update_issues(spark, contract, load_id, findings,
                                       close_others=result.status in ("loaded", "blocked") and run_gate,
@@ -452,8 +317,6 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         result.status = "failed"
         _append_manifest(spark, [base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
         raise
-    finally:
-        classified.unpersist()
     if delivery.extra_headers:
         result.message = (result.message + " " if result.message else "") + (
             f"extra column(s) kept in bronze._extra: {', '.join(delivery.extra_headers)}")
@@ -471,7 +334,6 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
             "status": "replaced", "message": f"replaced by {load_id} ({path.name})"})
     _append_manifest(spark, events, settings)
-    shutil.rmtree(staged, ignore_errors=True)
     lap("manifest")
     result.seconds = time.monotonic() - started
     log.info("%s: %s load %s: read %d, loaded %d, quarantined %d, duplicate %d (%.1fs)",
@@ -480,34 +342,39 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
     return result
 
 
+def _crash_point(name: str) -> None:
+    """Fault injection for the crash tests: ``GOVLAKE_CRASH_AT=<name>`` kills
+    the process here with SIGKILL (no clean-up runs), between two commits."""
+    if os.environ.get("GOVLAKE_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _previous_delivery_rows(spark, contract: Contract, load_id: str, settings: Settings,
                             known_loads: dict[str, dict] | None) -> int | None:
     """Rows (duplicates excluded) of the feed's latest other delivery that
     passed the gate or was blocked by it; None for a first delivery."""
-    from pyspark.sql import functions as F
-
-    if known_loads is not None:
-        events = [row for key, row in known_loads.items()
-                  if key != load_id and row.get("feed") == contract.feed
-                  and row.get("status") in ("loaded", "replaced", "blocked")]
-    else:
-        events = [row.asDict() for row in read_manifest(spark, settings)
-                  .where((F.col("feed") == contract.feed) & (F.col("load_id") != load_id)
-                         & F.col("status").isin("loaded", "replaced", "blocked")).collect()]
+    if known_loads is None:
+        latest: dict[str, dict] = {}
+        for row in read_delta_rows(governance_path("load_manifest", settings), [("feed", "=", contract.feed)]):
+            if row["load_id"] not in latest or row["event_at"] > latest[row["load_id"]]["event_at"]:
+                latest[row["load_id"]] = row
+        known_loads = latest
+    events = [row for key, row in known_loads.items()
+              if key != load_id and row.get("feed") == contract.feed
+              and row.get("status") in ("loaded", "replaced", "blocked")]
     if not events:
         return None
     last = max(events, key=lambda row: row["event_at"])
     return (last.get("rows_read") or 0) - (last.get("rows_duplicate") or 0)
 
 
-def _verify_commits(spark, result: LoadResult, bronze_path: str, silver_path: str, quarantine_path: str) -> None:
+def _verify_commits(result: LoadResult, bronze_path: str, silver_path: str, quarantine_path: str) -> None:
     """The committed Delta metrics must agree with the classified counts."""
     expected = {bronze_path: result.rows_read, quarantine_path: result.rows_quarantined}
     if result.status in ("loaded", "blocked"):
         expected[silver_path] = result.rows_loaded
     for path, rows in expected.items():
-        metrics = commit_metrics(spark, path, result.load_id)
-        written = int(metrics.get("numOutputRows", 0))
+        written = committed_rows(path, result.load_id)
         if written != rows:
             raise ReconciliationError(
                 f"{result.feed} {result.source_file}: expected {rows} rows committed to {path}, "
@@ -545,7 +412,7 @@ def approve_blocked_load(spark, load_id: str, reason: str, approved_by: str,
     swap = [load_id] + ([event["replaces_load_id"]] if event["replaces_load_id"] else [])
     tag = f"{load_id} approved"
     _write_replacing(rows, silver_path, f"_load_id IN ({_sql_list(swap)})", tag)
-    written = int(commit_metrics(spark, silver_path, tag).get("numOutputRows", 0))
+    written = committed_rows(silver_path, tag)
     if written != (event["rows_loaded"] or 0):
         raise ReconciliationError(f"{event['feed']} {event['source_file']}: approval promoted {written} rows, "
                                   f"the load has {event['rows_loaded']}")

@@ -8,7 +8,7 @@ row-count band) and the hand-written expectations in
 expectation carries ``meta.blocking``: a failing *blocking* expectation keeps
 the delivery out of silver; a failing *warning* is recorded only.
 
-The gate validates the *delivery* (``gate_frame``): one row per delivered
+The gate validates the *delivery* (``pipelines.classify.gate_table``): one row per delivered
 record, duplicates removed, each column holding its valid typed value or null
 when it was missing or broke a rule, plus ``_outcome`` (loaded / quarantined)
 and ``_row_number``. GX runs in process on Spark with a file data context
@@ -210,21 +210,6 @@ def gate_columns(contract: Contract) -> list[str]:
     return names + [OUTCOME_COLUMN, ROW_NUMBER_COLUMN]
 
 
-def gate_frame(classified, contract: Contract):
-    """The delivery as the gate sees it: duplicates removed; each column its
-    valid typed value or null; ``<id column>__birth_date`` derived from every
-    ID number; ``_outcome`` and ``_row_number``. Pure."""
-    from pyspark.sql import functions as F
-
-    from pipelines.rules import id_birth_date
-
-    derived = [id_birth_date(F.col(f"{c.name}__value")).alias(c.name + BIRTH_DATE_SUFFIX)
-               for c in contract.columns if c.type == "id_number"]
-    return classified.where(F.col(OUTCOME_COLUMN) != "duplicate").select(
-        *[F.col(f"{c.name}__value").alias(c.name) for c in contract.columns], *derived,
-        OUTCOME_COLUMN, ROW_NUMBER_COLUMN)
-
-
 # --------------------------------------------------------------------------- running GX
 
 @dataclass
@@ -324,16 +309,22 @@ def validate_delivery(frame, contract: Contract, load_id: str, parameters: dict,
     """
     settings = settings or get_settings()
     suite = load_suite(contract, settings)
-    missing = {e["kwargs"].get("column") for e in suite["expectations"]} - set(frame.columns) - {None}
+    missing = {e["kwargs"].get("column") for e in suite["expectations"]} - set(_column_names(frame)) - {None}
     if missing:
         raise SuiteError(f"{suite_path(contract, settings)}: columns {sorted(missing)} are not in {contract.feed}")
     return _run_checkpoint(frame, suite, contract.feed, load_id, parameters, settings, rows, ROW_NUMBER_COLUMN)
 
 
+def _column_names(frame) -> list[str]:
+    """Column names of a Spark DataFrame or an Arrow table."""
+    return frame.column_names if hasattr(frame, "column_names") else frame.columns
+
+
 def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters: dict, settings: Settings,
                     rows: int | None, index_column: str) -> GateResult:
-    """One GX checkpoint run of ``suite`` on ``frame`` (Spark or pandas engine by
-    size), Data Docs rebuilt; ``index_column`` names sample rows."""
+    """One GX checkpoint run of ``suite`` on ``frame`` (a Spark DataFrame or an
+    Arrow table; Spark or pandas engine by size), Data Docs rebuilt;
+    ``index_column`` names sample rows."""
     import time
 
     import great_expectations as gx
@@ -341,14 +332,21 @@ def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters:
     from great_expectations.core.run_identifier import RunIdentifier
 
     started = time.monotonic()
-    engine = gate_engine(frame.count() if rows is None else rows, settings)
+    is_arrow = hasattr(frame, "column_names")
+    if rows is None:
+        rows = frame.num_rows if is_arrow else frame.count()
+    engine = gate_engine(rows, settings)
     context = _context(settings)
     if engine == "spark":
         source = context.data_sources.add_or_update_spark("lake_spark")
+        if is_arrow:
+            from pyspark.sql import SparkSession
+
+            frame = SparkSession.builder.getOrCreate().createDataFrame(frame)
         batch_frame = frame
     else:
         source = context.data_sources.add_or_update_pandas("lake_pandas")
-        batch_frame = frame.toPandas()
+        batch_frame = frame.to_pandas() if is_arrow else frame.toPandas()
     name = suite["name"]
     try:
         asset = source.get_asset(name)
@@ -439,7 +437,7 @@ def validate_library(frame, library: str, run_name: str, settings: Settings | No
     settings = settings or get_settings()
     path = library_suite_path(library, settings)
     suite = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else library_suite(library, settings)
-    missing = {e["kwargs"].get("column") for e in suite["expectations"]} - set(frame.columns) - {None}
+    missing = {e["kwargs"].get("column") for e in suite["expectations"]} - set(_column_names(frame)) - {None}
     if missing:
         raise SuiteError(f"quality/libraries/{library}.yaml: columns {sorted(missing)} are not in base.{library}")
     return _run_checkpoint(frame, suite, f"base.{library}", run_name, {}, settings, rows, suite["meta"]["key"])
