@@ -523,12 +523,6 @@ def id_gender(id_number: pa.Array) -> pa.Array:
     return pc.if_else(_true(pc.equal(pc.bit_wise_and(digit, 1), 1)), pa.scalar("男"), pa.scalar("女"))
 
 
-def id_birth_date(id_number: pa.Array) -> pa.Array:
-    """The birth date embedded in 18-character ID numbers (null if none)."""
-    return _ymd_dates(pc.utf8_slice_codeunits(id_number, 6, 14),
-                      "^(?P<y>[0-9]{4})(?P<m>[0-9]{2})(?P<d>[0-9]{2})$")
-
-
 def standardise_table(table: pa.Table, specs, threads: int | None = None) -> dict[str, Standardised]:
     """Every contract column of ``table`` (raw strings) through its rules,
     columns in parallel (the kernels release the GIL)."""

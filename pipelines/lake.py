@@ -13,7 +13,6 @@ Layout under ``GOVLAKE_HOME``::
     governance/quality_approvals/     Delta, one row per governor approval of a blocked load
     governance/issues/                Delta, the governance list (治理清单)
     quality/gx/                       GX file context; Data Docs under uncommitted/data_docs
-    _staging/                         scratch for loads in flight
 """
 
 from __future__ import annotations

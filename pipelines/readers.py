@@ -149,13 +149,15 @@ def read_csv(contract: Contract, path: Path) -> Delivery:
         invalid.append((row.number, row.text))
         return "skip"
 
-    try:
-        table = pacsv.read_csv(
+    def parse(use_threads: bool):
+        invalid.clear()
+        return pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(
                 encoding="utf8" if encoding.startswith("utf-8") else encoding,
                 autogenerate_column_names=True,
                 block_size=16 << 20,
+                use_threads=use_threads,
             ),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
             convert_options=pacsv.ConvertOptions(
@@ -163,6 +165,13 @@ def read_csv(contract: Contract, path: Path) -> Delivery:
                 auto_dict_encode=False, include_missing_columns=False,
             ),
         )
+
+    try:
+        table = parse(use_threads=True)
+        if any(number is None for number, _ in invalid):
+            # The multi-threaded reader does not know the row numbers of
+            # malformed rows; the serial one does (rare: only such files pay).
+            table = parse(use_threads=False)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise DeliveryError(f"{source}: not a readable CSV file ({encoding}): {exc}") from exc
     # every column as string: re-cast whatever pyarrow inferred
@@ -178,7 +187,11 @@ def read_csv(contract: Contract, path: Path) -> Delivery:
     if invalid:
         log.warning("%s: %d malformed rows (wrong number of fields)", source, len(invalid))
         columns = [pa.concat_arrays([c, pa.nulls(len(invalid), pa.string())]) for c in columns]
-        row_numbers += [number if number is not None else -1 for number, _ in invalid]
+        # records are numbered as a spreadsheet shows them (header = 1) and
+        # the malformed ones hold their own numbers
+        taken = {number for number, _ in invalid}
+        row_numbers = [n for n in range(2, size + len(invalid) + 2) if n not in taken]
+        row_numbers += [number for number, _ in invalid]
         malformed = [None] * size + [text for _, text in invalid]
     arrow, found, extras, missing = _build_table(contract, headers, columns, row_numbers, malformed, source)
     return Delivery(path, encoding, arrow, found, extras, missing)

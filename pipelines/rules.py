@@ -95,11 +95,6 @@ def org_code_check_char(code: Column) -> Column:
     return F.when(check == 10, F.lit("X")).when(check == 11, F.lit("0")).otherwise(check.cast("string"))
 
 
-def id_gender(id_number: Column) -> Column:
-    """男 for an odd sequence digit (17th character), 女 for even."""
-    return F.when(F.substring(id_number, 17, 1).cast("int") % 2 == 1, F.lit("男")).otherwise(F.lit("女"))
-
-
 def id_birth_date(id_number: Column) -> Column:
     return F.try_to_date(F.substring(id_number, 7, 8), "yyyyMMdd")
 

@@ -81,7 +81,7 @@ class Settings:
         return "/".join([self.home.rstrip("/"), *parts])
 
     def local_lake_path(self, *parts: str) -> Path:
-        """A local filesystem path under the lake root (raw files, staging)."""
+        """A local filesystem path under the lake root (raw files)."""
         if not self.lake_is_local:
             raise RuntimeError(
                 f"GOVLAKE_HOME={self.home} is not a local path: raw-file and "

@@ -60,3 +60,15 @@ def test_spreadsheet_cells_read_as_a_person_sees_them():
     assert cell_text(date(2021, 3, 5)) == "2021-03-05"
     assert cell_text(datetime(2021, 3, 5, 8, 30)) == "2021-03-05 08:30:00"
     assert cell_text("") == ""
+
+
+def test_malformed_rows_keep_their_row_numbers_and_later_rows_theirs(tmp_path):
+    path = tmp_path / "hukou.csv"
+    good = ROW.replace('"东莞市南城街道鸿福路99号,2栋"', "鸿福路99号")
+    path.write_text("\n".join([HUKOU_HEADER, good, "441900199001011231,张三", good, "a,b", good]) + "\n",
+                    encoding="utf-8")
+    delivery = read_csv(get_contract("psb.hukou"), path)
+    numbers = delivery.table.column("_row_number").to_pylist()
+    malformed = delivery.table.column("_malformed").to_pylist()
+    assert sorted(zip(numbers, [m is not None for m in malformed])) == [
+        (2, False), (3, True), (4, False), (5, True), (6, False)]
