@@ -104,10 +104,19 @@ def read_delta_rows(path: str, filters: list[tuple] | None = None) -> list[dict]
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    import pyarrow.compute as pc
+
     try:
-        table = DeltaTable(path).to_pyarrow_table(filters=filters)
+        table = DeltaTable(path).to_pyarrow_table()
     except TableNotFoundError:
         return []
+    # Filtered here, not pushed into the scan: files written by delta-rs's
+    # MERGE carry string_view columns, and pyarrow's scan filter cannot compare
+    # string with string_view (ArrowNotImplementedError).
+    for column, operator, value in filters or []:
+        if operator != "=":
+            raise ValueError(f"read_delta_rows supports '=' filters only, not {operator!r}")
+        table = table.filter(pc.fill_null(pc.equal(table.column(column), value), False))
     columns = {name: (column.cast(pa.timestamp("us")) if pa.types.is_timestamp(column.type) else column)
                for name, column in zip(table.column_names, table.columns)}
     return pa.table(columns).to_pylist() if columns else []
