@@ -126,13 +126,6 @@ def _fixed_width_bytes(text: pa.Array, mask: np.ndarray, width: int) -> np.ndarr
     return data[offsets[0]: offsets[0] + count * width].reshape(count, width)
 
 
-def _scatter(size: int, mask: np.ndarray, values: np.ndarray, type_) -> pa.Array:
-    """An array of ``size`` with ``values`` at the rows of ``mask``, null elsewhere."""
-    full = np.zeros(size, dtype=values.dtype if values.dtype != object else object)
-    full[mask] = values
-    return pa.array(full, type=type_, mask=~mask)
-
-
 def _mask(array: pa.Array) -> np.ndarray:
     return np.asarray(_true(array).to_numpy(zero_copy_only=False), dtype=bool)
 
