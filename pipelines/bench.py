@@ -121,7 +121,7 @@ def bench_ingest(rows: int, seed: int = 7, repeats: int = 3) -> dict:
     }
 
 
-def bench_quality(rows: int, seed: int = 7, engine: str = "spark") -> dict:
+def bench_quality(rows: int, seed: int = 7, engine: str = "pandas") -> dict:
     """The quality gate on a 1M-row hukou delivery: GX checkpoint (+ results
     and governance list) time against the ingest time of the same delivery,
     both from one ``ingest_file`` call's phase timings."""
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     quality = sub.add_parser("quality", help="quality gate on a hukou delivery vs that delivery's ingest")
     quality.add_argument("--rows", type=int, default=1_000_000)
     quality.add_argument("--seed", type=int, default=7)
-    quality.add_argument("--engine", choices=["spark", "pandas"], default="spark")
+    quality.add_argument("--engine", choices=["spark", "pandas"], default="pandas")
     build = sub.add_parser("build", help="raw files to all base libraries at several scales")
     build.add_argument("--scales", default="0.01,0.02,0.05")
     build.add_argument("--seed", type=int, default=7)
