@@ -116,8 +116,7 @@ def fold_digits(text: pa.Array) -> pa.Array:
 def _fixed_width_bytes(text: pa.Array, mask: np.ndarray, width: int) -> np.ndarray:
     """The rows of ``text`` selected by ``mask`` (each exactly ``width`` ASCII
     characters) as a (rows, width) uint8 matrix."""
-    selected = pc.filter(text, pa.array(mask)).combine_chunks() if isinstance(text, pa.ChunkedArray) \
-        else pc.filter(text, pa.array(mask))
+    selected = pc.filter(text, pa.array(mask))
     count = len(selected)
     if count == 0:
         return np.zeros((0, width), dtype=np.uint8)
@@ -146,9 +145,10 @@ def civil_days(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> tuple[np
     return era * 146097 + doe - 719468, valid
 
 
-def _dates_from_digits(matrix: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """yyyyMMdd at columns ``start``..``start+7`` of an ASCII digit matrix."""
-    digits = matrix[:, start:start + 8].astype(np.int64) - 48
+def _dates_from_digits(digits: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Days and validity of yyyyMMdd at columns ``start``..``start+7`` of a
+    matrix of digit values (0-9)."""
+    digits = digits[:, start:start + 8]
     year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
     month = digits[:, 4] * 10 + digits[:, 5]
     day = digits[:, 6] * 10 + digits[:, 7]
@@ -207,9 +207,7 @@ def _id_number(raw: pa.Array) -> Standardised:
     def check_body(rows: np.ndarray, digits: np.ndarray) -> np.ndarray:
         """Fill the per-row results for 17-digit bodies; returns check bytes."""
         check = _ID_CHECK_BYTES[(digits @ np.array(ref.ID_WEIGHTS, dtype=np.int64)) % 11]
-        days, ok = civil_days(digits[:, 6] * 1000 + digits[:, 7] * 100 + digits[:, 8] * 10 + digits[:, 9],
-                              digits[:, 10] * 10 + digits[:, 11], digits[:, 12] * 10 + digits[:, 13])
-        birth_days[rows], birth_ok[rows] = days, ok
+        birth_days[rows], birth_ok[rows] = _dates_from_digits(digits, 6)
         province_ok[rows] = _PROVINCE_OK[digits[:, 0] * 10 + digits[:, 1]]
         return check
 
@@ -235,7 +233,7 @@ def _id_number(raw: pa.Array) -> Standardised:
         legacy_values = pa.array(repaired, pa.binary()).cast(pa.string())
 
     has_body = full | legacy
-    present = np.asarray(pc.is_valid(text).to_numpy(zero_copy_only=False))
+    present = _mask(pc.is_valid(text))
     unshaped = present & ~has_body
     mangled = np.zeros(size, dtype=bool)
     if unshaped.any():
@@ -309,7 +307,7 @@ def _date(raw: pa.Array) -> Standardised:
     text = fold_digits(clean_text(raw))
     size = len(text)
     days, ok = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=bool)
-    left = np.asarray(pc.is_valid(text).to_numpy(zero_copy_only=False))
+    left = _mask(pc.is_valid(text))
     present = left.copy()
     lengths = _byte_lengths(text)
 
@@ -328,13 +326,13 @@ def _date(raw: pa.Array) -> Standardised:
     matrix = _fixed_width_bytes(text, candidates, 8)
     digits = ((matrix >= 48) & (matrix <= 57)).all(axis=1)
     rows = np.flatnonzero(candidates)[digits]
-    days[rows], ok[rows] = _dates_from_digits(matrix[digits], 0)
+    days[rows], ok[rows] = _dates_from_digits(matrix[digits].astype(np.int64) - 48, 0)
     left[rows] = False
 
     if left.any():
         rows = np.flatnonzero(left)
         parts = pc.extract_regex(pc.filter(text, pa.array(left)), _SEPARATED_DATE)
-        matched = np.asarray(pc.is_valid(parts).to_numpy(zero_copy_only=False))
+        matched = _mask(pc.is_valid(parts))
         if matched.any():
             found = pc.filter(parts, pa.array(matched))
             y, m, dd = (np.asarray(pc.cast(pc.struct_field(found, n), pa.int64()).to_numpy(), dtype=np.int64)
@@ -345,7 +343,7 @@ def _date(raw: pa.Array) -> Standardised:
     if left.any():
         parsed = _parse_date_forms(pc.filter(text, pa.array(left)))
         days[left] = np.asarray(pc.fill_null(pc.cast(parsed, pa.int32()), 0).to_numpy(zero_copy_only=False))
-        ok[left] = np.asarray(pc.is_valid(parsed).to_numpy(zero_copy_only=False))
+        ok[left] = _mask(pc.is_valid(parsed))
     value = pa.array(np.where(ok, days, 0).astype(np.int32), pa.date32(), mask=~ok)
     codes = np.select([~present, ~ok, (days < _MIN_DAYS) | (days > _MAX_DAYS)], [0, 1, 2], default=0)
     return Standardised(text, value, _codes_to_rules(codes, [None, "date.unparseable", "date.out_of_range"]))
@@ -363,7 +361,7 @@ def _parse_date_forms(text: pa.Array) -> pa.Array:
         numbers = pc.cast(pc.filter(day, pa.array(serial)), pa.float64()).to_numpy()
         serial_days[serial] = numbers.astype(np.int64) - _EPOCH_OFFSET_EXCEL
     eight = _mask(pc.match_substring_regex(day, "^[0-9]{8}$"))
-    eight_days, eight_ok = _dates_from_digits(_fixed_width_bytes(day, eight, 8), 0)
+    eight_days, eight_ok = _dates_from_digits(_fixed_width_bytes(day, eight, 8).astype(np.int64) - 48, 0)
     eight_full = np.zeros(size, dtype=np.int64)
     eight_full[eight] = eight_days
     eight_valid = np.zeros(size, dtype=bool)

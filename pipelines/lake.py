@@ -122,25 +122,29 @@ def read_delta_rows(path: str, filters: list[tuple] | None = None) -> list[dict]
     return pa.table(columns).to_pylist() if columns else []
 
 
-def append_rows(path: str, rows: list[dict], ddl: str, partition_by: str | None = None) -> None:
-    """Blind append of ``rows`` (dicts, missing keys null) in one commit."""
+def _rows_table(rows: list[dict], ddl: str):
+    """``rows`` (dicts, missing keys null) as an Arrow table of the DDL's schema."""
     import pyarrow as pa
-    from deltalake import write_deltalake
 
     schema = arrow_schema(ddl)
-    table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+
+
+def append_rows(path: str, rows: list[dict], ddl: str, partition_by: str | None = None) -> None:
+    """Blind append of ``rows`` (dicts, missing keys null) in one commit."""
+    from deltalake import write_deltalake
+
+    table = _rows_table(rows, ddl)
     write_deltalake(path, table, mode="append", partition_by=partition_by)
 
 
 def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tuple[str, str]) -> None:
     """Insert or replace ``rows`` by ``key`` within one partition (column,
     value) in one MERGE commit; creates the table partitioned by that column."""
-    import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
     from deltalake.exceptions import TableNotFoundError
 
-    schema = arrow_schema(ddl)
-    table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+    table = _rows_table(rows, ddl)
     column, value = partition
     try:
         target = DeltaTable(path)
