@@ -69,18 +69,18 @@ airflow-down:
 down: airflow-down trino-down
 
 bench-ingest: setup
-	$(BIN)/python -m pipelines.bench ingest --rows $(BENCH_ROWS)
+	$(BIN)/python -m pipelines.dev.bench ingest --rows $(BENCH_ROWS)
 
 bench-quality: setup
-	$(BIN)/python -m pipelines.bench quality --rows $(BENCH_ROWS)
+	$(BIN)/python -m pipelines.dev.bench quality --rows $(BENCH_ROWS)
 
 SCALES ?= 0.01,0.02,0.05
 bench-build: setup
-	$(BIN)/python -m pipelines.bench build --scales $(SCALES)
+	$(BIN)/python -m pipelines.dev.bench build --scales $(SCALES)
 
 BENCH_SCALE ?= 0.05
 bench-query: setup
-	$(BIN)/python -m pipelines.bench query --scale $(BENCH_SCALE)
+	$(BIN)/python -m pipelines.dev.bench query --scale $(BENCH_SCALE)
 
 clean-lake:
 	rm -rf lake

@@ -19,8 +19,8 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
-from pipelines.assets import silver_asset
 from pipelines.contracts import Contract, ContractError, contract_paths, load_contract
+from pipelines.orchestration.assets import silver_asset
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def build_feed_dag(contract: Contract):
         @task
         def ingest_deliveries(feed: str = contract.feed) -> dict:
             """Ingest every waiting delivery; returns load ids by outcome."""
-            from pipelines.orchestration import ingest_landing
+            from pipelines.ingest.landing import ingest_landing
 
             return ingest_landing(feed)
 
@@ -62,7 +62,7 @@ def build_feed_dag(contract: Contract):
             """Fail visibly for blocked, rejected or failed deliveries."""
             from airflow.sdk.exceptions import AirflowFailException
 
-            from pipelines.orchestration import DeliveryProblem, raise_for_problem_deliveries
+            from pipelines.ingest.landing import DeliveryProblem, raise_for_problem_deliveries
 
             try:
                 return raise_for_problem_deliveries(summary)

@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 from airflow.sdk import dag, task
 
-from pipelines.assets import any_of, library_asset, silver_asset_for_feed
-from pipelines.libraries.golden import LibrarySpecError, load_library_spec
+from pipelines.library_specs import LibrarySpecError, load_library_spec
+from pipelines.orchestration.assets import any_of, library_asset, silver_asset_for_feed
 from pipelines.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def build_library_dag(library: str, source_feeds: list[str], depends_on: list[st
             """Build or refresh the library; fail if its gate blocks the result."""
             from airflow.sdk.exceptions import AirflowFailException
 
-            from pipelines.libraries.golden import build_library
+            from pipelines.libraries.build import build_library
             from pipelines.spark import build_spark_session
 
             result = build_library(build_spark_session(app_name=f"govlake-{name}"), name)

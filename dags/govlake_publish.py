@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
-from pipelines.assets import all_library_assets, all_silver_assets, any_of
+from pipelines.orchestration.assets import all_library_assets, all_silver_assets, any_of
 
 
 @dag(
@@ -31,8 +31,8 @@ def publish_dag():
     @task
     def refresh_governance_lists() -> dict:
         """Collection and sharing lists, and new audit events, into governance tables."""
-        from pipelines.audit import load_audit
-        from pipelines.lists import refresh_lists
+        from pipelines.serving.audit import load_audit
+        from pipelines.serving.requests import refresh_lists
         from pipelines.spark import build_spark_session
 
         spark = build_spark_session(app_name="govlake-publish")
@@ -41,14 +41,14 @@ def publish_dag():
     @task
     def start_trino() -> str:
         """Start Trino if it is not running (fetches it on first use)."""
-        from pipelines.trino import trino_up
+        from pipelines.serving.trino import trino_up
 
         return trino_up()["url"]
 
     @task
     def register_tables() -> dict:
         """Register new Delta tables and (re)create the views in Trino."""
-        from pipelines.publish import publish
+        from pipelines.serving.publish import publish
 
         outcome = publish()
         return {k: v for k, v in outcome.items() if k != "tables"}
@@ -56,7 +56,7 @@ def publish_dag():
     @task
     def compile_access_rules() -> dict:
         """Catalog + grants -> Trino rules; Trino reloads them within seconds."""
-        from pipelines.access import compile_rules
+        from pipelines.serving.rules import compile_rules
 
         return compile_rules()
 

@@ -83,3 +83,18 @@ def org_code_check_char(first8: str) -> str:
     total = sum(value(c) * w for c, w in zip(first8, ORG_CODE_WEIGHTS))
     check = 11 - total % 11
     return "X" if check == 10 else "0" if check == 11 else str(check)
+
+
+# Shapes of standardised values: the Arrow rules (ingest) and the quality suites
+# both take them from here, so the gate checks exactly what ingest accepts.
+TRIM_CHARS = " \t\r\n\u000b\u000c\u3000\u00a0\ufeff\u200b"
+ID_SHAPE = "^[0-9]{17}[0-9X]$"
+ID_LEGACY_SHAPE = "^[0-9]{15}$"
+EXCEL_MANGLED = "^[0-9](\\.[0-9]+)?E\\+?[0-9]+$"
+USCC_CHARS = "0-9A-HJ-NPQRTUWXY"
+USCC_SHAPE = f"^[1-9ANY][1-9][0-9]{{6}}[{USCC_CHARS}]{{10}}$"
+WKT_POINT = "-?[0-9]+(\\.[0-9]+)?\\s+-?[0-9]+(\\.[0-9]+)?"
+WKT_POLYGON = f"^POLYGON\\s*\\(\\(\\s*{WKT_POINT}(\\s*,\\s*{WKT_POINT}){{3,}}\\s*\\)\\)$"
+PHONE = "^(1[3-9][0-9]{9}|0[0-9]{2,3}-?[0-9]{7,8})$"
+MIN_DATE = "1900-01-01"
+MAX_DATE = "2100-12-31"

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from functools import reduce
 
+from pipelines.lake.delta import delta_exists
+from pipelines.lake.paths import governance_path
+from pipelines.libraries.columns import fold_digits
+from pipelines.libraries.golden import latest_per_key
 from pipelines.settings import Settings
 
 # (feed, column) pairs whose free text is matched to standard addresses
@@ -36,7 +40,6 @@ def address_match_key(text):
     """The matching key of a free-text address (a Column)."""
     from pyspark.sql import functions as F
 
-    from pipelines.rules import fold_digits
 
     key = F.regexp_replace(fold_digits(text), "[\\s\\u3000\\u00a0]", "")
     key = F.regexp_replace(key, "^(广东省)?(东莞市)?", "")
@@ -91,7 +94,6 @@ def grid_cells(spark, settings: Settings, _spec=None):
     """base.grid: the latest record of every grid cell, with its bounding box."""
     from pyspark.sql import functions as F
 
-    from pipelines.libraries.golden import latest_per_key
 
     cells = _silver(spark, "grid.cell", settings)
     latest = latest_per_key(cells, "grid_code", ["grid_name", "town_code", "boundary_wkt", "grid_worker"])
@@ -125,8 +127,6 @@ def standard_addresses(spark, settings: Settings, _spec=None):
     """base.address: the latest record of every standard address, with its grid cell."""
     from pyspark.sql import functions as F
 
-    from pipelines.lake import delta_exists
-    from pipelines.libraries.golden import latest_per_key
 
     columns = ["town_code", "town_name", "community", "street", "house_number", "building", "standard_address",
                "longitude", "latitude"]
@@ -143,7 +143,6 @@ def address_match_report(spark, keys, settings: Settings):
     the most frequent unmatched texts."""
     from pyspark.sql import functions as F
 
-    from pipelines.lake import delta_exists
 
     rates, unmatched = [], []
     for feed, column in MATCHED_ADDRESS_COLUMNS:
@@ -170,7 +169,6 @@ def write_match_report(spark, keys, settings: Settings) -> list[dict]:
     """Replace governance.address_match_rates and governance.unmatched_addresses."""
     from pyspark.sql import functions as F
 
-    from pipelines.lake import governance_path
 
     rates, unmatched = address_match_report(spark, keys, settings)
     if rates is None:
@@ -186,8 +184,6 @@ def write_match_report(spark, keys, settings: Settings) -> list[dict]:
 
 def address_keys_from_lake(spark, settings: Settings):
     """Matching keys of the standard addresses in silver (None before the first delivery)."""
-    from pipelines.lake import delta_exists
-    from pipelines.libraries.golden import latest_per_key
 
     if not delta_exists(spark, settings.lake_path("silver", "nr", "standard_address")):
         return None

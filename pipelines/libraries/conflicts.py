@@ -13,15 +13,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipelines.governance import SAMPLE_SIZE, Finding, close_issue, read_issues, update_issues
-from pipelines.lake import delta_exists, governance_path
+from pipelines.contracts import get_contract
+from pipelines.governance.issues import SAMPLE_SIZE, Finding, close_issue, read_issues, update_issues
+from pipelines.lake.delta import delta_exists
+from pipelines.lake.paths import governance_path
+from pipelines.lake.tables import CONFLICTS_DDL
 from pipelines.settings import Settings
-
-CONFLICTS_DDL = (
-    "library string, subject string, attribute string, authoritative_feed string, authoritative_value string, "
-    "authoritative_load_id string, other_feed string, other_column string, other_value string, "
-    "other_load_id string, first_seen_at timestamp, last_seen_at timestamp, resolved_at timestamp"
-)
 
 
 def record_conflicts(spark, library: str, conflicts, now: datetime, settings: Settings) -> dict:
@@ -62,7 +59,6 @@ def record_conflicts(spark, library: str, conflicts, now: datetime, settings: Se
 def _sync_issues(spark, library: str, open_conflicts, now: datetime, settings: Settings) -> None:
     from pyspark.sql import functions as F
 
-    from pipelines.contracts import get_contract
 
     build = f"base.{library}@{now:%Y%m%dT%H%M%S}"
     still_open = set()

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.lake.delta import delta_exists
+from pipelines.libraries.columns import id_check_char
+from pipelines.libraries.golden import latest_per_key
 from pipelines.settings import Settings
 
 RECORD_TYPES = ("abnormal_operation", "administrative_penalty", "dishonest_debtor", "tax_credit_grade")
@@ -49,7 +52,6 @@ def load_rule_set(settings: Settings) -> RuleSet:
 
 
 def _silver(spark, feed: str, settings: Settings):
-    from pipelines.lake import delta_exists
 
     bureau, name = feed.split(".")
     path = settings.lake_path("silver", bureau, name)
@@ -64,8 +66,6 @@ def credit_records_from(abnormal, penalty, debtor, taxpayer):
     authority, source_feed, source_load_id."""
     from pyspark.sql import functions as F
 
-    from pipelines.libraries.golden import latest_per_key
-    from pipelines.rules import id_check_char
 
     def shaped(frame, key, record_type, columns):
         shaped_frame = frame.select("_load_id", "_ingested_at", "_row_number", key.alias("_record_key"),
@@ -129,7 +129,6 @@ def credit_records(spark, settings: Settings, _spec=None):
     base.legal_person or base.population)."""
     from pyspark.sql import functions as F
 
-    from pipelines.lake import delta_exists
 
     records = credit_records_from(*[_silver(spark, f, settings) for f in
                                     ("amr.abnormal_list", "amr.penalty", "court.dishonest_debtor", "tax.taxpayer")])

@@ -4,8 +4,9 @@ Each takes the golden records and returns them with the columns added."""
 
 from __future__ import annotations
 
+from pipelines.lake.delta import delta_exists
 from pipelines.libraries.address import address_keys_from_lake, match_addresses
-from pipelines.libraries.resolution import town_code_of
+from pipelines.libraries.matching import town_code_of
 from pipelines.settings import Settings
 
 
@@ -40,7 +41,6 @@ def legal_person(spark, records, frames: dict, settings: Settings):
     representative's ID resolves to base.population)."""
     from pyspark.sql import functions as F
 
-    from pipelines.lake import delta_exists
 
     records = _with_address_codes(records, [("domicile_address", "domicile_address_code")], spark, settings)
     # social organisations belong to GB/T 4754 section S (公共管理、社会保障和社会组织)

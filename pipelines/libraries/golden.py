@@ -13,151 +13,11 @@ inserted. "What did we know on date D" is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
-import yaml
-
-from pipelines.settings import Settings, get_settings
-
-HISTORY_COLUMNS = ("record_hash", "valid_from", "valid_to", "is_current")
-
-
-class LibrarySpecError(ValueError):
-    """A library spec is malformed; the message names the file and field."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """One way a feed names the library's key: ``alias`` is ``feed`` or ``feed@role``
-    (e.g. ``mca.marriage@wife``) when one feed carries several keys."""
-
-    alias: str
-    feed: str
-    key: str
-    latest_by: str | None = None      # the column that orders a key's records (else ingest time)
-    adds_records: bool = True         # False: only enriches keys other sources know
-
-    @property
-    def prefix(self) -> str:
-        return self.alias.replace(".", "__").replace("@", "__")
-
-
-@dataclass(frozen=True)
-class Attribute:
-    name: str
-    sources: tuple[tuple[str, str], ...]      # (source alias, column), most authoritative first
-    values: dict | None = None                # source value -> library value (a shared vocabulary)
-    conflicts: str | None = None              # exact | normalised: report other sources that disagree
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """How records without a valid key are matched (pipelines/libraries/resolution.py)."""
-
-    profile: str                              # person | entity
-    rescue: tuple[str, ...]                   # source aliases whose quarantined rows are resolved
-    candidates: dict                          # feed -> {key, name, town, representative, birth}
-
-
-@dataclass(frozen=True)
-class LibrarySpec:
-    library: str
-    key: str
-    grain: str
-    sources: dict[str, Source]                # alias -> source
-    authoritative_sources: tuple[str, ...]
-    attributes: tuple[Attribute, ...]
-    kind: str = "golden"                      # golden | derived
-    build: str | None = None                  # derived: "module:function" returning current records
-    enrich: str | None = None                 # golden: "module:function" adding computed columns
-    depends_on: tuple[str, ...] = ()
-    resolution: Resolution | None = None
-    report: str | None = None                 # "module:function(spark, settings)" run after a build
-    unversioned_columns: tuple[str, ...] = () # change with every build, not a new version (e.g. rated_on)
-
-    @property
-    def feeds(self) -> list[str]:
-        """Every feed the library reads, for scheduling."""
-        feeds = {s.feed for s in self.sources.values()}
-        if self.resolution:
-            feeds |= set(self.resolution.candidates)
-        return sorted(feeds)
-
-
-def library_names(settings: Settings | None = None) -> list[str]:
-    """Every library spec, in build order (a library after those it depends on)."""
-    settings = settings or get_settings()
-    specs = {path.stem: load_library_spec(path.stem, settings)
-             for path in sorted((Path(settings.schemas_dir) / "libraries").glob("*.yaml"))}
-    ordered: list[str] = []
-
-    def visit(name: str, trail: tuple[str, ...]) -> None:
-        if name in ordered:
-            return
-        if name in trail:
-            raise LibrarySpecError(f"schemas/libraries: depends_on cycle {' -> '.join(trail + (name,))}")
-        if name not in specs:
-            raise LibrarySpecError(f"schemas/libraries/{trail[-1]}.yaml: depends_on: no library {name!r}")
-        for dependency in specs[name].depends_on:
-            visit(dependency, trail + (name,))
-        ordered.append(name)
-
-    for name in specs:
-        visit(name, ())
-    return ordered
-
-
-def load_library_spec(library: str, settings: Settings | None = None) -> LibrarySpec:
-    settings = settings or get_settings()
-    path = Path(settings.schemas_dir) / "libraries" / f"{library}.yaml"
-    shown = f"schemas/libraries/{path.name}"
-    if not path.is_file():
-        raise LibrarySpecError(f"{shown}: no such library spec")
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for field in ("library", "key"):
-        if not document.get(field):
-            raise LibrarySpecError(f"{shown}: {field}: required")
-    sources = {}
-    for alias, item in (document.get("sources") or {}).items():
-        item = {"key": item} if isinstance(item, str) else dict(item or {})
-        if "key" not in item:
-            raise LibrarySpecError(f"{shown}: sources.{alias}: key: required")
-        sources[alias] = Source(alias=alias, feed=item.get("feed", alias.split("@")[0]), key=item["key"],
-                                latest_by=item.get("latest_by"), adds_records=item.get("adds_records", True))
-    attributes = []
-    for index, item in enumerate(document.get("attributes") or []):
-        pairs = []
-        for source in item.get("sources", []):
-            alias, _, column = source.rpartition(".")
-            if alias not in sources:
-                raise LibrarySpecError(f"{shown}: attributes[{index}].sources: {alias!r} is not under sources:")
-            pairs.append((alias, column))
-        if item.get("conflicts") not in (None, "exact", "normalised"):
-            raise LibrarySpecError(f"{shown}: attributes[{index}].conflicts: exact or normalised")
-        attributes.append(Attribute(item["name"], tuple(pairs), item.get("values"), item.get("conflicts")))
-    for alias in document.get("authoritative_sources", []):
-        if alias not in sources:
-            raise LibrarySpecError(f"{shown}: authoritative_sources: {alias!r} is not under sources:")
-    resolution = None
-    if document.get("resolution"):
-        item = document["resolution"]
-        if item.get("profile") not in ("person", "entity"):
-            raise LibrarySpecError(f"{shown}: resolution.profile: person or entity")
-        for alias in item.get("rescue", []):
-            if alias not in sources:
-                raise LibrarySpecError(f"{shown}: resolution.rescue: {alias!r} is not under sources:")
-        resolution = Resolution(item["profile"], tuple(item.get("rescue", [])), dict(item.get("candidates") or {}))
-    kind = document.get("kind", "golden")
-    if kind == "derived" and not document.get("build"):
-        raise LibrarySpecError(f"{shown}: build: required for a derived library (module:function)")
-    return LibrarySpec(library=document["library"], key=document["key"], grain=document.get("grain", ""),
-                       sources=sources, authoritative_sources=tuple(document.get("authoritative_sources", [])),
-                       attributes=tuple(attributes), kind=kind, build=document.get("build"),
-                       enrich=document.get("enrich"), depends_on=tuple(document.get("depends_on", [])),
-                       resolution=resolution, report=document.get("report"),
-                       unversioned_columns=tuple(document.get("unversioned_columns", [])))
+from pipelines.lake.delta import delta_exists
+from pipelines.libraries.matching import normalise_for_matching
+from pipelines.library_specs import Attribute, LibrarySpec, LibrarySpecError
 
 
 def latest_per_key(frame, key_column: str, columns: list[str], latest_by: str | None = None):
@@ -170,15 +30,6 @@ def latest_per_key(frame, key_column: str, columns: list[str], latest_by: str | 
     return (frame.where(F.col(key_column).isNotNull())
             .groupBy(F.col(key_column).alias("_key")).agg(latest.alias("latest"))
             .select("_key", "latest.*"))
-
-
-def normalise_for_matching(value):
-    """A text's matching form: full-width brackets and digits folded, spaces
-    removed. For keys only: names themselves are never rewritten."""
-    from pyspark.sql import functions as F
-
-    folded = F.translate(value, "（）【】０１２３４５６７８９", "()[]0123456789")
-    return F.regexp_replace(folded, "[\\s\u3000\u00a0]", "")
 
 
 def joined_sources(spec: LibrarySpec, frames: dict):
@@ -292,19 +143,6 @@ def attribute_conflicts(spec: LibrarySpec, joined):
     return reduce(lambda a, b: a.unionByName(b), parts)
 
 
-def read_silver_sources(spark, spec: LibrarySpec, settings: Settings) -> dict:
-    """Silver frames by source alias (the feeds that exist yet)."""
-    from pipelines.contracts import get_contract
-    from pipelines.lake import delta_exists, table_path
-
-    frames = {}
-    for alias, source in spec.sources.items():
-        path = table_path("silver", get_contract(source.feed, settings.schemas_dir), settings)
-        if delta_exists(spark, path):
-            frames[alias] = spark.read.format("delta").load(path)
-    return frames
-
-
 def merge_with_history(spark, records, path: str, key: str, now: datetime | None = None,
                        unversioned: tuple[str, ...] = ()) -> dict:
     """Apply current-state ``records`` to the gold table at ``path`` with history.
@@ -318,7 +156,6 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from pipelines.lake import delta_exists
 
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     attributes = [c for c in records.columns if c != key and not c.endswith("_load_id") and c not in unversioned]
@@ -354,95 +191,3 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
             "unchanged": hashed.count() - inserted}
 
 
-def _function(reference: str):
-    import importlib
-
-    module, _, name = reference.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def current_records(spark, spec: LibrarySpec, settings: Settings) -> tuple:
-    """The library's current records, and what the build found on the way:
-    (records, conflicts or None, resolution (links, reviews) or None)."""
-    if spec.kind == "derived":
-        return _function(spec.build)(spark, settings, spec), None, None
-    frames = read_silver_sources(spark, spec, settings)
-    resolution = None
-    if spec.resolution:
-        from pipelines.libraries.resolution import resolve_records
-
-        frames, links, reviews = resolve_records(spark, spec, frames, settings)
-        # checkpoints cut the plans short: Spark's cache lookup canonicalises a
-        # whole plan, which costs minutes on these many-join plans
-        resolution = (links.localCheckpoint(), reviews.localCheckpoint())
-    joined_frame, present = joined_sources(spec, frames)
-    joined = (joined_frame.localCheckpoint(), present)
-    records = golden_records(spec, frames, joined)
-    conflicts = attribute_conflicts(spec, joined)
-    conflicts = conflicts.localCheckpoint() if conflicts is not None else None
-    if spec.enrich:
-        records = _function(spec.enrich)(spark, records, frames, settings)
-    return records, conflicts, resolution
-
-
-def build_library(spark, library: str, settings: Settings | None = None, gate: bool = True,
-                  now: datetime | None = None) -> dict:
-    """Build or refresh one base library; its suite gates the result before it
-    is merged (a blocked build leaves the gold table and the governance tables
-    as they were). Conflicts, entity links and match reviews are recorded with it."""
-    import time
-
-    from pipelines.lake import delta_version
-    from pipelines.quality import validate_library
-
-    settings = settings or get_settings()
-    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
-    started = time.monotonic()
-    stages: dict[str, float] = {}
-
-    def lap(stage: str) -> None:
-        stages[stage] = round(time.monotonic() - started - sum(stages.values()), 2)
-
-    spec = load_library_spec(library, settings)
-    records, conflicts, resolution = current_records(spark, spec, settings)
-    records = records.localCheckpoint()
-    path = settings.lake_path("base", library)
-    result = {"library": library, "rows": records.count(), "stages": stages}
-    lap("records")
-    if gate:
-        check = validate_library(records, library, f"base.{library}@{now:%Y%m%dT%H%M%S}",
-                                 settings, rows=result["rows"])
-        result["gate"] = {"blocked": check.blocked,
-                          "failures": [o.describe() for o in check.blocking_failures + check.warnings]}
-        lap("gate")
-        if check.blocked:
-            result["status"] = "blocked"
-            return result
-    result |= merge_with_history(spark, records, path, spec.key, now, spec.unversioned_columns)
-    result["status"] = "built"
-    result["version"] = delta_version(spark, path)
-    lap("merge")
-    if spec.kind == "golden":
-        from pipelines.libraries.conflicts import record_conflicts
-
-        result["conflicts"] = record_conflicts(spark, library, conflicts, now, settings)
-        lap("conflicts")
-    if resolution is not None:
-        from pipelines.libraries.resolution import write_resolution
-
-        result |= write_resolution(spark, library, *resolution, settings)
-        lap("resolution")
-    if spec.report:
-        result["report"] = _function(spec.report)(spark, settings)
-        lap("report")
-    result["seconds"] = round(time.monotonic() - started, 1)
-    return result
-
-
-def build_libraries(spark, libraries: list[str] | None = None, settings: Settings | None = None,
-                    gate: bool = True) -> list[dict]:
-    """Build ``libraries`` (default: all) in dependency order."""
-    settings = settings or get_settings()
-    order = library_names(settings)
-    wanted = order if not libraries else [name for name in order if name in libraries]
-    return [build_library(spark, name, settings, gate) for name in wanted]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from functools import reduce
 
+from pipelines.lake.delta import delta_exists
+from pipelines.libraries.golden import latest_per_key
 from pipelines.settings import Settings
 
 DEREGISTERED = ("注销", "吊销", "撤销")
@@ -25,7 +27,6 @@ def licences_from(entities, food, construction, as_of):
     be None). Pure. ``as_of`` is a date Column."""
     from pyspark.sql import functions as F
 
-    from pipelines.libraries.golden import latest_per_key
 
     columns = ["licence_key", "licence_type", "licence_number", "holder_type", "holder_id", "holder_name",
                "issuer", "issued_on", "expires_on", "issuer_status", "source_feed", "source_load_id"]
@@ -73,7 +74,6 @@ def e_licences(spark, settings: Settings, _spec=None):
     """base.e_licence from base.legal_person (built first) and silver licence feeds."""
     from pyspark.sql import functions as F
 
-    from pipelines.lake import delta_exists
 
     entities = spark.read.format("delta").load(settings.lake_path("base", "legal_person")).where("is_current")
     feeds = []

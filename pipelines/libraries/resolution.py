@@ -34,33 +34,23 @@ from __future__ import annotations
 
 from functools import reduce
 
-from pipelines.libraries.golden import LibrarySpec, normalise_for_matching
-from pipelines.reference import TOWNS
+from pipelines.contracts import get_contract
+from pipelines.lake.delta import delta_exists
+from pipelines.lake.manifest import read_manifest
+from pipelines.lake.paths import governance_path, table_path
+from pipelines.lake.tables import LINKS_DDL, REVIEW_DDL
+from pipelines.libraries.columns import clean_text, fold_code, id_birth_date, standardise_columns
+from pipelines.libraries.matching import normalise_for_matching, town_code_of
+from pipelines.library_specs import LibrarySpec
 from pipelines.settings import Settings
 
-LINKS_DDL = ("library string, feed string, source_alias string, _load_id string, _source_file string, "
-             "_row_number long, key string, method string, score int")
-REVIEW_DDL = ("library string, feed string, source_alias string, _load_id string, _source_file string, "
-              "_row_number long, reason string, record map<string,string>, candidate_keys array<string>, "
-              "status string, found_at timestamp")
 SKIPPED_RULES = ("repeated_header", "malformed_row", "missing_required_column")
-
-
-def town_code_of(text):
-    """The 9-digit town code named in a free-text address or town name (null if none)."""
-    from pyspark.sql import functions as F
-
-    names = sorted(TOWNS.values(), key=len, reverse=True)
-    found = F.regexp_extract(text, "(" + "|".join(names) + ")", 1)
-    by_name = F.create_map(*[F.lit(x) for code, name in TOWNS.items() for x in (name, code)])
-    return F.when(text.rlike("^44190[0-9]{4}$"), text).otherwise(by_name[found])
 
 
 def live_load_ids(spark, settings: Settings) -> dict[str, list[str]]:
     """Loads per feed whose latest status is ``loaded`` (not replaced, blocked or rejected)."""
     from pyspark.sql import functions as F
 
-    from pipelines.ingest import read_manifest
 
     live: dict[str, list[str]] = {}
     for row in read_manifest(spark, settings).where(F.col("status") == "loaded").select("feed", "load_id").collect():
@@ -73,7 +63,6 @@ def quarantined_rows(spark, feeds: list[str], settings: Settings):
     (not repeated headers, malformed rows or rejected files), or None."""
     from pyspark.sql import functions as F
 
-    from pipelines.lake import delta_exists, governance_path
 
     path = governance_path("quarantine", settings)
     live = live_load_ids(spark, settings)
@@ -90,8 +79,6 @@ def rescued_rows(quarantined, feed: str, settings: Settings):
     ``_raw_<column>`` (the delivered text) for the identifier columns. Pure."""
     from pyspark.sql import functions as F
 
-    from pipelines.contracts import get_contract
-    from pipelines.rules import standardise_columns
 
     contract = get_contract(feed, settings.schemas_dir)
     raw = quarantined.where(F.col("feed") == feed).select(
@@ -112,7 +99,6 @@ def _fields(frame, mapping: dict, profile: str, key_expr):
     ``town_code``, ``rep_key``."""
     from pyspark.sql import functions as F
 
-    from pipelines.rules import clean_text, fold_code, id_birth_date
 
     def text(column):
         return F.col(mapping[column]).cast("string") if mapping.get(column) else F.lit(None).cast("string")
@@ -135,9 +121,6 @@ def candidate_keys(spark, spec: LibrarySpec, frames: dict, settings: Settings):
     attributes (one row per key and distinct attribute combination)."""
     from pyspark.sql import functions as F
 
-    from pipelines.contracts import get_contract
-    from pipelines.lake import delta_exists, table_path
-    from pipelines.rules import id_birth_date
 
     parts = []
     by_feed = {s.feed: frames[a] for a, s in spec.sources.items() if a in frames}
@@ -265,7 +248,6 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings):
 def write_resolution(spark, library: str, links, reviews, settings: Settings) -> dict:
     """Replace the library's rows in governance.entity_links and
     governance.match_review (open reviews) with this build's."""
-    from pipelines.lake import governance_path
 
     counts = {}
     for name, frame in (("entity_links", links), ("match_review", reviews)):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.contracts import load_contracts
+from pipelines.dev.synth.city import DefectRates, generate_city
 from pipelines.settings import get_settings
-from pipelines.synth import DefectRates, generate_city
 
 # Higher than default rates so that a small city carries every defect kind.
 TEST_RATES = dataclasses.replace(
@@ -48,7 +48,7 @@ def ingested_city(spark, tmp_path_factory) -> IngestedCity:
     puts small deliveries over the gate's quarantine threshold: these tests
     check ingest alone, so the quality gate is off here (test_quality_gate.py
     covers it)."""
-    from pipelines.ingest import ingest_directory
+    from pipelines.ingest.load import ingest_directory
 
     root = tmp_path_factory.mktemp("city")
     generate_city(root, scale=0.0006, seed=11, rates=TEST_RATES)

@@ -13,11 +13,12 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.contracts import load_contracts
-from pipelines.governance import read_issues
-from pipelines.lake import delta_exists, table_path
-from pipelines.libraries.golden import library_names
+from pipelines.governance.issues import read_issues
+from pipelines.lake.delta import delta_exists
+from pipelines.lake.paths import table_path
+from pipelines.library_specs import library_names
+from pipelines.serving.trino import trino_down
 from pipelines.settings import get_settings
-from pipelines.trino import trino_down
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,17 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.contracts import get_contract
-from pipelines.ingest import read_manifest
-from pipelines.lake import table_path
-from pipelines.orchestration import PROCESSED, landing_folder
+from pipelines.dev.synth.city import DefectRates, write_hukou_export
+from pipelines.ingest.landing import PROCESSED, landing_folder
+from pipelines.lake.manifest import read_manifest
+from pipelines.lake.paths import table_path
 from pipelines.settings import get_settings
-from pipelines.synth import DefectRates
-from pipelines.synth.city import write_hukou_export
 
 
 @pytest.fixture(scope="module")
 def airflow_ready(spark):
     """The session's Airflow home with its SQLite DB migrated; the session lake emptied."""
-    from pipelines.airflow_local import use_project_airflow
+    from pipelines.orchestration.airflow_local import use_project_airflow
 
     settings = get_settings()
     shutil.rmtree(settings.home, ignore_errors=True)
@@ -46,7 +45,7 @@ def _asset_events(name: str) -> int:
 
 
 def test_feed_dag_loads_a_delivery_into_silver(spark, airflow_ready, tmp_path):
-    from pipelines.airflow_local import run_dag
+    from pipelines.orchestration.airflow_local import run_dag
 
     settings = airflow_ready
     contract = get_contract("psb.hukou")
@@ -72,7 +71,7 @@ def test_feed_dag_loads_a_delivery_into_silver(spark, airflow_ready, tmp_path):
 
 
 def test_blocked_delivery_fails_its_dag_visibly_and_not_the_others(spark, airflow_ready, tmp_path):
-    from pipelines.airflow_local import run_dag
+    from pipelines.orchestration.airflow_local import run_dag
 
     settings = airflow_ready
     hukou = get_contract("psb.hukou")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from pipelines.collection import collection_status
 from pipelines.contracts import load_contracts
-from pipelines.ingest import ingest_directory, read_manifest
-from pipelines.lake import delta_version, governance_path, table_path
+from pipelines.governance.collection import collection_status
+from pipelines.ingest.load import ingest_directory
+from pipelines.lake.delta import delta_version
+from pipelines.lake.manifest import read_manifest
+from pipelines.lake.paths import governance_path, table_path
 
 CONTRACTS = load_contracts()
 

@@ -12,9 +12,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.contracts import get_contract
-from pipelines.ingest import ingest_file, read_manifest
-from pipelines.lake import delta_version, table_path
-from pipelines.synth.city import write_hukou_export
+from pipelines.dev.synth.city import write_hukou_export
+from pipelines.ingest.load import ingest_file
+from pipelines.lake.delta import delta_version
+from pipelines.lake.manifest import read_manifest
+from pipelines.lake.paths import table_path
 
 
 def _data_files(table: Path) -> set[Path]:
@@ -69,7 +71,7 @@ def test_bad_file_is_rejected_with_file_row_and_column_and_publishes_nothing(spa
     assert delta_version(spark, silver) == version
     not_xlsx = tmp_path / "residence.xlsx"
     not_xlsx.write_bytes(b"this is not a workbook")
-    from pipelines.readers import DeliveryError
+    from pipelines.ingest.readers import DeliveryError
 
     with pytest.raises(DeliveryError, match="residence.xlsx: not a readable XLSX"):
         ingest_file(spark, get_contract("psb.residence_permit"), not_xlsx, settings=lake_settings)

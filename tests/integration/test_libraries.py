@@ -14,12 +14,13 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.contracts import get_contract, load_contracts
-from pipelines.ingest import ingest_file, ingest_directory
-from pipelines.libraries.evaluate import evaluate_conflicts, evaluate_resolution
-from pipelines.libraries.golden import build_libraries, library_names
+from pipelines.dev.evaluate import evaluate_conflicts, evaluate_resolution
+from pipelines.dev.synth.city import generate_city
+from pipelines.ingest.load import ingest_directory, ingest_file
+from pipelines.libraries.build import build_libraries
+from pipelines.library_specs import library_names
 from pipelines.reference import id_check_char
 from pipelines.settings import get_settings
-from pipelines.synth import generate_city
 
 THRESHOLD = 0.995
 
@@ -139,7 +140,7 @@ def test_credit_records_ratings_and_licences_follow_their_sources(spark, city):
 
 def test_catalog_declares_every_column_of_every_library(spark, city):
     """Unlisted columns would be readable by everyone: the catalog must know them all."""
-    from pipelines.catalog import resources_from_libraries
+    from pipelines.serving.catalog import resources_from_libraries
 
     _, settings, _ = city
     resources = resources_from_libraries(settings)

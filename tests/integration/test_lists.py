@@ -9,10 +9,10 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.access import explain
-from pipelines.catalog import CatalogError
-from pipelines.lake import governance_path
-from pipelines.lists import decide_request, file_request, read_demand_list, refresh_lists
+from pipelines.lake.paths import governance_path
+from pipelines.serving.access import explain
+from pipelines.serving.catalog import CatalogError
+from pipelines.serving.requests import decide_request, file_request, read_demand_list, refresh_lists
 from pipelines.settings import get_settings
 
 

@@ -9,12 +9,14 @@ import pytest
 from pyspark.sql import functions as F
 
 from pipelines.contracts import get_contract, load_contracts
-from pipelines.governance import read_issues, scorecard
-from pipelines.ingest import approve_blocked_load, ingest_file, read_manifest
-from pipelines.lake import delta_version, governance_path, table_path
-from pipelines.quality import data_docs_index, read_quality_results
-from pipelines.synth import DefectRates
-from pipelines.synth.city import write_hukou_export
+from pipelines.dev.synth.city import DefectRates, write_hukou_export
+from pipelines.governance.issues import read_issues
+from pipelines.governance.reports import scorecard
+from pipelines.ingest.load import approve_blocked_load, ingest_file
+from pipelines.lake.delta import delta_version
+from pipelines.lake.manifest import read_manifest
+from pipelines.lake.paths import governance_path, table_path
+from pipelines.quality.gate import data_docs_index, read_quality_results
 
 CLEAN = DefectRates().scaled(0.0)
 # 30% of ID numbers carry a wrong check character: far above the 5% threshold.
@@ -161,7 +163,7 @@ def test_base_library_suites_gate_golden_records(spark, tmp_path):
     build's *_found columns): on small tables standing in for the base libraries."""
     from datetime import date
 
-    from pipelines.quality import validate_library
+    from pipelines.quality.gate import validate_library
     from pipelines.settings import get_settings
 
     settings = dataclasses.replace(get_settings(), home=str(tmp_path / "lake"))

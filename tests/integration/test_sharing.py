@@ -11,13 +11,13 @@ from datetime import date
 import pytest
 import trino
 
-from pipelines.access import compile_rules
-from pipelines.catalog import CatalogError
 from pipelines.contracts import get_contract
-from pipelines.lake import table_path
-from pipelines.publish import publish
+from pipelines.lake.paths import table_path
+from pipelines.serving.catalog import CatalogError
+from pipelines.serving.publish import publish
+from pipelines.serving.rules import compile_rules
+from pipelines.serving.trino import query, rules_path, trino_down, trino_up
 from pipelines.settings import get_settings
-from pipelines.trino import query, rules_path, trino_down, trino_up
 
 # (id_number, full_name, gender, birth_date, residence_address, town_name, phone, registered, valid_until)
 PERMITS = [
@@ -149,9 +149,9 @@ def test_every_query_is_in_the_audit_table_denied_ones_too(spark, shared_lake):
     """Runs after the others in this module: their queries are in the audit trail too."""
     from pyspark.sql import functions as F
 
-    from pipelines.audit import load_audit
-    from pipelines.lake import governance_path
-    from pipelines.trino import connect
+    from pipelines.lake.paths import governance_path
+    from pipelines.serving.audit import load_audit
+    from pipelines.serving.trino import connect
 
     def run(user, sql):
         cursor = connect(user, settings=shared_lake, max_attempts=1).cursor()

@@ -10,13 +10,12 @@ import requests
 import trino
 
 from pipelines.contracts import get_contract
-from pipelines.ingest import ingest_file
-from pipelines.lake import table_path
-from pipelines.publish import publish
+from pipelines.dev.synth.city import DefectRates, write_hukou_export
+from pipelines.ingest.load import ingest_file
+from pipelines.lake.paths import table_path
+from pipelines.serving.publish import publish
+from pipelines.serving.trino import query, trino_down, trino_up
 from pipelines.settings import get_settings
-from pipelines.synth import DefectRates
-from pipelines.synth.city import write_hukou_export
-from pipelines.trino import query, trino_down, trino_up
 
 CLEAN = DefectRates().scaled(0.0)
 

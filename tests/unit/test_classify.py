@@ -6,11 +6,18 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 
 from pipelines import reference as ref
-from pipelines.classify import (
-    DUPLICATE, LOADED, QUARANTINED, classify_delivery, failure_counts, gate_table, quarantine_table, silver_table,
-)
 from pipelines.contracts import get_contract
-from pipelines.readers import read_csv
+from pipelines.ingest.classify import (
+    DUPLICATE,
+    LOADED,
+    QUARANTINED,
+    classify_delivery,
+    failure_counts,
+    gate_table,
+    quarantine_table,
+    silver_table,
+)
+from pipelines.ingest.readers import read_csv
 
 HEADER = "身份证号,姓名,性别,民族,出生日期,户籍地址,户号,与户主关系,登记日期,人口状态,备注"
 MAN = "44190019900101123"

@@ -56,8 +56,8 @@ def test_trino_needs_java_24_and_says_so(tmp_path):
 
     import pytest
 
+    from pipelines.serving.trino import TrinoSetupError, find_java
     from pipelines.settings import get_settings
-    from pipelines.trino import TrinoSetupError, find_java
 
     with pytest.raises(TrinoSetupError, match="GOVLAKE_TRINO_JAVA_HOME=.* is not a Java 24\\+ home"):
         find_java(dataclasses.replace(get_settings(), trino_java_home=str(tmp_path)))

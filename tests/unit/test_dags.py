@@ -16,7 +16,7 @@ from pipelines.settings import PROJECT_ROOT, get_settings
 @pytest.fixture
 def project_airflow(monkeypatch):
     """This process pointed at the session's Airflow home (DagBag needs no DB)."""
-    from pipelines.airflow_local import airflow_environment
+    from pipelines.orchestration.airflow_local import airflow_environment
 
     get_settings.cache_clear()
     for key, value in airflow_environment(get_settings()).items():
@@ -44,7 +44,7 @@ def test_dagbag_imports_one_feed_dag_per_contract(project_airflow):
     assert "publish" in bag.dag_ids   # scheduled on the silver and base assets
     population = bag.dags["library__population"]
     assert [o.name for o in population.get_task("build").outlets] == ["base.population"]
-    from pipelines.libraries.golden import library_names
+    from pipelines.library_specs import library_names
 
     assert {d for d in bag.dag_ids if d.startswith("library__")} == {f"library__{n}" for n in library_names()}
 

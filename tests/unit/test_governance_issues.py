@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 from pipelines.contracts import get_contract
-from pipelines.governance import Finding, update_issues
-from pipelines.lake import governance_path, read_delta_rows
+from pipelines.governance.issues import Finding, update_issues
+from pipelines.lake.delta import read_delta_rows
+from pipelines.lake.paths import governance_path
 from pipelines.settings import get_settings
 
 

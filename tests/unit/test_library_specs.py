@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.libraries.golden import LibrarySpecError, library_names, load_library_spec
+from pipelines.library_specs import LibrarySpecError, library_names, load_library_spec
 from pipelines.settings import get_settings
 
 

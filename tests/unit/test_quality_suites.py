@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pipelines.contracts import get_contract, load_contracts
-from pipelines.quality import SuiteError, build_suite, custom_expectations, write_suites
+from pipelines.quality.suites import SuiteError, build_suite, custom_expectations, write_suites
 from pipelines.settings import get_settings
 
 

@@ -6,7 +6,7 @@ import json
 from datetime import date, datetime
 
 from pipelines.contracts import get_contract
-from pipelines.readers import cell_text, detect_encoding, read_csv, read_jsonl
+from pipelines.ingest.readers import cell_text, detect_encoding, read_csv, read_jsonl
 
 HUKOU_HEADER = "身份证号,姓名,性别,民族,出生日期,户籍地址,户号,与户主关系,登记日期,人口状态"
 ROW = "441900199001011231,张三,男,汉族,1990-01-01,\"东莞市南城街道鸿福路99号,2栋\",H1,户主,2010/3/5,正常"

@@ -6,17 +6,17 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
-from stdnum.cn import ric, uscc as stdnum_uscc
+import pyarrow as pa
+import pytest
+from stdnum.cn import ric
+from stdnum.cn import uscc as stdnum_uscc
 from stdnum.exceptions import ValidationError
 
 from pipelines import reference as ref
 from pipelines.contracts import Column
-import pyarrow as pa
-import pytest
-
-from pipelines.arrow_rules import standardise_table
-from pipelines.rules import standardise_columns
-from pipelines.synth.city import make_uscc
+from pipelines.dev.synth.city import make_uscc
+from pipelines.ingest.rules import standardise_table
+from pipelines.libraries.columns import standardise_columns
 
 
 def _run_spark(spark, specs: list[Column], rows: list[tuple]) -> list[tuple]:
@@ -169,10 +169,10 @@ def test_both_engines_agree_on_every_column_of_a_generated_city(spark, tmp_path)
     rates (plus hand-made edge cases) gets the same value and the same rule
     from the Arrow engine (ingest) and the Spark engine (resolution)."""
     from pipelines.contracts import load_contracts
-    from pipelines.ingest import discover_deliveries
-    from pipelines.readers import read_delivery
+    from pipelines.dev.synth.city import DefectRates, generate_city
+    from pipelines.ingest.load import discover_deliveries
+    from pipelines.ingest.readers import read_delivery
     from pipelines.settings import get_settings
-    from pipelines.synth import DefectRates, generate_city
 
     generate_city(tmp_path / "city", scale=0.0003, seed=5, rates=DefectRates().scaled(3))
     contracts = load_contracts(get_settings().schemas_dir)

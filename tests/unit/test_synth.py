@@ -7,8 +7,8 @@ import hashlib
 
 from stdnum.cn import ric
 
+from pipelines.dev.synth.city import DefectRates, generate_city
 from pipelines.reference import TOWNS, uscc_check_char
-from pipelines.synth import DefectRates, generate_city
 
 
 def _digest(root):

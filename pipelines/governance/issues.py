@@ -1,0 +1,164 @@
+"""The governance list (治理清单) and the bureau scorecard.
+
+``governance.issues`` holds one row per issue: at most one *open* issue per
+(owner bureau, feed, rule). A rule is either a quality expectation that failed
+(``quarantine_share``, ``id_number.present_and_valid``, ...) or an ingest rule
+that quarantined rows (``id_number.check_character``, ...). Every validated
+delivery updates the list: failures open or update issues; rules of that feed
+that passed close their open issue by themselves. A governor can also close an
+issue with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pipelines.contracts import Contract
+from pipelines.lake.delta import delta_exists, read_delta_rows, upsert_rows
+from pipelines.lake.paths import governance_path
+from pipelines.lake.tables import ISSUES_DDL
+from pipelines.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+SAMPLE_SIZE = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule that failed in one delivery."""
+
+    rule: str
+    column_name: str | None
+    source: str            # quality | quarantine | conflict
+    affected_rows: int
+    sample_rows: tuple[str, ...]
+    detail: str = ""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _issue_id(bureau: str, feed: str, rule: str, opened_at: datetime) -> str:
+    text = f"{bureau}|{feed}|{rule}|{opened_at.isoformat()}"
+    return "GI-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+
+
+def read_issues(spark, settings: Settings | None = None):
+    path = governance_path("issues", settings)
+    if not delta_exists(spark, path):
+        return spark.createDataFrame([], ISSUES_DDL)
+    return spark.read.format("delta").load(path)
+
+
+def quarantine_findings(failure_counts, source_file: str) -> list[Finding]:
+    """One finding per (column, rule) that quarantined rows of a delivery;
+    ``failure_counts`` as ``pipelines.classify.failure_counts`` gives them."""
+    return [
+        Finding(rule=f"{column}.{rule.split('.')[-1]}" if column != "_row" else rule,
+                column_name=None if column == "_row" else column,
+                source="quarantine", affected_rows=rows,
+                sample_rows=tuple(f"{source_file}:{n}" for n in samples),
+                detail=f"ingest rule {rule}")
+        for column, rule, rows, samples in failure_counts
+    ]
+
+
+def gate_findings(gate, source_file: str) -> tuple[list[Finding], set[str]]:
+    """Failed expectations as findings, and the rules that passed."""
+    failed, passed = [], set()
+    for outcome in gate.outcomes:
+        if outcome.success:
+            passed.add(outcome.rule)
+            continue
+        failed.append(Finding(
+            rule=outcome.rule, column_name=outcome.column_name, source="quality",
+            affected_rows=int(outcome.unexpected_count or 0),
+            sample_rows=tuple(f"{source_file}:{n}" for n in outcome.sample_rows[:SAMPLE_SIZE]),
+            detail=("blocking: " if outcome.blocking else "warning: ") + outcome.describe()))
+    return failed, passed
+
+
+def update_issues(spark, contract: Contract, load_id: str, findings: list[Finding],
+                  close_others: bool, settings: Settings | None = None) -> dict[str, list[str]]:
+    """Open or update one issue per finding; with ``close_others`` (the delivery
+    was validated), close this feed's open issues whose rule did not fail.
+
+    Returns the issue ids ``opened``, ``updated`` and ``closed``. One MERGE per
+    call, partitioned by feed so concurrent feeds do not conflict.
+    """
+    settings = settings or get_settings()
+    path = governance_path("issues", settings)
+    now = _now()
+    existing = {row["rule"]: row for row in read_delta_rows(
+        path, [("feed", "=", contract.feed), ("status", "=", "open")])}
+    changes, summary = [], {"opened": [], "updated": [], "closed": []}
+    seen = set()
+    for finding in findings:
+        if finding.rule in seen:
+            continue
+        seen.add(finding.rule)
+        issue = existing.get(finding.rule)
+        if issue and issue["last_load_id"] == load_id:   # a rerun of the same load changes nothing
+            continue
+        if issue:
+            issue.update(last_seen_at=now, last_load_id=load_id, occurrences=issue["occurrences"] + 1,
+                         affected_rows=issue["affected_rows"] + finding.affected_rows,
+                         last_affected_rows=finding.affected_rows, sample_rows=list(finding.sample_rows),
+                         detail=finding.detail)
+            summary["updated"].append(issue["issue_id"])
+        else:
+            issue = {
+                "issue_id": _issue_id(contract.bureau, contract.feed, finding.rule, now),
+                "bureau": contract.bureau, "feed": contract.feed, "rule": finding.rule,
+                "column_name": finding.column_name, "source": finding.source, "status": "open",
+                "first_seen_at": now, "last_seen_at": now, "first_load_id": load_id, "last_load_id": load_id,
+                "occurrences": 1, "affected_rows": finding.affected_rows,
+                "last_affected_rows": finding.affected_rows, "sample_rows": list(finding.sample_rows),
+                "detail": finding.detail, "closed_at": None, "closed_by": None, "closed_reason": None,
+            }
+            summary["opened"].append(issue["issue_id"])
+        changes.append(issue)
+    if close_others:
+        for rule, issue in existing.items():
+            if rule not in seen and issue["source"] != "conflict":
+                issue.update(status="closed", closed_at=now, closed_by="govlake",
+                             closed_reason=f"passed in delivery {load_id}")
+                changes.append(issue)
+                summary["closed"].append(issue["issue_id"])
+    if not changes:
+        return summary
+    upsert_rows(path, changes, ISSUES_DDL, key="issue_id", partition=("feed", contract.feed))
+    for kind, ids in summary.items():
+        if ids:
+            log.info("%s load %s: governance issues %s: %s", contract.feed, load_id, kind, ", ".join(ids))
+    return summary
+
+
+def close_issue(spark, issue_id: str, reason: str, closed_by: str, settings: Settings | None = None) -> dict:
+    """A governor closes an open issue by hand; the reason is recorded."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    if not reason.strip():
+        raise ValueError("closing an issue needs a reason")
+    path = governance_path("issues", settings)
+    row = read_issues(spark, settings).where(F.col("issue_id") == issue_id).first()
+    if row is None:
+        raise LookupError(f"no governance issue {issue_id}")
+    if row["status"] != "open":
+        raise ValueError(f"issue {issue_id} is already {row['status']} ({row['closed_reason']})")
+    DeltaTable.forPath(spark, path).update(
+        condition=(F.col("feed") == row["feed"]) & (F.col("issue_id") == issue_id),
+        set={"status": F.lit("closed"), "closed_at": F.lit(_now()), "closed_by": F.lit(closed_by),
+             "closed_reason": F.lit(reason)})
+    return row.asDict() | {"status": "closed", "closed_by": closed_by, "closed_reason": reason}
+
+
+# --------------------------------------------------------------------------- scorecard
+
+

@@ -1,0 +1,128 @@
+"""Reports for governors: the bureau scorecard and the quality report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from pipelines.contracts import Contract
+from pipelines.governance.collection import collection_status
+from pipelines.governance.issues import read_issues
+from pipelines.lake.delta import delta_exists
+from pipelines.lake.manifest import read_manifest
+from pipelines.lake.paths import governance_path
+from pipelines.quality.gate import data_docs_index, read_quality_results
+from pipelines.settings import Settings, get_settings
+
+
+@dataclass
+class ScorecardRow:
+    bureau: str
+    feed: str
+    last_load_id: str | None
+    last_status: str | None
+    completeness: float | None     # required cells present (not missing) in the last delivery
+    validity: float | None         # rows loaded / rows delivered (duplicates excluded)
+    uniqueness: float | None       # 1 - (duplicate rows + repeated keys) / rows read
+    timeliness: str                # on_time | late | missing (collection list)
+    blocked_loads: int
+    open_issues: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def scorecard(spark, contracts: dict[str, Contract], settings: Settings | None = None,
+              now: datetime | None = None) -> list[ScorecardRow]:
+    """Per bureau and feed: the four quality dimensions and open issues."""
+    from pyspark.sql import functions as F
+
+
+    settings = settings or get_settings()
+    manifest = read_manifest(spark, settings)
+    latest = {row["feed"]: row for row in manifest.where(F.col("status").isin("loaded", "blocked")).groupBy("feed")
+              .agg(F.max_by(F.struct(*manifest.columns), "event_at").alias("last")).select("feed", "last.*")
+              .collect()}
+    blocked = {row["feed"]: row["n"] for row in
+               manifest.where(F.col("status") == "blocked").groupBy("feed").agg(F.count("*").alias("n")).collect()}
+    last_ids = [row["load_id"] for row in latest.values()]
+    results = read_quality_results(spark, settings).where(F.col("load_id").isin(last_ids or [""])).collect()
+    repeated_keys = {row["load_id"]: int(row["unexpected_count"] or 0)
+                     for row in results if row["rule"].endswith(".unique")}
+    required_missing = _required_cells_missing(spark, last_ids, settings)
+    issues = {row["feed"]: row["n"] for row in read_issues(spark, settings).where(F.col("status") == "open")
+              .groupBy("feed").agg(F.count("*").alias("n")).collect()}
+    timeliness = {s.feed: s.status for s in collection_status(spark, contracts, settings, now)}
+    card = []
+    for feed, contract in sorted(contracts.items()):
+        last = latest.get(feed)
+        completeness = validity = uniqueness = None
+        if last and last["rows_read"]:
+            delivered = max(1, last["rows_read"] - (last["rows_duplicate"] or 0))
+            required = [c for c in contract.columns if c.required]
+            if required:
+                cells = delivered * len(required)
+                completeness = round(1 - required_missing.get(last["load_id"], 0) / cells, 4)
+            validity = round((last["rows_loaded"] or 0) / delivered, 4)
+            repeats = (last["rows_duplicate"] or 0) + repeated_keys.get(last["load_id"], 0)
+            uniqueness = round(1 - repeats / last["rows_read"], 4)
+        card.append(ScorecardRow(
+            bureau=contract.bureau, feed=feed, last_load_id=last["load_id"] if last else None,
+            last_status=last["status"] if last else None, completeness=completeness, validity=validity,
+            uniqueness=uniqueness, timeliness=timeliness.get(feed, "missing"),
+            blocked_loads=blocked.get(feed, 0), open_issues=issues.get(feed, 0)))
+    return card
+
+
+def _required_cells_missing(spark, load_ids: list[str], settings: Settings) -> dict[str, int]:
+    """Cells of required columns that arrived empty, per load (quarantine rule ``required``)."""
+    from pyspark.sql import functions as F
+
+    path = governance_path("quarantine", settings)
+    if not load_ids or not delta_exists(spark, path):
+        return {}
+    rows = (spark.read.format("delta").load(path).where(F.col("_load_id").isin(load_ids))
+            .select("_load_id", F.explode("failures").alias("failure"))
+            .where(F.col("failure.rule") == "required")
+            .groupBy("_load_id").count().collect())
+    return {row["_load_id"]: row["count"] for row in rows}
+
+
+def quality_report(spark, settings: Settings | None = None, worst: int = 3) -> dict:
+    """Per feed: validated loads, expectation pass rate, blocked loads and the
+    worst failing expectations (by unexpected percent), plus the Data Docs path."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+
+    settings = settings or get_settings()
+    results = read_quality_results(spark, settings)
+    per_feed = {row["feed"]: row.asDict() for row in results.groupBy("feed", "bureau").agg(
+        F.countDistinct("load_id").alias("validated_loads"),
+        F.count("*").alias("evaluations"),
+        F.round(F.avg(F.col("success").cast("double")), 4).alias("pass_rate"),
+        F.sum((~F.col("success") & F.col("blocking")).cast("int")).alias("blocking_failures"),
+        F.sum((~F.col("success") & ~F.col("blocking")).cast("int")).alias("warnings"),
+    ).collect()}
+    ranked = Window.partitionBy("feed").orderBy(F.col("unexpected_percent").desc_nulls_last(), "expectation")
+    for row in (results.where(~F.col("success"))
+                .groupBy("feed", "expectation", "rule", "blocking")
+                .agg(F.max("unexpected_percent").alias("unexpected_percent"), F.count("*").alias("failed_runs"))
+                .withColumn("rank", F.row_number().over(ranked)).where(F.col("rank") <= worst)
+                .orderBy("feed", "rank").collect()):
+        per_feed[row["feed"]].setdefault("worst", []).append(
+            {"expectation": row["expectation"], "rule": row["rule"], "blocking": row["blocking"],
+             "unexpected_percent": row["unexpected_percent"], "failed_runs": row["failed_runs"]})
+    manifest = read_manifest(spark, settings)
+    blocked = manifest.where(F.col("status") == "blocked").select("load_id", "feed", "source_file", "message")
+    blocked_rows = [row.asDict() for row in blocked.orderBy("feed").collect()]
+    for row in blocked_rows:
+        per_feed.setdefault(row["feed"], {"feed": row["feed"]}).setdefault("blocked_loads", []).append(row["load_id"])
+    docs = data_docs_index(settings)
+    return {
+        "data_docs": str(docs) if docs.exists() else None,
+        "feeds": [per_feed[feed] | {"worst": per_feed[feed].get("worst", []),
+                                    "blocked_loads": per_feed[feed].get("blocked_loads", [])}
+                  for feed in sorted(per_feed)],
+        "blocked": blocked_rows,
+    }

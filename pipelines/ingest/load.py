@@ -1,0 +1,458 @@
+"""Exactly-once ingest of one bureau delivery: raw -> bronze -> silver + quarantine.
+
+Contract of a load:
+- raw: the file is copied once under ``raw/`` named by its sha256; never edited.
+- the load id is derived from feed and content hash, so the same file again is
+  recognised (``already_loaded``) and changes no table.
+- rules run on Arrow (``pipelines.classify``, ``pipelines.arrow_rules``) on
+  the table the reader parsed, and bronze, silver and quarantine are written
+  from Arrow by delta-rs: the hot path never crosses into the JVM. Spark keeps
+  the manifest, the governance list and the quality gate of large deliveries.
+- every table write replaces exactly this load's rows (a predicate on
+  ``_load_id``) in one Delta commit: a rerun after a crash completes the load,
+  a crash leaves no partial rows in any table.
+- a corrected re-delivery (``replaces``) swaps the earlier load's silver and
+  quarantine rows for its own in one commit per table.
+- rows read = rows loaded + rows quarantined + duplicate rows; checked before
+  the load is marked loaded, and against the committed Delta metrics after.
+- the quality gate (``pipelines.quality``) validates the delivery before it is
+  promoted: a blocking failure leaves silver at its version, parks the rows in
+  ``pending/`` and marks the load ``blocked`` until ``approve_blocked_load``.
+- every load updates the governance list (``pipelines.governance``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipelines.contracts import Contract, get_contract
+from pipelines.governance.issues import SAMPLE_SIZE, gate_findings, quarantine_findings, update_issues
+from pipelines.ingest.classify import (
+    DUPLICATE,
+    LOADED,
+    QUARANTINED,
+    bronze_table,
+    classify_delivery,
+    failure_counts,
+    gate_table,
+    quarantine_table,
+    silver_table,
+)
+from pipelines.ingest.readers import DeliveryError, read_delivery
+from pipelines.lake.delta import committed_rows, read_delta_rows, write_arrow_replacing
+from pipelines.lake.manifest import append_manifest, latest_status, read_manifest
+from pipelines.lake.paths import governance_path, table_path
+from pipelines.lake.tables import APPROVALS_DDL
+from pipelines.quality.gate import blocked_message, record_results, validate_delivery
+from pipelines.quality.suites import row_count_parameters
+from pipelines.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+CORRECTION_SUFFIXES = ("_更正", "_corrected", "_correction")
+
+
+class ReconciliationError(RuntimeError):
+    """Rows read do not equal rows loaded + quarantined + duplicates."""
+
+
+@dataclass
+class LoadResult:
+    """What one ``ingest_file`` call did; ``status`` is one of loaded,
+    already_loaded, rejected, failed."""
+
+    feed: str
+    source_file: str
+    load_id: str
+    sha256: str
+    status: str
+    encoding: str | None = None
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_duplicate: int = 0
+    extra_headers: list[str] = field(default_factory=list)
+    missing_columns: list[str] = field(default_factory=list)
+    replaces_load_id: str | None = None
+    message: str = ""
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    issues: dict[str, list[str]] = field(default_factory=dict)  # governance issue ids opened/updated/closed
+    gate: object = field(default=None, repr=False)             # quality.GateResult when the gate ran
+
+    @property
+    def reconciles(self) -> bool:
+        return self.rows_read == self.rows_loaded + self.rows_quarantined + self.rows_duplicate
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if k != "gate"}
+        if self.gate is not None:
+            data["blocking_failures"] = [o.describe() for o in self.gate.blocking_failures]
+            data["warnings"] = [o.describe() for o in self.gate.warnings]
+        return data | {"reconciles": self.reconciles}
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_load_id(contract: Contract, sha256: str) -> str:
+    """Deterministic: the same file for the same feed is the same load."""
+    return f"{contract.slug}-{sha256[:16]}"
+
+
+# --------------------------------------------------------------------------- the load
+
+def _keep_raw(path: Path, contract: Contract, sha256: str, settings: Settings) -> Path:
+    target_dir = settings.local_lake_path("raw", contract.bureau, contract.feed_name)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{sha256}{''.join(path.suffixes[-1:]).lower()}"
+    if not target.exists():
+        partial = target.with_suffix(target.suffix + ".partial")
+        shutil.copyfile(path, partial)
+        partial.replace(target)
+        target.chmod(0o444)
+    return target
+
+
+def _write_replacing(df, path: str, predicate: str, tag: str, partition_by: str | None = None) -> None:
+    writer = (
+        df.write.format("delta").mode("overwrite")
+        .option("replaceWhere", predicate)
+        .option("userMetadata", tag)
+    )
+    if partition_by:
+        writer = writer.partitionBy(partition_by)
+    writer.save(path)
+
+
+def _sql_list(values: list[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = None,
+                settings: Settings | None = None, known_loads: dict[str, dict] | None = None,
+                run_gate: bool = True) -> LoadResult:
+    """Load one delivery exactly once. See the module docstring for the contract.
+
+    ``known_loads`` (load id -> latest manifest event) saves a manifest read
+    per file when many files are loaded in a row. ``run_gate=False`` skips the
+    quality gate (benchmarks of ingest alone); deliveries are then promoted.
+    """
+    settings = settings or get_settings()
+    started = time.monotonic()
+    path = Path(path)
+    source = f"{contract.feed} {path.name}"
+    if not path.is_file():
+        raise DeliveryError(f"{source}: no such file")
+    sha256 = sha256_of(path)
+    load_id = make_load_id(contract, sha256)
+    result = LoadResult(contract.feed, path.name, load_id, sha256, status="started", replaces_load_id=replaces)
+
+    previous = known_loads.get(load_id) if known_loads is not None else latest_status(spark, load_id, settings)
+    if previous and previous["status"] in ("loaded", "replaced", "rejected", "blocked"):
+        result.status = previous["status"] if previous["status"] in ("rejected", "blocked") else "already_loaded"
+        result.message = (
+            f"same content as {previous['source_file']} (load {load_id}, {previous['status']}"
+            f" at {previous['event_at']:%Y-%m-%d %H:%M:%S} UTC): nothing changed"
+        )
+        for key in ("rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate"):
+            setattr(result, key, previous[key] or 0)
+        result.seconds = time.monotonic() - started
+        log.info("%s: %s", source, result.message)
+        return result
+    replaced = None
+    if replaces:
+        replaced = latest_status(spark, replaces, settings)
+        if not replaced or replaced["feed"] != contract.feed or replaced["status"] != "loaded":
+            state = "unknown" if not replaced else f"{replaced['feed']} {replaced['status']}"
+            raise DeliveryError(f"{source}: --replaces {replaces}: not a loaded delivery of {contract.feed} ({state})")
+
+    raw_path = _keep_raw(path, contract, sha256, settings)
+    base_event = {
+        "load_id": load_id, "feed": contract.feed, "bureau": contract.bureau,
+        "source_file": path.name, "raw_path": str(raw_path), "sha256": sha256,
+        "size_bytes": path.stat().st_size, "replaces_load_id": replaces,
+    }
+
+    clock = time.monotonic()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        result.timings[phase] = round(now - clock, 3)
+        clock = now
+
+    try:
+        delivery = read_delivery(contract, path)
+    except DeliveryError as exc:
+        result.status, result.message = "rejected", str(exc)
+        append_manifest(spark, [base_event | {"status": "rejected", "message": str(exc)}], settings)
+        raise
+    result.encoding = delivery.encoding
+    result.rows_read = delivery.rows_read
+    result.extra_headers = delivery.extra_headers
+    result.missing_columns = [c.header for c in delivery.missing_columns]
+    missing_required = [c.name for c in delivery.missing_required]
+
+    lap("parse")
+    ingested_at = datetime.now(timezone.utc)
+    bronze_path = table_path("bronze", contract, settings)
+    silver_path = table_path("silver", contract, settings)
+    quarantine_path = governance_path("quarantine", settings)
+    # Bronze needs nothing from classification: its write (delta-rs, no GIL)
+    # overlaps with the rules.
+    writer = ThreadPoolExecutor(max_workers=1)
+    try:
+        bronze_written = writer.submit(
+            write_arrow_replacing, bronze_table(delivery.table, load_id, path.name, ingested_at), bronze_path,
+            f"_load_id = '{load_id}'", load_id)
+        try:
+            classified = classify_delivery(delivery.table, contract, delivery.headers_found, missing_required)
+        finally:
+            writer.shutdown(wait=True)
+        result.rows_loaded = classified.count(LOADED)
+        result.rows_quarantined = classified.count(QUARANTINED)
+        result.rows_duplicate = classified.count(DUPLICATE)
+        lap("classify")
+        bronze_written.result()
+        if not result.reconciles:
+            raise ReconciliationError(
+                f"{source}: read {result.rows_read} rows but classified "
+                f"{result.rows_loaded} loaded + {result.rows_quarantined} quarantined + "
+                f"{result.rows_duplicate} duplicate")
+        swap = [load_id] + ([replaces] if replaces else [])
+        lap("bronze")
+        _crash_point("after_bronze")
+        write_arrow_replacing(
+            quarantine_table(classified, load_id, path.name, ingested_at), quarantine_path,
+            f"feed = '{contract.feed}' AND _load_id IN ({_sql_list(swap)})", load_id, partition_by="feed")
+        lap("quarantine")
+        findings = quarantine_findings(failure_counts(classified, SAMPLE_SIZE), path.name)
+        if missing_required:
+            result.status = "rejected"
+            headers = ", ".join(f"{c.header} ({c.name})" for c in delivery.missing_required)
+            result.message = (
+                f"{source}: missing required column(s) {headers}; found headers: "
+                f"{', '.join(delivery.headers_found.values()) or 'none'}. Whole file rejected; "
+                "its rows are in governance.quarantine")
+        else:
+            gate = None
+            if run_gate:
+                gate = validate_delivery(
+                    gate_table(classified), contract, load_id,
+                    row_count_parameters(_previous_delivery_rows(spark, contract, load_id, settings, known_loads)),
+                    settings, rows=result.rows_read - result.rows_duplicate)
+                record_results(spark, gate, contract, path.name, settings)
+                result.gate = gate
+                failed, _ = gate_findings(gate, path.name)
+                findings += failed
+                lap("gate")
+            silver = silver_table(classified, load_id, path.name, ingested_at)
+            if gate is not None and gate.blocked:
+                # Not promoted: silver keeps its version; the rows wait in pending
+                # until a governor approves the load (``govlake quality approve``).
+                silver_path = table_path("pending", contract, settings)
+                write_arrow_replacing(silver, silver_path, f"_load_id = '{load_id}'", load_id)
+                result.status = "blocked"
+                result.message = blocked_message(gate)
+            else:
+                write_arrow_replacing(silver, silver_path, f"_load_id IN ({_sql_list(swap)})", load_id)
+                result.status = "loaded"
+        lap("silver")
+        _verify_commits(result, bronze_path, silver_path, quarantine_path)
+        lap("verify")
+        result.issues = update_issues(spark, contract, load_id, findings,
+                                      close_others=result.status in ("loaded", "blocked") and run_gate,
+                                      settings=settings)
+        if result.status == "blocked" and result.issues:
+            ids = result.issues["opened"] + result.issues["updated"]
+            result.message += f". Governance issues: {', '.join(ids)}"
+        lap("governance")
+    except Exception as exc:
+        result.status = "failed"
+        append_manifest(spark, [base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
+        raise
+    if delivery.extra_headers:
+        result.message = (result.message + " " if result.message else "") + (
+            f"extra column(s) kept in bronze._extra: {', '.join(delivery.extra_headers)}")
+    if delivery.missing_columns and not missing_required:
+        result.message = (result.message + " " if result.message else "") + (
+            f"optional column(s) missing, loaded as null: {', '.join(result.missing_columns)}")
+    event = base_event | {
+        "status": result.status, "encoding": result.encoding, "rows_read": result.rows_read,
+        "rows_loaded": result.rows_loaded, "rows_quarantined": result.rows_quarantined,
+        "rows_duplicate": result.rows_duplicate, "extra_headers": result.extra_headers,
+        "missing_columns": result.missing_columns, "message": result.message,
+    }
+    events = [event]
+    if replaced and result.status == "loaded":
+        events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
+            "status": "replaced", "message": f"replaced by {load_id} ({path.name})"})
+    append_manifest(spark, events, settings)
+    lap("manifest")
+    result.seconds = time.monotonic() - started
+    log.info("%s: %s load %s: read %d, loaded %d, quarantined %d, duplicate %d (%.1fs)",
+             source, result.status, load_id, result.rows_read, result.rows_loaded,
+             result.rows_quarantined, result.rows_duplicate, result.seconds)
+    return result
+
+
+def _crash_point(name: str) -> None:
+    """Fault injection for the crash tests: ``GOVLAKE_CRASH_AT=<name>`` kills
+    the process here with SIGKILL (no clean-up runs), between two commits."""
+    if os.environ.get("GOVLAKE_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _previous_delivery_rows(spark, contract: Contract, load_id: str, settings: Settings,
+                            known_loads: dict[str, dict] | None) -> int | None:
+    """Rows (duplicates excluded) of the feed's latest other delivery that
+    passed the gate or was blocked by it; None for a first delivery."""
+    if known_loads is None:
+        latest: dict[str, dict] = {}
+        for row in read_delta_rows(governance_path("load_manifest", settings), [("feed", "=", contract.feed)]):
+            if row["load_id"] not in latest or row["event_at"] > latest[row["load_id"]]["event_at"]:
+                latest[row["load_id"]] = row
+        known_loads = latest
+    events = [row for key, row in known_loads.items()
+              if key != load_id and row.get("feed") == contract.feed
+              and row.get("status") in ("loaded", "replaced", "blocked")]
+    if not events:
+        return None
+    last = max(events, key=lambda row: row["event_at"])
+    return (last.get("rows_read") or 0) - (last.get("rows_duplicate") or 0)
+
+
+def _verify_commits(result: LoadResult, bronze_path: str, silver_path: str, quarantine_path: str) -> None:
+    """The committed Delta metrics must agree with the classified counts."""
+    expected = {bronze_path: result.rows_read, quarantine_path: result.rows_quarantined}
+    if result.status in ("loaded", "blocked"):
+        expected[silver_path] = result.rows_loaded
+    for path, rows in expected.items():
+        written = committed_rows(path, result.load_id)
+        if written != rows:
+            raise ReconciliationError(
+                f"{result.feed} {result.source_file}: expected {rows} rows committed to {path}, "
+                f"Delta reports {written}")
+
+
+def approve_blocked_load(spark, load_id: str, reason: str, approved_by: str,
+                         settings: Settings | None = None) -> dict:
+    """A governor promotes a blocked delivery: its pending rows replace its own
+    (and, for a correction, the replaced delivery's) rows in silver in one
+    commit; the approval is recorded in ``governance.quality_approvals`` and
+    the manifest."""
+    from pyspark.sql import functions as F
+
+
+    settings = settings or get_settings()
+    if not reason or not reason.strip():
+        raise ValueError("an approval needs a reason (--reason)")
+    event = latest_status(spark, load_id, settings)
+    if event is None:
+        raise LookupError(f"no load {load_id} in governance.load_manifest")
+    if event["status"] != "blocked":
+        raise ValueError(f"load {load_id} ({event['feed']} {event['source_file']}) is {event['status']}, not blocked")
+    contract = get_contract(event["feed"], settings.schemas_dir)
+    pending_path = table_path("pending", contract, settings)
+    silver_path = table_path("silver", contract, settings)
+    rows = spark.read.format("delta").load(pending_path).where(F.col("_load_id") == load_id)
+    swap = [load_id] + ([event["replaces_load_id"]] if event["replaces_load_id"] else [])
+    tag = f"{load_id} approved"
+    _write_replacing(rows, silver_path, f"_load_id IN ({_sql_list(swap)})", tag)
+    written = committed_rows(silver_path, tag)
+    if written != (event["rows_loaded"] or 0):
+        raise ReconciliationError(f"{event['feed']} {event['source_file']}: approval promoted {written} rows, "
+                                  f"the load has {event['rows_loaded']}")
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, pending_path).delete(F.col("_load_id") == load_id)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    approval = {"load_id": load_id, "feed": event["feed"], "bureau": event["bureau"], "approved_by": approved_by,
+                "reason": reason, "rows_promoted": written, "blocking_failures": event["message"],
+                "approved_at": now}
+    spark.createDataFrame([approval], APPROVALS_DDL).write.format("delta").mode("append").save(
+        governance_path("quality_approvals", settings))
+    events = [{k: event[k] for k in event if k != "event_at"} | {
+        "status": "loaded", "message": f"approved by {approved_by}: {reason} (was {event['message']})"}]
+    if event["replaces_load_id"]:
+        replaced = latest_status(spark, event["replaces_load_id"], settings)
+        if replaced:
+            events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
+                "status": "replaced", "message": f"replaced by {load_id} ({event['source_file']})"})
+    append_manifest(spark, events, settings)
+    log.info("%s load %s approved by %s: %d rows promoted to silver", event["feed"], load_id, approved_by, written)
+    return approval
+
+
+def correction_target(path: Path) -> str | None:
+    """``hukou_20261128_更正.csv`` corrects ``hukou_20261128.csv``."""
+    for suffix in CORRECTION_SUFFIXES:
+        if path.stem.endswith(suffix):
+            return path.stem[: -len(suffix)] + path.suffix
+    return None
+
+
+def discover_deliveries(root: Path, contracts: dict[str, Contract]) -> list[tuple[Contract, Path]]:
+    """Files under ``<root>/<bureau>/<feed>/`` for every known feed, oldest
+    name first within a feed, corrections after what they correct."""
+    found = []
+    for contract in sorted(contracts.values(), key=lambda c: c.feed):
+        folder = root / contract.bureau / contract.feed_name
+        if not folder.is_dir():
+            continue
+        files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        files.sort(key=lambda p: (correction_target(p) is not None, p.name))
+        found += [(contract, p) for p in files]
+    return found
+
+
+def ingest_directory(spark, root: Path, contracts: dict[str, Contract], settings: Settings | None = None,
+                     on_result=None, run_gate: bool = True) -> list[LoadResult]:
+    """Ingest every delivery found under ``root``; a bad file does not stop the others."""
+    settings = settings or get_settings()
+    results = []
+    known = {row["load_id"]: row.asDict() for row in read_manifest(spark, settings).collect()}
+    for contract, path in discover_deliveries(root, contracts):
+        replaces = None
+        target_name = correction_target(path)
+        if target_name:
+            replaces = next((load_id for load_id, row in known.items()
+                             if row["feed"] == contract.feed and row["source_file"] == target_name
+                             and row["status"] == "loaded"), None)
+            if replaces is None:
+                log.warning("%s %s: correction of %s, which was never loaded; loading as new",
+                            contract.feed, path.name, target_name)
+        try:
+            result = ingest_file(spark, contract, path, replaces=replaces, settings=settings, known_loads=known,
+                                 run_gate=run_gate)
+        except (DeliveryError, ReconciliationError) as exc:
+            result = LoadResult(contract.feed, path.name, "", "", status="rejected", message=str(exc))
+        if result.status in ("loaded", "rejected", "blocked") and result.load_id:
+            if result.replaces_load_id and result.status == "loaded":
+                known[result.replaces_load_id]["status"] = "replaced"
+            known[result.load_id] = {"status": result.status, "source_file": result.source_file,
+                                     "feed": result.feed, **{k: getattr(result, k) for k in (
+                                         "rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate")},
+                                     "event_at": datetime.now(timezone.utc).replace(tzinfo=None)}
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results

@@ -1,0 +1,143 @@
+"""Where things live in the lake, and the small Delta helpers every stage uses.
+
+Layout under ``GOVLAKE_HOME``::
+
+    landing/<bureau>/<feed>/          deliveries waiting to be ingested
+    raw/<bureau>/<feed>/<sha256>.<ext> files exactly as sent, by content hash
+    bronze/<bureau>/<feed>/           Delta, every value as delivered + lineage
+    silver/<bureau>/<feed>/           Delta, typed and standardised
+    pending/<bureau>/<feed>/          Delta, silver rows of loads the quality gate blocked
+    governance/load_manifest/         Delta, one row per load status change
+    governance/quarantine/            Delta, one row per quarantined input row
+    governance/quality_results/       Delta, one row per expectation per validated load
+    governance/quality_approvals/     Delta, one row per governor approval of a blocked load
+    governance/issues/                Delta, the governance list (治理清单)
+    quality/gx/                       GX file context; Data Docs under uncommitted/data_docs
+"""
+
+from __future__ import annotations
+
+
+def delta_exists(spark, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def delta_version(spark, path: str) -> int | None:
+    """The table's current version, or None if there is no table yet."""
+    from delta.tables import DeltaTable
+
+    if not delta_exists(spark, path):
+        return None
+    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+
+
+def write_arrow_replacing(table, path: str, predicate: str, tag: str, partition_by: str | None = None) -> None:
+    """Replace the rows matching ``predicate`` with ``table`` (an Arrow table)
+    in one Delta commit tagged ``tag``; creates the table if needed.
+
+    Written by delta-rs (the ``deltalake`` package) straight from Arrow: the
+    ingest hot path never crosses into the JVM (docs/benchmarks.md). Every row
+    of ``table`` must match ``predicate`` (delta-rs checks it, like Spark's
+    ``replaceWhere``). Spark and Trino read these tables like any other.
+    """
+    from deltalake import CommitProperties, write_deltalake
+
+    write_deltalake(path, table, mode="overwrite", predicate=predicate, partition_by=partition_by,
+                    commit_properties=CommitProperties(custom_metadata={"userMetadata": tag}))
+
+
+def committed_rows(path: str, user_metadata: str) -> int:
+    """Rows added by the newest commit tagged ``user_metadata``, whichever
+    engine wrote it (delta-rs ``num_added_rows``, Spark ``numOutputRows``)."""
+    from deltalake import DeltaTable
+
+    for commit in DeltaTable(path).history(20):
+        if commit.get("userMetadata") == user_metadata:
+            metrics = commit.get("operationMetrics") or {}
+            if "num_added_rows" in metrics:
+                return int(metrics["num_added_rows"]) - int(metrics.get("num_copied_rows", 0))
+            return int(metrics.get("numOutputRows", 0))
+    return 0
+
+
+_DDL_TYPES = {"string": "string", "long": "int64", "int": "int32", "boolean": "bool", "double": "float64",
+              "date": "date32", "timestamp": "timestamp[us, tz=UTC]"}
+
+
+def arrow_schema(ddl: str):
+    """The Arrow schema of a Spark DDL string of simple columns
+    (``name type, ...``; types string/long/int/boolean/double/date/timestamp
+    and ``array<...>`` of them)."""
+    import pyarrow as pa
+
+    def arrow_type(name: str):
+        if name.startswith("array<") and name.endswith(">"):
+            return pa.list_(arrow_type(name[6:-1]))
+        if name == "timestamp":
+            return pa.timestamp("us", tz="UTC")
+        return pa.type_for_alias(_DDL_TYPES[name])
+
+    fields = [item.strip().split(" ", 1) for item in ddl.split(", ")]
+    return pa.schema([(name, arrow_type(kind.strip())) for name, kind in fields])
+
+
+def read_delta_rows(path: str, filters: list[tuple] | None = None) -> list[dict]:
+    """Rows of a (small) Delta table as dicts, timestamps as naive UTC like
+    Spark shows them; ``filters`` as pyarrow DNF (``[("feed", "=", "x")]``).
+    [] when there is no table."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(path).to_pyarrow_table()
+    except TableNotFoundError:
+        return []
+    # Filtered here, not pushed into the scan: files written by delta-rs's
+    # MERGE carry string_view columns, and pyarrow's scan filter cannot compare
+    # string with string_view (ArrowNotImplementedError).
+    for column, operator, value in filters or []:
+        if operator != "=":
+            raise ValueError(f"read_delta_rows supports '=' filters only, not {operator!r}")
+        table = table.filter(pc.fill_null(pc.equal(table.column(column), value), False))
+    columns = {name: (column.cast(pa.timestamp("us")) if pa.types.is_timestamp(column.type) else column)
+               for name, column in zip(table.column_names, table.columns)}
+    return pa.table(columns).to_pylist() if columns else []
+
+
+def _rows_table(rows: list[dict], ddl: str):
+    """``rows`` (dicts, missing keys null) as an Arrow table of the DDL's schema."""
+    import pyarrow as pa
+
+    schema = arrow_schema(ddl)
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+
+
+def append_rows(path: str, rows: list[dict], ddl: str, partition_by: str | None = None) -> None:
+    """Blind append of ``rows`` (dicts, missing keys null) in one commit."""
+    from deltalake import write_deltalake
+
+    table = _rows_table(rows, ddl)
+    write_deltalake(path, table, mode="append", partition_by=partition_by)
+
+
+def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tuple[str, str]) -> None:
+    """Insert or replace ``rows`` by ``key`` within one partition (column,
+    value) in one MERGE commit; creates the table partitioned by that column."""
+    from deltalake import DeltaTable, write_deltalake
+    from deltalake.exceptions import TableNotFoundError
+
+    table = _rows_table(rows, ddl)
+    column, value = partition
+    try:
+        target = DeltaTable(path)
+    except TableNotFoundError:
+        write_deltalake(path, table, mode="append", partition_by=column)
+        return
+    literal = "'" + value.replace("'", "''") + "'"
+    (target.merge(table, predicate=f"t.{column} = {literal} AND t.{key} = s.{key}",
+                  source_alias="s", target_alias="t")
+     .when_matched_update_all().when_not_matched_insert_all().execute())

@@ -1,0 +1,148 @@
+"""Library specs: schemas/libraries/*.yaml as typed models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pipelines.settings import Settings, get_settings
+
+HISTORY_COLUMNS = ("record_hash", "valid_from", "valid_to", "is_current")
+
+
+class LibrarySpecError(ValueError):
+    """A library spec is malformed; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One way a feed names the library's key: ``alias`` is ``feed`` or ``feed@role``
+    (e.g. ``mca.marriage@wife``) when one feed carries several keys."""
+
+    alias: str
+    feed: str
+    key: str
+    latest_by: str | None = None      # the column that orders a key's records (else ingest time)
+    adds_records: bool = True         # False: only enriches keys other sources know
+
+    @property
+    def prefix(self) -> str:
+        return self.alias.replace(".", "__").replace("@", "__")
+
+
+@dataclass(frozen=True)
+class Attribute:
+    name: str
+    sources: tuple[tuple[str, str], ...]      # (source alias, column), most authoritative first
+    values: dict | None = None                # source value -> library value (a shared vocabulary)
+    conflicts: str | None = None              # exact | normalised: report other sources that disagree
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How records without a valid key are matched (pipelines/libraries/resolution.py)."""
+
+    profile: str                              # person | entity
+    rescue: tuple[str, ...]                   # source aliases whose quarantined rows are resolved
+    candidates: dict                          # feed -> {key, name, town, representative, birth}
+
+
+@dataclass(frozen=True)
+class LibrarySpec:
+    library: str
+    key: str
+    grain: str
+    sources: dict[str, Source]                # alias -> source
+    authoritative_sources: tuple[str, ...]
+    attributes: tuple[Attribute, ...]
+    kind: str = "golden"                      # golden | derived
+    build: str | None = None                  # derived: "module:function" returning current records
+    enrich: str | None = None                 # golden: "module:function" adding computed columns
+    depends_on: tuple[str, ...] = ()
+    resolution: Resolution | None = None
+    report: str | None = None                 # "module:function(spark, settings)" run after a build
+    unversioned_columns: tuple[str, ...] = () # change with every build, not a new version (e.g. rated_on)
+
+    @property
+    def feeds(self) -> list[str]:
+        """Every feed the library reads, for scheduling."""
+        feeds = {s.feed for s in self.sources.values()}
+        if self.resolution:
+            feeds |= set(self.resolution.candidates)
+        return sorted(feeds)
+
+
+def library_names(settings: Settings | None = None) -> list[str]:
+    """Every library spec, in build order (a library after those it depends on)."""
+    settings = settings or get_settings()
+    specs = {path.stem: load_library_spec(path.stem, settings)
+             for path in sorted((Path(settings.schemas_dir) / "libraries").glob("*.yaml"))}
+    ordered: list[str] = []
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in ordered:
+            return
+        if name in trail:
+            raise LibrarySpecError(f"schemas/libraries: depends_on cycle {' -> '.join(trail + (name,))}")
+        if name not in specs:
+            raise LibrarySpecError(f"schemas/libraries/{trail[-1]}.yaml: depends_on: no library {name!r}")
+        for dependency in specs[name].depends_on:
+            visit(dependency, trail + (name,))
+        ordered.append(name)
+
+    for name in specs:
+        visit(name, ())
+    return ordered
+
+
+def load_library_spec(library: str, settings: Settings | None = None) -> LibrarySpec:
+    settings = settings or get_settings()
+    path = Path(settings.schemas_dir) / "libraries" / f"{library}.yaml"
+    shown = f"schemas/libraries/{path.name}"
+    if not path.is_file():
+        raise LibrarySpecError(f"{shown}: no such library spec")
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for field in ("library", "key"):
+        if not document.get(field):
+            raise LibrarySpecError(f"{shown}: {field}: required")
+    sources = {}
+    for alias, item in (document.get("sources") or {}).items():
+        item = {"key": item} if isinstance(item, str) else dict(item or {})
+        if "key" not in item:
+            raise LibrarySpecError(f"{shown}: sources.{alias}: key: required")
+        sources[alias] = Source(alias=alias, feed=item.get("feed", alias.split("@")[0]), key=item["key"],
+                                latest_by=item.get("latest_by"), adds_records=item.get("adds_records", True))
+    attributes = []
+    for index, item in enumerate(document.get("attributes") or []):
+        pairs = []
+        for source in item.get("sources", []):
+            alias, _, column = source.rpartition(".")
+            if alias not in sources:
+                raise LibrarySpecError(f"{shown}: attributes[{index}].sources: {alias!r} is not under sources:")
+            pairs.append((alias, column))
+        if item.get("conflicts") not in (None, "exact", "normalised"):
+            raise LibrarySpecError(f"{shown}: attributes[{index}].conflicts: exact or normalised")
+        attributes.append(Attribute(item["name"], tuple(pairs), item.get("values"), item.get("conflicts")))
+    for alias in document.get("authoritative_sources", []):
+        if alias not in sources:
+            raise LibrarySpecError(f"{shown}: authoritative_sources: {alias!r} is not under sources:")
+    resolution = None
+    if document.get("resolution"):
+        item = document["resolution"]
+        if item.get("profile") not in ("person", "entity"):
+            raise LibrarySpecError(f"{shown}: resolution.profile: person or entity")
+        for alias in item.get("rescue", []):
+            if alias not in sources:
+                raise LibrarySpecError(f"{shown}: resolution.rescue: {alias!r} is not under sources:")
+        resolution = Resolution(item["profile"], tuple(item.get("rescue", [])), dict(item.get("candidates") or {}))
+    kind = document.get("kind", "golden")
+    if kind == "derived" and not document.get("build"):
+        raise LibrarySpecError(f"{shown}: build: required for a derived library (module:function)")
+    return LibrarySpec(library=document["library"], key=document["key"], grain=document.get("grain", ""),
+                       sources=sources, authoritative_sources=tuple(document.get("authoritative_sources", [])),
+                       attributes=tuple(attributes), kind=kind, build=document.get("build"),
+                       enrich=document.get("enrich"), depends_on=tuple(document.get("depends_on", [])),
+                       resolution=resolution, report=document.get("report"),
+                       unversioned_columns=tuple(document.get("unversioned_columns", [])))

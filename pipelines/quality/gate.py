@@ -1,0 +1,281 @@
+"""Quality gates: Great Expectations suites built from contracts, run on every delivery.
+
+Suites are files in the repo (``quality/suites/<feed>.json``, GX's own suite
+format) rendered from two sources: the feed contract (required, key,
+identifier, enum, date, coordinate and town rules; the quarantine share and
+row-count band) and the hand-written expectations in
+``quality/custom/<feed>.yaml`` that a contract cannot express. Every
+expectation carries ``meta.blocking``: a failing *blocking* expectation keeps
+the delivery out of silver; a failing *warning* is recorded only.
+
+The gate validates the *delivery* (``pipelines.classify.gate_table``): one row per delivered
+record, duplicates removed, each column holding its valid typed value or null
+when it was missing or broke a rule, plus ``_outcome`` (loaded / quarantined)
+and ``_row_number``. GX runs in process on Spark with a file data context
+under ``<lake>/quality/gx`` so that Data Docs keep every run's history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipelines.contracts import Contract
+from pipelines.lake.delta import delta_exists
+from pipelines.lake.paths import governance_path
+from pipelines.lake.tables import QUALITY_RESULTS_DDL
+from pipelines.quality.suites import (
+    ROW_NUMBER_COLUMN,
+    SuiteError,
+    library_suite,
+    library_suite_path,
+    load_suite,
+    suite_path,
+)
+from pipelines.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- suites
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+# --------------------------------------------------------------------------- running GX
+
+@dataclass
+class ExpectationOutcome:
+    expectation_type: str
+    column_name: str | None
+    rule: str
+    blocking: bool
+    success: bool
+    element_count: int | None
+    unexpected_count: int | None
+    unexpected_percent: float | None
+    observed_value: str | None
+    kwargs: dict
+    sample_rows: list = field(default_factory=list)   # row numbers (deliveries) or keys (libraries)
+
+    @property
+    def label(self) -> str:
+        target = self.column_name or ",".join(self.kwargs.get("column_list", [])) or (
+            f"{self.kwargs.get('column_A')}>{self.kwargs.get('column_B')}" if "column_A" in self.kwargs else "table")
+        return f"{self.expectation_type}({target})"
+
+    def describe(self) -> str:
+        if self.unexpected_count is not None and self.element_count:
+            return f"{self.label}: {self.unexpected_count} of {self.element_count} rows ({self.unexpected_percent:.1f}%)"
+        return f"{self.label}: observed {self.observed_value}"
+
+
+@dataclass
+class GateResult:
+    feed: str
+    load_id: str
+    run_id: str
+    success: bool                 # every expectation passed
+    blocked: bool                 # a blocking expectation failed
+    outcomes: list[ExpectationOutcome]
+    engine: str = "spark"
+    data_docs: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def blocking_failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if o.blocking and not o.success]
+
+    @property
+    def warnings(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.blocking and not o.success]
+
+
+def _context(settings: Settings):
+    import great_expectations as gx
+
+    root = settings.local_lake_path("quality")
+    root.mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="file", project_root_dir=str(root))
+    if context.variables.analytics_enabled is not False or context.variables.progress_bars is None:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.analytics_enabled = False
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        context.variables.save()
+    return context
+
+
+def data_docs_index(settings: Settings | None = None) -> Path:
+    settings = settings or get_settings()
+    return settings.local_lake_path("quality", "gx", "uncommitted", "data_docs", "local_site", "index.html")
+
+
+def _suite_object(suite: dict):
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    gx_suite = gx.ExpectationSuite(name=suite["name"], meta=suite.get("meta", {}))
+    for item in suite["expectations"]:
+        configuration = ExpectationConfiguration(type=item["type"], kwargs=item["kwargs"], meta=item.get("meta", {}))
+        gx_suite.add_expectation_configuration(configuration)
+    return gx_suite
+
+
+def _observed(result: dict) -> str | None:
+    value = result.get("observed_value")
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)[:500]
+
+
+def gate_engine(rows: int, settings: Settings) -> str:
+    """``pandas`` for deliveries up to ``gate_pandas_max_rows``, else ``spark``."""
+    return "pandas" if rows <= settings.gate_pandas_max_rows else "spark"
+
+
+def validate_delivery(frame, contract: Contract, load_id: str, parameters: dict,
+                      settings: Settings | None = None, rows: int | None = None) -> GateResult:
+    """Run the feed's checkpoint on one delivery's gate frame and build Data Docs.
+
+    ``rows`` (the frame's row count, if known) picks the GX execution engine;
+    the suite and the results are the same on both.
+    """
+    settings = settings or get_settings()
+    suite = load_suite(contract, settings)
+    missing = {e["kwargs"].get("column") for e in suite["expectations"]} - set(_column_names(frame)) - {None}
+    if missing:
+        raise SuiteError(f"{suite_path(contract, settings)}: columns {sorted(missing)} are not in {contract.feed}")
+    return _run_checkpoint(frame, suite, contract.feed, load_id, parameters, settings, rows, ROW_NUMBER_COLUMN)
+
+
+def _column_names(frame) -> list[str]:
+    """Column names of a Spark DataFrame or an Arrow table."""
+    return frame.column_names if hasattr(frame, "column_names") else frame.columns
+
+
+def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters: dict, settings: Settings,
+                    rows: int | None, index_column: str) -> GateResult:
+    """One GX checkpoint run of ``suite`` on ``frame`` (a Spark DataFrame or an
+    Arrow table; Spark or pandas engine by size), Data Docs rebuilt;
+    ``index_column`` names sample rows."""
+    import time
+
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    started = time.monotonic()
+    is_arrow = hasattr(frame, "column_names")
+    if rows is None:
+        rows = frame.num_rows if is_arrow else frame.count()
+    engine = gate_engine(rows, settings)
+    context = _context(settings)
+    if engine == "spark":
+        source = context.data_sources.add_or_update_spark("lake_spark")
+        if is_arrow:
+            from pyspark.sql import SparkSession
+
+            frame = SparkSession.builder.getOrCreate().createDataFrame(frame)
+        batch_frame = frame
+    else:
+        source = context.data_sources.add_or_update_pandas("lake_pandas")
+        batch_frame = frame.to_pandas() if is_arrow else frame.toPandas()
+    name = suite["name"]
+    try:
+        asset = source.get_asset(name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name)
+    try:
+        batch = asset.get_batch_definition("delivery")
+    except (KeyError, LookupError):
+        batch = asset.add_batch_definition_whole_dataframe("delivery")
+    gx_suite = context.suites.add_or_update(_suite_object(suite))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{name}.{engine}", data=batch, suite=gx_suite))
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name=f"{name}.{engine}", validation_definitions=[definition],
+        actions=[UpdateDataDocsAction(name="data_docs")],
+        result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [index_column],
+                       "partial_unexpected_count": 10},
+    ))
+    run_at = datetime.now(timezone.utc)
+    run_id = f"{run_name}@{run_at:%Y%m%dT%H%M%S}"
+    checkpoint_result = checkpoint.run(
+        batch_parameters={"dataframe": batch_frame}, expectation_parameters=parameters,
+        run_id=RunIdentifier(run_name=run_name, run_time=run_at))
+    outcomes = []
+    for validation in checkpoint_result.run_results.values():
+        for item in validation.results:
+            config = item.expectation_config
+            result = item.result or {}
+            kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+            samples = [row.get(index_column) for row in result.get("partial_unexpected_index_list") or []
+                       if isinstance(row, dict)]
+            outcomes.append(ExpectationOutcome(
+                expectation_type=config.type, column_name=kwargs.get("column"),
+                rule=(config.meta or {}).get("rule", config.type),
+                blocking=bool((config.meta or {}).get("blocking", False)), success=bool(item.success),
+                element_count=result.get("element_count"), unexpected_count=result.get("unexpected_count"),
+                unexpected_percent=result.get("unexpected_percent"), observed_value=_observed(result),
+                kwargs=kwargs, sample_rows=[s for s in samples if s is not None]))
+    blocked = any(o.blocking and not o.success for o in outcomes)
+    docs = data_docs_index(settings)
+    return GateResult(subject, run_name, run_id, success=all(o.success for o in outcomes), blocked=blocked,
+                      outcomes=outcomes, engine=engine, data_docs=str(docs) if docs.exists() else None,
+                      seconds=time.monotonic() - started)
+
+
+# --------------------------------------------------------------------------- base-library suites
+
+
+def validate_library(frame, library: str, run_name: str, settings: Settings | None = None,
+                     rows: int | None = None) -> GateResult:
+    """The gate of a base-library table (one golden record per key, referential
+    integrity via the ``*_found`` columns the library build computes, valid
+    identifiers). Sample rows are key values."""
+    settings = settings or get_settings()
+    path = library_suite_path(library, settings)
+    suite = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else library_suite(library, settings)
+    missing = {e["kwargs"].get("column") for e in suite["expectations"]} - set(_column_names(frame)) - {None}
+    if missing:
+        raise SuiteError(f"quality/libraries/{library}.yaml: columns {sorted(missing)} are not in base.{library}")
+    return _run_checkpoint(frame, suite, f"base.{library}", run_name, {}, settings, rows, suite["meta"]["key"])
+
+
+def record_results(spark, gate: GateResult, contract: Contract, source_file: str,
+                   settings: Settings | None = None) -> None:
+    """Replace this load's rows in ``governance.quality_results`` with this run."""
+    settings = settings or get_settings()
+    validated_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = [{
+        "run_id": gate.run_id, "load_id": gate.load_id, "feed": contract.feed, "bureau": contract.bureau,
+        "suite": contract.slug, "expectation_type": o.expectation_type, "column_name": o.column_name,
+        "expectation": o.label, "rule": o.rule, "blocking": o.blocking, "success": o.success,
+        "element_count": o.element_count, "unexpected_count": o.unexpected_count,
+        "unexpected_percent": float(o.unexpected_percent) if o.unexpected_percent is not None else None,
+        "observed_value": o.observed_value, "kwargs": json.dumps(o.kwargs, ensure_ascii=False, default=str),
+        "sample_rows": [f"{source_file}:{r}" for r in o.sample_rows], "validated_at": validated_at,
+    } for o in gate.outcomes]
+    frame = spark.createDataFrame(rows, QUALITY_RESULTS_DDL)
+    (frame.write.format("delta").mode("overwrite").partitionBy("feed")
+     .option("replaceWhere", f"feed = '{contract.feed}' AND load_id = '{gate.load_id}'")
+     .save(governance_path("quality_results", settings)))
+
+
+def read_quality_results(spark, settings: Settings | None = None):
+    path = governance_path("quality_results", settings)
+    if not delta_exists(spark, path):
+        return spark.createDataFrame([], QUALITY_RESULTS_DDL)
+    return spark.read.format("delta").load(path)
+
+
+def blocked_message(gate: GateResult) -> str:
+    failures = "; ".join(o.describe() for o in gate.blocking_failures)
+    return f"blocked by the quality gate: {failures}"
+
+
+# --------------------------------------------------------------------------- reporting
+

@@ -1,0 +1,256 @@
+"""The data resource catalog (数据资源目录), departments and the sharing list (共享清单).
+
+- **Resources**: one per published table. Core metadata after GB/T 21063 (name,
+  code, provider, description, update cadence, format) and, per column, its
+  classification (personal / sensitive personal / general), security grade after
+  GB/T 43697 (core / important / general) and share type (无条件 unconditional /
+  有条件 conditional / 不予共享 not shared), all defaulting from the feed contracts.
+- **Departments** (``catalog/departments.yaml``): code, name, the bureau whose
+  feeds it owns, its Trino users, and for town governments the town they serve.
+- **Grants** (``catalog/grants/*.yaml``): department, resource, columns, purpose,
+  legal basis, row scope, expiry, approver. A grant that names an unknown
+  department, resource or column fails with the file and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+from pipelines.contracts import Contract, load_contracts
+from pipelines.library_specs import load_library_spec
+from pipelines.settings import Settings, get_settings
+
+SHARE_TYPE_LABEL = {"unconditional": "无条件共享", "conditional": "有条件共享", "not_shared": "不予共享"}
+CLASSIFICATION = {"sensitive_personal": "敏感个人信息", "personal": "个人信息", "general": "一般数据"}
+# GB/T 43697-2024 grades; a city-wide register of sensitive personal
+# information is "important data", other personal and general data "general".
+SECURITY_GRADE = {"sensitive_personal": "important", "personal": "general", "general": "general"}
+CADENCE_LABEL = {"hourly": "实时/每小时", "daily": "每日", "weekly": "每周", "monthly": "每月"}
+MASKED_TYPES = {"id_number": "id_number", "id_or_uscc": "id_number", "phone": "phone"}
+
+
+class CatalogError(ValueError):
+    """A catalog or grant file is wrong; the message names the file and line."""
+
+
+@dataclass
+class ResourceColumn:
+    name: str
+    header: str
+    type: str
+    classification: str
+    sensitivity: str
+    security_grade: str
+    share_type: str
+    town_column: bool = False
+
+
+@dataclass
+class Resource:
+    resource_id: str            # <schema>.<table> as published in Trino
+    code: str                   # resource code (GB/T 21063 style)
+    name: str
+    provider: str               # owner bureau name
+    owner_bureau: str
+    description: str
+    update_cadence: str
+    format: str
+    columns: list[ResourceColumn] = field(default_factory=list)
+
+    def column(self, name: str) -> ResourceColumn | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def town_column(self) -> ResourceColumn | None:
+        return next((c for c in self.columns if c.town_column), None)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Department:
+    code: str
+    name: str
+    bureau: str | None
+    town_code: str | None
+    users: list[str]
+    role: str = "department"        # department | governor
+
+
+@dataclass
+class Grant:
+    department: str
+    resource: str
+    columns: list[str]
+    purpose: str
+    legal_basis: str
+    expires: date
+    approver: str
+    row_scope: str = "all"          # all | own_town
+    unmasked: list[str] = field(default_factory=list)
+    source: str = ""                # file:line
+
+    def is_live(self, on: date) -> bool:
+        return self.expires >= on
+
+
+def resources_from_contracts(contracts: dict[str, Contract] | None = None) -> dict[str, Resource]:
+    """One resource per feed's silver table, its metadata from the contract."""
+    contracts = contracts or load_contracts()
+    found = {}
+    for index, (feed, contract) in enumerate(sorted(contracts.items()), start=1):
+        resource_id = f"silver.{contract.slug}"
+        found[resource_id] = Resource(
+            resource_id=resource_id, code=f"DG-{contract.bureau.upper()}-{index:04d}",
+            name=contract.title, provider=contract.owner_bureau_name, owner_bureau=contract.bureau,
+            description=contract.grain, update_cadence=CADENCE_LABEL.get(contract.cadence, contract.cadence),
+            format="Delta Lake table via Trino (catalog lake)",
+            columns=[ResourceColumn(
+                name=c.name, header=c.header, type=c.type, classification=CLASSIFICATION[c.sensitivity],
+                sensitivity=c.sensitivity, security_grade=SECURITY_GRADE[c.sensitivity],
+                share_type=c.default_share_type, town_column=c.type in ("town_code", "town_name"))
+                for c in contract.columns])
+    return found
+
+
+PLATFORM_BUREAU = "dsj"            # 市政务服务数据管理局 curates the base libraries
+HISTORY_COLUMNS = (("record_hash", "code"), ("valid_from", "timestamp"), ("valid_to", "timestamp"),
+                   ("is_current", "boolean"))
+
+
+def resources_from_libraries(settings: Settings | None = None,
+                             contracts: dict[str, Contract] | None = None) -> dict[str, Resource]:
+    """One resource per base library. A golden library's columns take their
+    classification from the contract column of their authoritative source;
+    computed and derived columns declare theirs under ``catalog.columns`` in
+    the library spec (a bare sensitivity, or ``{sensitivity, type}``)."""
+
+    settings = settings or get_settings()
+    contracts = contracts or load_contracts(settings.schemas_dir)
+    found = {}
+    paths = sorted((Path(settings.schemas_dir) / "libraries").glob("*.yaml"))
+    for index, path in enumerate(paths, start=1):
+        spec = load_library_spec(path.stem, settings)
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        meta = document.get("catalog") or {}
+        columns: list[tuple[str, str, str]] = []          # name, type, sensitivity
+
+        def source_column(alias: str, column: str):
+            contract = contracts.get(spec.sources[alias].feed)
+            return contract.column(column) if contract else None
+
+        if spec.kind == "golden":
+            first = next(iter(spec.sources))
+            key_column = source_column(first, spec.sources[first].key)
+            columns.append((spec.key, key_column.type if key_column else "code",
+                            key_column.sensitivity if key_column else "general"))
+            for attribute in spec.attributes:
+                origin = source_column(*attribute.sources[0]) if attribute.sources else None
+                columns.append((attribute.name, origin.type if origin else "string",
+                                origin.sensitivity if origin else "general"))
+                columns += [(f"{attribute.name}_source", "code", "general"),
+                            (f"{attribute.name}_load_id", "code", "general")]
+            columns += [("known_to", "array", "general"), ("is_known_to_authority", "boolean", "general")]
+        for name, declared in (meta.get("columns") or {}).items():
+            declared = {"sensitivity": declared} if isinstance(declared, str) else dict(declared)
+            columns.append((name, declared.get("type", "string"), declared.get("sensitivity", "general")))
+        columns += [(name, kind, "general") for name, kind in HISTORY_COLUMNS]
+        town_column = meta.get("town_column")
+        resource_id = f"base.{spec.library}"
+        found[resource_id] = Resource(
+            resource_id=resource_id, code=f"DG-BASE-{index:04d}", name=meta.get("title", spec.library),
+            provider="市政务服务数据管理局", owner_bureau=PLATFORM_BUREAU, description=spec.grain,
+            update_cadence=CADENCE_LABEL.get(meta.get("cadence", "daily"), "每日"),
+            format="Delta Lake table via Trino (catalog lake)",
+            columns=[ResourceColumn(
+                name=name, header=name, type=kind, classification=CLASSIFICATION[sensitivity],
+                sensitivity=sensitivity, security_grade=SECURITY_GRADE[sensitivity],
+                share_type=("conditional" if sensitivity != "general" else "unconditional"),
+                town_column=name == town_column) for name, kind, sensitivity in columns])
+    return found
+
+
+def load_departments(settings: Settings | None = None) -> dict[str, Department]:
+    settings = settings or get_settings()
+    path = Path(settings.catalog_dir) / "departments.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    departments = {}
+    for item in document.get("departments", []):
+        departments[item["code"]] = Department(
+            code=item["code"], name=item["name"], bureau=item.get("bureau"), town_code=item.get("town_code"),
+            users=[u["name"] for u in item.get("users", [])], role=item.get("role", "department"))
+    return departments
+
+
+def _line_of(node, key: str) -> int:
+    for key_node, value_node in node.value:
+        if key_node.value == key:
+            return value_node.start_mark.line + 1
+    return node.start_mark.line + 1
+
+
+def load_grants(resources: dict[str, Resource], departments: dict[str, Department],
+                settings: Settings | None = None) -> list[Grant]:
+    """Every grant, validated against the catalog; errors name file and line."""
+    settings = settings or get_settings()
+    grants = []
+    for path in sorted((Path(settings.catalog_dir) / "grants").glob("*.yaml")):
+        shown = f"catalog/grants/{path.name}"
+        text = path.read_text(encoding="utf-8")
+        try:
+            root = yaml.compose(text)
+            document = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise CatalogError(f"{shown}: not valid YAML: {exc}") from None
+        items = document.get("grants", [])
+        nodes = next((v for k, v in root.value if k.value == "grants"), None).value if items else []
+        for item, node in zip(items, nodes):
+            where = f"{shown}:{node.start_mark.line + 1}"
+            missing = [k for k in ("department", "resource", "columns", "purpose", "legal_basis", "expires",
+                                   "approver") if k not in item]
+            if missing:
+                raise CatalogError(f"{where}: grant is missing {', '.join(missing)}")
+            if item["department"] not in departments:
+                raise CatalogError(f"{shown}:{_line_of(node, 'department')}: unknown department "
+                                   f"{item['department']!r} (known: {', '.join(sorted(departments))})")
+            resource = resources.get(item["resource"])
+            if resource is None:
+                raise CatalogError(f"{shown}:{_line_of(node, 'resource')}: unknown resource {item['resource']!r}")
+            for column in list(item["columns"]) + list(item.get("unmasked", [])):
+                if resource.column(column) is None:
+                    raise CatalogError(f"{shown}:{_line_of(node, 'columns')}: {item['resource']} has no column "
+                                       f"{column!r}")
+            scope = item.get("row_scope", "all")
+            if scope not in ("all", "own_town"):
+                raise CatalogError(f"{shown}:{_line_of(node, 'row_scope')}: row_scope must be all or own_town")
+            if not isinstance(item["expires"], date):
+                raise CatalogError(f"{shown}:{_line_of(node, 'expires')}: expires must be a date (YYYY-MM-DD)")
+            grants.append(Grant(
+                department=item["department"], resource=item["resource"], columns=list(item["columns"]),
+                purpose=item["purpose"], legal_basis=item["legal_basis"], expires=item["expires"],
+                approver=item["approver"], row_scope=scope, unmasked=list(item.get("unmasked", [])),
+                source=where))
+    return grants
+
+
+@dataclass
+class Catalog:
+    resources: dict[str, Resource]
+    departments: dict[str, Department]
+    grants: list[Grant]
+
+
+def load_catalog(settings: Settings | None = None) -> Catalog:
+    """Resources, departments and grants, validated together (raises CatalogError)."""
+    settings = settings or get_settings()
+
+    contracts = load_contracts(settings.schemas_dir)
+    resources = resources_from_contracts(contracts) | resources_from_libraries(settings, contracts)
+    departments = load_departments(settings)
+    grants = load_grants(resources, departments, settings)
+    return Catalog(resources, departments, grants)

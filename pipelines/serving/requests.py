@@ -1,0 +1,125 @@
+"""The four lists of the closed loop, each a Delta table in ``governance``:
+
+- demand list (需求清单) ``governance.demand_list``: sharing requests filed by
+  departments, pending until approved (which writes a grant file under
+  ``catalog/grants/``) or rejected; one row per request, updated in place;
+- collection list (归集清单) ``governance.collection_list``: per feed, cadence,
+  last delivery and on time / late / missing, refreshed by ``refresh_lists``;
+- sharing list (共享清单) ``governance.sharing_list``: every grant with its state
+  (live / expired), refreshed by ``refresh_lists``;
+- governance list (治理清单) ``governance.issues``: see ``pipelines.governance``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from pipelines.contracts import load_contracts
+from pipelines.governance.collection import collection_status
+from pipelines.lake.delta import delta_exists
+from pipelines.lake.paths import governance_path
+from pipelines.lake.tables import COLLECTION_DDL, DEMAND_DDL, SHARING_DDL
+from pipelines.serving.catalog import CatalogError, load_catalog
+from pipelines.settings import Settings, get_settings
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def read_demand_list(spark, settings: Settings | None = None):
+    path = governance_path("demand_list", settings)
+    if not delta_exists(spark, path):
+        return spark.createDataFrame([], DEMAND_DDL)
+    return spark.read.format("delta").load(path)
+
+
+def _upsert_demand(spark, row: dict, settings: Settings) -> None:
+    from delta.tables import DeltaTable
+
+    frame = spark.createDataFrame([row], DEMAND_DDL)
+    path = governance_path("demand_list", settings)
+    if not delta_exists(spark, path):
+        frame.write.format("delta").save(path)
+        return
+    (DeltaTable.forPath(spark, path).alias("t").merge(frame.alias("s"), "t.request_id = s.request_id")
+     .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+
+
+def file_request(spark, department: str, resource: str, columns: list[str], purpose: str, legal_basis: str,
+                 expires: date, requested_by: str, row_scope: str = "all", settings: Settings | None = None) -> dict:
+    """A department asks for columns of a resource: a pending entry on the demand list.
+    The request is validated against the catalog like a grant."""
+
+    settings = settings or get_settings()
+    catalog = load_catalog(settings)
+    if department not in catalog.departments:
+        raise CatalogError(f"unknown department {department!r}")
+    if resource not in catalog.resources:
+        raise CatalogError(f"unknown resource {resource!r}")
+    unknown = [c for c in columns if catalog.resources[resource].column(c) is None]
+    if unknown:
+        raise CatalogError(f"{resource} has no column(s) {', '.join(unknown)}")
+    now = _now()
+    request_id = "DR-" + hashlib.sha1(f"{department}|{resource}|{now.isoformat()}".encode()).hexdigest()[:8]
+    row = {"request_id": request_id, "department": department, "resource": resource, "columns": list(columns),
+           "purpose": purpose, "legal_basis": legal_basis, "row_scope": row_scope, "expires": expires,
+           "requested_by": requested_by, "requested_at": now, "status": "pending", "decided_by": None,
+           "decided_at": None, "decision_reason": None, "grant_file": None}
+    _upsert_demand(spark, row, settings)
+    return row
+
+
+def decide_request(spark, request_id: str, approve: bool, decided_by: str, reason: str,
+                   settings: Settings | None = None) -> dict:
+    """Approve (writes ``catalog/grants/<request id>.yaml``) or reject a pending request."""
+    from pyspark.sql import functions as F
+
+    settings = settings or get_settings()
+    if not reason.strip():
+        raise ValueError("a decision needs a reason")
+    found = read_demand_list(spark, settings).where(F.col("request_id") == request_id).first()
+    if found is None:
+        raise LookupError(f"no request {request_id} on the demand list")
+    row = found.asDict()
+    if row["status"] != "pending":
+        raise ValueError(f"request {request_id} is already {row['status']}")
+    row.update(status="approved" if approve else "rejected", decided_by=decided_by, decided_at=_now(),
+               decision_reason=reason)
+    if approve:
+        grant_path = Path(settings.catalog_dir) / "grants" / f"{request_id.lower()}.yaml"
+        grant = {"department": row["department"], "resource": row["resource"], "columns": row["columns"],
+                 "purpose": row["purpose"], "legal_basis": row["legal_basis"], "expires": row["expires"],
+                 "approver": decided_by}
+        if row["row_scope"] != "all":
+            grant["row_scope"] = row["row_scope"]
+        grant_path.parent.mkdir(parents=True, exist_ok=True)
+        grant_path.write_text(
+            f"# Approved from demand-list request {request_id} on {row['decided_at']:%Y-%m-%d}: {reason}\n"
+            + yaml.safe_dump({"grants": [grant]}, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        row["grant_file"] = f"catalog/grants/{grant_path.name}"
+    _upsert_demand(spark, row, settings)
+    return row
+
+
+def refresh_lists(spark, settings: Settings | None = None, on: date | None = None) -> dict:
+    """Rewrite the collection and sharing lists from the manifest and the grants."""
+
+    settings = settings or get_settings()
+    on = on or date.today()
+    now = _now()
+    collection = [s.as_dict() | {"last_delivery_at": s.last_delivery_at, "refreshed_at": now}
+                  for s in collection_status(spark, load_contracts(settings.schemas_dir), settings)]
+    catalog = load_catalog(settings)
+    sharing = [{"department": g.department, "resource": g.resource, "columns": g.columns, "purpose": g.purpose,
+                "legal_basis": g.legal_basis, "row_scope": g.row_scope, "expires": g.expires,
+                "approver": g.approver, "state": "live" if g.is_live(on) else "expired", "source": g.source,
+                "refreshed_at": now} for g in catalog.grants]
+    for name, rows, ddl in (("collection_list", collection, COLLECTION_DDL), ("sharing_list", sharing, SHARING_DDL)):
+        (spark.createDataFrame(rows, ddl).write.format("delta").mode("overwrite")
+         .option("overwriteSchema", "true").save(governance_path(name, settings)))
+    return {"collection_list": len(collection), "sharing_list": len(sharing)}

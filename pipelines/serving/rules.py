@@ -1,0 +1,61 @@
+"""The Trino rules document, compiled from the catalog's decisions."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pipelines.serving.access import TableDecision, _mask_expression, decide
+from pipelines.serving.catalog import Catalog, Resource, load_catalog
+from pipelines.serving.tables import publishable_names
+from pipelines.serving.trino import CATALOG, base_rules, ensure_passwords, write_rules
+from pipelines.settings import Settings, get_settings
+
+
+def _table_rule(decision: TableDecision, resource: Resource) -> dict:
+    schema, table = resource.resource_id.split(".", 1)
+    columns = []
+    for column in resource.columns:
+        state = decision.columns[column.name].state
+        if state == "denied":
+            columns.append({"name": column.name, "allow": False})
+        elif state == "masked":
+            columns.append({"name": column.name, "mask": _mask_expression(column)})
+    # Lineage columns (_load_id, _source_file, ...) stay visible: they carry no personal data.
+    rule = {"user": f"^{decision.user}$", "catalog": CATALOG, "schema": f"^{schema}$", "table": f"^{table}$",
+            "privileges": ["SELECT"], "columns": columns}
+    if decision.row_filter:
+        rule["filter"] = decision.row_filter
+    return rule
+
+
+def build_rules(catalog: Catalog, on: date, owned: list[tuple[str, str]] = ()) -> dict:
+    """Trino file-based access-control rules for every user and resource;
+    ``owned``: the tables and views the administrator may register or create."""
+    rules = base_rules(owned)
+    tables = rules["tables"]
+    for department in catalog.departments.values():
+        for user in department.users:
+            if department.role == "governor":
+                tables.append({"user": f"^{user}$", "catalog": CATALOG, "schema": "^governance$",
+                               "privileges": ["SELECT"]})
+            for resource in catalog.resources.values():
+                decision = decide(user, resource, catalog.departments, catalog.grants, on)
+                if decision.readable:
+                    tables.append(_table_rule(decision, resource))
+    tables.append({"privileges": []})   # anything not granted above: nothing
+    return rules
+
+
+def compile_rules(settings: Settings | None = None, on: date | None = None) -> dict:
+    """Validate the catalog and grants, then replace Trino's rules in one step.
+    A bad grant raises before anything is written: the running rules stay."""
+
+    settings = settings or get_settings()
+    catalog = load_catalog(settings)
+    rules = build_rules(catalog, on or date.today(), publishable_names(settings))
+
+    ensure_passwords(settings)
+    path = write_rules(rules, settings)
+    return {"rules": str(path), "table_rules": len(rules["tables"]), "grants": len(catalog.grants),
+            "live_grants": sum(1 for g in catalog.grants if g.is_live(on or date.today())),
+            "users": sum(len(d.users) for d in catalog.departments.values())}

@@ -1,0 +1,431 @@
+"""The project's Trino server: fetched, configured and run on 127.0.0.1 over HTTPS.
+
+- **Fetch.** ``mvn dependency:copy`` of ``io.trino:trino-server:<version>:tar.gz``
+  from Maven Central into ``<cache>/trino/``, unpacked once; plugins other than
+  the ones govlake uses are removed. (The registry here serves
+  ``trino-server-core:476`` but not the 476 plugin zips — ``trino-delta-lake``
+  has only 449 — so the full server tarball of the same release is used; it
+  carries every plugin.)
+- **Java.** Trino 476 needs Java 24+: ``GOVLAKE_TRINO_JAVA_HOME`` or the newest
+  suitable JDK under ``/usr/lib/jvm``.
+- **Config** under ``GOVLAKE_TRINO_HOME`` (git-ignored): single node bound to
+  127.0.0.1, HTTPS only (a self-signed certificate generated at set-up; no HTTP
+  port), password authentication (file authenticator, bcrypt; passwords
+  generated into ``passwords.json``, mode 0600), file-based access control
+  reloaded every few seconds, and the Delta Lake catalog ``lake`` on a file
+  metastore under the lake root. Nobody may write table data through Trino:
+  Spark is the only writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+from pipelines.processes import running_pid, stop_process_group
+from pipelines.serving.audit import listener_properties, start_receiver, stop_receiver
+from pipelines.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+ADMIN_USER = "govlake"
+CATALOG = "lake"
+PLUGINS_KEPT = ("delta-lake", "password-authenticators", "http-event-listener")
+MIN_JAVA = 24
+JVM_ROOT = Path("/usr/lib/jvm")
+
+
+class TrinoSetupError(RuntimeError):
+    """Trino cannot be fetched, configured or started; the message says what to do."""
+
+
+# --------------------------------------------------------------------------- java and binaries
+
+def _java_major(java_home: Path) -> int | None:
+    java = java_home / "bin" / "java"
+    if not java.is_file():
+        return None
+    completed = subprocess.run([str(java), "-version"], capture_output=True, text=True)
+    match = re.search(r'version "(\d+)', completed.stderr + completed.stdout)
+    return int(match.group(1)) if match else None
+
+
+def find_java(settings: Settings | None = None) -> Path:
+    """A Java home with Java 24 or newer for Trino."""
+    settings = settings or get_settings()
+    if settings.trino_java_home:
+        home = Path(settings.trino_java_home)
+        major = _java_major(home)
+        if major is None or major < MIN_JAVA:
+            raise TrinoSetupError(f"GOVLAKE_TRINO_JAVA_HOME={home} is not a Java {MIN_JAVA}+ home "
+                                  f"(found {'no java' if major is None else f'Java {major}'})")
+        return home
+    candidates = []
+    if JVM_ROOT.is_dir():
+        for home in JVM_ROOT.iterdir():
+            major = _java_major(home) if home.is_dir() else None
+            if major and major >= MIN_JAVA:
+                candidates.append((major, home))
+    if not candidates:
+        raise TrinoSetupError(f"Trino {settings.trino_version} needs Java {MIN_JAVA} or newer; none found under "
+                              f"{JVM_ROOT}. Install one (e.g. Temurin 25) or set GOVLAKE_TRINO_JAVA_HOME.")
+    return max(candidates)[1]
+
+
+def server_dir(settings: Settings | None = None) -> Path:
+    settings = settings or get_settings()
+    return Path(settings.cache_dir) / "trino" / f"trino-server-{settings.trino_version}"
+
+
+def fetch_trino(settings: Settings | None = None) -> Path:
+    """Download (once) and unpack the Trino server; returns its directory."""
+    settings = settings or get_settings()
+    target = server_dir(settings)
+    if (target / ".govlake-ready").exists():
+        return target
+    cache = target.parent
+    cache.mkdir(parents=True, exist_ok=True)
+    tarball = cache / f"trino-server-{settings.trino_version}.tar.gz"
+    if not tarball.exists():
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise TrinoSetupError("`mvn` is needed once to fetch the Trino server from Maven Central")
+        artifact = f"io.trino:trino-server:{settings.trino_version}:tar.gz"
+        log.info("fetching %s with mvn", artifact)
+        completed = subprocess.run(
+            [mvn, "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={cache}"],
+            capture_output=True, text=True, cwd=cache)
+        if completed.returncode != 0 or not tarball.exists():
+            raise TrinoSetupError(f"mvn could not fetch {artifact}:\n{(completed.stdout + completed.stderr)[-2000:]}")
+    partial = cache / f".unpack-{settings.trino_version}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    with tarfile.open(tarball) as archive:
+        archive.extractall(partial, filter="tar")
+    unpacked = partial / f"trino-server-{settings.trino_version}"
+    for plugin in (unpacked / "plugin").iterdir():
+        if plugin.name not in PLUGINS_KEPT:
+            shutil.rmtree(plugin)
+    shutil.rmtree(target, ignore_errors=True)
+    unpacked.replace(target)
+    shutil.rmtree(partial, ignore_errors=True)
+    tarball.unlink()  # ~800 MB; the unpacked server is what we keep
+    (target / ".govlake-ready").touch()
+    return target
+
+
+# --------------------------------------------------------------------------- configuration
+
+def _etc(settings: Settings) -> Path:
+    return Path(settings.trino_home) / "etc"
+
+
+def certificate_path(settings: Settings | None = None) -> Path:
+    """The server's self-signed certificate (PEM): clients verify against it."""
+    settings = settings or get_settings()
+    return _etc(settings) / "govlake-trino.crt"
+
+
+def _write_certificate(settings: Settings) -> None:
+    """A self-signed certificate for 127.0.0.1/localhost, with its key, once."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    keystore = _etc(settings) / "govlake-trino.pem"
+    if keystore.exists() and certificate_path(settings).exists():
+        return
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "govlake (self-signed, loopback only)")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    keystore.write_bytes(key_pem + cert_pem)
+    keystore.chmod(0o600)
+    certificate_path(settings).write_bytes(cert_pem)
+
+
+def _passwords_path(settings: Settings) -> Path:
+    return Path(settings.trino_home) / "passwords.json"
+
+
+def trino_users(settings: Settings | None = None) -> list[str]:
+    """The platform administrator plus every department user in the catalog."""
+    settings = settings or get_settings()
+    users = [ADMIN_USER]
+    departments = Path(settings.catalog_dir) / "departments.yaml"
+    if departments.is_file():
+        import yaml
+
+        document = yaml.safe_load(departments.read_text(encoding="utf-8")) or {}
+        for department in document.get("departments", []):
+            users += [user["name"] for user in department.get("users", [])]
+    return users
+
+
+def ensure_passwords(settings: Settings | None = None) -> dict[str, str]:
+    """Generate a password for every user that has none (kept in the git-ignored
+    ``passwords.json``) and write Trino's bcrypt password file."""
+    import bcrypt
+
+    settings = settings or get_settings()
+    path = _passwords_path(settings)
+    passwords = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    changed = False
+    for user in trino_users(settings):
+        if user not in passwords:
+            passwords[user] = secrets.token_urlsafe(18)
+            changed = True
+    if changed or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(passwords, indent=2), encoding="utf-8")
+        path.chmod(0o600)
+    lines = []
+    for user, password in sorted(passwords.items()):
+        digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+        lines.append(f"{user}:{digest.replace('$2b$', '$2y$', 1)}")
+    password_db = _etc(settings) / "password.db"
+    password_db.parent.mkdir(parents=True, exist_ok=True)
+    password_db.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    password_db.chmod(0o600)
+    return passwords
+
+
+def password_for(user: str, settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    passwords = json.loads(_passwords_path(settings).read_text(encoding="utf-8"))
+    if user not in passwords:
+        raise KeyError(f"no Trino user {user}; users: {', '.join(sorted(passwords))}")
+    return passwords[user]
+
+
+def rules_path(settings: Settings | None = None) -> Path:
+    settings = settings or get_settings()
+    return _etc(settings) / "rules.json"
+
+
+def base_rules(owned: list[tuple[str, str]] = ()) -> dict:
+    """Access rules before any grant: nobody writes data; everyone but the
+    administrator sees nothing. The administrator (the account ``govlake
+    publish`` uses) reads everything and owns exactly the ``owned`` tables and
+    views, which registering and creating views need; any other name cannot
+    be created, so no CTAS can leave data in the lake through Trino."""
+    admin_tables = [{"user": f"^{ADMIN_USER}$", "catalog": CATALOG, "schema": f"^{schema}$", "table": f"^{table}$",
+                     "privileges": ["SELECT", "OWNERSHIP", "GRANT_SELECT"]} for schema, table in owned]
+    return {
+        "catalogs": [{"user": f"^{ADMIN_USER}$", "catalog": ".*", "allow": "all"},
+                     {"catalog": CATALOG, "allow": "read-only"},
+                     {"catalog": "system", "allow": "read-only"}],
+        "schemas": [{"user": f"^{ADMIN_USER}$", "owner": True}, {"owner": False}],
+        "procedures": [{"user": f"^{ADMIN_USER}$", "catalog": CATALOG, "schema": "system", "procedure": ".*",
+                        "privileges": ["EXECUTE"]}],
+        "tables": admin_tables + [{"user": f"^{ADMIN_USER}$", "privileges": ["SELECT", "GRANT_SELECT"]}],
+    }
+
+
+def write_config(settings: Settings | None = None) -> Path:
+    """Write Trino's etc/ (idempotent; keeps certificate, passwords and rules)."""
+
+    settings = settings or get_settings()
+    etc = _etc(settings)
+    (etc / "catalog").mkdir(parents=True, exist_ok=True)
+    data = Path(settings.trino_home) / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    _write_certificate(settings)
+    secret_file = etc / ".shared-secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_hex(32))
+        secret_file.chmod(0o600)
+    keystore = etc / "govlake-trino.pem"
+    port = settings.trino_port
+    files = {
+        "node.properties": [
+            "node.environment=govlake", "node.id=govlake-coordinator-1", f"node.data-dir={data}",
+            "node.bind-ip=127.0.0.1", "node.internal-address=127.0.0.1"],
+        "jvm.config": [
+            "-server", f"-Xmx{settings.trino_heap}", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
+            "-XX:+HeapDumpOnOutOfMemoryError", "-Djdk.attach.allowAttachSelf=true", "-Dfile.encoding=UTF-8"],
+        "config.properties": [
+            "coordinator=true", "node-scheduler.include-coordinator=true",
+            "http-server.http.enabled=false",
+            "http-server.https.enabled=true", f"http-server.https.port={port}",
+            f"http-server.https.keystore.path={keystore}",
+            "http-server.authentication.type=PASSWORD",
+            f"discovery.uri=https://127.0.0.1:{port}",
+            f"internal-communication.shared-secret={secret_file.read_text().strip()}",
+            "internal-communication.https.required=true",
+            f"internal-communication.https.keystore.path={keystore}",
+            f"internal-communication.https.truststore.path={certificate_path(settings)}",
+            "query.max-memory=2GB", "query.max-memory-per-node=1GB",
+            f"event-listener.config-files={etc / 'http-event-listener.properties'}"],
+        "http-event-listener.properties": listener_properties(settings),
+        "password-authenticator.properties": [
+            "password-authenticator.name=file", f"file.password-file={etc / 'password.db'}",
+            "file.refresh-period=5s"],
+        "access-control.properties": [
+            "access-control.name=file", f"security.config-file={rules_path(settings)}",
+            "security.refresh-period=5s"],
+        "log.properties": ["io.trino=INFO"],
+        "catalog/lake.properties": [
+            "connector.name=delta_lake", "hive.metastore=file",
+            "hive.metastore.catalog.dir=local:///_trino_metastore",
+            "fs.native-local.enabled=true", f"local.location={settings.local_lake_path()}",
+            "delta.register-table-procedure.enabled=true"],
+    }
+    for name, lines in files.items():
+        (etc / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ensure_passwords(settings)
+    if not rules_path(settings).exists():   # the administrator only, until `govlake access compile`
+        write_rules(base_rules(), settings)
+    return etc
+
+
+def write_rules(rules: dict, settings: Settings | None = None) -> Path:
+    """Replace the access rules atomically (Trino reloads them within seconds)."""
+    path = rules_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(rules, ensure_ascii=False, indent=2), encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------- the server process
+
+def _pid_file(settings: Settings) -> Path:
+    return Path(settings.trino_home) / "trino.pid"
+
+
+def connect(user: str = ADMIN_USER, password: str | None = None, settings: Settings | None = None,
+            catalog: str = CATALOG, schema: str | None = None, max_attempts: int = 3):
+    """A DB-API connection to the project's Trino over HTTPS with a password."""
+    import requests
+    import trino
+    from trino.auth import BasicAuthentication
+
+    settings = settings or get_settings()
+    session = requests.Session()
+    session.trust_env = False   # a CA bundle from the environment must not replace our certificate
+    session.verify = str(certificate_path(settings))
+    return trino.dbapi.connect(
+        host="127.0.0.1", port=settings.trino_port, user=user, catalog=catalog, schema=schema,
+        http_scheme="https", auth=BasicAuthentication(user, password or password_for(user, settings)),
+        http_session=session, request_timeout=120, max_attempts=max_attempts)
+
+
+def query(sql: str, user: str = ADMIN_USER, password: str | None = None, settings: Settings | None = None,
+          max_attempts: int = 3):
+    """Run one statement; returns (column names, rows)."""
+    connection = connect(user, password, settings, max_attempts=max_attempts)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql)
+        rows = cursor.fetchall()
+        return [column[0] for column in cursor.description or []], rows
+    finally:
+        connection.close()
+
+
+def _ready(settings: Settings) -> bool:
+    """Started (``/v1/info`` no longer ``starting``), a node active, and a
+    table-scanning query planned on a worker: the coordinator answers simple
+    queries several seconds before it can schedule table scans."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    info = session.get(f"https://127.0.0.1:{settings.trino_port}/v1/info", verify=str(certificate_path(settings)),
+                       timeout=5).json()
+    if info.get("starting", True):
+        return False
+    active = query("select count(*) from system.runtime.nodes where state = 'active'",
+                   settings=settings, max_attempts=1)[1][0][0]
+    if active < 1:
+        return False
+    query("select count(*) from (select * from unnest(sequence(1, 10)))", settings=settings, max_attempts=1)
+    return True
+
+
+def trino_status(settings: Settings | None = None) -> dict:
+    settings = settings or get_settings()
+    pid = running_pid(_pid_file(settings))
+    alive = pid is not None
+    answering = False
+    if alive:
+        try:
+            answering = _ready(settings)
+        except Exception:  # noqa: BLE001 - any failure means "not answering yet"
+            answering = False
+    return {"running": alive, "answering": answering, "pid": pid if alive else None,
+            "url": f"https://127.0.0.1:{settings.trino_port}", "catalog": CATALOG,
+            "certificate": str(certificate_path(settings)),
+            "passwords": str(_passwords_path(settings)), "home": str(settings.trino_home)}
+
+
+def trino_up(settings: Settings | None = None, wait_seconds: int = 240) -> dict:
+    """Fetch, configure and start Trino (idempotent); return once it answers queries."""
+    settings = settings or get_settings()
+    status = trino_status(settings)
+    if status["answering"]:
+        return status
+    if status["running"]:
+        return _wait_until_answering(settings, status["pid"], wait_seconds)
+
+    java_home = find_java(settings)
+    server = fetch_trino(settings)
+    etc = write_config(settings)
+    start_receiver(settings)   # the audit log's receiver must be up before the first query
+    log_path = Path(settings.trino_home) / "server.log"
+    environment = dict(os.environ, JAVA_HOME=str(java_home),
+                       PATH=f"{java_home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [str(server / "bin" / "launcher"), f"--etc-dir={etc}",
+             f"--data-dir={Path(settings.trino_home) / 'data'}", "run"],
+            env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    _pid_file(settings).write_text(str(process.pid))
+    return _wait_until_answering(settings, process.pid, wait_seconds, process)
+
+
+def _wait_until_answering(settings: Settings, pid: int, wait_seconds: int, process=None) -> dict:
+    deadline = time.monotonic() + wait_seconds
+    log_path = Path(settings.trino_home) / "server.log"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:] if log_path.exists() else ""
+            raise TrinoSetupError(f"Trino exited with {process.returncode}; last log lines:\n{tail}")
+        status = trino_status(settings)
+        if status["answering"]:
+            return status
+        time.sleep(2)
+    raise TrinoSetupError(f"Trino (pid {pid}) did not answer within {wait_seconds}s; see {log_path}")
+
+
+def trino_down(settings: Settings | None = None) -> bool:
+    """Stop the Trino started by ``trino_up`` (its process group, by its own pid)."""
+
+    settings = settings or get_settings()
+    stop_receiver(settings)
+    return stop_process_group(_pid_file(settings))
