@@ -1,42 +1,34 @@
 """One DAG per base library, generated from ``schemas/libraries/*.yaml``.
 
-Each is scheduled on the silver Assets of its source feeds and on the
-Assets of the libraries it depends on (legal_person needs population to link
-legal representatives), rebuilds the library (golden records or derived
-tables, gated by its suite, merged with history), and emits the library's
-Asset for the publish DAG and the libraries downstream. A build the gate
-blocks fails the run and leaves the gold table as it was.
+Each is scheduled on the silver Assets of its source feeds and on the Assets of the libraries it depends
+on (legal_person needs population to link legal representatives), rebuilds the library (golden records
+or derived tables, gated by its suite, merged with history), and emits the library's Asset for the
+publish DAG and the libraries downstream. A build the gate blocks fails the run and leaves the gold
+table as it was.
 """
 
 from __future__ import annotations
 
-import logging
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
-
-import yaml
 from airflow.sdk import dag, task
 
-from pipelines.library_specs import LibrarySpecError, load_library_spec
-from pipelines.orchestration.assets import any_of, library_asset, silver_asset_for_feed
-from pipelines.settings import get_settings
+from pipelines.library_specs import LibrarySpec
+from pipelines.orchestration.assets import (
+    any_of,
+    dag_arguments,
+    library_asset,
+    loadable_library_specs,
+    silver_asset_for_feed,
+)
 
-log = logging.getLogger(__name__)
 
+def build_library_dag(spec: LibrarySpec):
+    library = spec.library
 
-def build_library_dag(library: str, source_feeds: list[str], depends_on: list[str]):
-    @dag(
-        dag_id=f"library__{library}",
-        description=f"base.{library}: built from silver, gated, merged with history",
-        doc_md=__doc__,
-        schedule=any_of([silver_asset_for_feed(feed) for feed in source_feeds]
-                        + [library_asset(name) for name in depends_on]),
-        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-        catchup=False,
-        max_active_runs=1,
-        tags=["library", library],
-        default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "execution_timeout": timedelta(hours=2)},
-    )
+    @dag(dag_id=f"library__{library}", doc_md=__doc__,
+         description=f"base.{library}: built from silver, gated, merged with history",
+         schedule=any_of([silver_asset_for_feed(feed) for feed in spec.feeds]
+                         + [library_asset(name) for name in spec.depends_on]),
+         **dag_arguments("library", library, retries=1))
     def library_dag():
         @task(outlets=[library_asset(library)])
         def build(name: str = library) -> dict:
@@ -56,10 +48,9 @@ def build_library_dag(library: str, source_feeds: list[str], depends_on: list[st
     return library_dag()
 
 
-for _path in sorted((Path(get_settings().schemas_dir) / "libraries").glob("*.yaml")):
-    try:
-        _spec = load_library_spec(_path.stem)
-    except (LibrarySpecError, KeyError, yaml.YAMLError) as _error:
-        log.error("no DAG for %s: %s", _path, _error)
-        continue
-    globals()[f"library__{_spec.library}"] = build_library_dag(_spec.library, _spec.feeds, list(_spec.depends_on))
+def build_all() -> None:
+    for spec in loadable_library_specs():
+        globals()[f"library__{spec.library}"] = build_library_dag(spec)
+
+
+build_all()

@@ -9,24 +9,16 @@ out here). Each task is one call into ``pipelines`` and is safe to rerun.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from pipelines.orchestration.assets import all_library_assets, all_silver_assets, any_of
+from pipelines.orchestration.assets import all_library_assets, all_silver_assets, any_of, dag_arguments
 
 
-@dag(
-    dag_id="publish",
-    description="Lists, audit log, Trino registration, views and access rules",
-    doc_md=__doc__,
-    schedule=any_of(all_silver_assets() + all_library_assets()),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-    catchup=False,
-    max_active_runs=1,
-    tags=["publish", "trino"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "execution_timeout": timedelta(minutes=30)},
-)
+@dag(dag_id="publish", description="Lists, audit log, Trino registration, views and access rules", doc_md=__doc__,
+     schedule=any_of(all_silver_assets() + all_library_assets()),
+     **dag_arguments("publish", "trino", retry_delay=timedelta(minutes=1), execution_timeout=timedelta(minutes=30)))
 def publish_dag():
     @task
     def refresh_governance_lists() -> dict:

@@ -74,11 +74,16 @@ class LibrarySpec:
         return sorted(feeds)
 
 
+def library_spec_paths(settings: Settings | None = None) -> list[Path]:
+    """Every ``schemas/libraries/<library>.yaml``, by name (the only place that lists them)."""
+    settings = settings or get_settings()
+    return sorted((Path(settings.schemas_dir) / "libraries").glob("*.yaml"))
+
+
 def library_names(settings: Settings | None = None) -> list[str]:
     """Every library spec, in build order (a library after those it depends on)."""
     settings = settings or get_settings()
-    specs = {path.stem: load_library_spec(path.stem, settings)
-             for path in sorted((Path(settings.schemas_dir) / "libraries").glob("*.yaml"))}
+    specs = {path.stem: load_library_spec(path.stem, settings) for path in library_spec_paths(settings)}
     ordered: list[str] = []
 
     def visit(name: str, trail: tuple[str, ...]) -> None:

@@ -5,8 +5,29 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
+
+
+def venv_bin() -> Path:
+    """The bin directory of the interpreter running govlake (the project's venv
+    when started as ``.venv/bin/govlake``; not resolved, so a symlinked venv
+    python still names the venv)."""
+    return Path(sys.executable).parent
+
+
+def service_environment(extra: dict[str, str] | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a background service: ``base`` (default: this
+    process's) plus ``extra``, with the project venv's ``bin`` first on ``PATH``
+    so that tools the service starts by name (``airflow``, ``python``) are the
+    project's own, even when nothing was activated."""
+    environment = dict(os.environ if base is None else base)
+    environment.update(extra or {})
+    first = str(venv_bin())
+    rest = [part for part in environment.get("PATH", os.defpath).split(os.pathsep) if part and part != first]
+    environment["PATH"] = os.pathsep.join([first, *rest])
+    return environment
 
 
 def running_pid(pid_file: Path) -> int | None:

@@ -64,8 +64,8 @@ MISSING_TOKENS = ("", "NULL", "null", "Null", "无", "/", "-", "—", "N/A", "n/
 
 
 def id_check_char(first17: str) -> str:
-    """GB 11643 check character for 17 digits (pure Python; the Spark rule
-    in ``pipelines.rules`` is the vectorised twin, tested against this and
+    """GB 11643 check character for 17 digits (pure Python; the Arrow rule
+    in ``pipelines.ingest.rules`` and ``libraries.columns`` are vectorised, tested against this and
     python-stdnum)."""
     total = sum(int(d) * w for d, w in zip(first17, ID_WEIGHTS))
     return ID_CHECK_CHARS[total % 11]

@@ -1,4 +1,5 @@
-"""The one settings object, read once from ``GOVLAKE_*`` environment variables.
+"""The one settings object, read once from ``GOVLAKE_*`` environment variables,
+and the one clock (``utc_now``).
 
 No other module reads ``os.environ``. Every path may be a local path or, for
 the lake, a filesystem URI that Spark understands (``s3a://``, ``abfss://``):
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +21,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # (404, checked 2026-11-29); 4.4.0 is, and the Python API is the same. Override
 # with GOVLAKE_DELTA_PACKAGE once 4.4.1 appears.
 DEFAULT_DELTA_MAVEN_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
+
+
+def utc_now() -> datetime:
+    """Now as a naive UTC datetime: how every lake table stores time (Spark's
+    session time zone is UTC; Arrow and delta-rs read naive values as UTC)."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _env(name: str, default: str) -> str:
@@ -53,6 +61,9 @@ class Settings:
         delivery validates faster on pandas (18 s) than on Spark (39 s, the
         rows crossing into the JVM); pandas needs ~3 GiB per million rows.
         See docs/benchmarks.md.
+    crash_at: fault injection for the crash tests (``GOVLAKE_CRASH_AT``, unset
+        in normal runs): ingest kills its own process at the named point
+        (``after_bronze``) with SIGKILL.
     """
 
     home: str
@@ -74,6 +85,7 @@ class Settings:
     airflow_port: int = 8080
     gate_pandas_max_rows: int = 5_000_000
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
+    crash_at: str | None = None
 
     @property
     def lake_is_local(self) -> bool:
@@ -127,4 +139,5 @@ def get_settings() -> Settings:
         airflow_port=int(_env("GOVLAKE_AIRFLOW_PORT", "8080")),
         gate_pandas_max_rows=int(_env("GOVLAKE_GATE_PANDAS_MAX_ROWS", "5000000")),
         extra_spark_conf=_parse_extra_conf(os.environ.get("GOVLAKE_SPARK_CONF", "")),
+        crash_at=_env("GOVLAKE_CRASH_AT", "") or None,
     )

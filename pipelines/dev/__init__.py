@@ -1,0 +1,1 @@
+"""Developer tooling, apart from the engine: the synthetic city, the demo, benchmarks, evaluation."""

@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from pipelines.contracts import get_contract, load_contracts
@@ -27,7 +26,7 @@ from pipelines.libraries.build import build_libraries
 from pipelines.serving.publish import publish
 from pipelines.serving.rules import compile_rules
 from pipelines.serving.trino import connect, trino_down, trino_up
-from pipelines.settings import PROJECT_ROOT, get_settings
+from pipelines.settings import PROJECT_ROOT, get_settings, utc_now
 from pipelines.spark import build_spark_session
 
 BENCH_DIR = PROJECT_ROOT / "bench-out"
@@ -105,9 +104,9 @@ def bench_ingest(rows: int, seed: int = 7, repeats: int = 3) -> dict:
         arrow_runs.append(float(baseline[0]))
         arrow_rows, arrow_peak = int(baseline[1]), int(baseline[2])
         shutil.rmtree(lake, ignore_errors=True)
-        ingest_file(spark, contract, warmup, settings=settings, run_gate=False)  # tables exist, code is warm
+        ingest_file(contract, warmup, settings=settings, run_gate=False)  # tables exist, code is warm
         started = time.perf_counter()
-        result = ingest_file(spark, contract, source, settings=settings, run_gate=False)
+        result = ingest_file(contract, source, settings=settings, run_gate=False)
         govlake_runs.append(time.perf_counter() - started)
         assert result.status == "loaded" and result.reconciles and arrow_rows == result.rows_read
     seconds, arrow_seconds = statistics.median(govlake_runs), statistics.median(arrow_runs)
@@ -147,9 +146,9 @@ def bench_quality(rows: int, seed: int = 7, engine: str = "pandas") -> dict:
     spark = build_spark_session(settings)
     contract = get_contract("psb.hukou")
     warmup = write_hukou_export(BENCH_DIR / "warmup", 2_000, seed=seed + 1)
-    ingest_file(spark, contract, warmup, settings=settings)  # JVM start, JIT and GX imports are not part of a load
+    ingest_file(contract, warmup, settings=settings)  # JVM start, JIT and GX imports are not part of a load
     started = time.perf_counter()
-    result = ingest_file(spark, contract, source, settings=settings)
+    result = ingest_file(contract, source, settings=settings)
     seconds = time.perf_counter() - started
     gate_seconds = result.timings["gate"] + result.timings.get("governance", 0.0)
     ingest_seconds = seconds - gate_seconds
@@ -192,7 +191,7 @@ def bench_build(scales: list[float], seed: int = 7) -> dict:
         run["persons"], run["entities"] = summary.persons, summary.market_entities + summary.social_orgs
         run["rows_delivered"] = sum(v for v in summary.files.values() if v > 0)
         started = time.perf_counter()
-        ingest_directory(spark, root / "deliveries", load_contracts(), settings=settings, run_gate=True)
+        ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=True)
         run["ingest_s"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
         built = build_libraries(spark, settings=settings)
@@ -209,7 +208,7 @@ def bench_build(scales: list[float], seed: int = 7) -> dict:
         delivery.parent.mkdir(parents=True, exist_ok=True)
         changed = _write_increment(root / "truth" / "persons.csv", delivery, max(5, summary.persons // 1000))
         started = time.perf_counter()
-        ingest_file(spark, get_contract("psb.hukou"), delivery, settings=settings)
+        ingest_file(get_contract("psb.hukou"), delivery, settings=settings)
         increment = build_libraries(spark, settings=settings)
         run["increment_s"] = round(time.perf_counter() - started, 1)
         run["increment_changed"] = {r["library"]: r.get("changed") for r in increment}
@@ -266,7 +265,7 @@ def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
     if not delta_exists(spark, settings.lake_path("base", "legal_person")):
         root = BENCH_DIR / f"city-{scale}"
         generate_city(root, scale=scale, seed=seed)
-        ingest_directory(spark, root / "deliveries", load_contracts(), settings=settings, run_gate=True)
+        ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=True)
         build_libraries(spark, ["population", "legal_person"], settings=settings)
     files = {name: [f.removeprefix("file://").removeprefix("file:") for f in
                     spark.read.format("delta").load(settings.lake_path("base", name)).inputFiles()]
@@ -339,7 +338,7 @@ def record(result: dict) -> None:
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmarks\n\nEach section is one run of `make bench-...`, appended by "
                            "`pipelines/bench.py`; the baseline is measured in the same run.\n", encoding="utf-8")
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = utc_now().strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n## {result['benchmark']} — {stamp}\n", f"Machine: {machine_description()}\n"]
     if "runs" in result:
         lines += ["| scale | persons | entities | rows delivered | synth s | ingest s | build s | increment s | "

@@ -16,12 +16,10 @@ from pathlib import Path
 
 from pipelines.contracts import load_contracts
 from pipelines.dev.synth.city import generate_city
-from pipelines.governance.issues import read_issues
 from pipelines.ingest.landing import drop_deliveries
-from pipelines.lake.delta import delta_exists
+from pipelines.lake.delta import delta_exists, read_silver, read_table
 from pipelines.lake.manifest import read_manifest
-from pipelines.lake.paths import table_path
-from pipelines.library_specs import library_names
+from pipelines.library_specs import library_names, library_spec_paths
 from pipelines.orchestration.airflow_local import run_dag, use_project_airflow
 from pipelines.quality.gate import data_docs_index
 from pipelines.serving.trino import certificate_path, query
@@ -115,7 +113,7 @@ def summarise_libraries(spark, settings: Settings) -> list[dict]:
     """Rows per base library (current records and all versions) and what Trino sees."""
 
     found = []
-    for path in sorted((Path(settings.schemas_dir) / "libraries").glob("*.yaml")):
+    for path in library_spec_paths(settings):
         table = settings.lake_path("base", path.stem)
         if not delta_exists(spark, table):
             found.append({"library": path.stem, "current_rows": 0, "versions": 0, "trino_rows": None})
@@ -139,13 +137,13 @@ def summarise_lake(spark, settings: Settings, city: Path | None = None) -> dict:
     contracts = load_contracts(settings.schemas_dir)
     manifest_rows = read_manifest(spark, settings).where(
         F.col("status").isin("loaded", "replaced", "rejected", "blocked")).collect()
-    issues = read_issues(spark, settings).where(F.col("status") == "open").collect()
+    issues = read_table(spark, "issues", settings).where(F.col("status") == "open").collect()
     feeds = []
-    for feed, contract in sorted(contracts.items()):
+    for feed in sorted(contracts):
         rows = [r for r in manifest_rows if r["feed"] == feed]
         live = [r for r in rows if r["status"] == "loaded"]
-        silver = table_path("silver", contract, settings)
-        silver_rows = spark.read.format("delta").load(silver).count() if delta_exists(spark, silver) else 0
+        silver = read_silver(spark, feed, settings)
+        silver_rows = silver.count() if silver is not None else 0
         read = sum(r["rows_read"] or 0 for r in rows)
         loaded = sum(r["rows_loaded"] or 0 for r in rows)
         quarantined = sum(r["rows_quarantined"] or 0 for r in rows)

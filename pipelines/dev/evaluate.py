@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from pipelines.lake.delta import read_table
 from pipelines.settings import Settings
 
 KEY_HEADERS = {"population": ("身份证号", "证件号码"), "legal_person": ("统一社会信用代码", "纳税人识别号")}
@@ -32,10 +33,10 @@ def evaluate_resolution(spark, library: str, truth: Path, settings: Settings) ->
     true_key_of = {(row["file"], int(row["row_number"])): row["true_value"]
                    for row in _truth(truth, "defects.csv")
                    if row["column"] in KEY_HEADERS[library] and row["expected"] == "quarantine"}
-    links = (spark.read.format("delta").load(settings.lake_path("governance", "entity_links"))
+    links = (read_table(spark, "entity_links", settings)
              .where((F.col("library") == library) & (F.col("method") != "key"))
              .select("_source_file", "_row_number", "key").collect())
-    reviews = (spark.read.format("delta").load(settings.lake_path("governance", "match_review"))
+    reviews = (read_table(spark, "match_review", settings)
                .where(F.col("library") == library).select("_source_file", "_row_number", "reason").collect())
     correct = sum(1 for r in links if true_key_of.get((r["_source_file"], r["_row_number"])) == r["key"])
     unkeyed = len(links) + len(reviews)
@@ -63,7 +64,7 @@ def evaluate_conflicts(spark, truth: Path, settings: Settings) -> dict:
     from pyspark.sql import functions as F
 
     injected = {(r["subject"], r["attribute"], r["other_feed"]) for r in _truth(truth, "conflicts.csv")}
-    found = {(r[0], r[1], r[2]) for r in spark.read.format("delta").load(settings.lake_path("governance", "conflicts"))
+    found = {(r[0], r[1], r[2]) for r in read_table(spark, "conflicts", settings)
              .where(F.col("resolved_at").isNull()).select("subject", "attribute", "other_feed").collect()}
     return {"injected": len(injected), "found": len(found), "found_and_injected": len(found & injected),
             "not_injected": sorted(found - injected)[:10], "not_found": sorted(injected - found)[:10]}

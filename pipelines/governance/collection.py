@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from pipelines.contracts import Contract
 from pipelines.lake.manifest import read_manifest
-from pipelines.settings import Settings
+from pipelines.settings import Settings, utc_now
 
 # How long after the previous delivery the next one is due, and the grace
 # after which a due delivery counts as late rather than just due.
@@ -52,7 +52,7 @@ def collection_status(spark, contracts: dict[str, Contract], settings: Settings 
     from pyspark.sql import functions as F
 
 
-    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    now = now or utc_now()
     loaded = read_manifest(spark, settings).where(F.col("status").isin("loaded", "replaced", "blocked"))
     rows = loaded.groupBy("feed").agg(
         F.count("*").alias("loads"),

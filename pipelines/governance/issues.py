@@ -1,4 +1,4 @@
-"""The governance list (治理清单) and the bureau scorecard.
+"""The governance list (治理清单).
 
 ``governance.issues`` holds one row per issue: at most one *open* issue per
 (owner bureau, feed, rule). A rule is either a quality expectation that failed
@@ -7,6 +7,11 @@ that quarantined rows (``id_number.check_character``, ...). Every validated
 delivery updates the list: failures open or update issues; rules of that feed
 that passed close their open issue by themselves. A governor can also close an
 issue with a reason.
+
+Every write of the table goes through delta-rs (``upsert_rows``, one MERGE per
+feed partition), so the JVM-free ingest path and Spark jobs (conflicts, the
+CLI) never mix writer engines on it. Read it with
+``pipelines.lake.delta.read_table(spark, "issues")``.
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from pipelines.contracts import Contract
-from pipelines.lake.delta import delta_exists, read_delta_rows, upsert_rows
+from pipelines.lake.delta import read_delta_rows, read_table, upsert_rows
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import ISSUES_DDL
-from pipelines.settings import Settings, get_settings
+from pipelines.settings import Settings, get_settings, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +44,9 @@ class Finding:
     detail: str = ""
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 def _issue_id(bureau: str, feed: str, rule: str, opened_at: datetime) -> str:
     text = f"{bureau}|{feed}|{rule}|{opened_at.isoformat()}"
     return "GI-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
-
-
-def read_issues(spark, settings: Settings | None = None):
-    path = governance_path("issues", settings)
-    if not delta_exists(spark, path):
-        return spark.createDataFrame([], ISSUES_DDL)
-    return spark.read.format("delta").load(path)
 
 
 def quarantine_findings(failure_counts, source_file: str) -> list[Finding]:
@@ -83,7 +77,7 @@ def gate_findings(gate, source_file: str) -> tuple[list[Finding], set[str]]:
     return failed, passed
 
 
-def update_issues(spark, contract: Contract, load_id: str, findings: list[Finding],
+def update_issues(contract: Contract, load_id: str, findings: list[Finding],
                   close_others: bool, settings: Settings | None = None) -> dict[str, list[str]]:
     """Open or update one issue per finding; with ``close_others`` (the delivery
     was validated), close this feed's open issues whose rule did not fail.
@@ -93,7 +87,7 @@ def update_issues(spark, contract: Contract, load_id: str, findings: list[Findin
     """
     settings = settings or get_settings()
     path = governance_path("issues", settings)
-    now = _now()
+    now = utc_now()
     existing = {row["rule"]: row for row in read_delta_rows(
         path, [("feed", "=", contract.feed), ("status", "=", "open")])}
     changes, summary = [], {"opened": [], "updated": [], "closed": []}
@@ -140,25 +134,20 @@ def update_issues(spark, contract: Contract, load_id: str, findings: list[Findin
 
 
 def close_issue(spark, issue_id: str, reason: str, closed_by: str, settings: Settings | None = None) -> dict:
-    """A governor closes an open issue by hand; the reason is recorded."""
-    from delta.tables import DeltaTable
+    """A governor closes an open issue by hand; the reason is recorded
+    (delta-rs MERGE of that one row, like every write of the table)."""
     from pyspark.sql import functions as F
 
     if not reason.strip():
         raise ValueError("closing an issue needs a reason")
-    path = governance_path("issues", settings)
-    row = read_issues(spark, settings).where(F.col("issue_id") == issue_id).first()
+    settings = settings or get_settings()
+    row = read_table(spark, "issues", settings).where(F.col("issue_id") == issue_id).first()
     if row is None:
         raise LookupError(f"no governance issue {issue_id}")
     if row["status"] != "open":
         raise ValueError(f"issue {issue_id} is already {row['status']} ({row['closed_reason']})")
-    DeltaTable.forPath(spark, path).update(
-        condition=(F.col("feed") == row["feed"]) & (F.col("issue_id") == issue_id),
-        set={"status": F.lit("closed"), "closed_at": F.lit(_now()), "closed_by": F.lit(closed_by),
-             "closed_reason": F.lit(reason)})
-    return row.asDict() | {"status": "closed", "closed_by": closed_by, "closed_reason": reason}
-
-
-# --------------------------------------------------------------------------- scorecard
-
-
+    closed = row.asDict() | {"status": "closed", "closed_at": utc_now(), "closed_by": closed_by,
+                             "closed_reason": reason}
+    upsert_rows(governance_path("issues", settings), [closed], ISSUES_DDL, key="issue_id",
+                partition=("feed", row["feed"]))
+    return closed

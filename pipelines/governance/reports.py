@@ -7,11 +7,9 @@ from datetime import datetime
 
 from pipelines.contracts import Contract
 from pipelines.governance.collection import collection_status
-from pipelines.governance.issues import read_issues
-from pipelines.lake.delta import delta_exists
+from pipelines.lake.delta import read_table
 from pipelines.lake.manifest import read_manifest
-from pipelines.lake.paths import governance_path
-from pipelines.quality.gate import data_docs_index, read_quality_results
+from pipelines.quality.gate import data_docs_index
 from pipelines.settings import Settings, get_settings
 
 
@@ -46,11 +44,11 @@ def scorecard(spark, contracts: dict[str, Contract], settings: Settings | None =
     blocked = {row["feed"]: row["n"] for row in
                manifest.where(F.col("status") == "blocked").groupBy("feed").agg(F.count("*").alias("n")).collect()}
     last_ids = [row["load_id"] for row in latest.values()]
-    results = read_quality_results(spark, settings).where(F.col("load_id").isin(last_ids or [""])).collect()
+    results = read_table(spark, "quality_results", settings).where(F.col("load_id").isin(last_ids or [""])).collect()
     repeated_keys = {row["load_id"]: int(row["unexpected_count"] or 0)
                      for row in results if row["rule"].endswith(".unique")}
     required_missing = _required_cells_missing(spark, last_ids, settings)
-    issues = {row["feed"]: row["n"] for row in read_issues(spark, settings).where(F.col("status") == "open")
+    issues = {row["feed"]: row["n"] for row in read_table(spark, "issues", settings).where(F.col("status") == "open")
               .groupBy("feed").agg(F.count("*").alias("n")).collect()}
     timeliness = {s.feed: s.status for s in collection_status(spark, contracts, settings, now)}
     card = []
@@ -78,10 +76,9 @@ def _required_cells_missing(spark, load_ids: list[str], settings: Settings) -> d
     """Cells of required columns that arrived empty, per load (quarantine rule ``required``)."""
     from pyspark.sql import functions as F
 
-    path = governance_path("quarantine", settings)
-    if not load_ids or not delta_exists(spark, path):
+    if not load_ids:
         return {}
-    rows = (spark.read.format("delta").load(path).where(F.col("_load_id").isin(load_ids))
+    rows = (read_table(spark, "quarantine", settings).where(F.col("_load_id").isin(load_ids))
             .select("_load_id", F.explode("failures").alias("failure"))
             .where(F.col("failure.rule") == "required")
             .groupBy("_load_id").count().collect())
@@ -96,7 +93,7 @@ def quality_report(spark, settings: Settings | None = None, worst: int = 3) -> d
 
 
     settings = settings or get_settings()
-    results = read_quality_results(spark, settings)
+    results = read_table(spark, "quality_results", settings)
     per_feed = {row["feed"]: row.asDict() for row in results.groupBy("feed", "bureau").agg(
         F.countDistinct("load_id").alias("validated_loads"),
         F.count("*").alias("evaluations"),

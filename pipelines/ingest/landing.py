@@ -17,7 +17,6 @@ from pathlib import Path
 from pipelines.contracts import Contract, get_contract
 from pipelines.ingest.load import ingest_directory
 from pipelines.settings import Settings, get_settings
-from pipelines.spark import build_spark_session
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +59,10 @@ def _move_aside(path: Path, folder: str) -> None:
     path.replace(target / path.name)
 
 
-def ingest_landing(feed: str, settings: Settings | None = None, spark=None) -> dict:
+def ingest_landing(feed: str, settings: Settings | None = None) -> dict:
     """Ingest every delivery waiting for ``feed``; returns a small summary
-    (load ids by outcome, messages, whether silver changed) for the DAG."""
+    (load ids by outcome, messages, whether silver changed) for the DAG.
+    Starts no JVM: ingest runs on Arrow and delta-rs."""
 
     settings = settings or get_settings()
     contract = get_contract(feed, settings.schemas_dir)
@@ -71,9 +71,8 @@ def ingest_landing(feed: str, settings: Settings | None = None, spark=None) -> d
     if not pending_deliveries(contract, settings):
         log.info("%s: no deliveries waiting in %s", feed, landing_folder(contract, settings))
         return summary
-    spark = spark or build_spark_session(settings, app_name=f"govlake-{contract.slug}")
     root = settings.local_lake_path("landing")
-    for result in ingest_directory(spark, root, {feed: contract}, settings=settings):
+    for result in ingest_directory(root, {feed: contract}, settings=settings):
         key = result.load_id or result.source_file
         summary.setdefault(result.status, []).append(key)
         summary["messages"][key] = f"{result.source_file}: {result.message}" if result.message else result.source_file

@@ -6,8 +6,11 @@ Contract of a load:
   recognised (``already_loaded``) and changes no table.
 - rules run on Arrow (``pipelines.classify``, ``pipelines.arrow_rules``) on
   the table the reader parsed, and bronze, silver and quarantine are written
-  from Arrow by delta-rs: the hot path never crosses into the JVM. Spark keeps
-  the manifest, the governance list and the quality gate of large deliveries.
+  from Arrow by delta-rs: the hot path never crosses into the JVM. So are the
+  governance tables a load touches (manifest, quality results, governance
+  list, approvals); only GX's Spark engine validates large deliveries
+  (``Settings.gate_pandas_max_rows``), and approving a blocked load promotes
+  its pending rows with Spark.
 - every table write replaces exactly this load's rows (a predicate on
   ``_load_id``) in one Delta commit: a rerun after a crash completes the load,
   a crash leaves no partial rows in any table.
@@ -18,11 +21,12 @@ Contract of a load:
 - the quality gate (``pipelines.quality``) validates the delivery before it is
   promoted: a blocking failure leaves silver at its version, parks the rows in
   ``pending/`` and marks the load ``blocked`` until ``approve_blocked_load``.
-- every load updates the governance list (``pipelines.governance``).
+- every load updates the governance list (``pipelines.governance.issues``).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import os
@@ -31,7 +35,6 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from pipelines.contracts import Contract, get_contract
@@ -48,13 +51,13 @@ from pipelines.ingest.classify import (
     silver_table,
 )
 from pipelines.ingest.readers import DeliveryError, read_delivery
-from pipelines.lake.delta import committed_rows, read_delta_rows, write_arrow_replacing
-from pipelines.lake.manifest import append_manifest, latest_status, read_manifest
+from pipelines.lake.delta import append_rows, committed_rows, write_arrow_replacing
+from pipelines.lake.manifest import append_manifest, latest_events, latest_status
 from pipelines.lake.paths import governance_path, table_path
 from pipelines.lake.tables import APPROVALS_DDL
 from pipelines.quality.gate import blocked_message, record_results, validate_delivery
 from pipelines.quality.suites import row_count_parameters
-from pipelines.settings import Settings, get_settings
+from pipelines.settings import Settings, get_settings, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ class LoadResult:
         return data | {"reconciles": self.reconciles}
 
 
-# --------------------------------------------------------------------------- manifest
+# --------------------------------------------------------------------------- load identity
 
 
 def sha256_of(path: Path) -> str:
@@ -146,7 +149,7 @@ def _sql_list(values: list[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
-def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = None,
+def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
                 settings: Settings | None = None, known_loads: dict[str, dict] | None = None,
                 run_gate: bool = True) -> LoadResult:
     """Load one delivery exactly once. See the module docstring for the contract.
@@ -165,7 +168,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
     load_id = make_load_id(contract, sha256)
     result = LoadResult(contract.feed, path.name, load_id, sha256, status="started", replaces_load_id=replaces)
 
-    previous = known_loads.get(load_id) if known_loads is not None else latest_status(spark, load_id, settings)
+    previous = known_loads.get(load_id) if known_loads is not None else latest_status(load_id, settings)
     if previous and previous["status"] in ("loaded", "replaced", "rejected", "blocked"):
         result.status = previous["status"] if previous["status"] in ("rejected", "blocked") else "already_loaded"
         result.message = (
@@ -179,7 +182,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         return result
     replaced = None
     if replaces:
-        replaced = latest_status(spark, replaces, settings)
+        replaced = latest_status(replaces, settings)
         if not replaced or replaced["feed"] != contract.feed or replaced["status"] != "loaded":
             state = "unknown" if not replaced else f"{replaced['feed']} {replaced['status']}"
             raise DeliveryError(f"{source}: --replaces {replaces}: not a loaded delivery of {contract.feed} ({state})")
@@ -203,7 +206,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         delivery = read_delivery(contract, path)
     except DeliveryError as exc:
         result.status, result.message = "rejected", str(exc)
-        append_manifest(spark, [base_event | {"status": "rejected", "message": str(exc)}], settings)
+        append_manifest([base_event | {"status": "rejected", "message": str(exc)}], settings)
         raise
     result.encoding = delivery.encoding
     result.rows_read = delivery.rows_read
@@ -212,7 +215,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
     missing_required = [c.name for c in delivery.missing_required]
 
     lap("parse")
-    ingested_at = datetime.now(timezone.utc)
+    ingested_at = utc_now()
     bronze_path = table_path("bronze", contract, settings)
     silver_path = table_path("silver", contract, settings)
     quarantine_path = governance_path("quarantine", settings)
@@ -239,7 +242,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
                 f"{result.rows_duplicate} duplicate")
         swap = [load_id] + ([replaces] if replaces else [])
         lap("bronze")
-        _crash_point("after_bronze")
+        _crash_point("after_bronze", settings)
         write_arrow_replacing(
             quarantine_table(classified, load_id, path.name, ingested_at), quarantine_path,
             f"feed = '{contract.feed}' AND _load_id IN ({_sql_list(swap)})", load_id, partition_by="feed")
@@ -257,9 +260,9 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
             if run_gate:
                 gate = validate_delivery(
                     gate_table(classified), contract, load_id,
-                    row_count_parameters(_previous_delivery_rows(spark, contract, load_id, settings, known_loads)),
+                    row_count_parameters(_previous_delivery_rows(contract, load_id, settings, known_loads)),
                     settings, rows=result.rows_read - result.rows_duplicate)
-                record_results(spark, gate, contract, path.name, settings)
+                record_results(gate, contract, path.name, settings)
                 result.gate = gate
                 failed, _ = gate_findings(gate, path.name)
                 findings += failed
@@ -278,7 +281,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         lap("silver")
         _verify_commits(result, bronze_path, silver_path, quarantine_path)
         lap("verify")
-        result.issues = update_issues(spark, contract, load_id, findings,
+        result.issues = update_issues(contract, load_id, findings,
                                       close_others=result.status in ("loaded", "blocked") and run_gate,
                                       settings=settings)
         if result.status == "blocked" and result.issues:
@@ -287,7 +290,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
         lap("governance")
     except Exception as exc:
         result.status = "failed"
-        append_manifest(spark, [base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
+        append_manifest([base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
         raise
     if delivery.extra_headers:
         result.message = (result.message + " " if result.message else "") + (
@@ -305,7 +308,7 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
     if replaced and result.status == "loaded":
         events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
             "status": "replaced", "message": f"replaced by {load_id} ({path.name})"})
-    append_manifest(spark, events, settings)
+    append_manifest(events, settings)
     lap("manifest")
     result.seconds = time.monotonic() - started
     log.info("%s: %s load %s: read %d, loaded %d, quarantined %d, duplicate %d (%.1fs)",
@@ -314,23 +317,20 @@ def ingest_file(spark, contract: Contract, path: Path, replaces: str | None = No
     return result
 
 
-def _crash_point(name: str) -> None:
-    """Fault injection for the crash tests: ``GOVLAKE_CRASH_AT=<name>`` kills
-    the process here with SIGKILL (no clean-up runs), between two commits."""
-    if os.environ.get("GOVLAKE_CRASH_AT") == name:
+def _crash_point(name: str, settings: Settings) -> None:
+    """Fault injection for the crash tests: ``GOVLAKE_CRASH_AT=<name>``
+    (``Settings.crash_at``) kills the process here with SIGKILL (no clean-up
+    runs), between two commits."""
+    if settings.crash_at == name:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _previous_delivery_rows(spark, contract: Contract, load_id: str, settings: Settings,
+def _previous_delivery_rows(contract: Contract, load_id: str, settings: Settings,
                             known_loads: dict[str, dict] | None) -> int | None:
     """Rows (duplicates excluded) of the feed's latest other delivery that
     passed the gate or was blocked by it; None for a first delivery."""
     if known_loads is None:
-        latest: dict[str, dict] = {}
-        for row in read_delta_rows(governance_path("load_manifest", settings), [("feed", "=", contract.feed)]):
-            if row["load_id"] not in latest or row["event_at"] > latest[row["load_id"]]["event_at"]:
-                latest[row["load_id"]] = row
-        known_loads = latest
+        known_loads = latest_events(settings, contract.feed)
     events = [row for key, row in known_loads.items()
               if key != load_id and row.get("feed") == contract.feed
               and row.get("status") in ("loaded", "replaced", "blocked")]
@@ -365,7 +365,7 @@ def approve_blocked_load(spark, load_id: str, reason: str, approved_by: str,
     settings = settings or get_settings()
     if not reason or not reason.strip():
         raise ValueError("an approval needs a reason (--reason)")
-    event = latest_status(spark, load_id, settings)
+    event = latest_status(load_id, settings)
     if event is None:
         raise LookupError(f"no load {load_id} in governance.load_manifest")
     if event["status"] != "blocked":
@@ -384,20 +384,18 @@ def approve_blocked_load(spark, load_id: str, reason: str, approved_by: str,
     from delta.tables import DeltaTable
 
     DeltaTable.forPath(spark, pending_path).delete(F.col("_load_id") == load_id)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
     approval = {"load_id": load_id, "feed": event["feed"], "bureau": event["bureau"], "approved_by": approved_by,
                 "reason": reason, "rows_promoted": written, "blocking_failures": event["message"],
-                "approved_at": now}
-    spark.createDataFrame([approval], APPROVALS_DDL).write.format("delta").mode("append").save(
-        governance_path("quality_approvals", settings))
+                "approved_at": utc_now()}
+    append_rows(governance_path("quality_approvals", settings), [approval], APPROVALS_DDL)
     events = [{k: event[k] for k in event if k != "event_at"} | {
         "status": "loaded", "message": f"approved by {approved_by}: {reason} (was {event['message']})"}]
     if event["replaces_load_id"]:
-        replaced = latest_status(spark, event["replaces_load_id"], settings)
+        replaced = latest_status(event["replaces_load_id"], settings)
         if replaced:
             events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
                 "status": "replaced", "message": f"replaced by {load_id} ({event['source_file']})"})
-    append_manifest(spark, events, settings)
+    append_manifest(events, settings)
     log.info("%s load %s approved by %s: %d rows promoted to silver", event["feed"], load_id, approved_by, written)
     return approval
 
@@ -424,12 +422,12 @@ def discover_deliveries(root: Path, contracts: dict[str, Contract]) -> list[tupl
     return found
 
 
-def ingest_directory(spark, root: Path, contracts: dict[str, Contract], settings: Settings | None = None,
+def ingest_directory(root: Path, contracts: dict[str, Contract], settings: Settings | None = None,
                      on_result=None, run_gate: bool = True) -> list[LoadResult]:
     """Ingest every delivery found under ``root``; a bad file does not stop the others."""
     settings = settings or get_settings()
     results = []
-    known = {row["load_id"]: row.asDict() for row in read_manifest(spark, settings).collect()}
+    known = latest_events(settings)
     for contract, path in discover_deliveries(root, contracts):
         replaces = None
         target_name = correction_target(path)
@@ -441,7 +439,7 @@ def ingest_directory(spark, root: Path, contracts: dict[str, Contract], settings
                 log.warning("%s %s: correction of %s, which was never loaded; loading as new",
                             contract.feed, path.name, target_name)
         try:
-            result = ingest_file(spark, contract, path, replaces=replaces, settings=settings, known_loads=known,
+            result = ingest_file(contract, path, replaces=replaces, settings=settings, known_loads=known,
                                  run_gate=run_gate)
         except (DeliveryError, ReconciliationError) as exc:
             result = LoadResult(contract.feed, path.name, "", "", status="rejected", message=str(exc))
@@ -451,8 +449,63 @@ def ingest_directory(spark, root: Path, contracts: dict[str, Contract], settings
             known[result.load_id] = {"status": result.status, "source_file": result.source_file,
                                      "feed": result.feed, **{k: getattr(result, k) for k in (
                                          "rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate")},
-                                     "event_at": datetime.now(timezone.utc).replace(tzinfo=None)}
+                                     "event_at": utc_now()}
         results.append(result)
         if on_result:
             on_result(result)
     return results
+
+
+class DeliveryFolderError(ValueError):
+    """A folder given to ``ingest --all`` holds no deliveries; the message says what was expected."""
+
+
+def _folders(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) if path.is_dir() else []
+
+
+def check_delivery_folder(root: Path, contracts_by_feed: dict) -> tuple[int, list[str]]:
+    """How many deliveries ``root`` holds, and warnings for folders that are
+    not a known feed. Raises ``DeliveryFolderError`` when it holds none: naming the
+    folder, the layout expected, and the nearest folder that has it."""
+
+    bureaus = {c.bureau for c in contracts_by_feed.values()}
+    feeds = {(c.bureau, c.feed_name) for c in contracts_by_feed.values()}
+    warnings = []
+    for bureau in _folders(root):
+        if bureau.name not in bureaus:
+            warnings.append(f"{bureau}: not a bureau folder (bureaus: {', '.join(sorted(bureaus))}), skipped")
+            continue
+        known = sorted(name for b, name in feeds if b == bureau.name)
+        for folder in _folders(bureau):
+            if folder.name not in known:
+                close = difflib.get_close_matches(folder.name, known, n=1)
+                warnings.append(f"{folder}: no contract for feed {bureau.name}.{folder.name}, skipped"
+                                + (f" (did you mean {bureau.name}/{close[0]}?)" if close
+                                   else f" ({bureau.name} feeds: {', '.join(known)})"))
+    count = len(discover_deliveries(root, contracts_by_feed))
+    if count:
+        return count, warnings
+    listed = "".join(f"\n  {warning}" for warning in warnings)
+    present = [f"{b}/{f}" for b, f in sorted(feeds) if (root / b / f).is_dir()]
+    if present:
+        raise DeliveryFolderError(f"{root}: no delivery files: its feed folders ({', '.join(present[:5])}"
+                                   f"{', ...' if len(present) > 5 else ''}) are empty" + listed)
+    nearest = next((candidate for candidate in _candidates(root)
+                    if discover_deliveries(candidate, contracts_by_feed)), None)
+    hint = f"; did you mean {nearest}?" if nearest else ""
+    raise DeliveryFolderError(f"{root}: no delivery folders: expected <bureau>/<feed>/ folders of files, "
+                               f"e.g. {root / 'psb' / 'hukou'}/{hint}" + listed)
+
+
+def _candidates(root: Path, depth: int = 3):
+    """Folders under ``root`` (breadth first, a few levels deep), then its
+    parent and the folders beside it."""
+    level = [root]
+    for _ in range(depth):
+        level = [child for folder in level for child in _folders(folder)]
+        yield from level
+    parent = root.resolve().parent
+    if parent != root.resolve():
+        yield parent
+        yield from (sibling for sibling in _folders(parent) if sibling != root.resolve())

@@ -1,16 +1,15 @@
 """Standardisation and validation rules on Arrow arrays (the ingest hot path).
 
-The same rules as ``pipelines.rules`` (Spark column expressions), evaluated
-with pyarrow.compute kernels and numpy on the table the CSV reader already
-parsed: no per-row Python, no JVM round trip. ``tests/unit/test_rules.py``
-runs every rule test on both engines and checks that they agree value for
-value on a generated city's raw columns, so the two cannot drift apart.
+The definition of every contract rule, evaluated with pyarrow.compute
+kernels and numpy on the table the CSV reader already parsed: no per-row
+Python, no JVM round trip. Entity resolution re-standardises the quarantined
+rows it rescues with these same rules (``libraries.resolution.rescued_rows``);
+the few single steps the libraries need inside Spark joins
+(``libraries.columns``) are tested value for value against the functions here.
 
-Why two engines: ingest must stay within a small factor of pyarrow's own
+Why Arrow: ingest must stay within a small factor of pyarrow's own
 parse-and-write (issue 2); Spark spends ~8 s per million ID numbers on these
-rules alone (docs/benchmarks.md), Arrow well under one. The Spark twin stays
-for work that already lives in Spark (re-standardising quarantined rows for
-entity resolution).
+rules alone (docs/benchmarks.md), Arrow well under one.
 
 ``standardise_table`` returns, per contract column, the cleaned text, the
 typed value (null when invalid) and the first broken rule (null when clean).
@@ -19,7 +18,7 @@ typed value (null when invalid) and the first broken rule (null when clean).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +37,7 @@ from pipelines.reference import (
     USCC_SHAPE,
     WKT_POLYGON,
 )
+from pipelines.settings import utc_now
 
 _FULLWIDTH_DIGITS = [chr(c) for c in range(0xFF10, 0xFF1A)]
 _FULLWIDTH_ALNUM = _FULLWIDTH_DIGITS + [chr(c) for c in range(0xFF21, 0xFF3B)] + [chr(c) for c in range(0xFF41, 0xFF5B)]
@@ -178,7 +178,7 @@ def _ymd_dates(text: pa.Array, pattern: str) -> pa.Array:
 
 
 def _today_days() -> int:
-    return (datetime.now(timezone.utc).date() - date(1970, 1, 1)).days
+    return (utc_now().date() - date(1970, 1, 1)).days
 
 
 # --------------------------------------------------------------------------- column rules
@@ -359,7 +359,7 @@ def _date(raw: pa.Array) -> Standardised:
 
 def _parse_date_forms(text: pa.Array) -> pa.Array:
     """date32 of every date form (null when unparseable): the general rule,
-    the twin of ``pipelines.rules._date_stages``."""
+    the forms the contracts' date columns arrive in."""
     size = len(text)
     has_time = pc.or_(_true(pc.match_substring(text, " ")), _true(pc.match_substring(text, "T")))
     day = pc.if_else(has_time, pc.replace_substring_regex(text, "[ T][0-9:.]+$", ""), text)

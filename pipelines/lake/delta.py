@@ -1,21 +1,16 @@
-"""Where things live in the lake, and the small Delta helpers every stage uses.
-
-Layout under ``GOVLAKE_HOME``::
-
-    landing/<bureau>/<feed>/          deliveries waiting to be ingested
-    raw/<bureau>/<feed>/<sha256>.<ext> files exactly as sent, by content hash
-    bronze/<bureau>/<feed>/           Delta, every value as delivered + lineage
-    silver/<bureau>/<feed>/           Delta, typed and standardised
-    pending/<bureau>/<feed>/          Delta, silver rows of loads the quality gate blocked
-    governance/load_manifest/         Delta, one row per load status change
-    governance/quarantine/            Delta, one row per quarantined input row
-    governance/quality_results/       Delta, one row per expectation per validated load
-    governance/quality_approvals/     Delta, one row per governor approval of a blocked load
-    governance/issues/                Delta, the governance list (治理清单)
-    quality/gx/                       GX file context; Data Docs under uncommitted/data_docs
+"""The Delta helpers every stage uses: one way to read a lake table with
+Spark (``read_table`` for governance tables, ``read_silver`` for a feed's
+silver table) and the delta-rs writers and readers of the JVM-free ingest path
+(``write_arrow_replacing``, ``append_rows``, ``upsert_rows``,
+``read_delta_rows``). Where the tables live: ``pipelines.lake.paths``.
 """
 
 from __future__ import annotations
+
+from pipelines.contracts import get_contract
+from pipelines.lake.paths import governance_path, table_path
+from pipelines.lake.tables import GOVERNANCE_TABLES
+from pipelines.settings import Settings, get_settings
 
 
 def delta_exists(spark, path: str) -> bool:
@@ -31,6 +26,27 @@ def delta_version(spark, path: str) -> int | None:
     if not delta_exists(spark, path):
         return None
     return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+
+
+def read_table(spark, name: str, settings: Settings | None = None):
+    """``governance.<name>`` as a Spark DataFrame; while the table does not
+    exist yet, an empty frame of its declared schema
+    (``pipelines.lake.tables.GOVERNANCE_TABLES``)."""
+    if name not in GOVERNANCE_TABLES:
+        raise LookupError(f"no governance table {name!r}: known are {', '.join(sorted(GOVERNANCE_TABLES))}")
+    path = governance_path(name, settings)
+    if not delta_exists(spark, path):
+        return spark.createDataFrame([], GOVERNANCE_TABLES[name])
+    return spark.read.format("delta").load(path)
+
+
+def read_silver(spark, feed: str, settings: Settings | None = None):
+    """The silver table of ``feed`` (``bureau.feed``) as a Spark DataFrame, or
+    None while the feed has no delivery yet; an unknown feed raises
+    ``ContractError``."""
+    settings = settings or get_settings()
+    path = table_path("silver", get_contract(feed, settings.schemas_dir), settings)
+    return spark.read.format("delta").load(path) if delta_exists(spark, path) else None
 
 
 def write_arrow_replacing(table, path: str, predicate: str, tag: str, partition_by: str | None = None) -> None:
@@ -108,7 +124,7 @@ def read_delta_rows(path: str, filters: list[tuple] | None = None) -> list[dict]
     return pa.table(columns).to_pylist() if columns else []
 
 
-def _rows_table(rows: list[dict], ddl: str):
+def rows_table(rows: list[dict], ddl: str):
     """``rows`` (dicts, missing keys null) as an Arrow table of the DDL's schema."""
     import pyarrow as pa
 
@@ -120,7 +136,7 @@ def append_rows(path: str, rows: list[dict], ddl: str, partition_by: str | None 
     """Blind append of ``rows`` (dicts, missing keys null) in one commit."""
     from deltalake import write_deltalake
 
-    table = _rows_table(rows, ddl)
+    table = rows_table(rows, ddl)
     write_deltalake(path, table, mode="append", partition_by=partition_by)
 
 
@@ -130,7 +146,7 @@ def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tupl
     from deltalake import DeltaTable, write_deltalake
     from deltalake.exceptions import TableNotFoundError
 
-    table = _rows_table(rows, ddl)
+    table = rows_table(rows, ddl)
     column, value = partition
     try:
         target = DeltaTable(path)

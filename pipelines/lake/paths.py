@@ -1,4 +1,19 @@
-"""Where things live in the lake."""
+"""Where things live in the lake.
+
+Layout under ``GOVLAKE_HOME``::
+
+    landing/<bureau>/<feed>/          deliveries waiting to be ingested
+    raw/<bureau>/<feed>/<sha256>.<ext> files exactly as sent, by content hash
+    bronze/<bureau>/<feed>/           Delta, every value as delivered + lineage
+    silver/<bureau>/<feed>/           Delta, typed and standardised
+    pending/<bureau>/<feed>/          Delta, silver rows of loads the quality gate blocked
+    base/<library>/                   Delta, the base libraries (golden records with history)
+    governance/<table>/               Delta, the governance tables (schemas in
+                                      ``pipelines.lake.tables.GOVERNANCE_TABLES``):
+                                      load_manifest, quarantine, quality_results,
+                                      quality_approvals, issues, the lists, conflicts, ...
+    quality/gx/                       GX file context; Data Docs under uncommitted/data_docs
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""The schema of every governance table, in one place."""
+"""The schema of every governance table, in one place.
+
+``GOVERNANCE_TABLES`` maps each table under ``governance/`` to its Spark DDL;
+``pipelines.lake.delta.read_table`` gives an empty frame of that schema while
+a table does not exist yet.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,13 @@ MANIFEST_DDL = (
     "sha256 string, size_bytes long, encoding string, status string, replaces_load_id string, "
     "rows_read long, rows_loaded long, rows_quarantined long, rows_duplicate long, "
     "extra_headers array<string>, missing_columns array<string>, message string, event_at timestamp"
+)
+
+
+QUARANTINE_DDL = (
+    "feed string, _load_id string, _source_file string, _row_number long, column_name string, header string, "
+    "rule string, failures array<struct<column_name:string,header:string,rule:string,value:string>>, "
+    "original_values map<string,string>, quarantined_at timestamp"
 )
 
 
@@ -73,3 +85,28 @@ LINKS_DDL = ("library string, feed string, source_alias string, _load_id string,
 REVIEW_DDL = ("library string, feed string, source_alias string, _load_id string, _source_file string, "
               "_row_number long, reason string, record map<string,string>, candidate_keys array<string>, "
               "status string, found_at timestamp")
+
+
+ADDRESS_MATCH_RATES_DDL = ("feed string, column_name string, rows long, matched long, match_rate double, "
+                           "measured_at timestamp")
+
+
+UNMATCHED_ADDRESSES_DDL = "feed string, column_name string, address_text string, rows long"
+
+
+GOVERNANCE_TABLES = {
+    "load_manifest": MANIFEST_DDL,
+    "quarantine": QUARANTINE_DDL,
+    "quality_results": QUALITY_RESULTS_DDL,
+    "quality_approvals": APPROVALS_DDL,
+    "issues": ISSUES_DDL,
+    "demand_list": DEMAND_DDL,
+    "sharing_list": SHARING_DDL,
+    "collection_list": COLLECTION_DDL,
+    "query_audit": AUDIT_DDL,
+    "conflicts": CONFLICTS_DDL,
+    "entity_links": LINKS_DDL,
+    "match_review": REVIEW_DDL,
+    "address_match_rates": ADDRESS_MATCH_RATES_DDL,
+    "unmatched_addresses": UNMATCHED_ADDRESSES_DDL,
+}

@@ -1,6 +1,6 @@
-"""The base libraries (gold, schema ``base``), built from silver by declared sources.
-
-First version: ``population`` only, joined on validated keys. Entity resolution
-of records without a usable key, conflicts, and the other four libraries are
-still to come (issue 4).
+"""The base libraries (gold, schema ``base``), built from silver by the specs in
+``schemas/libraries/``: population and legal_person as golden records joined on
+validated keys, with entity resolution of quarantined records, cross-bureau
+conflicts and history; address, grid, credit_record, credit_rating and
+e_licence as derived tables. ``build`` is the entry point.
 """

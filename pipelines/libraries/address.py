@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from pipelines.lake.delta import delta_exists
+from pipelines.lake.delta import read_silver, read_table
 from pipelines.lake.paths import governance_path
 from pipelines.libraries.columns import fold_digits
 from pipelines.libraries.golden import latest_per_key
@@ -95,7 +95,7 @@ def grid_cells(spark, settings: Settings, _spec=None):
     from pyspark.sql import functions as F
 
 
-    cells = _silver(spark, "grid.cell", settings)
+    cells = _required_silver(spark, "grid.cell", settings)
     latest = latest_per_key(cells, "grid_code", ["grid_name", "town_code", "boundary_wkt", "grid_worker"])
     points = wkt_points(F.col("boundary_wkt"))
     return latest.select(
@@ -130,10 +130,10 @@ def standard_addresses(spark, settings: Settings, _spec=None):
 
     columns = ["town_code", "town_name", "community", "street", "house_number", "building", "standard_address",
                "longitude", "latitude"]
-    latest = latest_per_key(_silver(spark, "nr.standard_address", settings), "address_code", columns)
+    latest = latest_per_key(_required_silver(spark, "nr.standard_address", settings), "address_code", columns)
     addresses = latest.select(F.col("_key").alias("address_code"), *columns,
                               F.lit("nr.standard_address").alias("source"), F.col("_load_id").alias("source_load_id"))
-    if delta_exists(spark, settings.lake_path("silver", "grid", "cell")):
+    if read_silver(spark, "grid.cell", settings) is not None:
         return assign_grid_cells(addresses, grid_cells(spark, settings))
     return addresses.withColumn("grid_code", F.lit(None).cast("string"))
 
@@ -146,11 +146,10 @@ def address_match_report(spark, keys, settings: Settings):
 
     rates, unmatched = [], []
     for feed, column in MATCHED_ADDRESS_COLUMNS:
-        bureau, name = feed.split(".")
-        path = settings.lake_path("silver", bureau, name)
-        if not delta_exists(spark, path):
+        silver = read_silver(spark, feed, settings)
+        if silver is None:
             continue
-        texts = spark.read.format("delta").load(path).where(F.col(column).isNotNull()).select(column)
+        texts = silver.where(F.col(column).isNotNull()).select(column)
         matched = match_addresses(texts, column, keys, "address_code")
         rates.append(matched.groupBy().agg(
             F.lit(feed).alias("feed"), F.lit(column).alias("column_name"), F.count("*").alias("rows"),
@@ -178,23 +177,25 @@ def write_match_report(spark, keys, settings: Settings) -> list[dict]:
         governance_path("address_match_rates", settings))
     unmatched.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
         governance_path("unmatched_addresses", settings))
-    return [r.asDict() for r in spark.read.format("delta").load(governance_path("address_match_rates", settings))
-            .orderBy("feed").collect()]
+    return [r.asDict() for r in read_table(spark, "address_match_rates", settings).orderBy("feed").collect()]
 
 
 def address_keys_from_lake(spark, settings: Settings):
     """Matching keys of the standard addresses in silver (None before the first delivery)."""
 
-    if not delta_exists(spark, settings.lake_path("silver", "nr", "standard_address")):
+    addresses = read_silver(spark, "nr.standard_address", settings)
+    if addresses is None:
         return None
-    latest = latest_per_key(_silver(spark, "nr.standard_address", settings), "address_code",
-                            ["town_name", "community", "street", "house_number"])
+    latest = latest_per_key(addresses, "address_code", ["town_name", "community", "street", "house_number"])
     return standard_address_keys(latest.withColumnRenamed("_key", "address_code")).localCheckpoint()
 
 
-def _silver(spark, feed: str, settings: Settings):
-    bureau, name = feed.split(".")
-    return spark.read.format("delta").load(settings.lake_path("silver", bureau, name))
+def _required_silver(spark, feed: str, settings: Settings):
+    """The silver table of ``feed``; a library built from it cannot do without it."""
+    frame = read_silver(spark, feed, settings)
+    if frame is None:
+        raise LookupError(f"silver {feed} does not exist yet: ingest a delivery of {feed} first")
+    return frame
 
 
 def report_after_build(spark, settings: Settings) -> list[dict]:

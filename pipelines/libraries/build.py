@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
-from pipelines.contracts import get_contract
-from pipelines.lake.delta import delta_exists, delta_version
-from pipelines.lake.paths import table_path
+from pipelines.lake.delta import delta_version, read_silver
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.resolution import resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec
 from pipelines.quality.gate import validate_library
-from pipelines.settings import Settings, get_settings
+from pipelines.settings import Settings, get_settings, utc_now
 
 
 def read_silver_sources(spark, spec: LibrarySpec, settings: Settings) -> dict:
     """Silver frames by source alias (the feeds that exist yet)."""
-
-    frames = {}
-    for alias, source in spec.sources.items():
-        path = table_path("silver", get_contract(source.feed, settings.schemas_dir), settings)
-        if delta_exists(spark, path):
-            frames[alias] = spark.read.format("delta").load(path)
-    return frames
+    frames = {alias: read_silver(spark, source.feed, settings) for alias, source in spec.sources.items()}
+    return {alias: frame for alias, frame in frames.items() if frame is not None}
 
 
 def _function(reference: str):
@@ -65,7 +58,7 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
 
 
     settings = settings or get_settings()
-    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    now = now or utc_now()
     started = time.monotonic()
     stages: dict[str, float] = {}
 

@@ -6,7 +6,9 @@ feed): both values and sources, ``first_seen_at`` / ``last_seen_at``, and
 ``resolved_at`` once the sources agree again. Each build also keeps one issue
 per (other feed, attribute) on the governance list, for the bureau that has to
 fix its data, with the number of subjects still in conflict; the issue closes
-when none are left.
+when none are left. ``governance.conflicts`` is written by Spark only (one
+MERGE per build); the issues go through ``pipelines.governance.issues``
+(delta-rs), like every write of that table.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from pipelines.contracts import get_contract
-from pipelines.governance.issues import SAMPLE_SIZE, Finding, close_issue, read_issues, update_issues
-from pipelines.lake.delta import delta_exists
+from pipelines.governance.issues import SAMPLE_SIZE, Finding, close_issue, update_issues
+from pipelines.lake.delta import delta_exists, read_table
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import CONFLICTS_DDL
 from pipelines.settings import Settings
@@ -46,7 +48,7 @@ def record_conflicts(spark, library: str, conflicts, now: datetime, settings: Se
      .whenNotMatchedBySourceUpdate(condition=f"t.library = '{library}' AND t.resolved_at IS NULL",
                                    set={"resolved_at": F.lit(now).cast("timestamp")})
      .execute())
-    open_conflicts = (spark.read.format("delta").load(path)
+    open_conflicts = (read_table(spark, "conflicts", settings)
                       .where((F.col("library") == library) & F.col("resolved_at").isNull())
                       .groupBy("other_feed", "other_column", "attribute", "authoritative_feed")
                       .agg(F.count("*").alias("subjects"),
@@ -70,9 +72,9 @@ def _sync_issues(spark, library: str, open_conflicts, now: datetime, settings: S
             sample_rows=tuple(row["samples"]),
             detail=(f"{row['subjects']} subjects where {row['other_feed']}.{row['other_column']} disagrees with "
                     f"the authoritative {row['authoritative_feed']} (see governance.conflicts)"))
-        update_issues(spark, get_contract(row["other_feed"], settings.schemas_dir), build, [finding],
+        update_issues(get_contract(row["other_feed"], settings.schemas_dir), build, [finding],
                       close_others=False, settings=settings)
-    stale = (read_issues(spark, settings)
+    stale = (read_table(spark, "issues", settings)
              .where((F.col("source") == "conflict") & (F.col("status") == "open")
                     & F.col("rule").startswith(f"conflict.{library}.")).collect())
     for issue in stale:

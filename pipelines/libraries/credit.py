@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.lake.delta import delta_exists
+from pipelines.lake.delta import delta_exists, read_silver
 from pipelines.libraries.columns import id_check_char
 from pipelines.libraries.golden import latest_per_key
 from pipelines.settings import Settings
@@ -49,13 +49,6 @@ def load_rule_set(settings: Settings) -> RuleSet:
     return RuleSet(str(document["version"]), int(document["start_score"]), tuple(document["rules"]),
                    tuple(document.get("overrides") or []), tuple(document["grades"]),
                    tuple(document.get("not_rated_statuses") or []))
-
-
-def _silver(spark, feed: str, settings: Settings):
-
-    bureau, name = feed.split(".")
-    path = settings.lake_path("silver", bureau, name)
-    return spark.read.format("delta").load(path) if delta_exists(spark, path) else None
 
 
 def credit_records_from(abnormal, penalty, debtor, taxpayer):
@@ -130,7 +123,7 @@ def credit_records(spark, settings: Settings, _spec=None):
     from pyspark.sql import functions as F
 
 
-    records = credit_records_from(*[_silver(spark, f, settings) for f in
+    records = credit_records_from(*[read_silver(spark, f, settings) for f in
                                     ("amr.abnormal_list", "amr.penalty", "court.dishonest_debtor", "tax.taxpayer")])
     if records is None:
         raise ValueError("base.credit_record: none of its source tables exist yet")

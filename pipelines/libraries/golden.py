@@ -9,11 +9,15 @@ with one Delta MERGE: unchanged records are left alone, changed ones get their
 current version closed (``valid_to``) and a new one opened, new keys are
 inserted. "What did we know on date D" is
 ``valid_from <= D and (valid_to is null or valid_to > D)``.
+
+Some attributes are facts of the key itself (``key_authority``: a validated ID
+number's birth date and gender): they are taken from the key, with
+``<attribute>_source = 'id_number'``, and the sources are only checked against it.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipelines.lake.delta import delta_exists
 from pipelines.libraries.matching import normalise_for_matching
@@ -53,9 +57,9 @@ def joined_sources(spec: LibrarySpec, frames: dict):
     if not adding:
         raise LibrarySpecError(f"{spec.library}: none of its source tables exist yet")
     joined = reduce(lambda left, right: left.join(right, "_key", "full_outer"), [per_source[a] for a in adding])
-    for alias in per_source:
+    for alias, frame in per_source.items():
         if alias not in adding:
-            joined = joined.join(per_source[alias], "_key", "left")
+            joined = joined.join(frame, "_key", "left")
     return joined, list(per_source)
 
 
@@ -67,6 +71,38 @@ def _attribute_value(spec: LibrarySpec, attribute: Attribute, alias: str, column
         mapping = F.create_map(*[F.lit(x) for pair in attribute.values.items() for x in pair])
         value = F.coalesce(mapping[value.cast("string")], value.cast("string"))
     return value
+
+
+KEY_SOURCE = "id_number"
+
+
+def key_authority(spec: LibrarySpec) -> dict:
+    """Attributes a library takes from its validated key, not from a source:
+    attribute -> function of the key column giving the value (null when the
+    key does not carry it). Under GB 11643 a validated 18-character ID number
+    fixes birth date and gender (issue 20), so base.population's ``gender``
+    and ``birth_date`` come from ``person_id`` and the bureaus' values are
+    checked against it (``attribute_conflicts``), never preferred to it.
+
+    Declared here, by library, because the spec model has no field for it
+    yet (a ``derive:`` attribute option in pipelines/library_specs.py would)."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.columns import id_birth_date, id_gender
+    from pipelines.reference import ID_SHAPE
+
+    if spec.library != "population":
+        return {}
+    return {"gender": id_gender,
+            "birth_date": lambda key: F.when(key.rlike(ID_SHAPE), id_birth_date(key))}
+
+
+def _key_load_id(spec: LibrarySpec, present_aliases: list[str]):
+    """The delivery the key came from: the first source (in spec order) that knows it."""
+    from pyspark.sql import functions as F
+
+    loads = [F.col(f"{spec.sources[a].prefix}___load_id") for a in spec.sources if a in present_aliases]
+    return F.coalesce(*loads) if loads else F.lit(None).cast("string")
 
 
 def golden_records(spec: LibrarySpec, frames: dict, joined=None):
@@ -85,8 +121,23 @@ def golden_records(spec: LibrarySpec, frames: dict, joined=None):
     else:
         joined, present_aliases = joined
     outputs = [F.col("_key").alias(spec.key)]
+    derived = key_authority(spec)
     for attribute in spec.attributes:
         present = [(alias, column) for alias, column in attribute.sources if alias in present_aliases]
+        if attribute.name in derived:
+            from_key = derived[attribute.name](F.col("_key"))
+            values = [_attribute_value(spec, attribute, alias, column) for alias, column in present]
+            source = F.lit(None).cast("string")
+            load = F.lit(None).cast("string")
+            for value, (alias, _) in reversed(list(zip(values, present))):
+                source = F.when(value.isNotNull(), F.lit(spec.sources[alias].feed)).otherwise(source)
+                load = F.when(value.isNotNull(), F.col(f"{spec.sources[alias].prefix}___load_id")).otherwise(load)
+            outputs += [F.coalesce(from_key, *values).alias(attribute.name),
+                        F.when(from_key.isNotNull(), F.lit(KEY_SOURCE)).otherwise(source)
+                        .alias(f"{attribute.name}_source"),
+                        F.when(from_key.isNotNull(), _key_load_id(spec, present_aliases)).otherwise(load)
+                        .alias(f"{attribute.name}_load_id")]
+            continue
         if not present:
             outputs += [F.lit(None).cast("string").alias(attribute.name),
                         F.lit(None).cast("string").alias(f"{attribute.name}_source"),
@@ -119,7 +170,25 @@ def attribute_conflicts(spec: LibrarySpec, joined):
 
     joined, present_aliases = joined
     parts = []
+    derived = key_authority(spec)
     for attribute in spec.attributes:
+        if attribute.conflicts and attribute.name in derived:
+            # the key is the authority: every source that disagrees with it is a finding for that bureau
+            authority = derived[attribute.name](F.col("_key"))
+            for alias, column in attribute.sources:
+                if alias not in present_aliases:
+                    continue
+                other = _attribute_value(spec, attribute, alias, column)
+                parts.append(joined.where(authority.isNotNull() & other.isNotNull()
+                                          & (authority.cast("string") != other.cast("string"))).select(
+                    F.col("_key").alias("subject"), F.lit(attribute.name).alias("attribute"),
+                    F.lit(KEY_SOURCE).alias("authoritative_feed"),
+                    authority.cast("string").alias("authoritative_value"),
+                    _key_load_id(spec, present_aliases).alias("authoritative_load_id"),
+                    F.lit(spec.sources[alias].feed).alias("other_feed"), F.lit(column).alias("other_column"),
+                    other.cast("string").alias("other_value"),
+                    F.col(f"{spec.sources[alias].prefix}___load_id").alias("other_load_id")))
+            continue
         if not attribute.conflicts or not attribute.sources or attribute.sources[0][0] not in present_aliases:
             continue
         authority_alias, authority_column = attribute.sources[0]
@@ -157,7 +226,7 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     from pyspark.sql import functions as F
 
 
-    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    now = now or datetime.now(UTC).replace(tzinfo=None)
     attributes = [c for c in records.columns if c != key and not c.endswith("_load_id") and c not in unversioned]
     hashed = records.withColumn("record_hash", F.sha2(F.to_json(F.struct(*[F.col(c) for c in attributes])), 256))
     if not delta_exists(spark, path):

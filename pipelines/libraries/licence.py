@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from pipelines.lake.delta import delta_exists
+from pipelines.lake.delta import read_silver
 from pipelines.libraries.golden import latest_per_key
 from pipelines.settings import Settings
 
@@ -76,8 +76,5 @@ def e_licences(spark, settings: Settings, _spec=None):
 
 
     entities = spark.read.format("delta").load(settings.lake_path("base", "legal_person")).where("is_current")
-    feeds = []
-    for bureau, name in (("amr", "food_licence"), ("hud", "construction_permit")):
-        path = settings.lake_path("silver", bureau, name)
-        feeds.append(spark.read.format("delta").load(path) if delta_exists(spark, path) else None)
+    feeds = [read_silver(spark, feed, settings) for feed in ("amr.food_licence", "hud.construction_permit")]
     return licences_from(entities, *feeds, F.current_date())

@@ -39,7 +39,7 @@ from pipelines.lake.delta import delta_exists
 from pipelines.lake.manifest import read_manifest
 from pipelines.lake.paths import governance_path, table_path
 from pipelines.lake.tables import LINKS_DDL, REVIEW_DDL
-from pipelines.libraries.columns import clean_text, fold_code, id_birth_date, standardise_columns
+from pipelines.libraries.columns import clean_text, fold_code, id_birth_date
 from pipelines.libraries.matching import normalise_for_matching, town_code_of
 from pipelines.library_specs import LibrarySpec
 from pipelines.settings import Settings
@@ -73,25 +73,62 @@ def quarantined_rows(spark, feeds: list[str], settings: Settings):
             .where(F.col("feed").isin(*feeds) & F.col("_load_id").isin(*loads) & ~F.col("rule").isin(*SKIPPED_RULES)))
 
 
+IDENTIFIER_TYPES = ("id_number", "uscc", "id_or_uscc")
+# ID cross-checks (pipelines.ingest.classify): the failure is recorded on the ID
+# column, but the value that contradicts the ID is the other column's.
+CROSS_CHECKS = {"id_number.gender_parity": "gender_column", "id_number.birth_date_mismatch": "birth_date_column"}
+
+
 def rescued_rows(quarantined, feed: str, settings: Settings):
-    """``feed``'s rows of ``quarantined``, re-standardised: contract columns
-    typed, the columns that failed nulled, ``_failed_columns`` and
-    ``_raw_<column>`` (the delivered text) for the identifier columns. Pure."""
+    """``feed``'s rows of ``quarantined``, re-standardised with the ingest
+    rules (``pipelines.ingest.rules``, the one definition of every contract
+    rule): contract columns typed, the columns that failed nulled,
+    ``_failed_columns`` and ``_raw_<column>`` (the delivered text) for the
+    identifier columns, plus lineage (``_load_id``, ``_source_file``,
+    ``_row_number``, ``_ingested_at``).
+
+    A row never contributes the value it was quarantined for: when an ID
+    cross-check failed (gender parity, birth-date mismatch) the gender or
+    birth-date column it names is nulled too, since the validated ID number is
+    the authority for both (issue 20).
+
+    Quarantined rows are 0.1-1% of a delivery, so they go to Arrow and back."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
+    from pipelines.ingest.rules import standardise_table
 
     contract = get_contract(feed, settings.schemas_dir)
-    raw = quarantined.where(F.col("feed") == feed).select(
-        *[F.coalesce(*[F.col("original_values")[h] for h in c.headers]).alias(c.name) for c in contract.columns],
-        "_load_id", "_source_file", "_row_number", F.col("quarantined_at").alias("_ingested_at"),
-        F.transform("failures", lambda f: f["column_name"]).alias("_failed_columns"))
-    typed = standardise_columns(raw, contract.columns)
-    return typed.select(
-        *[F.when(F.array_contains("_failed_columns", c.name), F.lit(None))
-          .otherwise(F.col(f"{c.name}__value")).alias(c.name) for c in contract.columns],
-        *[F.col(c.name).alias(f"_raw_{c.name}") for c in contract.columns if c.type in ("id_number", "uscc",
-                                                                                       "id_or_uscc")],
-        "_load_id", "_source_file", "_row_number", "_ingested_at", "_failed_columns")
+    rows = (quarantined.where(F.col("feed") == feed)
+            .select("original_values", "failures", "_load_id", "_source_file", "_row_number",
+                    F.col("quarantined_at").alias("_ingested_at"))
+            .toArrow())
+    originals = [dict(pairs or []) for pairs in rows.column("original_values").to_pylist()]
+    failures = [items or [] for items in rows.column("failures").to_pylist()]
+    raw = pa.table({c.name: pa.array([next((o[h] for h in c.headers if o.get(h) is not None), None)
+                                      for o in originals], pa.string()) for c in contract.columns})
+    standardised = standardise_table(raw, contract.columns, threads=1)
+    failed = [[f["column_name"] for f in items] for items in failures]
+    nulled = [set(names) for names in failed]
+    by_name = {c.name: c for c in contract.columns}
+    for row, items in enumerate(failures):
+        for item in items:
+            attribute, column = CROSS_CHECKS.get(item["rule"]), by_name.get(item["column_name"])
+            if attribute and column is not None and getattr(column, attribute):
+                nulled[row].add(getattr(column, attribute))
+    out = {}
+    for c in contract.columns:
+        keep = pa.array([c.name not in names for names in nulled], pa.bool_())
+        value = standardised[c.name].value
+        out[c.name] = pc.if_else(keep, value, pa.scalar(None, value.type))
+    for c in contract.columns:
+        if c.type in IDENTIFIER_TYPES:
+            out[f"_raw_{c.name}"] = raw.column(c.name).combine_chunks()
+    for name in ("_load_id", "_source_file", "_row_number", "_ingested_at"):
+        out[name] = rows.column(name).combine_chunks()
+    out["_failed_columns"] = pa.array(failed, pa.list_(pa.string()))
+    return quarantined.sparkSession.createDataFrame(pa.table(out))
 
 
 def _fields(frame, mapping: dict, profile: str, key_expr):
@@ -104,11 +141,12 @@ def _fields(frame, mapping: dict, profile: str, key_expr):
         return F.col(mapping[column]).cast("string") if mapping.get(column) else F.lit(None).cast("string")
 
     if profile == "person":
+        # the delivered birth date, else the one in the delivered ID number (a
+        # row quarantined for a birth-date mismatch has its birth date nulled)
+        folded = fold_code(clean_text(key_expr.cast("string")))
+        birth = F.when(F.length(folded) == 18, id_birth_date(folded))
         if mapping.get("birth"):
-            birth = F.col(mapping["birth"]).cast("date")
-        else:
-            folded = fold_code(clean_text(key_expr.cast("string")))
-            birth = F.when(F.length(folded) == 18, id_birth_date(folded))
+            birth = F.coalesce(F.col(mapping["birth"]).cast("date"), birth)
     else:
         birth = F.lit(None).cast("date")
     return frame.select(
@@ -159,22 +197,29 @@ def match_unkeyed(unkeyed, candidates, profile: str):
         return (F.when(F.col(mine).isNull() | F.col(theirs).isNull(), 0)
                 .when(F.col(mine) == F.col(theirs), 1).otherwise(-1))
 
+    town, representative = agreement("town_code", "c_town_code"), agreement("rep_key", "c_rep_key")
     pairs = (usable.join(c, reduce(lambda a, b: a & b, [usable[x] == c[f"c_{x}"] for x in block]))
              .groupBy("_record_id", "candidate_key")
-             .agg(F.max(agreement("town_code", "c_town_code") + agreement("rep_key", "c_rep_key")).alias("score")))
+             .agg(F.max(town + representative).alias("score"),
+                  F.max((town < 0) | (representative < 0)).alias("contradicts")))
     ranked = pairs.withColumn("_rank", F.dense_rank().over(Window.partitionBy("_record_id").orderBy(F.desc("score"))))
     summary = ranked.groupBy("_record_id").agg(
         F.count("*").alias("candidates"), F.sum((F.col("_rank") == 1).cast("int")).alias("best"),
         F.max("score").alias("score"),
         F.max_by("candidate_key", "score").alias("key"),
+        F.max_by("contradicts", "score").alias("best_contradicts"),
         F.slice(F.sort_array(F.collect_list("candidate_key")), 1, 10).alias("candidate_keys"))
     method = F.lit(f"{profile}:" + "+".join(block + ["score"]))
-    links = summary.where((F.col("best") == 1) & (F.col("score") >= 0)).select(
+    # one best candidate that no compared attribute contradicts: an agreeing
+    # town does not outweigh a disagreeing representative
+    linkable = (F.col("best") == 1) & ~F.col("best_contradicts")
+    links = summary.where(linkable).select(
         "_record_id", "key", method.alias("method"), F.col("score").cast("int").alias("score"))
-    reviewed = summary.where((F.col("best") > 1) | (F.col("score") < 0)).select(
+    reviewed = summary.where(~linkable).select(
         "_record_id",
         F.when(F.col("best") > 1, F.lit("ambiguous: several candidates score the same"))
-        .otherwise(F.lit("the only candidates disagree on town or representative")).alias("reason"),
+        .when(F.col("score") < 0, F.lit("the only candidates disagree on town or representative"))
+        .otherwise(F.lit("the best candidate disagrees on town or representative")).alias("reason"),
         "candidate_keys")
     unmatched = unkeyed.join(summary.select("_record_id"), "_record_id", "left_anti").select(
         "_record_id",

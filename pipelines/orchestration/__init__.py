@@ -1,0 +1,1 @@
+"""What Airflow needs from the project: assets, shared DAG arguments, the local Airflow service."""

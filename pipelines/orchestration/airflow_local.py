@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipelines.processes import running_pid, stop_process_group
+from pipelines.processes import running_pid, service_environment, stop_process_group
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,10 @@ def airflow_environment(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        # log servers next to the API port (8793/8794, Airflow's defaults, for
+        # port 8080), so that a second Airflow on another port does not clash
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.airflow_port + 713),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.airflow_port + 714),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         # the lake and the declarative folders, for tasks started by Airflow
         "GOVLAKE_HOME": settings.home,
@@ -63,16 +67,21 @@ def use_project_airflow(settings: Settings | None = None) -> dict[str, str]:
         raise RuntimeError(f"airflow was imported with AIRFLOW_HOME={loaded_home} before use_project_airflow(); "
                            "its configuration is fixed for this process")
     os.environ.update(environment)
+    _migrate(settings, service_environment(environment))
+    return environment
+
+
+def _migrate(settings: Settings, environment: dict[str, str]) -> None:
+    """Create or upgrade the metadata DB of ``settings.airflow_home``, once."""
     home = Path(settings.airflow_home)
     home.mkdir(parents=True, exist_ok=True)
     stamp = home / ".db-migrated"
     if not stamp.exists():
-        completed = subprocess.run([_airflow_bin(), "db", "migrate"], env=os.environ.copy(),
-                                   capture_output=True, text=True)
+        completed = subprocess.run([_airflow_bin(), "db", "migrate"], env=environment,
+                                   capture_output=True, text=True, check=False)
         if completed.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed in {home}:\n{completed.stderr[-3000:]}")
         stamp.touch()
-    return environment
 
 
 def _airflow_bin() -> str:
@@ -113,45 +122,90 @@ def _health_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.airflow_port}/api/v2/monitor/health"
 
 
+def password_file(settings: Settings | None = None) -> Path:
+    """Where Airflow's simple auth manager writes the generated password of ``admin``."""
+    settings = settings or get_settings()
+    return Path(settings.airflow_home) / "simple_auth_manager_passwords.json.generated"
+
+
 def airflow_status(settings: Settings | None = None) -> dict:
+    """``answering`` is True only when the API's health endpoint answers 200
+    (``running``: the process in the pid file is alive)."""
     settings = settings or get_settings()
     pid = running_pid(_pid_file(settings))
     alive = pid is not None
-    healthy = False
+    answering = False
     if alive:
         try:
             with urllib.request.urlopen(_health_url(settings), timeout=3) as response:
-                healthy = response.status == 200
+                answering = response.status == 200
         except OSError:
-            healthy = False
-    return {"pid": pid if alive else None, "running": alive, "healthy": healthy,
+            answering = False
+    return {"answering": answering, "running": alive, "healthy": answering, "pid": pid if alive else None,
             "url": f"http://127.0.0.1:{settings.airflow_port}", "home": str(settings.airflow_home),
-            "password_file": str(Path(settings.airflow_home) / "simple_auth_manager_passwords.json.generated")}
+            "log": str(_log_path(settings)), "password_file": str(password_file(settings))}
 
 
-def airflow_up(settings: Settings | None = None, wait_seconds: int = 180) -> dict:
+def _log_path(settings: Settings) -> Path:
+    return Path(settings.airflow_home) / "standalone.log"
+
+
+class AirflowStartError(RuntimeError):
+    """``airflow standalone`` exited or did not answer; the message carries its error lines."""
+
+
+def _error_lines(log_path: Path, offset: int, limit: int = 25) -> str:
+    """The error lines ``airflow standalone`` (and its children) wrote since ``offset``."""
+    if not log_path.exists():
+        return ""
+    with log_path.open("rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    picked = [line for line in lines
+              if any(mark in line for mark in ("ERROR", "Error", "Traceback", "Exception", "exited"))]
+    return "\n".join((picked or lines)[-limit:])
+
+
+def airflow_up(settings: Settings | None = None, wait_seconds: int = 180,
+               extra_environment: dict[str, str] | None = None) -> dict:
     """Start ``airflow standalone`` in the background (idempotent) and wait until
-    its API answers."""
+    its API answers. The service gets the project's ``AIRFLOW_*`` settings and
+    the project venv's ``bin`` first on ``PATH`` (standalone starts its
+    scheduler, DAG processor, API server and triggerer as ``airflow …``
+    commands found on ``PATH``). This process's environment is left alone;
+    ``extra_environment`` overrides single settings (e.g. tests pause DAGs)."""
     settings = settings or get_settings()
     status = airflow_status(settings)
-    if status["running"]:
+    if status["answering"]:
         return status
-    environment = use_project_airflow(settings)
-    log_path = Path(settings.airflow_home) / "standalone.log"
+    log_path = _log_path(settings)
+    if status["running"]:
+        return _wait_until_answering(settings, status["pid"], wait_seconds, None, log_path, 0)
+    environment = service_environment(airflow_environment(settings) | (extra_environment or {}))
+    _migrate(settings, environment)
+    offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log_file:
-        process = subprocess.Popen([_airflow_bin(), "standalone"], env=os.environ.copy() | environment,
+        process = subprocess.Popen([_airflow_bin(), "standalone"], env=environment, cwd=settings.airflow_home,
                                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     _pid_file(settings).write_text(str(process.pid))
+    return _wait_until_answering(settings, process.pid, wait_seconds, process, log_path, offset)
+
+
+def _wait_until_answering(settings: Settings, pid: int, wait_seconds: int, process, log_path: Path,
+                          offset: int) -> dict:
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"airflow standalone exited with {process.returncode}; see {log_path}")
+        if process is not None and process.poll() is not None:
+            _pid_file(settings).unlink(missing_ok=True)
+            raise AirflowStartError(f"airflow standalone exited with {process.returncode} (log: {log_path}):\n"
+                                    f"{_error_lines(log_path, offset)}")
         status = airflow_status(settings)
-        if status["healthy"]:
+        if status["answering"]:
             return status
         time.sleep(2)
-    raise TimeoutError(f"airflow standalone did not answer {_health_url(settings)} within {wait_seconds}s; "
-                       f"see {log_path}")
+    raise AirflowStartError(f"airflow standalone (pid {pid}) did not answer {_health_url(settings)} within "
+                            f"{wait_seconds}s (log: {log_path}):\n{_error_lines(log_path, offset)}")
 
 
 def airflow_down(settings: Settings | None = None) -> bool:

@@ -1,13 +1,32 @@
-"""Airflow Assets shared by the DAG files: one per feed's silver table.
+"""What the DAG files share: one Airflow Asset per feed's silver table and per
+base library, the specs and contracts DAGs are generated from, and the common
+``@dag`` arguments.
 
-Imported by DAG files only (it imports ``airflow.sdk``)."""
+Imported by DAG files only (it imports ``airflow.sdk``); parse time reads YAML
+only, never Spark, GX or pandas."""
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime, timedelta
+
+import yaml
 from airflow.sdk import Asset
 
 from pipelines.contracts import Contract, ContractError, contract_paths, load_contract
-from pipelines.settings import get_settings
+from pipelines.library_specs import LibrarySpec, LibrarySpecError, library_spec_paths, load_library_spec
+
+log = logging.getLogger(__name__)
+
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def dag_arguments(*tags: str, retries: int = 2, retry_delay: timedelta = timedelta(minutes=2),
+                  execution_timeout: timedelta = timedelta(hours=2)) -> dict:
+    """The ``@dag`` arguments every govlake DAG shares: a fixed start date, no
+    catch-up, one run at a time, and the retry policy of its tasks."""
+    return {"start_date": START_DATE, "catchup": False, "max_active_runs": 1, "tags": list(tags),
+            "default_args": {"retries": retries, "retry_delay": retry_delay, "execution_timeout": execution_timeout}}
 
 
 def silver_asset(contract: Contract) -> Asset:
@@ -24,21 +43,36 @@ def library_asset(library: str) -> Asset:
 
 
 def all_library_assets() -> list[Asset]:
-    from pathlib import Path
+    return [library_asset(path.stem) for path in library_spec_paths()]
 
 
-    return [library_asset(path.stem) for path in sorted((Path(get_settings().schemas_dir) / "libraries").glob("*.yaml"))]
+def loadable_contracts() -> list[Contract]:
+    """Every contract that loads. A broken contract file must not take the
+    other feeds' DAGs down with it: it is logged (naming the file and field)
+    and skipped; `govlake contracts check` and the test suite fail on it."""
+    loaded = []
+    for path in contract_paths():
+        try:
+            loaded.append(load_contract(path))
+        except ContractError as exc:
+            log.error("no DAG for %s: %s", path, exc)
+    return loaded
+
+
+def loadable_library_specs() -> list[LibrarySpec]:
+    """Every library spec that loads; a broken one is logged and skipped."""
+    specs = []
+    for path in library_spec_paths():
+        try:
+            specs.append(load_library_spec(path.stem))
+        except (LibrarySpecError, KeyError, yaml.YAMLError) as exc:
+            log.error("no DAG for %s: %s", path, exc)
+    return specs
 
 
 def all_silver_assets() -> list[Asset]:
     """One asset per loadable contract (broken contracts are skipped: they have no DAG)."""
-    assets = []
-    for path in contract_paths():
-        try:
-            assets.append(silver_asset(load_contract(path)))
-        except ContractError:
-            continue
-    return assets
+    return [silver_asset(contract) for contract in loadable_contracts()]
 
 
 def any_of(assets: list[Asset]):

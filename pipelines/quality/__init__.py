@@ -1,0 +1,1 @@
+"""Expectation suites and the quality gate every delivery and library build passes."""

@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC
 from pathlib import Path
 
 from pipelines.contracts import Contract
-from pipelines.lake.delta import delta_exists
+from pipelines.lake.delta import rows_table, write_arrow_replacing
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import QUALITY_RESULTS_DDL
 from pipelines.quality.suites import (
@@ -35,7 +35,7 @@ from pipelines.quality.suites import (
     load_suite,
     suite_path,
 )
-from pipelines.settings import Settings, get_settings
+from pipelines.settings import Settings, get_settings, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters:
         result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [index_column],
                        "partial_unexpected_count": 10},
     ))
-    run_at = datetime.now(timezone.utc)
+    run_at = utc_now().replace(tzinfo=UTC)   # GX takes a naive run time as local time
     run_id = f"{run_name}@{run_at:%Y%m%dT%H%M%S}"
     checkpoint_result = checkpoint.run(
         batch_parameters={"dataframe": batch_frame}, expectation_parameters=parameters,
@@ -245,11 +245,12 @@ def validate_library(frame, library: str, run_name: str, settings: Settings | No
     return _run_checkpoint(frame, suite, f"base.{library}", run_name, {}, settings, rows, suite["meta"]["key"])
 
 
-def record_results(spark, gate: GateResult, contract: Contract, source_file: str,
+def record_results(gate: GateResult, contract: Contract, source_file: str,
                    settings: Settings | None = None) -> None:
-    """Replace this load's rows in ``governance.quality_results`` with this run."""
+    """Replace this load's rows in ``governance.quality_results`` with this run
+    (delta-rs, one commit: the ingest path stays out of the JVM)."""
     settings = settings or get_settings()
-    validated_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    validated_at = utc_now()
     rows = [{
         "run_id": gate.run_id, "load_id": gate.load_id, "feed": contract.feed, "bureau": contract.bureau,
         "suite": contract.slug, "expectation_type": o.expectation_type, "column_name": o.column_name,
@@ -259,17 +260,9 @@ def record_results(spark, gate: GateResult, contract: Contract, source_file: str
         "observed_value": o.observed_value, "kwargs": json.dumps(o.kwargs, ensure_ascii=False, default=str),
         "sample_rows": [f"{source_file}:{r}" for r in o.sample_rows], "validated_at": validated_at,
     } for o in gate.outcomes]
-    frame = spark.createDataFrame(rows, QUALITY_RESULTS_DDL)
-    (frame.write.format("delta").mode("overwrite").partitionBy("feed")
-     .option("replaceWhere", f"feed = '{contract.feed}' AND load_id = '{gate.load_id}'")
-     .save(governance_path("quality_results", settings)))
-
-
-def read_quality_results(spark, settings: Settings | None = None):
-    path = governance_path("quality_results", settings)
-    if not delta_exists(spark, path):
-        return spark.createDataFrame([], QUALITY_RESULTS_DDL)
-    return spark.read.format("delta").load(path)
+    write_arrow_replacing(rows_table(rows, QUALITY_RESULTS_DDL), governance_path("quality_results", settings),
+                          f"feed = '{contract.feed}' AND load_id = '{gate.load_id}'",
+                          f"{gate.load_id} quality_results", partition_by="feed")
 
 
 def blocked_message(gate: GateResult) -> str:

@@ -1,0 +1,1 @@
+"""Sharing: the data resource catalog, access decisions, Trino, publishing, the audit log, requests."""

@@ -51,7 +51,7 @@ class TableDecision:
         return any(c.state != "denied" for c in self.columns.values())
 
 
-def _mask_expression(column) -> str:
+def mask_expression(column) -> str:
     name = f'"{column.name}"'
     kind = MASKED_TYPES.get(column.type)
     if kind == "id_number":

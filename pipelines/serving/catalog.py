@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.contracts import Contract, load_contracts
-from pipelines.library_specs import load_library_spec
+from pipelines.library_specs import library_spec_paths, load_library_spec
 from pipelines.settings import Settings, get_settings
 
 SHARE_TYPE_LABEL = {"unconditional": "无条件共享", "conditional": "有条件共享", "not_shared": "不予共享"}
@@ -133,7 +133,7 @@ def resources_from_libraries(settings: Settings | None = None,
     settings = settings or get_settings()
     contracts = contracts or load_contracts(settings.schemas_dir)
     found = {}
-    paths = sorted((Path(settings.schemas_dir) / "libraries").glob("*.yaml"))
+    paths = library_spec_paths(settings)
     for index, path in enumerate(paths, start=1):
         spec = load_library_spec(path.stem, settings)
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

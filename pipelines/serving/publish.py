@@ -19,7 +19,7 @@ from pathlib import Path
 from trino.exceptions import TrinoUserError
 
 from pipelines.serving.rules import compile_rules
-from pipelines.serving.tables import SCHEMAS, _views, discover_tables, publishable_names
+from pipelines.serving.tables import SCHEMAS, discover_tables, publishable_names, view_files
 from pipelines.serving.trino import ADMIN_USER, CATALOG, connect, rules_path
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -85,7 +85,7 @@ def publish(settings: Settings | None = None, views_dir: Path | None = None) -> 
         for schema, table in sorted(existing - wanted):
             run(f"call {CATALOG}.system.unregister_table(schema_name => '{schema}', table_name => '{table}')")
             outcome["unregistered"].append(f"{schema}.{table}")
-        for schema, view, path in _views(views_dir):
+        for schema, view, path in view_files(views_dir):
             lines = path.read_text(encoding="utf-8").strip().rstrip(";").splitlines()
             comment = " ".join(line[2:].strip() for line in lines if line.startswith("--"))
             body = "\n".join(line for line in lines if not line.startswith("--"))

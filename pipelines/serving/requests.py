@@ -7,35 +7,28 @@
   last delivery and on time / late / missing, refreshed by ``refresh_lists``;
 - sharing list (共享清单) ``governance.sharing_list``: every grant with its state
   (live / expired), refreshed by ``refresh_lists``;
-- governance list (治理清单) ``governance.issues``: see ``pipelines.governance``.
+- governance list (治理清单) ``governance.issues``: see ``pipelines.governance.issues``.
+
+The demand, collection and sharing lists are written by Spark only (a MERGE
+per request, an overwrite per refresh); read them with
+``pipelines.lake.delta.read_table``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import yaml
 
 from pipelines.contracts import load_contracts
 from pipelines.governance.collection import collection_status
-from pipelines.lake.delta import delta_exists
+from pipelines.lake.delta import delta_exists, read_table
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import COLLECTION_DDL, DEMAND_DDL, SHARING_DDL
 from pipelines.serving.catalog import CatalogError, load_catalog
-from pipelines.settings import Settings, get_settings
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def read_demand_list(spark, settings: Settings | None = None):
-    path = governance_path("demand_list", settings)
-    if not delta_exists(spark, path):
-        return spark.createDataFrame([], DEMAND_DDL)
-    return spark.read.format("delta").load(path)
+from pipelines.settings import Settings, get_settings, utc_now
 
 
 def _upsert_demand(spark, row: dict, settings: Settings) -> None:
@@ -64,7 +57,7 @@ def file_request(spark, department: str, resource: str, columns: list[str], purp
     unknown = [c for c in columns if catalog.resources[resource].column(c) is None]
     if unknown:
         raise CatalogError(f"{resource} has no column(s) {', '.join(unknown)}")
-    now = _now()
+    now = utc_now()
     request_id = "DR-" + hashlib.sha1(f"{department}|{resource}|{now.isoformat()}".encode()).hexdigest()[:8]
     row = {"request_id": request_id, "department": department, "resource": resource, "columns": list(columns),
            "purpose": purpose, "legal_basis": legal_basis, "row_scope": row_scope, "expires": expires,
@@ -82,13 +75,13 @@ def decide_request(spark, request_id: str, approve: bool, decided_by: str, reaso
     settings = settings or get_settings()
     if not reason.strip():
         raise ValueError("a decision needs a reason")
-    found = read_demand_list(spark, settings).where(F.col("request_id") == request_id).first()
+    found = read_table(spark, "demand_list", settings).where(F.col("request_id") == request_id).first()
     if found is None:
         raise LookupError(f"no request {request_id} on the demand list")
     row = found.asDict()
     if row["status"] != "pending":
         raise ValueError(f"request {request_id} is already {row['status']}")
-    row.update(status="approved" if approve else "rejected", decided_by=decided_by, decided_at=_now(),
+    row.update(status="approved" if approve else "rejected", decided_by=decided_by, decided_at=utc_now(),
                decision_reason=reason)
     if approve:
         grant_path = Path(settings.catalog_dir) / "grants" / f"{request_id.lower()}.yaml"
@@ -111,7 +104,7 @@ def refresh_lists(spark, settings: Settings | None = None, on: date | None = Non
 
     settings = settings or get_settings()
     on = on or date.today()
-    now = _now()
+    now = utc_now()
     collection = [s.as_dict() | {"last_delivery_at": s.last_delivery_at, "refreshed_at": now}
                   for s in collection_status(spark, load_contracts(settings.schemas_dir), settings)]
     catalog = load_catalog(settings)

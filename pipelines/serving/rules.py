@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 
-from pipelines.serving.access import TableDecision, _mask_expression, decide
-from pipelines.serving.catalog import Catalog, Resource, load_catalog
+from pipelines.serving.access import TableDecision, decide, mask_expression
+from pipelines.serving.catalog import Catalog, CatalogError, Resource, load_catalog
 from pipelines.serving.tables import publishable_names
-from pipelines.serving.trino import CATALOG, base_rules, ensure_passwords, write_rules
+from pipelines.serving.trino import CATALOG, base_rules, ensure_passwords, trino_up, write_rules
 from pipelines.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 def _table_rule(decision: TableDecision, resource: Resource) -> dict:
@@ -19,7 +22,7 @@ def _table_rule(decision: TableDecision, resource: Resource) -> dict:
         if state == "denied":
             columns.append({"name": column.name, "allow": False})
         elif state == "masked":
-            columns.append({"name": column.name, "mask": _mask_expression(column)})
+            columns.append({"name": column.name, "mask": mask_expression(column)})
     # Lineage columns (_load_id, _source_file, ...) stay visible: they carry no personal data.
     rule = {"user": f"^{decision.user}$", "catalog": CATALOG, "schema": f"^{schema}$", "table": f"^{table}$",
             "privileges": ["SELECT"], "columns": columns}
@@ -59,3 +62,18 @@ def compile_rules(settings: Settings | None = None, on: date | None = None) -> d
     return {"rules": str(path), "table_rules": len(rules["tables"]), "grants": len(catalog.grants),
             "live_grants": sum(1 for g in catalog.grants if g.is_live(on or date.today())),
             "users": sum(len(d.users) for d in catalog.departments.values())}
+
+
+def trino_up_with_rules(settings: Settings | None = None) -> dict:
+    """Start Trino (``trino.trino_up``), then compile the sharing list's rules.
+
+    The server starts on administrator-only rules; a catalog that does not
+    compile leaves them in place (nobody else reads anything) and is reported
+    under ``rules_error`` rather than stopping the server."""
+    status = trino_up(settings)
+    try:
+        status["rules"] = compile_rules(settings)
+    except CatalogError as exc:
+        log.warning("sharing rules not compiled (%s): only the administrator can read", exc)
+        status["rules_error"] = str(exc)
+    return status

@@ -35,11 +35,12 @@ def discover_tables(settings: Settings | None = None) -> list[LakeTable]:
     return found
 
 
-def _views(views_dir: Path) -> list[tuple[str, str, Path]]:
+def view_files(views_dir: Path) -> list[tuple[str, str, Path]]:
+    """(schema, view, file) of every ``sql/views/<schema>/<view>.sql``."""
     return [(path.parent.name, path.stem, path) for path in sorted(views_dir.glob("*/*.sql"))]
 
 
 def publishable_names(settings: Settings | None = None, views_dir: Path | None = None) -> list[tuple[str, str]]:
     """(schema, name) of every table and view ``publish`` registers or creates."""
     views_dir = views_dir or PROJECT_ROOT / "sql" / "views"
-    return [(t.schema, t.table) for t in discover_tables(settings)] + [(s, v) for s, v, _ in _views(views_dir)]
+    return [(t.schema, t.table) for t in discover_tables(settings)] + [(s, v) for s, v, _ in view_files(views_dir)]

@@ -30,7 +30,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from pipelines.processes import running_pid, stop_process_group
+from pipelines.processes import running_pid, service_environment, stop_process_group
 from pipelines.serving.audit import listener_properties, start_receiver, stop_receiver
 from pipelines.settings import Settings, get_settings
 
@@ -40,6 +40,7 @@ ADMIN_USER = "govlake"
 CATALOG = "lake"
 PLUGINS_KEPT = ("delta-lake", "password-authenticators", "http-event-listener")
 MIN_JAVA = 24
+METASTORE_DIR = "_trino_metastore"   # under the lake root
 JVM_ROOT = Path("/usr/lib/jvm")
 
 
@@ -85,6 +86,57 @@ def server_dir(settings: Settings | None = None) -> Path:
     return Path(settings.cache_dir) / "trino" / f"trino-server-{settings.trino_version}"
 
 
+def _mvn_copy(artifact: str, into: Path) -> subprocess.CompletedProcess:
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise TrinoSetupError(f"`mvn` is needed once to fetch {artifact} from Maven Central")
+    log.info("fetching %s with mvn", artifact)
+    return subprocess.run([mvn, "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={into}"],
+                          capture_output=True, text=True, cwd=into, check=False)
+
+
+def cli_jar(settings: Settings | None = None) -> Path:
+    """Where the official Trino CLI (executable jar) is cached."""
+    settings = settings or get_settings()
+    return Path(settings.cache_dir) / "trino" / f"trino-cli-{settings.trino_version}-executable.jar"
+
+
+def fetch_trino_cli(settings: Settings | None = None) -> Path:
+    """Download (once) the official Trino CLI of the server's release,
+    ``io.trino:trino-cli:<version>:jar:executable``; returns the jar. Run it
+    with the Java ``find_java`` picks (see ``cli_command``)."""
+    settings = settings or get_settings()
+    jar = cli_jar(settings)
+    if jar.is_file():
+        return jar
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    artifact = f"io.trino:trino-cli:{settings.trino_version}:jar:executable"
+    completed = _mvn_copy(artifact, jar.parent)
+    if completed.returncode != 0 or not jar.is_file():
+        raise TrinoSetupError(f"mvn could not fetch {artifact}:\n{(completed.stdout + completed.stderr)[-2000:]}")
+    return jar
+
+
+def cli_command(user: str, settings: Settings | None = None, catalog: str = CATALOG) -> list[str]:
+    """The Trino CLI command line for ``user`` over HTTPS with a password (the
+    CLI reads it from ``TRINO_PASSWORD``). The truststore is the server's PEM
+    certificate, with no truststore type: Java has no key-store type "PEM"."""
+    settings = settings or get_settings()
+    return [str(find_java(settings) / "bin" / "java"), "-jar", str(fetch_trino_cli(settings)),
+            "--server", f"https://127.0.0.1:{settings.trino_port}",
+            "--truststore-path", str(certificate_path(settings)),
+            "--user", user, "--password", "--catalog", catalog]
+
+
+def run_cli(sql: str, user: str = ADMIN_USER, password: str | None = None, settings: Settings | None = None,
+            output_format: str = "CSV_HEADER", timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``sql`` through the official Trino CLI as ``user``; the completed process."""
+    settings = settings or get_settings()
+    environment = dict(os.environ, TRINO_PASSWORD=password or password_for(user, settings))
+    return subprocess.run([*cli_command(user, settings), "--output-format", output_format, "--execute", sql],
+                          env=environment, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def fetch_trino(settings: Settings | None = None) -> Path:
     """Download (once) and unpack the Trino server; returns its directory."""
     settings = settings or get_settings()
@@ -95,14 +147,8 @@ def fetch_trino(settings: Settings | None = None) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     tarball = cache / f"trino-server-{settings.trino_version}.tar.gz"
     if not tarball.exists():
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise TrinoSetupError("`mvn` is needed once to fetch the Trino server from Maven Central")
         artifact = f"io.trino:trino-server:{settings.trino_version}:tar.gz"
-        log.info("fetching %s with mvn", artifact)
-        completed = subprocess.run(
-            [mvn, "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={cache}"],
-            capture_output=True, text=True, cwd=cache)
+        completed = _mvn_copy(artifact, cache)
         if completed.returncode != 0 or not tarball.exists():
             raise TrinoSetupError(f"mvn could not fetch {artifact}:\n{(completed.stdout + completed.stderr)[-2000:]}")
     partial = cache / f".unpack-{settings.trino_version}"
@@ -251,6 +297,9 @@ def write_config(settings: Settings | None = None) -> Path:
     settings = settings or get_settings()
     etc = _etc(settings)
     (etc / "catalog").mkdir(parents=True, exist_ok=True)
+    # the catalog needs the lake root and its metastore folder to exist, even
+    # before anything was ingested
+    settings.local_lake_path(METASTORE_DIR).mkdir(parents=True, exist_ok=True)
     data = Path(settings.trino_home) / "data"
     data.mkdir(parents=True, exist_ok=True)
     _write_certificate(settings)
@@ -290,7 +339,7 @@ def write_config(settings: Settings | None = None) -> Path:
         "log.properties": ["io.trino=INFO"],
         "catalog/lake.properties": [
             "connector.name=delta_lake", "hive.metastore=file",
-            "hive.metastore.catalog.dir=local:///_trino_metastore",
+            f"hive.metastore.catalog.dir=local:///{METASTORE_DIR}",
             "fs.native-local.enabled=true", f"local.location={settings.local_lake_path()}",
             "delta.register-table-procedure.enabled=true"],
     }
@@ -396,31 +445,86 @@ def trino_up(settings: Settings | None = None, wait_seconds: int = 240) -> dict:
     java_home = find_java(settings)
     server = fetch_trino(settings)
     etc = write_config(settings)
+    try:   # the second client; the server does not need it
+        fetch_trino_cli(settings)
+    except TrinoSetupError as exc:
+        log.warning("the Trino CLI was not fetched: %s", exc)
     start_receiver(settings)   # the audit log's receiver must be up before the first query
     log_path = Path(settings.trino_home) / "server.log"
-    environment = dict(os.environ, JAVA_HOME=str(java_home),
-                       PATH=f"{java_home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    environment = service_environment({"JAVA_HOME": str(java_home)})
+    environment["PATH"] = f"{java_home / 'bin'}{os.pathsep}{environment['PATH']}"
+    offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [str(server / "bin" / "launcher"), f"--etc-dir={etc}",
              f"--data-dir={Path(settings.trino_home) / 'data'}", "run"],
             env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     _pid_file(settings).write_text(str(process.pid))
-    return _wait_until_answering(settings, process.pid, wait_seconds, process)
+    try:
+        return _wait_until_answering(settings, process.pid, wait_seconds, process, offset)
+    except TrinoSetupError:
+        if process.poll() is not None:   # exited: nothing of this start keeps running
+            _pid_file(settings).unlink(missing_ok=True)
+            stop_receiver(settings)
+        raise
 
 
-def _wait_until_answering(settings: Settings, pid: int, wait_seconds: int, process=None) -> dict:
+_RECORD = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z?\t(\w+)\t")
+_NUMBERED = re.compile(r"^\d+\) (?:\[[\w/]+\]: )?")
+
+
+def server_errors(text: str, limit: int = 30) -> list[str]:
+    """The server's own error lines in a piece of Trino's log: the headline of
+    each ERROR record, Guice's numbered errors ("1) Error: Invalid
+    configuration property ...") and exception causes; no stack frames,
+    injection paths, WARN/INFO records or repeats of the same message."""
+    picked: list[str] = []
+    seen: set[str] = set()
+    level = None
+    for line in text.splitlines():
+        record = _RECORD.match(line)
+        if record:
+            level = record.group(1)
+        if level != "ERROR" or not line.strip():
+            continue
+        stripped = line.strip()
+        # the record's headline, Guice's numbered errors, exception causes and
+        # "Configuration errors:" lists; not stack frames or injection paths
+        if not (record or _NUMBERED.match(stripped) or stripped.startswith("Caused by: ")
+                or re.match(r"^(?:[\w$.]+\.)?\w*(?:Exception|Error)(?::|$)", stripped)) \
+                or "same stack trace as error" in stripped:
+            continue
+        key = _NUMBERED.sub("", stripped.removeprefix("Caused by: "))
+        if key in seen:
+            continue
+        seen.add(key)
+        picked.append(stripped)
+    return picked[:limit]
+
+
+def _new_log(log_path: Path, offset: int) -> str:
+    if not log_path.exists():
+        return ""
+    with log_path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode("utf-8", errors="replace")
+
+
+def _wait_until_answering(settings: Settings, pid: int, wait_seconds: int, process=None, offset: int = 0) -> dict:
     deadline = time.monotonic() + wait_seconds
     log_path = Path(settings.trino_home) / "server.log"
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:] if log_path.exists() else ""
-            raise TrinoSetupError(f"Trino exited with {process.returncode}; last log lines:\n{tail}")
+            text = _new_log(log_path, offset)
+            lines = server_errors(text) or text.splitlines()[-20:]
+            raise TrinoSetupError(f"Trino exited with {process.returncode} (log: {log_path}):\n" + "\n".join(lines))
         status = trino_status(settings)
         if status["answering"]:
             return status
         time.sleep(2)
-    raise TrinoSetupError(f"Trino (pid {pid}) did not answer within {wait_seconds}s; see {log_path}")
+    lines = server_errors(_new_log(log_path, offset))
+    raise TrinoSetupError(f"Trino (pid {pid}) did not answer within {wait_seconds}s (log: {log_path})"
+                          + (":\n" + "\n".join(lines) if lines else ""))
 
 
 def trino_down(settings: Settings | None = None) -> bool:

@@ -53,5 +53,5 @@ def ingested_city(spark, tmp_path_factory) -> IngestedCity:
     root = tmp_path_factory.mktemp("city")
     generate_city(root, scale=0.0006, seed=11, rates=TEST_RATES)
     settings = dataclasses.replace(get_settings(), home=str(tmp_path_factory.mktemp("city-lake")))
-    results = ingest_directory(spark, root / "deliveries", load_contracts(), settings=settings, run_gate=False)
+    results = ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=False)
     return IngestedCity(root, settings, results)

@@ -27,7 +27,7 @@ def test_killed_load_leaves_previous_state_and_rerun_completes(spark, lake_setti
     contract = get_contract("psb.hukou")
     small = write_hukou_export(tmp_path / "small", 300, seed=1)
     big = write_hukou_export(tmp_path / "big", 20_000, seed=2)
-    first = ingest_file(spark, contract, small, settings=lake_settings)
+    first = ingest_file(contract, small, settings=lake_settings)
     assert first.status == "loaded"
     silver = Path(table_path("silver", contract, lake_settings))
     version_before = delta_version(spark, str(silver))
@@ -48,7 +48,7 @@ def test_killed_load_leaves_previous_state_and_rerun_completes(spark, lake_setti
     statuses = {r["load_id"]: r["status"] for r in read_manifest(spark, lake_settings).collect()}
     assert statuses == {first.load_id: "loaded"}
 
-    rerun = ingest_file(spark, contract, big, settings=lake_settings)
+    rerun = ingest_file(contract, big, settings=lake_settings)
     assert rerun.status == "loaded" and rerun.reconciles
     published = spark.read.format("delta").load(str(silver))
     assert published.count() == first.rows_loaded + rerun.rows_loaded
@@ -60,12 +60,12 @@ def test_killed_load_leaves_previous_state_and_rerun_completes(spark, lake_setti
 def test_bad_file_is_rejected_with_file_row_and_column_and_publishes_nothing(spark, lake_settings, tmp_path):
     contract = get_contract("psb.hukou")
     good = write_hukou_export(tmp_path / "good", 200, seed=5)
-    ingest_file(spark, contract, good, settings=lake_settings)
+    ingest_file(contract, good, settings=lake_settings)
     silver = table_path("silver", contract, lake_settings)
     version = delta_version(spark, silver)
     broken = tmp_path / "hukou_broken.csv"
     broken.write_text("姓名,性别,出生日期\n张三,男,1990-01-01\n", encoding="utf-8")
-    result = ingest_file(spark, contract, broken, settings=lake_settings)
+    result = ingest_file(contract, broken, settings=lake_settings)
     assert result.status == "rejected"
     assert "hukou_broken.csv" in result.message and "身份证号 (id_number)" in result.message
     assert delta_version(spark, silver) == version
@@ -74,4 +74,4 @@ def test_bad_file_is_rejected_with_file_row_and_column_and_publishes_nothing(spa
     from pipelines.ingest.readers import DeliveryError
 
     with pytest.raises(DeliveryError, match="residence.xlsx: not a readable XLSX"):
-        ingest_file(spark, get_contract("psb.residence_permit"), not_xlsx, settings=lake_settings)
+        ingest_file(get_contract("psb.residence_permit"), not_xlsx, settings=lake_settings)

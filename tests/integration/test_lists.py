@@ -9,10 +9,11 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
+from pipelines.lake.delta import read_table
 from pipelines.lake.paths import governance_path
 from pipelines.serving.access import explain
 from pipelines.serving.catalog import CatalogError
-from pipelines.serving.requests import decide_request, file_request, read_demand_list, refresh_lists
+from pipelines.serving.requests import decide_request, file_request, refresh_lists
 from pipelines.settings import get_settings
 
 
@@ -29,7 +30,7 @@ def test_request_approve_becomes_a_live_grant(spark, catalog_copy):
     assert before.columns["id_number"].state == "denied"
     request = file_request(spark, "mca", "silver.psb_hukou", ["id_number", "full_name"], "婚姻登记核验户籍",
                            "《婚姻登记条例》第七条", date(2027, 12, 31), "clerk-wang", settings=settings)
-    pending = read_demand_list(spark, settings).where(F.col("request_id") == request["request_id"]).first()
+    pending = read_table(spark, "demand_list", settings).where(F.col("request_id") == request["request_id"]).first()
     assert pending["status"] == "pending"
     decided = decide_request(spark, request["request_id"], True, "governor-li", "依法核验所需", settings)
     assert decided["status"] == "approved" and decided["grant_file"].startswith("catalog/grants/dr-")

@@ -10,13 +10,12 @@ from pyspark.sql import functions as F
 
 from pipelines.contracts import get_contract, load_contracts
 from pipelines.dev.synth.city import DefectRates, write_hukou_export
-from pipelines.governance.issues import read_issues
 from pipelines.governance.reports import scorecard
 from pipelines.ingest.load import approve_blocked_load, ingest_file
-from pipelines.lake.delta import delta_version
+from pipelines.lake.delta import delta_version, read_table
 from pipelines.lake.manifest import read_manifest
 from pipelines.lake.paths import governance_path, table_path
-from pipelines.quality.gate import data_docs_index, read_quality_results
+from pipelines.quality.gate import data_docs_index
 
 CLEAN = DefectRates().scaled(0.0)
 # 30% of ID numbers carry a wrong check character: far above the 5% threshold.
@@ -40,16 +39,16 @@ def gate_story(spark, tmp_path_factory):
     }
     silver = table_path("silver", contract, settings)
     story = {"settings": settings, "contract": contract, "files": files, "silver": silver}
-    story["clean"] = ingest_file(spark, contract, files["clean"], settings=settings)
+    story["clean"] = ingest_file(contract, files["clean"], settings=settings)
     story["version_after_clean"] = delta_version(spark, silver)
-    story["issues_after_clean"] = [r.asDict() for r in read_issues(spark, settings).collect()]
+    story["issues_after_clean"] = [r.asDict() for r in read_table(spark, "issues", settings).collect()]
     spark_engine = dataclasses.replace(settings, gate_pandas_max_rows=0)
-    story["broken"] = ingest_file(spark, contract, files["broken"], settings=spark_engine)
+    story["broken"] = ingest_file(contract, files["broken"], settings=spark_engine)
     story["version_after_broken"] = delta_version(spark, silver)
-    story["issues_after_broken"] = [r.asDict() for r in read_issues(spark, settings).collect()]
+    story["issues_after_broken"] = [r.asDict() for r in read_table(spark, "issues", settings).collect()]
     story["scorecard_after_broken"] = {r.feed: r for r in scorecard(spark, load_contracts(), settings)}
-    story["clean_again"] = ingest_file(spark, contract, files["clean_again"], settings=settings)
-    story["issues_after_clean_again"] = [r.asDict() for r in read_issues(spark, settings).collect()]
+    story["clean_again"] = ingest_file(contract, files["clean_again"], settings=settings)
+    story["issues_after_clean_again"] = [r.asDict() for r in read_table(spark, "issues", settings).collect()]
     return story
 
 
@@ -74,7 +73,7 @@ def test_delivery_with_30pct_bad_ids_is_blocked_and_silver_unchanged(spark, gate
     statuses = {r["load_id"]: r["status"] for r in read_manifest(spark, gate_story["settings"]).collect()}
     assert statuses[result.load_id] == "blocked"
     # re-delivering the same blocked file is recognised and stays blocked
-    again = ingest_file(spark, gate_story["contract"], gate_story["files"]["broken"],
+    again = ingest_file(gate_story["contract"], gate_story["files"]["broken"],
                         settings=gate_story["settings"])
     assert again.status == "blocked" and "nothing changed" in again.message
 
@@ -114,7 +113,7 @@ def test_next_clean_delivery_closes_the_issues(gate_story):
 
 def test_quality_results_match_the_checkpoint(spark, gate_story):
     result = gate_story["broken"]
-    rows = {r["rule"]: r for r in read_quality_results(spark, gate_story["settings"])
+    rows = {r["rule"]: r for r in read_table(spark, "quality_results", gate_story["settings"])
             .where(F.col("load_id") == result.load_id).collect()}
     assert len(rows) == len(result.gate.outcomes)
     for outcome in result.gate.outcomes:

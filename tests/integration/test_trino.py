@@ -27,7 +27,7 @@ def trino_lake(spark, tmp_path_factory):
     settings = dataclasses.replace(get_settings(), home=str(root / "lake"), trino_home=root / "trino",
                                    trino_port=18443, trino_heap="2G")
     contract = get_contract("psb.hukou")
-    first = ingest_file(spark, contract, write_hukou_export(root / "d1", 300, seed=41, rates=CLEAN),
+    first = ingest_file(contract, write_hukou_export(root / "d1", 300, seed=41, rates=CLEAN),
                         settings=settings)
     assert first.status == "loaded"
     trino_up(settings)
@@ -63,7 +63,7 @@ def test_publish_registers_delta_tables_and_new_versions_show_without_republishi
     status = query("select status, rows_loaded from lake.governance.load_status", settings=settings)[1]
     assert status == [["loaded", 300]]
 
-    second = ingest_file(spark, contract, write_hukou_export(root / "d2", 200, seed=42, rates=CLEAN),
+    second = ingest_file(contract, write_hukou_export(root / "d2", 200, seed=42, rates=CLEAN),
                          settings=settings)
     assert second.status == "loaded"
     spark_rows = spark.read.format("delta").load(table_path("silver", contract, settings)).count()

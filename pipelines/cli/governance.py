@@ -1,0 +1,153 @@
+"""`govlake governance` (the governance list, conflicts, reviews, scorecard) and
+`govlake collection` (the collection list)."""
+
+from __future__ import annotations
+
+import click
+
+from pipelines.cli.common import console, emit_json, json_option, lake_spark, table
+
+
+@click.group()
+def collection() -> None:
+    """The collection list (归集清单)."""
+
+
+@collection.command("status")
+@json_option
+def collection_status_command(as_json: bool) -> None:
+    """Per feed: cadence, last delivery, rows, and on time / late / missing."""
+    from pipelines.contracts import load_contracts
+    from pipelines.governance.collection import collection_status
+
+    statuses = collection_status(lake_spark("load_manifest"), load_contracts())
+    if as_json:
+        emit_json([s.as_dict() for s in statuses])
+        return
+    colour = {"on_time": "green", "late": "yellow", "missing": "red"}
+    rows = [[s.feed, s.bureau, s.title, s.cadence,
+             f"{s.last_delivery_at:%Y-%m-%d %H:%M}" if s.last_delivery_at else "-", s.last_file or "-",
+             s.last_rows, s.loads, f"[{colour[s.status]}]{s.status}[/{colour[s.status]}]"] for s in statuses]
+    console.print(table("Collection list (归集清单)", ["feed", "bureau", "title", "cadence", "last delivery (UTC)",
+                                                     "file", "rows", "loads", "status"], rows, {"rows", "loads"}))
+
+
+@click.group()
+def governance() -> None:
+    """The governance list (治理清单) and the bureau scorecard."""
+
+
+@governance.command("list")
+@click.option("--bureau", help="Only this owner bureau (e.g. psb).")
+@click.option("--feed", help="Only this feed.")
+@click.option("--status", type=click.Choice(["open", "closed", "all"]), default="open", show_default=True)
+@json_option
+def governance_list(bureau: str | None, feed: str | None, status: str, as_json: bool) -> None:
+    """Governance issues: one per (bureau, feed, rule), with affected rows and sample rows."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lake.delta import read_table
+
+    frame = read_table(lake_spark("issues"), "issues")
+    if bureau:
+        frame = frame.where(F.col("bureau") == bureau)
+    if feed:
+        frame = frame.where(F.col("feed") == feed)
+    if status != "all":
+        frame = frame.where(F.col("status") == status)
+    rows = [r.asDict() for r in frame.orderBy("bureau", "feed", F.col("last_affected_rows").desc()).collect()]
+    if as_json:
+        emit_json(rows)
+        return
+    console.print(table(f"Governance list (治理清单): {status}", [
+        "issue", "bureau", "feed", "rule", "status", "first seen", "last seen", "occurrences", "affected rows",
+        "samples"], [[r["issue_id"], r["bureau"], r["feed"], r["rule"], r["status"],
+                      f"{r['first_seen_at']:%Y-%m-%d %H:%M}", f"{r['last_seen_at']:%Y-%m-%d %H:%M}",
+                      r["occurrences"], r["affected_rows"], ", ".join(r["sample_rows"][:3])] for r in rows],
+        {"occurrences", "affected rows"}))
+
+
+@governance.command("close")
+@click.argument("issue_id")
+@click.option("--reason", required=True, help="Why the issue is closed (recorded).")
+@click.option("--by", "closed_by", default=None, help="Who closes it (default: the OS user).")
+def governance_close(issue_id: str, reason: str, closed_by: str | None) -> None:
+    """Close a governance issue by hand, with a reason."""
+    import getpass
+
+    from pipelines.governance.issues import close_issue
+
+    try:
+        issue = close_issue(lake_spark("issues"), issue_id, reason, closed_by or getpass.getuser())
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"closed {issue_id} ({issue['feed']} {issue['rule']}): {reason}")
+
+
+@governance.command("conflicts")
+@click.option("--library", help="Only this base library (e.g. legal_person).")
+@json_option
+def governance_conflicts(library: str | None, as_json: bool) -> None:
+    """Open cross-bureau conflicts: a non-authoritative bureau's value that disagrees with the authority's."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lake.delta import read_table
+
+    frame = read_table(lake_spark("conflicts"), "conflicts").where(F.col("resolved_at").isNull())
+    if library:
+        frame = frame.where(F.col("library") == library)
+    rows = [r.asDict() for r in frame.orderBy("library", "attribute", "subject").collect()]
+    if as_json:
+        emit_json(rows)
+        return
+    console.print(table(f"Open conflicts ({len(rows)})", [
+        "library", "subject", "attribute", "authority", "authoritative value", "other feed", "other value",
+        "first seen"], [[r["library"], r["subject"], r["attribute"], r["authoritative_feed"],
+                         r["authoritative_value"], r["other_feed"], r["other_value"],
+                         f"{r['first_seen_at']:%Y-%m-%d %H:%M}"] for r in rows[:200]]))
+
+
+@governance.command("reviews")
+@click.option("--library", help="Only this base library (population or legal_person).")
+@json_option
+def governance_reviews(library: str | None, as_json: bool) -> None:
+    """Records entity resolution could not link safely (governance.match_review), with candidates."""
+    from pyspark.sql import functions as F
+
+    from pipelines.lake.delta import read_table
+
+    frame = read_table(lake_spark("match_review"), "match_review")
+    if library:
+        frame = frame.where(F.col("library") == library)
+    rows = [r.asDict() for r in frame.orderBy("library", "feed", "_source_file", "_row_number").collect()]
+    if as_json:
+        emit_json(rows)
+        return
+    console.print(table(f"Match review ({len(rows)} open)", [
+        "library", "feed", "file:row", "reason", "name", "birth", "town", "delivered key", "candidates"],
+        [[r["library"], r["feed"], f"{r['_source_file']}:{r['_row_number']}", r["reason"],
+          r["record"].get("name_key"), r["record"].get("birth"), r["record"].get("town_code"),
+          r["record"].get("delivered_key"), ", ".join(r["candidate_keys"][:3])] for r in rows[:200]]))
+
+
+@governance.command("scorecard")
+@json_option
+def governance_scorecard(as_json: bool) -> None:
+    """Per bureau and feed: completeness, validity, uniqueness, timeliness, open issues."""
+    from pipelines.contracts import load_contracts
+    from pipelines.governance.reports import scorecard
+
+    card = scorecard(lake_spark("load_manifest"), load_contracts())
+    if as_json:
+        emit_json([row.as_dict() for row in card])
+        return
+
+    def pct(value):
+        return "-" if value is None else f"{value:.1%}"
+
+    console.print(table("Bureau scorecard", ["bureau", "feed", "last load", "status", "completeness", "validity",
+                                             "uniqueness", "timeliness", "blocked loads", "open issues"],
+                        [[r.bureau, r.feed, r.last_load_id or "-", r.last_status or "-", pct(r.completeness),
+                          pct(r.validity), pct(r.uniqueness), r.timeliness, r.blocked_loads, r.open_issues]
+                         for r in card],
+                        {"completeness", "validity", "uniqueness", "blocked loads", "open issues"}))

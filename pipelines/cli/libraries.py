@@ -1,0 +1,115 @@
+"""`govlake build` and `govlake show`: the base libraries."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipelines.cli.common import console, emit_json, err_console, json_option, spark, table
+
+
+def _library_choices() -> list[str]:
+    from pipelines.library_specs import library_spec_paths
+
+    return [path.stem for path in library_spec_paths()]
+
+
+@click.command("build")
+@click.option("--library", "libraries", multiple=True, type=click.Choice(_library_choices()),
+              help="A base library to build (repeatable). Default: all, in dependency order.")
+@json_option
+def build_command(libraries: tuple[str, ...], as_json: bool) -> None:
+    """Build or refresh base libraries from silver (gated; history kept; only changes written).
+
+    A library whose authoritative source feeds have no silver table yet (or
+    whose upstream library is not built) is skipped with the reason, before
+    any Spark work; the others build. Exits 1 if a library was skipped or
+    blocked by its gate; with --library, a library that cannot be built fails.
+    """
+    from pipelines.libraries.build import build_library
+    from pipelines.libraries.show import source_readiness
+
+    readiness = source_readiness(list(libraries) or None)
+    skipped = [r for r in readiness if not r.ready]
+    if libraries and skipped:
+        raise click.ClickException("; ".join(check.describe() for check in skipped))
+    for check in skipped:
+        err_console.print(f"[yellow]{check.describe()}[/yellow]", highlight=False)
+    ready = [r.library for r in readiness if r.ready]
+    session = spark() if ready else None
+    results = [build_library(session, name) for name in ready]
+    if as_json:
+        emit_json(results + [{"library": r.library, "status": "skipped", "rows": 0,
+                              "missing_feeds": r.missing_feeds, "missing_libraries": r.missing_libraries}
+                             for r in skipped])
+    else:
+        rows = [[r["library"], r["status"], r["rows"], r.get("inserted", "-"), r.get("changed", "-"),
+                 r.get("removed", "-"), r.get("unchanged", "-"), r.get("seconds", "-")] for r in results]
+        rows += [[r.library, "skipped", "-", "-", "-", "-", "-", "-"] for r in skipped]
+        console.print(table("Base libraries", ["library", "status", "records", "new", "changed", "closed",
+                                               "unchanged", "seconds"], rows,
+                            {"records", "new", "changed", "closed", "unchanged", "seconds"}))
+        for r in results:
+            for failure in r.get("gate", {}).get("failures", []):
+                console.print(f"  base.{r['library']}: {failure}")
+            if r.get("conflicts"):
+                console.print(f"  base.{r['library']} conflicts: "
+                              + ", ".join(f"{k} ({v})" for k, v in sorted(r["conflicts"].items())))
+            if "match_review" in r:
+                console.print(f"  base.{r['library']}: {r['entity_links']} quarantined records resolved, "
+                              f"{r['match_review']} waiting in governance.match_review")
+            for rate in r.get("report", []):
+                console.print(f"  address match {rate['feed']}.{rate['column_name']}: "
+                              f"{rate['matched']}/{rate['rows']} ({rate['match_rate']:.2%})")
+    if skipped or any(r["status"] != "built" for r in results):
+        sys.exit(1)
+
+
+@click.group("show")
+def show_group() -> None:
+    """One golden record with each attribute's source (a governor's debugging view)."""
+
+
+def _show_record(library: str, value: str, as_json: bool) -> None:
+    from pipelines.libraries.show import golden_record, table_exists
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    if not table_exists(settings.lake_path("base", library)):   # before Spark starts
+        raise click.ClickException(f"base.{library} is not built yet: run `govlake build`")
+    try:
+        shown = golden_record(spark(), library, value)
+    except LookupError as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    record = shown["record"]
+    if as_json:
+        emit_json(record | {"conflicts": shown["conflicts"]})
+        return
+    console.print(f"{value}: known to {', '.join(record['known_to'])}; valid from {record['valid_from']}"
+                  + ("" if record["is_known_to_authority"] else " (not known to the authoritative bureau)"))
+    console.print(table("Attributes", ["attribute", "value", "source", "load"],
+                        [[a["name"], a["value"], a["source"] or "-", a["load_id"] or "-"]
+                         for a in shown["attributes"]]))
+    if shown["computed"]:
+        console.print(table("Computed", ["column", "value"], [[c["column"], c["value"]] for c in shown["computed"]]))
+    for c in shown["conflicts"]:
+        console.print(f"[yellow]conflict[/yellow] {c['attribute']}: {c['authoritative_feed']} says "
+                      f"{c['authoritative_value']!r}, {c['other_feed']} says {c['other_value']!r} "
+                      f"(since {c['first_seen_at']})")
+
+
+@show_group.command("person")
+@click.argument("person_id")
+@json_option
+def show_person(person_id: str, as_json: bool) -> None:
+    """The current base.population record of PERSON_ID and where each value came from."""
+    _show_record("population", person_id, as_json)
+
+
+@show_group.command("entity")
+@click.argument("uscc")
+@json_option
+def show_entity(uscc: str, as_json: bool) -> None:
+    """The current base.legal_person record of USCC, each value's source, and its conflicts."""
+    _show_record("legal_person", uscc, as_json)

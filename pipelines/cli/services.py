@@ -1,0 +1,164 @@
+"""`govlake airflow` and `govlake trino`: the project's local services, started,
+stopped and checked the same way (one helper makes their up/down/status)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+import click
+
+from pipelines.cli.common import console, emit_json, err_console, json_option, table
+
+
+@dataclass(frozen=True)
+class Service:
+    """What the shared up/down/status commands need to know about a service
+    (whose status dict says ``answering`` and ``running``). The callables import
+    the service's module when a command runs, so the CLI starts fast."""
+
+    name: str                           # shown: "Airflow", "Trino"
+    up: Callable[[], dict]
+    down: Callable[[], bool]
+    status: Callable[[], dict]
+    up_errors: Callable[[], tuple[type[Exception], ...]]   # "could not start"
+    starting: str                       # the spinner's text while `up` waits
+    up_help: str
+    down_help: str
+    status_help: str
+    describe: Callable[[dict], list[str]]
+
+
+def add_service_commands(group: click.Group, service: Service) -> None:
+    """``up``, ``down`` and ``status`` for ``service`` under ``group``.
+
+    ``status`` exits 0 only when the service answers, 1 otherwise (stopped, or
+    started but not answering yet); ``up`` exits 1 with the reason when the
+    service does not come up."""
+
+    def render(status: dict, as_json: bool) -> None:
+        if as_json:
+            emit_json(status)
+        else:
+            for line in service.describe(status):
+                console.print(line, highlight=False)
+
+    @group.command("up", help=service.up_help)
+    @json_option
+    def up(as_json: bool) -> None:
+        errors = service.up_errors()
+        with err_console.status(service.starting):
+            try:
+                status = service.up()
+            except errors as exc:
+                raise click.ClickException(str(exc)) from None
+        render(status, as_json)
+
+    @group.command("down", help=service.down_help)
+    def down() -> None:
+        console.print(f"{service.name} stopped" if service.down() else f"{service.name} was not running")
+
+    @group.command("status", help=service.status_help + "\n\nExits 0 only when it answers, 1 otherwise.")
+    @json_option
+    def status(as_json: bool) -> None:
+        current = service.status()
+        render(current, as_json)
+        if not current["answering"]:
+            sys.exit(1)
+
+
+# ---------------------------------------------------------------------- airflow
+@click.group("airflow")
+def airflow_group() -> None:
+    """The project's local Airflow 3 (home in ./.airflow, SQLite, 127.0.0.1)."""
+
+
+def _airflow_local() -> ModuleType:
+    from pipelines.orchestration import airflow_local
+
+    return airflow_local
+
+
+def _describe_airflow(status: dict) -> list[str]:
+    state = "running" if status["answering"] else "starting" if status["running"] else "stopped"
+    lines = [f"Airflow {state}: UI {status['url']} (pid {status['pid'] or '-'}), home {status['home']}"]
+    if status["running"]:
+        lines.append(f"Log in as admin; the password is in {status['password_file']}")
+    return lines
+
+
+add_service_commands(airflow_group, Service(
+    name="Airflow",
+    up=lambda: _airflow_local().airflow_up(),
+    down=lambda: _airflow_local().airflow_down(),
+    status=lambda: _airflow_local().airflow_status(),
+    up_errors=lambda: (RuntimeError, TimeoutError),
+    starting="starting Airflow (API server, scheduler, DAG processor, triggerer)",
+    up_help="Start `airflow standalone` in the background and wait until it answers.",
+    down_help="Stop the Airflow started by `govlake airflow up`.",
+    status_help="Is the local Airflow running, and where is its UI.",
+    describe=_describe_airflow,
+))
+
+
+@airflow_group.command("run")
+@click.argument("dag_ids", nargs=-1, required=True)
+@json_option
+def airflow_run_command(dag_ids: tuple[str, ...], as_json: bool) -> None:
+    """Run DAGs now through Airflow's dag.test() (in this process, recorded in Airflow)."""
+    from pipelines.orchestration.airflow_local import run_dag
+
+    try:
+        runs = [run_dag(dag_id) for dag_id in dag_ids]
+    except LookupError as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    if as_json:
+        emit_json(runs)
+    else:
+        console.print(table("DAG runs", ["dag", "state", "tasks", "s"],
+                            [[r["dag_id"], r["state"], ", ".join(f"{k}={v}" for k, v in r["tasks"].items()),
+                              r["seconds"]] for r in runs], {"s"}))
+    if any(r["state"] != "success" for r in runs):
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------- trino
+@click.group("trino")
+def trino_group() -> None:
+    """The project's Trino server (HTTPS with passwords on 127.0.0.1, catalog `lake`)."""
+
+
+def _trino() -> ModuleType:
+    from pipelines.serving import trino
+
+    return trino
+
+
+def _trino_up_with_rules() -> dict:
+    from pipelines.serving.rules import trino_up_with_rules
+
+    return trino_up_with_rules()
+
+
+def _describe_trino(status: dict) -> list[str]:
+    state = "answering" if status["answering"] else "starting" if status["running"] else "stopped"
+    lines = [f"Trino {state}: {status['url']} catalog {status['catalog']} (pid {status['pid'] or '-'})"]
+    if status["running"]:
+        lines.append(f"  certificate: {status['certificate']}   passwords: {status['passwords']}")
+    return lines
+
+
+add_service_commands(trino_group, Service(
+    name="Trino",
+    up=_trino_up_with_rules,
+    down=lambda: _trino().trino_down(),
+    status=lambda: _trino().trino_status(),
+    up_errors=lambda: (_trino().TrinoSetupError,),
+    starting="starting Trino (fetches the server on first use)",
+    up_help="Fetch (first time), configure and start Trino, compile the sharing list's rules; wait until it answers.",
+    down_help="Stop the Trino started by `govlake trino up`.",
+    status_help="Is Trino running and answering, and how to connect.",
+    describe=_describe_trino,
+))

@@ -1,0 +1,254 @@
+"""The CLI on conditions a user can cause (issue 21): a wrong folder, a lake
+without sources, a stopped service, an unexpected error. One clear line and a
+non-zero exit; never a stack trace, unless ``--debug`` asks for it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from pipelines.cli import main
+from pipelines.settings import get_settings
+
+
+class SparkStarted(Exception):
+    """Raised by the test's stand-in for the Spark session builder."""
+
+
+@pytest.fixture
+def lake(tmp_path, monkeypatch):
+    """A project whose lake, Trino and Airflow homes are under tmp_path (the
+    lake folder itself is not created), and a Spark that refuses to start."""
+    started: list[str] = []
+
+    def no_spark(*args, **kwargs):
+        started.append("spark")
+        raise SparkStarted("the command started Spark")
+
+    monkeypatch.setenv("GOVLAKE_HOME", str(tmp_path / "lake"))
+    monkeypatch.setenv("GOVLAKE_TRINO_HOME", str(tmp_path / "trino"))
+    monkeypatch.setenv("GOVLAKE_AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("GOVLAKE_TRINO_PORT", "1")
+    monkeypatch.setenv("GOVLAKE_AIRFLOW_PORT", "1")
+    monkeypatch.setattr("pipelines.spark.build_spark_session", no_spark)
+    get_settings.cache_clear()
+    yield tmp_path / "lake", started
+    get_settings.cache_clear()
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def _assert_clean_failure(result, *expected: str, code: int = 1) -> None:
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == code, result.output
+    for text in expected:
+        assert text in result.output, result.output
+
+
+# ---------------------------------------------------------------------- ingest --all
+def _city(tmp_path: Path) -> Path:
+    city = tmp_path / "city"
+    (city / "deliveries" / "psb" / "hukou").mkdir(parents=True)
+    (city / "deliveries" / "psb" / "hukou" / "hukou_20260101.csv").write_text("x\n", encoding="utf-8")
+    (city / "truth").mkdir()
+    return city
+
+
+def test_ingest_all_on_a_folder_without_deliveries_names_the_nearest_match(lake, tmp_path):
+    city = _city(tmp_path)
+    result = _run("ingest", "--all", str(city))
+    _assert_clean_failure(result, f"{city}: no delivery folders", "expected <bureau>/<feed>/",
+                          f"did you mean {city / 'deliveries'}?")
+    assert lake[1] == []   # failed before Spark
+
+
+def test_ingest_all_from_a_sibling_folder_points_at_the_deliveries(lake, tmp_path):
+    city = _city(tmp_path)
+    result = _run("ingest", "--all", str(city / "truth"))
+    _assert_clean_failure(result, f"did you mean {city / 'deliveries'}?")
+
+
+def test_ingest_all_reports_folders_that_are_not_a_known_feed(lake, tmp_path):
+    city = _city(tmp_path)
+    (city / "deliveries" / "psb" / "hukuo").mkdir()
+    (city / "deliveries" / "edu").mkdir()
+    result = _run("ingest", "--all", str(city / "deliveries"))
+    assert "no contract for feed psb.hukuo, skipped (did you mean psb/hukou?)" in result.output
+    assert f"{city / 'deliveries' / 'edu'}: not a bureau folder" in result.output
+    # the known feed goes on to load (on Arrow, no Spark): its one-column file is rejected, naming the file
+    _assert_clean_failure(result, "hukou_20260101.csv", "rejected")
+    assert lake[1] == []
+
+
+def test_ingest_all_on_empty_feed_folders_says_so(lake, tmp_path):
+    (tmp_path / "landing" / "psb" / "hukou").mkdir(parents=True)
+    result = _run("ingest", "--all", str(tmp_path / "landing"))
+    _assert_clean_failure(result, "no delivery files", "psb/hukou")
+
+
+# ---------------------------------------------------------------------- build
+def _manifest(lake_dir: Path, *rows: dict) -> None:
+    from datetime import datetime
+
+    from pipelines.lake.delta import append_rows
+    from pipelines.lake.paths import governance_path
+    from pipelines.lake.tables import MANIFEST_DDL
+
+    append_rows(governance_path("load_manifest"), [{"source_file": "f.csv", "event_at": datetime(2026, 1, 1, 0, i)}
+                                                   | row for i, row in enumerate(rows)], MANIFEST_DDL)
+
+
+def test_build_skips_libraries_without_sources_and_says_why(lake):
+    _manifest(lake[0], {"load_id": "L1", "feed": "psb.hukou", "status": "loaded"},
+              {"load_id": "L1", "feed": "psb.hukou", "status": "blocked"},
+              {"load_id": "L2", "feed": "psb.hukou", "status": "rejected"})
+    result = _run("build")
+    _assert_clean_failure(result, "base.population skipped: psb.hukou has no silver table "
+                                  "(2 deliveries: 1 blocked, 1 rejected); psb.residence_permit has no silver "
+                                  "table (never delivered)",
+                          "base.grid skipped: grid.cell has no silver table (never delivered)",
+                          "base.credit_rating skipped: base.legal_person is not built")
+    assert lake[1] == []   # nothing to build: Spark never started
+
+
+def test_build_one_library_with_missing_sources_fails_with_the_reason(lake):
+    result = _run("build", "--library", "grid", "--json")
+    _assert_clean_failure(result, "Error: base.grid skipped: grid.cell has no silver table (never delivered)")
+    assert lake[1] == []
+
+
+def test_build_json_lists_skipped_libraries(lake):
+    result = _run("build", "--json")
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)
+    assert {r["library"]: r["status"] for r in rows}["population"] == "skipped"
+    assert next(r for r in rows if r["library"] == "address")["missing_feeds"] == {
+        "nr.standard_address": "never delivered"}
+
+
+def test_source_readiness_lets_a_library_build_after_its_dependency_in_the_same_run(lake, monkeypatch):
+    from pipelines.libraries import show
+
+    silver = {"psb.hukou", "psb.residence_permit"}
+    monkeypatch.setattr(show, "table_exists", lambda path: any(f"/silver/{f.replace('.', '/')}" in path
+                                                               for f in silver))
+    ready = {r.library: r for r in show.source_readiness()}
+    assert ready["population"].ready
+    assert ready["legal_person"].missing_feeds.keys() == {"amr.business_registration", "mca.social_org"}
+    assert ready["e_licence"].missing_libraries == ["legal_person"]
+
+
+# ---------------------------------------------------------------------- --debug
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_trace(lake, monkeypatch):
+    def broken():
+        raise RuntimeError("catalog/resources.yaml [line 3]: boom\n  at some.java.Frame(Frame.java:1)")
+
+    monkeypatch.setattr("pipelines.serving.catalog.load_catalog", broken)
+    result = _run("catalog", "list")
+    _assert_clean_failure(result, "govlake catalog: RuntimeError: catalog/resources.yaml [line 3]: boom",
+                          "--debug")
+    assert "Frame.java" not in result.output
+    debugged = _run("--debug", "catalog", "list")
+    assert isinstance(debugged.exception, RuntimeError)
+
+
+# ---------------------------------------------------------------------- status
+@pytest.mark.parametrize("service", ["airflow", "trino"])
+def test_status_exits_non_zero_unless_the_service_answers(lake, service):
+    stopped = _run(service, "status")
+    _assert_clean_failure(stopped, "stopped")
+    assert "Exits 0 only when it answers" in _run(service, "status", "--help").output
+
+
+@pytest.mark.parametrize("service,module", [("airflow", "pipelines.orchestration.airflow_local"),
+                                            ("trino", "pipelines.serving.trino")])
+def test_status_exits_zero_when_the_service_answers(lake, monkeypatch, service, module):
+    key = "answering"
+    status = {"healthy": True, "answering": True, "running": True, "pid": 42, "url": "u", "home": "h",
+              "password_file": "p", "catalog": "lake", "certificate": "c", "passwords": "p"}
+    monkeypatch.setattr(f"{module}.{service}_status", lambda: status)
+    result = _run(service, "status", "--json")
+    assert result.exit_code == 0 and json.loads(result.output)[key] is True
+    status[key] = False
+    assert _run(service, "status").exit_code == 1
+
+
+# ---------------------------------------------------------------------- the sweep
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, prefix + (name,))
+        else:
+            yield prefix + (name,)
+
+
+# Every command, with arguments naming something that does not exist.
+SWEEP = {
+    ("setup",): [[]],
+    ("contracts", "list"): [[]],
+    ("contracts", "check"): [["no/such/contract.yaml"]],
+    ("synth",): [["--out", "pyproject.toml"]],
+    ("ingest",): [["psb.hukou", "no/such/file.csv"], ["no.such_feed", "pyproject.toml"], ["--all", "no/such/dir"]],
+    ("loads",): [[], ["--feed", "no.such_feed"]],
+    ("collection", "status"): [[]],
+    ("quality", "suites"): [["--check"]],
+    ("quality", "report"): [[]],
+    ("quality", "approve"): [["NO-SUCH-LOAD", "--reason", "r"]],
+    ("governance", "list"): [[], ["--feed", "no.such_feed"]],
+    ("governance", "close"): [["NO-SUCH-ISSUE", "--reason", "r"]],
+    ("governance", "conflicts"): [[]],
+    ("governance", "reviews"): [[]],
+    ("governance", "scorecard"): [[]],
+    ("airflow", "status"): [[]],
+    ("airflow", "down"): [[]],
+    ("trino", "status"): [[]],
+    ("trino", "down"): [[]],
+    ("publish",): [[]],
+    ("catalog", "list"): [[]],
+    ("catalog", "show"): [["no_such_resource"]],
+    ("access", "compile"): [[]],
+    ("access", "check"): [["--user", "nobody", "--table", "silver.no_such_table"]],
+    ("access", "request"): [["--department", "nobody", "--resource", "silver.x", "--columns", "a", "--purpose", "p",
+                             "--legal-basis", "l", "--expires", "2030-01-01"]],
+    ("access", "approve"): [["NO-SUCH-REQUEST", "--reason", "r"]],
+    ("access", "reject"): [["NO-SUCH-REQUEST", "--reason", "r"]],
+    ("access", "requests"): [[]],
+    ("build",): [[], ["--library", "no_such_library"], ["--library", "population"]],
+    ("show", "person"): [["000000000000000000"]],
+    ("show", "entity"): [["NO-SUCH-USCC"]],
+    ("demo",): [[]],
+}
+# Starting them would start a real service or Airflow's database: tested elsewhere.
+NOT_SWEPT = {("airflow", "up"), ("trino", "up"), ("airflow", "run")}
+# These need Spark whatever the lake holds (the stand-in refuses, in one line).
+NEED_SPARK = {("setup",), ("demo",), ("access", "request")}
+
+
+def test_the_sweep_covers_every_command():
+    assert set(_commands(main)) == set(SWEEP) | NOT_SWEPT
+
+
+@pytest.mark.parametrize("state", ["missing lake", "empty lake"])
+def test_no_command_shows_a_stack_trace(lake, state):
+    lake_dir, started = lake
+    if state == "empty lake":
+        lake_dir.mkdir()
+    for path, variants in SWEEP.items():
+        for args in variants:
+            started.clear()
+            result = _run(*path, *args)
+            shown = " ".join([*path, *args])
+            assert "Traceback" not in result.output, f"{shown}:\n{result.output}"
+            assert result.exception is None or isinstance(result.exception, SystemExit), (shown, result.exception)
+            if path not in NEED_SPARK:
+                assert not started, f"{shown} started Spark on an {state}:\n{result.output}"
+            if path not in {("contracts", "list"), ("quality", "suites"), ("catalog", "list"), ("access", "compile"), ("airflow", "down"),
+                            ("trino", "down"), ("access", "check")}:
+                assert result.exit_code != 0, f"{shown} exited 0 on an {state}:\n{result.output}"

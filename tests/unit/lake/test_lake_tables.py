@@ -1,0 +1,109 @@
+"""One way to read a lake table: ``read_table`` (governance tables, declared
+schema while missing) and ``read_silver`` (a feed's silver table, None while
+missing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from pipelines.contracts import ContractError
+from pipelines.lake.delta import append_rows, read_silver, read_table, write_arrow_replacing
+from pipelines.lake.manifest import append_manifest, latest_events, latest_status, read_manifest
+from pipelines.lake.paths import governance_path
+from pipelines.lake.tables import GOVERNANCE_TABLES, ISSUES_DDL
+from pipelines.settings import utc_now
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _columns(spark, ddl: str) -> list[tuple[str, str]]:
+    return [(f.name, f.dataType.simpleString()) for f in spark.createDataFrame([], ddl).schema.fields]
+
+
+def test_every_governance_table_written_by_the_code_has_a_declared_schema():
+    """Every ``governance_path("<name>"...)`` in the package names a table of GOVERNANCE_TABLES."""
+    found = subprocess.run(["grep", "-rhoE", r"governance_path\(\"[a-z_]+\"", "pipelines"],
+                           capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+    names = {item.split('"')[1] for item in found}
+    assert names and names <= set(GOVERNANCE_TABLES), names - set(GOVERNANCE_TABLES)
+    assert {"load_manifest", "quality_results", "quality_approvals", "issues", "demand_list", "sharing_list",
+            "collection_list", "conflicts", "entity_links", "match_review", "query_audit"} <= set(GOVERNANCE_TABLES)
+
+
+def test_read_table_of_a_missing_table_is_empty_with_the_declared_columns(spark, lake_settings):
+    for name, ddl in GOVERNANCE_TABLES.items():
+        frame = read_table(spark, name, lake_settings)
+        assert frame.count() == 0, name
+        assert [(f.name, f.dataType.simpleString()) for f in frame.schema.fields] == _columns(spark, ddl), name
+
+
+def test_read_table_reads_an_existing_table_back(spark, lake_settings):
+    opened = datetime(2026, 11, 28, 9, 30)
+    row = {"issue_id": "GI-1", "bureau": "psb", "feed": "psb.hukou", "rule": "id_number.check_character",
+           "status": "open", "first_seen_at": opened, "occurrences": 2, "sample_rows": ["a.csv:2"]}
+    append_rows(governance_path("issues", lake_settings), [row], ISSUES_DDL, partition_by="feed")
+
+    rows = [r.asDict() for r in read_table(spark, "issues", lake_settings).collect()]
+
+    assert len(rows) == 1
+    assert {k: rows[0][k] for k in row} == row
+    assert rows[0]["closed_at"] is None
+
+
+def test_read_table_refuses_an_unknown_table(spark, lake_settings):
+    with pytest.raises(LookupError, match="no governance table 'issue'"):
+        read_table(spark, "issue", lake_settings)
+
+
+def test_read_manifest_keeps_the_latest_event_of_each_load(spark, lake_settings):
+    assert read_manifest(spark, lake_settings).count() == 0
+    base = {"load_id": "L1", "feed": "psb.hukou", "bureau": "psb", "source_file": "a.csv"}
+    append_manifest([base | {"status": "blocked", "event_at": datetime(2026, 1, 1, 8)},
+                     {**base, "load_id": "L2", "status": "loaded", "event_at": datetime(2026, 1, 1, 9)}],
+                    lake_settings)
+    append_manifest([base | {"status": "loaded"}], lake_settings)   # event_at defaults to now
+
+    latest = {r["load_id"]: r["status"] for r in read_manifest(spark, lake_settings).collect()}
+
+    assert latest == {"L1": "loaded", "L2": "loaded"}
+    assert latest_status("L1", lake_settings)["status"] == "loaded"
+    assert latest_status("L3", lake_settings) is None
+    assert {k: v["status"] for k, v in latest_events(lake_settings, "psb.hukou").items()} == latest
+    assert latest_events(lake_settings, "amr.penalty") == {}
+
+
+def test_read_silver_is_none_until_the_feed_has_a_table(spark, lake_settings):
+    import pyarrow as pa
+
+    assert read_silver(spark, "psb.hukou", lake_settings) is None
+    path = lake_settings.lake_path("silver", "psb", "hukou")
+    write_arrow_replacing(pa.table({"_load_id": ["L1", "L1"], "person_id": ["a", "b"]}), path,
+                          "_load_id = 'L1'", "L1")
+
+    frame = read_silver(spark, "psb.hukou", lake_settings)
+
+    assert sorted(r["person_id"] for r in frame.collect()) == ["a", "b"]
+
+
+def test_read_silver_refuses_an_unknown_feed(spark, lake_settings):
+    with pytest.raises(ContractError, match="unknown feed"):
+        read_silver(spark, "psb.hukuo", lake_settings)
+
+
+def test_utc_now_is_naive_utc():
+    now = utc_now()
+    assert now.tzinfo is None
+    reference = datetime.now().astimezone().utcoffset()
+    assert abs((datetime.now() - now) - reference).total_seconds() < 5
+
+
+def test_settings_carry_the_crash_point():
+    code = "from pipelines.settings import get_settings; print(get_settings().crash_at)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=ROOT, env={"GOVLAKE_CRASH_AT": "after_bronze", "PATH": ""})
+    assert done.stdout.strip() == "after_bronze"

@@ -1,0 +1,86 @@
+"""Pure library transforms on tiny inline frames (moved from
+tests/integration/test_libraries.py: they need no ingested city)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import functions as F
+
+from pipelines.settings import get_settings
+
+
+def test_address_matching_and_grid_assignment_on_tiny_frames(spark):
+    from pipelines.libraries.address import assign_grid_cells, match_addresses, standard_address_keys
+
+    standard = spark.createDataFrame([
+        ("A1", "南城街道", "鸿福社区", "鸿福路", "99号"), ("A2", "南城街道", "元美社区", "鸿福路", "101号"),
+        ("A3", "东城街道", "东泰社区", "东城路", "1号"), ("A4", "东城街道", "花园村", "东城路", "1号")],
+        "address_code string, town_name string, community string, street string, house_number string")
+    keys = standard_address_keys(standard)
+    texts = spark.createDataFrame([
+        ("广东省东莞市南城街道鸿福社区鸿福路99号",), ("东莞市南城街道鸿福路９９号,3栋",), ("东莞市 南城街道鸿福路101号2栋",),
+        ("东莞市东城街道东城路1号",), ("东莞市东城街道花园村东城路1号",), ("东莞市南城街道不存在路1号",)], "text string")
+    found = [r["code"] for r in match_addresses(texts, "text", keys, "code").collect()]
+    # the short form of A3/A4 names two addresses: ambiguous, so unmatched; the full form matches
+    assert found == ["A1", "A1", "A2", None, "A4", None]
+    cells = spark.createDataFrame([
+        ("G1", "441900004", "POLYGON((113.0 22.0, 113.5 22.0, 113.5 22.5, 113.0 22.5, 113.0 22.0))",
+         113.0, 113.5, 22.0, 22.5),
+        ("G2", "441900004", "POLYGON((113.5 22.0, 114.0 22.0, 113.5 22.5, 113.5 22.0))", 113.5, 114.0, 22.0, 22.5)],
+        "grid_code string, town_code string, boundary_wkt string, min_longitude double, max_longitude double, "
+        "min_latitude double, max_latitude double")
+    points = spark.createDataFrame([("P1", "441900004", 113.2, 22.2), ("P2", "441900004", 113.6, 22.1),
+                                    ("P3", "441900004", 113.9, 22.4)],
+                                   "address_code string, town_code string, longitude double, latitude double")
+    assigned = {r["address_code"]: r["grid_code"] for r in assign_grid_cells(points, cells).collect()}
+    assert assigned == {"P1": "G1", "P2": "G2", "P3": None}   # P3 is in G2's box but outside its triangle
+
+
+def test_credit_rating_rules_on_a_tiny_frame(spark):
+    from pipelines.libraries.credit import load_rule_set, rate_entities
+
+    rule_set = load_rule_set(get_settings())
+    entities = spark.createDataFrame([("U1", "甲", "存续"), ("U2", "乙", "存续"), ("U3", "丙", "吊销"),
+                                      ("U4", "丁", "注销"), ("U5", "戊", "存续")],
+                                     "uscc string, entity_name string, registration_status string")
+    schema = ("record_type string, subject_type string, subject_id string, started_on date, ended_on date, "
+              "status string, grade string")
+    records = spark.createDataFrame([
+        ("tax_credit_grade", "legal_person", "U1", date(2025, 1, 1), None, "evaluated", "A"),
+        ("abnormal_operation", "legal_person", "U2", date(2026, 1, 1), None, "listed", None),
+        ("administrative_penalty", "legal_person", "U2", date(2026, 2, 1), None, "decided", None),
+        ("dishonest_debtor", "legal_person", "U5", date(2026, 3, 1), None, "全部未履行", None),
+    ], schema)
+    rated = {r["uscc"]: r for r in rate_entities(entities, records, rule_set, F.lit(date(2026, 11, 28))).collect()}
+    assert "U4" not in rated                                   # deregistered: not supervised
+    assert (rated["U1"]["risk_score"], rated["U1"]["risk_grade"]) == (105, "A")
+    assert (rated["U2"]["risk_score"], rated["U2"]["risk_grade"]) == (55, "D")
+    assert rated["U3"]["risk_grade"] == "D" and "override licence_revoked" in rated["U3"]["reasons"]
+    assert (rated["U5"]["risk_score"], rated["U5"]["risk_grade"]) == (40, "D")
+    assert all(r["rule_set_version"] == rule_set.version for r in rated.values())
+
+
+def test_history_keeps_what_we_knew_on_a_date(spark, tmp_path):
+    from datetime import datetime
+
+    from pipelines.libraries.golden import merge_with_history
+
+    path = str(tmp_path / "gold")
+    schema = "person_id string, full_name string, full_name_source string, full_name_load_id string"
+    day1, day2 = datetime(2026, 11, 27), datetime(2026, 11, 28)
+    first = merge_with_history(spark, spark.createDataFrame(
+        [("A", "张三", "psb.hukou", "l1"), ("B", "李四", "psb.hukou", "l1")], schema), path, "person_id", day1)
+    assert first == {"inserted": 2, "changed": 0, "unchanged": 0, "removed": 0}
+    second = merge_with_history(spark, spark.createDataFrame(
+        [("A", "张叁", "psb.hukou", "l2"), ("B", "李四", "psb.hukou", "l2"), ("C", "王五", "mca.death", "l2")],
+        schema), path, "person_id", day2)
+    assert second == {"inserted": 1, "changed": 1, "unchanged": 1, "removed": 0}
+    table = spark.read.format("delta").load(path)
+
+    def known_on(moment):
+        return {r["person_id"]: r["full_name"] for r in table.where(
+            (F.col("valid_from") <= moment) & (F.col("valid_to").isNull() | (F.col("valid_to") > moment))).collect()}
+
+    assert known_on(day1) == {"A": "张三", "B": "李四"}
+    assert known_on(day2) == {"A": "张叁", "B": "李四", "C": "王五"}

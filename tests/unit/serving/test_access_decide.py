@@ -1,0 +1,167 @@
+"""``serving.access.decide`` on a catalog built inline: who sees which column,
+masked or not, and which rows."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pipelines.serving.access import decide
+from pipelines.serving.catalog import Department, Grant, Resource, ResourceColumn
+from pipelines.serving.trino import ADMIN_USER
+
+ON = date(2026, 11, 28)
+NANCHENG = "441900004"
+
+
+def column(name: str, share_type: str, sensitivity: str = "personal", kind: str = "string",
+           town: bool = False) -> ResourceColumn:
+    return ResourceColumn(name=name, header=name, type=kind, classification=sensitivity, sensitivity=sensitivity,
+                          security_grade="general", share_type=share_type, town_column=town)
+
+
+def resource(resource_id: str, columns: list[ResourceColumn], owner: str = "psb") -> Resource:
+    return Resource(resource_id=resource_id, code="DG-TEST-0001", name=resource_id, provider="市公安局",
+                    owner_bureau=owner, description="test", update_cadence="每日", format="delta",
+                    columns=columns)
+
+
+REGISTER = resource("silver.psb_register", [
+    column("id_number", "conditional", "sensitive_personal", "id_number"),
+    column("full_name", "conditional"),
+    column("phone", "conditional", "sensitive_personal", "phone"),
+    column("town_code", "unconditional", "general", "town_code", town=True),
+    column("case_note", "not_shared", "general"),
+])
+# every column conditional: nothing to read without a grant
+CONDITIONAL_ONLY = resource("silver.psb_conditional", [
+    column("id_number", "conditional", "sensitive_personal", "id_number"),
+    column("full_name", "conditional"),
+])
+# a town government can only read a table it can filter by town
+NO_TOWN = resource("silver.psb_no_town", [
+    column("id_number", "conditional", "sensitive_personal", "id_number"),
+    column("remark", "unconditional", "general"),
+])
+BY_TOWN_NAME = resource("silver.psb_by_town_name", [
+    column("full_name", "conditional"),
+    column("town_name", "unconditional", "general", "town_name", town=True),
+])
+
+DEPARTMENTS = {
+    "psb": Department("psb", "市公安局", "psb", None, ["psb_analyst"]),
+    "hrss": Department("hrss", "市人社局", "hrss", None, ["hrss_officer"]),
+    "edu": Department("edu", "市教育局", "edu", None, ["edu_officer"]),
+    "nancheng": Department("nancheng", "南城街道办事处", None, NANCHENG, ["nancheng_officer"]),
+}
+
+
+def grant(department: str, resource_id: str, columns: list[str], expires: date = date(2027, 6, 30),
+          unmasked: list[str] = (), source: str = "grants.yaml:1") -> Grant:
+    return Grant(department=department, resource=resource_id, columns=list(columns), purpose="test",
+                 legal_basis="test", expires=expires, approver="test", unmasked=list(unmasked), source=source)
+
+
+def states(decision) -> dict[str, str]:
+    return {name: c.state for name, c in decision.columns.items()}
+
+
+def test_the_owner_bureau_sees_every_column_in_full_without_a_grant():
+    decision = decide("psb_analyst", REGISTER, DEPARTMENTS, [], ON)
+    assert states(decision) == {name: "full" for name in
+                                ("id_number", "full_name", "phone", "town_code", "case_note")}
+    assert decision.row_filter is None
+    assert decision.department == "psb" and decision.readable
+
+
+def test_the_platform_administrator_sees_every_column_in_full():
+    decision = decide(ADMIN_USER, REGISTER, DEPARTMENTS, [], ON)
+    assert set(states(decision).values()) == {"full"} and len(decision.columns) == 5
+    assert decision.row_filter is None
+
+
+def test_a_grant_gives_exactly_its_columns_sensitive_ones_masked():
+    grants = [grant("hrss", REGISTER.resource_id, ["id_number", "full_name"])]
+    decision = decide("hrss_officer", REGISTER, DEPARTMENTS, grants, ON)
+    assert states(decision) == {
+        "id_number": "masked",      # granted, sensitive personal, not under unmasked
+        "full_name": "full",        # granted
+        "phone": "denied",          # conditional, not in the grant
+        "town_code": "full",        # unconditional
+        "case_note": "denied",      # 不予共享
+    }
+    assert "grants.yaml:1" in decision.columns["full_name"].reason
+    assert decision.row_filter is None
+
+
+def test_unmasked_lifts_the_mask_for_the_listed_column_only():
+    grants = [grant("hrss", REGISTER.resource_id, ["id_number", "phone"], unmasked=["id_number"])]
+    decision = decide("hrss_officer", REGISTER, DEPARTMENTS, grants, ON)
+    assert (decision.columns["id_number"].state, decision.columns["phone"].state) == ("full", "masked")
+
+
+def test_a_grant_for_another_department_or_resource_gives_nothing():
+    grants = [grant("edu", REGISTER.resource_id, ["id_number", "full_name", "phone"]),
+              grant("hrss", CONDITIONAL_ONLY.resource_id, ["id_number", "full_name"])]
+    decision = decide("hrss_officer", REGISTER, DEPARTMENTS, grants, ON)
+    assert states(decision) == {"id_number": "denied", "full_name": "denied", "phone": "denied",
+                                "town_code": "full", "case_note": "denied"}
+
+
+def test_not_shared_columns_stay_hidden_even_when_a_grant_lists_them():
+    grants = [grant("hrss", REGISTER.resource_id, ["full_name", "case_note"], unmasked=["case_note"])]
+    decision = decide("hrss_officer", REGISTER, DEPARTMENTS, grants, ON)
+    assert decision.columns["case_note"].state == "denied"
+    assert "不予共享" in decision.columns["case_note"].reason
+    assert decision.columns["full_name"].state == "full"
+
+
+def test_an_unconditional_sensitive_column_is_masked_for_everyone_but_the_owner():
+    open_register = resource("silver.psb_open", [column("phone", "unconditional", "sensitive_personal", "phone")])
+    assert decide("edu_officer", open_register, DEPARTMENTS, [], ON).columns["phone"].state == "masked"
+    assert decide("psb_analyst", open_register, DEPARTMENTS, [], ON).columns["phone"].state == "full"
+
+
+def test_an_expired_grant_counts_as_none():
+    grants = [grant("hrss", CONDITIONAL_ONLY.resource_id, ["id_number", "full_name"], expires=date(2026, 11, 27),
+                    source="old.yaml:3")]
+    decision = decide("hrss_officer", CONDITIONAL_ONLY, DEPARTMENTS, grants, ON)
+    assert states(decision) == {"id_number": "denied", "full_name": "denied"}
+    assert not decision.readable
+    assert "expired on 2026-11-27" in decision.columns["full_name"].reason
+    # the expiry date itself is still a live day
+    assert decide("hrss_officer", CONDITIONAL_ONLY, DEPARTMENTS, grants, date(2026, 11, 27)).readable
+
+
+def test_without_a_grant_a_conditional_table_is_not_readable():
+    decision = decide("edu_officer", CONDITIONAL_ONLY, DEPARTMENTS, [], ON)
+    assert states(decision) == {"id_number": "denied", "full_name": "denied"}
+    assert not decision.readable
+    assert decision.columns["full_name"].reason == "有条件共享: no live grant lists this column"
+
+
+def test_a_user_of_no_department_reads_nothing():
+    decision = decide("stranger", REGISTER, DEPARTMENTS, [], ON)
+    assert set(states(decision).values()) == {"denied"} and len(decision.columns) == 5
+    assert decision.department is None and not decision.readable
+
+
+def test_a_town_department_gets_its_towns_rows_only():
+    grants = [grant("nancheng", REGISTER.resource_id, ["full_name", "phone"])]
+    decision = decide("nancheng_officer", REGISTER, DEPARTMENTS, grants, ON)
+    assert decision.row_filter == f"\"town_code\" = '{NANCHENG}'"
+    assert states(decision) == {"id_number": "denied", "full_name": "full", "phone": "masked",
+                                "town_code": "full", "case_note": "denied"}
+
+
+def test_a_town_name_column_is_filtered_by_the_towns_name():
+    grants = [grant("nancheng", BY_TOWN_NAME.resource_id, ["full_name"])]
+    decision = decide("nancheng_officer", BY_TOWN_NAME, DEPARTMENTS, grants, ON)
+    assert decision.row_filter == "\"town_name\" = '南城街道'"
+    assert states(decision) == {"full_name": "full", "town_name": "full"}
+
+
+def test_a_town_department_sees_nothing_of_a_table_without_a_town_column():
+    grants = [grant("nancheng", NO_TOWN.resource_id, ["id_number"])]
+    decision = decide("nancheng_officer", NO_TOWN, DEPARTMENTS, grants, ON)
+    assert states(decision) == {"id_number": "denied", "remark": "denied"}
+    assert decision.row_filter is None and not decision.readable
