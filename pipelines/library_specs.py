@@ -32,12 +32,21 @@ class Source:
         return self.alias.replace(".", "__").replace("@", "__")
 
 
+# Facts a validated key carries itself (GB 11643: an 18-character ID number
+# fixes its holder's birth date and gender). An attribute with ``from_key``
+# takes its value from the key, ``<attribute>_source = 'id_number'``; the
+# sources only fill in where the key does not carry it, and a source value
+# that disagrees with the key is a conflict against that bureau.
+KEY_FACTS = ("id_number.birth_date", "id_number.gender")
+
+
 @dataclass(frozen=True)
 class Attribute:
     name: str
     sources: tuple[tuple[str, str], ...]      # (source alias, column), most authoritative first
     values: dict | None = None                # source value -> library value (a shared vocabulary)
     conflicts: str | None = None              # exact | normalised: report other sources that disagree
+    from_key: str | None = None               # a fact of the key itself (KEY_FACTS), preferred to every source
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,10 @@ def load_library_spec(library: str, settings: Settings | None = None) -> Library
             pairs.append((alias, column))
         if item.get("conflicts") not in (None, "exact", "normalised"):
             raise LibrarySpecError(f"{shown}: attributes[{index}].conflicts: exact or normalised")
-        attributes.append(Attribute(item["name"], tuple(pairs), item.get("values"), item.get("conflicts")))
+        if item.get("from_key") not in (None, *KEY_FACTS):
+            raise LibrarySpecError(f"{shown}: attributes[{index}].from_key: one of {', '.join(KEY_FACTS)}")
+        attributes.append(Attribute(item["name"], tuple(pairs), item.get("values"), item.get("conflicts"),
+                                    item.get("from_key")))
     for alias in document.get("authoritative_sources", []):
         if alias not in sources:
             raise LibrarySpecError(f"{shown}: authoritative_sources: {alias!r} is not under sources:")

@@ -81,7 +81,6 @@ def bench_ingest(rows: int, seed: int = 7, repeats: int = 3) -> dict:
     import dataclasses
     import shutil
 
-
     source_dir = BENCH_DIR / f"hukou-{rows}-{seed}"
     source = source_dir / "deliveries" / "psb" / "hukou" / "hukou_20261128.csv"
     if not source.exists():
@@ -133,7 +132,6 @@ def bench_quality(rows: int, seed: int = 7, engine: str = "pandas") -> dict:
     import dataclasses
     import shutil
 
-
     source_dir = BENCH_DIR / f"hukou-{rows}-{seed}"
     source = source_dir / "deliveries" / "psb" / "hukou" / "hukou_20261128.csv"
     if not source.exists():
@@ -174,7 +172,6 @@ def bench_build(scales: list[float], seed: int = 7) -> dict:
     and a linear fit of time against scale to estimate the real city."""
     import dataclasses
     import shutil
-
 
     spark = build_spark_session(app_name="govlake-bench-build")
     jvm = _jvm_pid(spark)
@@ -257,7 +254,6 @@ def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
     import statistics
 
     import duckdb
-
 
     settings = dataclasses.replace(get_settings(), home=str(BENCH_DIR / f"lake-{scale}"),
                                    trino_home=BENCH_DIR / "trino", trino_port=18643)

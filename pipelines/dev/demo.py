@@ -97,7 +97,6 @@ def run_downstream_dags(settings: Settings, show_progress: bool = True) -> list[
     """The base-library DAGs, then the publish DAG (lists, audit, Trino up,
     registration, access rules), through Airflow."""
 
-
     libraries = library_names(settings)   # in dependency order
     runs = []
     with _quiet(Path(settings.airflow_home) / "demo-dag-runs.log") as progress:
@@ -132,7 +131,6 @@ def summarise_lake(spark, settings: Settings, city: Path | None = None) -> dict:
     """Per feed: rows read / loaded / quarantined / duplicate from the manifest,
     silver rows from the table, blocked loads and open governance issues."""
     from pyspark.sql import functions as F
-
 
     contracts = load_contracts(settings.schemas_dir)
     manifest_rows = read_manifest(spark, settings).where(

@@ -51,7 +51,6 @@ def collection_status(spark, contracts: dict[str, Contract], settings: Settings 
                       now: datetime | None = None) -> list[CollectionStatus]:
     from pyspark.sql import functions as F
 
-
     now = now or utc_now()
     loaded = read_manifest(spark, settings).where(F.col("status").isin("loaded", "replaced", "blocked"))
     rows = loaded.groupBy("feed").agg(

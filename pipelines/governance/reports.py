@@ -35,7 +35,6 @@ def scorecard(spark, contracts: dict[str, Contract], settings: Settings | None =
     """Per bureau and feed: the four quality dimensions and open issues."""
     from pyspark.sql import functions as F
 
-
     settings = settings or get_settings()
     manifest = read_manifest(spark, settings)
     latest = {row["feed"]: row for row in manifest.where(F.col("status").isin("loaded", "blocked")).groupBy("feed")
@@ -90,7 +89,6 @@ def quality_report(spark, settings: Settings | None = None, worst: int = 3) -> d
     worst failing expectations (by unexpected percent), plus the Data Docs path."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-
 
     settings = settings or get_settings()
     results = read_table(spark, "quality_results", settings)

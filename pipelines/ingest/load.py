@@ -361,7 +361,6 @@ def approve_blocked_load(spark, load_id: str, reason: str, approved_by: str,
     the manifest."""
     from pyspark.sql import functions as F
 
-
     settings = settings or get_settings()
     if not reason or not reason.strip():
         raise ValueError("an approval needs a reason (--reason)")

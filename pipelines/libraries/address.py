@@ -40,7 +40,6 @@ def address_match_key(text):
     """The matching key of a free-text address (a Column)."""
     from pyspark.sql import functions as F
 
-
     key = F.regexp_replace(fold_digits(text), "[\\s\\u3000\\u00a0]", "")
     key = F.regexp_replace(key, "^(广东省)?(东莞市)?", "")
     key = F.regexp_replace(key, "[，,；;（(].*$", "")
@@ -94,7 +93,6 @@ def grid_cells(spark, settings: Settings, _spec=None):
     """base.grid: the latest record of every grid cell, with its bounding box."""
     from pyspark.sql import functions as F
 
-
     cells = _required_silver(spark, "grid.cell", settings)
     latest = latest_per_key(cells, "grid_code", ["grid_name", "town_code", "boundary_wkt", "grid_worker"])
     points = wkt_points(F.col("boundary_wkt"))
@@ -127,7 +125,6 @@ def standard_addresses(spark, settings: Settings, _spec=None):
     """base.address: the latest record of every standard address, with its grid cell."""
     from pyspark.sql import functions as F
 
-
     columns = ["town_code", "town_name", "community", "street", "house_number", "building", "standard_address",
                "longitude", "latitude"]
     latest = latest_per_key(_required_silver(spark, "nr.standard_address", settings), "address_code", columns)
@@ -142,7 +139,6 @@ def address_match_report(spark, keys, settings: Settings):
     """(rates, unmatched): per matched feed column, rows / matched / rate, and
     the most frequent unmatched texts."""
     from pyspark.sql import functions as F
-
 
     rates, unmatched = [], []
     for feed, column in MATCHED_ADDRESS_COLUMNS:
@@ -167,7 +163,6 @@ def address_match_report(spark, keys, settings: Settings):
 def write_match_report(spark, keys, settings: Settings) -> list[dict]:
     """Replace governance.address_match_rates and governance.unmatched_addresses."""
     from pyspark.sql import functions as F
-
 
     rates, unmatched = address_match_report(spark, keys, settings)
     if rates is None:

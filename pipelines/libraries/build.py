@@ -56,7 +56,6 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
     as they were). Conflicts, entity links and match reviews are recorded with it."""
     import time
 
-
     settings = settings or get_settings()
     now = now or utc_now()
     started = time.monotonic()

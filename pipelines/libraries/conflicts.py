@@ -61,7 +61,6 @@ def record_conflicts(spark, library: str, conflicts, now: datetime, settings: Se
 def _sync_issues(spark, library: str, open_conflicts, now: datetime, settings: Settings) -> None:
     from pyspark.sql import functions as F
 
-
     build = f"base.{library}@{now:%Y%m%dT%H%M%S}"
     still_open = set()
     for row in open_conflicts:

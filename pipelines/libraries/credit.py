@@ -59,7 +59,6 @@ def credit_records_from(abnormal, penalty, debtor, taxpayer):
     authority, source_feed, source_load_id."""
     from pyspark.sql import functions as F
 
-
     def shaped(frame, key, record_type, columns):
         shaped_frame = frame.select("_load_id", "_ingested_at", "_row_number", key.alias("_record_key"),
                                     *[expr.alias(f"_o_{name}") for name, expr in columns.items()])
@@ -121,7 +120,6 @@ def credit_records(spark, settings: Settings, _spec=None):
     """base.credit_record, with ``subject_found`` (the subject resolves to
     base.legal_person or base.population)."""
     from pyspark.sql import functions as F
-
 
     records = credit_records_from(*[read_silver(spark, f, settings) for f in
                                     ("amr.abnormal_list", "amr.penalty", "court.dishonest_debtor", "tax.taxpayer")])

@@ -41,7 +41,6 @@ def legal_person(spark, records, frames: dict, settings: Settings):
     representative's ID resolves to base.population)."""
     from pyspark.sql import functions as F
 
-
     records = _with_address_codes(records, [("domicile_address", "domicile_address_code")], spark, settings)
     # social organisations belong to GB/T 4754 section S (公共管理、社会保障和社会组织)
     section = F.coalesce(F.substring("industry_code", 1, 1),

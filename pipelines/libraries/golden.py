@@ -20,8 +20,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pipelines.lake.delta import delta_exists
+from pipelines.libraries.columns import id_birth_date, id_gender
 from pipelines.libraries.matching import normalise_for_matching
 from pipelines.library_specs import Attribute, LibrarySpec, LibrarySpecError
+from pipelines.reference import ID_SHAPE
 
 
 def latest_per_key(frame, key_column: str, columns: list[str], latest_by: str | None = None):
@@ -77,24 +79,17 @@ KEY_SOURCE = "id_number"
 
 
 def key_authority(spec: LibrarySpec) -> dict:
-    """Attributes a library takes from its validated key, not from a source:
-    attribute -> function of the key column giving the value (null when the
-    key does not carry it). Under GB 11643 a validated 18-character ID number
-    fixes birth date and gender (issue 20), so base.population's ``gender``
-    and ``birth_date`` come from ``person_id`` and the bureaus' values are
-    checked against it (``attribute_conflicts``), never preferred to it.
-
-    Declared here, by library, because the spec model has no field for it
-    yet (a ``derive:`` attribute option in pipelines/library_specs.py would)."""
+    """Attributes the spec takes from its validated key (``from_key``), not
+    from a source: attribute -> function of the key column giving the value
+    (null when the key does not carry it). Under GB 11643 a validated
+    18-character ID number fixes birth date and gender (issue 20), so the
+    bureaus' values are checked against it (``attribute_conflicts``), never
+    preferred to it."""
     from pyspark.sql import functions as F
 
-    from pipelines.libraries.columns import id_birth_date, id_gender
-    from pipelines.reference import ID_SHAPE
-
-    if spec.library != "population":
-        return {}
-    return {"gender": id_gender,
-            "birth_date": lambda key: F.when(key.rlike(ID_SHAPE), id_birth_date(key))}
+    facts = {"id_number.gender": id_gender,
+             "id_number.birth_date": lambda key: F.when(key.rlike(ID_SHAPE), id_birth_date(key))}
+    return {a.name: facts[a.from_key] for a in spec.attributes if a.from_key}
 
 
 def _key_load_id(spec: LibrarySpec, present_aliases: list[str]):
@@ -224,7 +219,6 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     with the same values does not make a new version."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
-
 
     now = now or datetime.now(UTC).replace(tzinfo=None)
     attributes = [c for c in records.columns if c != key and not c.endswith("_load_id") and c not in unversioned]

@@ -27,7 +27,6 @@ def licences_from(entities, food, construction, as_of):
     be None). Pure. ``as_of`` is a date Column."""
     from pyspark.sql import functions as F
 
-
     columns = ["licence_key", "licence_type", "licence_number", "holder_type", "holder_id", "holder_name",
                "issuer", "issued_on", "expires_on", "issuer_status", "source_feed", "source_load_id"]
     parts = [entities.where(F.col("registration_status_source") == "amr.business_registration").select(
@@ -73,7 +72,6 @@ def licences_from(entities, food, construction, as_of):
 def e_licences(spark, settings: Settings, _spec=None):
     """base.e_licence from base.legal_person (built first) and silver licence feeds."""
     from pyspark.sql import functions as F
-
 
     entities = spark.read.format("delta").load(settings.lake_path("base", "legal_person")).where("is_current")
     feeds = [read_silver(spark, feed, settings) for feed in ("amr.food_licence", "hud.construction_permit")]

@@ -35,6 +35,7 @@ from __future__ import annotations
 from functools import reduce
 
 from pipelines.contracts import get_contract
+from pipelines.ingest.rules import standardise_table
 from pipelines.lake.delta import delta_exists
 from pipelines.lake.manifest import read_manifest
 from pipelines.lake.paths import governance_path, table_path
@@ -51,7 +52,6 @@ def live_load_ids(spark, settings: Settings) -> dict[str, list[str]]:
     """Loads per feed whose latest status is ``loaded`` (not replaced, blocked or rejected)."""
     from pyspark.sql import functions as F
 
-
     live: dict[str, list[str]] = {}
     for row in read_manifest(spark, settings).where(F.col("status") == "loaded").select("feed", "load_id").collect():
         live.setdefault(row["feed"], []).append(row["load_id"])
@@ -62,7 +62,6 @@ def quarantined_rows(spark, feeds: list[str], settings: Settings):
     """The quarantined rows of ``feeds``' live loads that a resolution can use
     (not repeated headers, malformed rows or rejected files), or None."""
     from pyspark.sql import functions as F
-
 
     path = governance_path("quarantine", settings)
     live = live_load_ids(spark, settings)
@@ -96,8 +95,6 @@ def rescued_rows(quarantined, feed: str, settings: Settings):
     import pyarrow as pa
     import pyarrow.compute as pc
     from pyspark.sql import functions as F
-
-    from pipelines.ingest.rules import standardise_table
 
     contract = get_contract(feed, settings.schemas_dir)
     rows = (quarantined.where(F.col("feed") == feed)
@@ -136,7 +133,6 @@ def _fields(frame, mapping: dict, profile: str, key_expr):
     ``town_code``, ``rep_key``."""
     from pyspark.sql import functions as F
 
-
     def text(column):
         return F.col(mapping[column]).cast("string") if mapping.get(column) else F.lit(None).cast("string")
 
@@ -158,7 +154,6 @@ def candidate_keys(spark, spec: LibrarySpec, frames: dict, settings: Settings):
     """Every validated key the city knows for this library, with its comparison
     attributes (one row per key and distinct attribute combination)."""
     from pyspark.sql import functions as F
-
 
     parts = []
     by_feed = {s.feed: frames[a] for a, s in spec.sources.items() if a in frames}

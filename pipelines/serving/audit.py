@@ -250,7 +250,6 @@ def load_audit(spark, settings: Settings | None = None) -> int:
     skipped, counted in a warning and kept aside (see ``read_audit_events``)."""
     from delta.tables import DeltaTable
 
-
     settings = settings or get_settings()
     rows = read_audit_events(settings).rows
     if not rows:

@@ -36,7 +36,6 @@ def _ensure_ownership(names: list[tuple[str, str]], settings: Settings, wait_sec
     import json
     import time
 
-
     def owned() -> set[tuple[str, str]]:
         path = rules_path(settings)
         rules = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"tables": []}

@@ -55,3 +55,20 @@ def test_dependency_cycle_is_refused(tmp_path):
     path.write_text(path.read_text(encoding="utf-8") + "depends_on: [e_licence]\n", encoding="utf-8")
     with pytest.raises(LibrarySpecError, match="depends_on cycle"):
         library_names(settings)
+
+
+def test_population_takes_gender_and_birth_date_from_the_id_number():
+    spec = load_library_spec("population")
+    from_key = {a.name: a.from_key for a in spec.attributes if a.from_key}
+    assert from_key == {"gender": "id_number.gender", "birth_date": "id_number.birth_date"}
+
+
+def test_unknown_key_fact_names_file_and_field(tmp_path):
+    settings = _copy_schemas(tmp_path)
+    path = Path(settings.schemas_dir) / "libraries" / "grid.yaml"
+    path.write_text("library: grid\nkey: grid_code\nsources: {grid.cell: grid_code}\n"
+                    "attributes: [{name: x, from_key: id_number.shoe_size, sources: [grid.cell.x]}]\n",
+                    encoding="utf-8")
+    with pytest.raises(LibrarySpecError, match=r"schemas/libraries/grid.yaml: attributes\[0\].from_key: one of "
+                                               r"id_number.birth_date, id_number.gender"):
+        load_library_spec("grid", settings)
