@@ -80,8 +80,12 @@ def _print_demo(summary: dict, scale: float) -> None:
                          "silver rows", "blocked", "open issues"], rows, numbers))
     runs = summary["dag_runs"]
     failed = [r for r in runs if r["state"] != "success"]
+    planted = [r["dag_id"] for r in failed if r.get("planted")]
+    unplanted = [r["dag_id"] for r in failed if not r.get("planted")]
     console.print(f"Airflow: {len(runs) - len(failed)} of {len(runs)} DAG runs succeeded"
-                  + (f"; failed (visibly, by design): {', '.join(r['dag_id'] for r in failed)}" if failed else ""))
+                  + (f"; failed (visibly, by design: planted bad deliveries): {', '.join(planted)}" if planted else ""))
+    if unplanted:
+        console.print(f"[red]FAILED, not planted by the generator: {', '.join(unplanted)}[/red]")
     for row in summary["blocked"]:
         console.print(f"[yellow]blocked[/yellow] {row['feed']} {row['file']} ({row['load_id']})")
     issues = summary["open_issues"]

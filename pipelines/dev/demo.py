@@ -181,6 +181,23 @@ def summarise_lake(spark, settings: Settings, city: Path | None = None) -> dict:
     return {"ok": ok, "feeds": feeds, "blocked": blocked, "open_issues": open_issues, "notes": notes}
 
 
+def mark_planted_failures(runs: list[dict], summary: dict, city: Path, settings: Settings) -> None:
+    """Mark each failed DAG run ``planted`` when the generator planted its cause:
+    a feed DAG fails visibly for a delivery the truth expects to be rejected,
+    or one the quality gate blocked. Any other failure (a library or publish
+    DAG, a feed DAG with no such delivery) makes the demo not ok."""
+    slug_of = {feed: contract.slug for feed, contract in load_contracts(settings.schemas_dir).items()}
+    with (city / "truth" / "files.csv").open(encoding="utf-8") as handle:
+        expected_problems = {row["feed"] for row in csv.DictReader(handle) if row["expected_status"] == "rejected"}
+    problem_feeds = expected_problems | {row["feed"] for row in summary["blocked"]}
+    planted = {f"feed__{slug_of[feed]}" for feed in problem_feeds if feed in slug_of}
+    for run in runs:
+        run["planted"] = run["state"] != "success" and run["dag_id"] in planted
+        if run["state"] != "success" and not run["planted"]:
+            summary["ok"] = False
+            summary["notes"].append(f"UNEXPECTED: DAG {run['dag_id']} ended {run['state']}")
+
+
 def run_demo(spark, scale: float = 0.002, seed: int = 7, show_progress: bool = True, console=None,
              settings: Settings | None = None) -> dict:
     """Generate, land, run every feed DAG through Airflow, summarise from the lake."""
@@ -198,6 +215,7 @@ def run_demo(spark, scale: float = 0.002, seed: int = 7, show_progress: bool = T
     runs = run_feed_dags(settings, show_progress)
     runs += run_downstream_dags(settings, show_progress)
     summary = summarise_lake(spark, settings, city)
+    mark_planted_failures(runs, summary, city, settings)
     summary["libraries"] = summarise_libraries(spark, settings)
     samples = run_sample_queries(settings)
     docs = data_docs_index(settings)
