@@ -47,6 +47,7 @@ class Attribute:
     values: dict | None = None                # source value -> library value (a shared vocabulary)
     conflicts: str | None = None              # exact | normalised: report other sources that disagree
     from_key: str | None = None               # a fact of the key itself (KEY_FACTS), preferred to every source
+    rule: str | None = None                   # the value's rule in words, for the catalog (else generated)
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def load_library_spec(library: str, settings: Settings | None = None) -> Library
         if item.get("from_key") not in (None, *KEY_FACTS):
             raise LibrarySpecError(f"{shown}: attributes[{index}].from_key: one of {', '.join(KEY_FACTS)}")
         attributes.append(Attribute(item["name"], tuple(pairs), item.get("values"), item.get("conflicts"),
-                                    item.get("from_key")))
+                                    item.get("from_key"), item.get("rule")))
     for alias in document.get("authoritative_sources", []):
         if alias not in sources:
             raise LibrarySpecError(f"{shown}: authoritative_sources: {alias!r} is not under sources:")

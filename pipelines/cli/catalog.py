@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipelines.cli.common import console, emit_json, json_option, lake_spark, spark, table
+from pipelines.cli.common import console, emit_json, json_option, lake_spark, spark, spark_if_written, table
 
 
 @click.command("publish")
@@ -78,9 +78,12 @@ def catalog_show(resource_id: str, as_json: bool) -> None:
         return
     console.print(f"{resource.resource_id} {resource.code} {resource.name}: provider {resource.provider}, "
                   f"{resource.update_cadence}, {resource.format}\n{resource.description}")
-    console.print(table("Columns", ["column", "header", "type", "classification", "security grade", "share type"],
+    described = any(c.description for c in resource.columns)
+    console.print(table("Columns", ["column", "header", "type", "classification", "security grade", "share type"]
+                        + (["rule"] if described else []),
                          [[c.name, c.header, c.type, c.classification, c.security_grade,
-                           SHARE_TYPE_LABEL[c.share_type]] for c in resource.columns]))
+                           SHARE_TYPE_LABEL[c.share_type]] + ([c.description or "-"] if described else [])
+                          for c in resource.columns]))
 
 
 @click.group("access")
@@ -193,10 +196,12 @@ def access_requests(status: str, as_json: bool) -> None:
 
     from pipelines.lake.delta import read_table
 
-    frame = read_table(lake_spark("demand_list"), "demand_list")
-    if status != "all":
-        frame = frame.where(F.col("status") == status)
-    rows = [r.asDict() for r in frame.orderBy("requested_at").collect()]
+    rows = []
+    if session := spark_if_written("demand_list"):
+        frame = read_table(session, "demand_list")
+        if status != "all":
+            frame = frame.where(F.col("status") == status)
+        rows = [r.asDict() for r in frame.orderBy("requested_at").collect()]
     if as_json:
         emit_json(rows)
         return

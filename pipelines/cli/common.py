@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.lake.delta import table_exists
 from pipelines.settings import get_settings
 
 # Wide enough for the tables when output is piped (rich assumes 80 columns then).
@@ -41,7 +42,7 @@ def spark():
 # What creates each governance table, for the message when it is not there yet.
 _MADE_BY = {
     "load_manifest": "`govlake ingest` (no delivery was ingested into this lake yet)",
-    "issues": "`govlake ingest` (no delivery was ingested into this lake yet)",
+    "issues": "`govlake ingest` when a delivery breaks a rule",
     "quality_results": "`govlake ingest` (no delivery was validated in this lake yet)",
     "conflicts": "`govlake build`",
     "match_review": "`govlake build`",
@@ -49,18 +50,36 @@ _MADE_BY = {
 }
 
 
-def lake_spark(*governance_tables: str):
-    """The Spark session, once the lake and the governance tables a command
-    reads exist; otherwise a one-line error (exit 1) naming what is missing
-    and what creates it, before Spark starts."""
-    from pathlib import Path
+def known_feed(feed: str | None) -> str | None:
+    """``feed`` when a contract names it (or None); otherwise a one-line error."""
+    from pipelines.contracts import ContractError, get_contract
 
-    from pipelines.lake.paths import governance_path
+    if feed is not None:
+        try:
+            get_contract(feed)
+        except ContractError as exc:
+            raise click.ClickException(str(exc)) from None
+    return feed
+
+
+def require_lake():
+    """The settings, once the lake exists; otherwise a one-line error (exit 1)."""
+    from pathlib import Path
 
     settings = get_settings()
     if settings.lake_is_local and not Path(settings.home.removeprefix("file://")).is_dir():
         raise click.ClickException(f"no lake at {settings.home} (GOVLAKE_HOME): ingest a delivery first "
                                    "(`govlake ingest --all DIR`, or `make demo`)")
+    return settings
+
+
+def lake_spark(*governance_tables: str):
+    """The Spark session, once the lake and the governance tables a command
+    reads exist; otherwise a one-line error (exit 1) naming what is missing
+    and what creates it, before Spark starts."""
+    from pipelines.lake.paths import governance_path
+
+    settings = require_lake()
     for name in governance_tables:
         if not table_exists(governance_path(name, settings)):
             raise click.ClickException(f"governance.{name} does not exist yet in {settings.home}: "
@@ -68,8 +87,17 @@ def lake_spark(*governance_tables: str):
     return spark()
 
 
-def table_exists(path: str) -> bool:
-    """Is there a Delta table at ``path`` (read by delta-rs: no JVM)."""
-    from deltalake import DeltaTable
+def spark_if_written(name: str):
+    """The Spark session when ``governance.<name>`` has been written, else None:
+    in a lake where nothing has written that table yet (e.g. every delivery was
+    clean, so no issue was opened), a listing shows an empty result, says why
+    on stderr and starts no Spark. No lake at all is an error (``lake_spark``)."""
+    from pipelines.lake.paths import governance_path
 
-    return DeltaTable.is_deltatable(path)
+    if table_exists(governance_path(name, require_lake())):
+        return spark()
+    err_console.print(f"governance.{name} is empty: it is written by {_MADE_BY.get(name, 'the pipeline')}",
+                      highlight=False)
+    return None
+
+

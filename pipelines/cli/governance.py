@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from pipelines.cli.common import console, emit_json, json_option, lake_spark, table
+from pipelines.cli.common import console, emit_json, json_option, known_feed, lake_spark, spark_if_written, table
 
 
 @click.group()
@@ -48,14 +48,17 @@ def governance_list(bureau: str | None, feed: str | None, status: str, as_json: 
 
     from pipelines.lake.delta import read_table
 
-    frame = read_table(lake_spark("issues"), "issues")
-    if bureau:
-        frame = frame.where(F.col("bureau") == bureau)
-    if feed:
-        frame = frame.where(F.col("feed") == feed)
-    if status != "all":
-        frame = frame.where(F.col("status") == status)
-    rows = [r.asDict() for r in frame.orderBy("bureau", "feed", F.col("last_affected_rows").desc()).collect()]
+    known_feed(feed)
+    rows = []
+    if session := spark_if_written("issues"):
+        frame = read_table(session, "issues")
+        if bureau:
+            frame = frame.where(F.col("bureau") == bureau)
+        if feed:
+            frame = frame.where(F.col("feed") == feed)
+        if status != "all":
+            frame = frame.where(F.col("status") == status)
+        rows = [r.asDict() for r in frame.orderBy("bureau", "feed", F.col("last_affected_rows").desc()).collect()]
     if as_json:
         emit_json(rows)
         return
@@ -78,7 +81,7 @@ def governance_close(issue_id: str, reason: str, closed_by: str | None) -> None:
     from pipelines.governance.issues import close_issue
 
     try:
-        issue = close_issue(lake_spark("issues"), issue_id, reason, closed_by or getpass.getuser())
+        issue = close_issue(issue_id, reason, closed_by or getpass.getuser())
     except (LookupError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     console.print(f"closed {issue_id} ({issue['feed']} {issue['rule']}): {reason}")
@@ -93,10 +96,12 @@ def governance_conflicts(library: str | None, as_json: bool) -> None:
 
     from pipelines.lake.delta import read_table
 
-    frame = read_table(lake_spark("conflicts"), "conflicts").where(F.col("resolved_at").isNull())
-    if library:
-        frame = frame.where(F.col("library") == library)
-    rows = [r.asDict() for r in frame.orderBy("library", "attribute", "subject").collect()]
+    rows = []
+    if session := spark_if_written("conflicts"):
+        frame = read_table(session, "conflicts").where(F.col("resolved_at").isNull())
+        if library:
+            frame = frame.where(F.col("library") == library)
+        rows = [r.asDict() for r in frame.orderBy("library", "attribute", "subject").collect()]
     if as_json:
         emit_json(rows)
         return
@@ -116,10 +121,12 @@ def governance_reviews(library: str | None, as_json: bool) -> None:
 
     from pipelines.lake.delta import read_table
 
-    frame = read_table(lake_spark("match_review"), "match_review")
-    if library:
-        frame = frame.where(F.col("library") == library)
-    rows = [r.asDict() for r in frame.orderBy("library", "feed", "_source_file", "_row_number").collect()]
+    rows = []
+    if session := spark_if_written("match_review"):
+        frame = read_table(session, "match_review")
+        if library:
+            frame = frame.where(F.col("library") == library)
+        rows = [r.asDict() for r in frame.orderBy("library", "feed", "_source_file", "_row_number").collect()]
     if as_json:
         emit_json(rows)
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli.common import console, emit_json, err_console, json_option, lake_spark, table
+from pipelines.cli.common import console, emit_json, err_console, json_option, known_feed, spark_if_written, table
 
 LOAD_COLUMNS = ["feed", "file", "status", "read", "loaded", "quarantined", "duplicate", "reconciles", "s", "note"]
 LOAD_NUMBERS = {"read", "loaded", "quarantined", "duplicate", "s"}
@@ -93,10 +93,13 @@ def loads(feed: str | None, as_json: bool) -> None:
 
     from pipelines.lake.manifest import read_manifest
 
-    frame = read_manifest(lake_spark("load_manifest"))
-    if feed:
-        frame = frame.where(F.col("feed") == feed)
-    rows = [r.asDict() for r in frame.orderBy("feed", "event_at").collect()]
+    known_feed(feed)
+    rows = []
+    if session := spark_if_written("load_manifest"):
+        frame = read_manifest(session)
+        if feed:
+            frame = frame.where(F.col("feed") == feed)
+        rows = [r.asDict() for r in frame.orderBy("feed", "event_at").collect()]
     if as_json:
         emit_json(rows)
         return

@@ -27,18 +27,16 @@ def build_command(libraries: tuple[str, ...], as_json: bool) -> None:
     any Spark work; the others build. Exits 1 if a library was skipped or
     blocked by its gate; with --library, a library that cannot be built fails.
     """
-    from pipelines.libraries.build import build_library
-    from pipelines.libraries.show import source_readiness
+    from pipelines.libraries.build import build_ready
 
-    readiness = source_readiness(list(libraries) or None)
-    skipped = [r for r in readiness if not r.ready]
+    results, skipped = build_ready(spark, list(libraries) or None)
     if libraries and skipped:
         raise click.ClickException("; ".join(check.describe() for check in skipped))
     for check in skipped:
         err_console.print(f"[yellow]{check.describe()}[/yellow]", highlight=False)
-    ready = [r.library for r in readiness if r.ready]
-    session = spark() if ready else None
-    results = [build_library(session, name) for name in ready]
+    for result in results:
+        if result["status"] == "skipped":
+            err_console.print(f"[yellow]base.{result['library']} skipped: {result['reason']}[/yellow]", highlight=False)
     if as_json:
         emit_json(results + [{"library": r.library, "status": "skipped", "rows": 0,
                               "missing_feeds": r.missing_feeds, "missing_libraries": r.missing_libraries}
@@ -72,7 +70,8 @@ def show_group() -> None:
 
 
 def _show_record(library: str, value: str, as_json: bool) -> None:
-    from pipelines.libraries.show import golden_record, table_exists
+    from pipelines.lake.delta import table_exists
+    from pipelines.libraries.show import golden_record
     from pipelines.settings import get_settings
 
     settings = get_settings()

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m pipelines.bench ingest --rows 1000000``.
+"""Benchmarks: ``python -m pipelines.dev.bench ingest --rows 1000000``.
 
 Each run measures govlake and its baseline in the same run on the same input
 and appends the figures, with the machine, to ``docs/benchmarks.md``.
@@ -333,7 +333,7 @@ def record(result: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmarks\n\nEach section is one run of `make bench-...`, appended by "
-                           "`pipelines/bench.py`; the baseline is measured in the same run.\n", encoding="utf-8")
+                           "`pipelines/dev/bench.py`; the baseline is measured in the same run.\n", encoding="utf-8")
     stamp = utc_now().strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n## {result['benchmark']} — {stamp}\n", f"Machine: {machine_description()}\n"]
     if "runs" in result:
@@ -359,7 +359,7 @@ def record(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench")
+    parser = argparse.ArgumentParser(prog="python -m pipelines.dev.bench")
     sub = parser.add_subparsers(dest="benchmark", required=True)
     ingest = sub.add_parser("ingest", help="hukou CSV ingest vs pyarrow CSV→Parquet")
     ingest.add_argument("--rows", type=int, default=1_000_000)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pipelines.contracts import Contract
-from pipelines.lake.delta import read_delta_rows, read_table, upsert_rows
+from pipelines.lake.delta import read_delta_rows, upsert_rows
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import ISSUES_DDL
 from pipelines.settings import Settings, get_settings, utc_now
@@ -51,7 +51,7 @@ def _issue_id(bureau: str, feed: str, rule: str, opened_at: datetime) -> str:
 
 def quarantine_findings(failure_counts, source_file: str) -> list[Finding]:
     """One finding per (column, rule) that quarantined rows of a delivery;
-    ``failure_counts`` as ``pipelines.classify.failure_counts`` gives them."""
+    ``failure_counts`` as ``pipelines.ingest.classify.failure_counts`` gives them."""
     return [
         Finding(rule=f"{column}.{rule.split('.')[-1]}" if column != "_row" else rule,
                 column_name=None if column == "_row" else column,
@@ -133,21 +133,29 @@ def update_issues(contract: Contract, load_id: str, findings: list[Finding],
     return summary
 
 
-def close_issue(spark, issue_id: str, reason: str, closed_by: str, settings: Settings | None = None) -> dict:
-    """A governor closes an open issue by hand; the reason is recorded
-    (delta-rs MERGE of that one row, like every write of the table)."""
-    from pyspark.sql import functions as F
+def close_issue(issue_id: str, reason: str, closed_by: str, settings: Settings | None = None) -> dict:
+    """A governor closes an open issue by hand; the reason is recorded.
+
+    delta-rs, like every write of the table: one UPDATE of the closing
+    columns only, and only while the issue is still open, so a load that
+    updated the issue meanwhile (occurrences, last load) keeps its update."""
+    from deltalake import DeltaTable
 
     if not reason.strip():
         raise ValueError("closing an issue needs a reason")
     settings = settings or get_settings()
-    row = read_table(spark, "issues", settings).where(F.col("issue_id") == issue_id).first()
-    if row is None:
+    path = governance_path("issues", settings)
+    found = read_delta_rows(path, [("issue_id", "=", issue_id)])
+    if not found:
         raise LookupError(f"no governance issue {issue_id}")
+    row = found[0]
     if row["status"] != "open":
         raise ValueError(f"issue {issue_id} is already {row['status']} ({row['closed_reason']})")
-    closed = row.asDict() | {"status": "closed", "closed_at": utc_now(), "closed_by": closed_by,
-                             "closed_reason": reason}
-    upsert_rows(governance_path("issues", settings), [closed], ISSUES_DDL, key="issue_id",
-                partition=("feed", row["feed"]))
-    return closed
+    closing = {"status": "closed", "closed_at": utc_now(), "closed_by": closed_by, "closed_reason": reason}
+    feed = row["feed"].replace("'", "''")
+    issue = issue_id.replace("'", "''")
+    outcome = DeltaTable(path).update(
+        new_values=closing, predicate=f"feed = '{feed}' AND issue_id = '{issue}' AND status = 'open'")
+    if not outcome.get("num_updated_rows"):
+        raise ValueError(f"issue {issue_id} was closed meanwhile")
+    return row | closing

@@ -2,7 +2,7 @@
 
 Input: the reader's table (contract columns as delivered strings, ``_extra``,
 ``_malformed``, ``_row_number``). ``classify_delivery`` standardises every
-column (``pipelines.arrow_rules``), adds the cross-column ID checks (gender
+column (``pipelines.ingest.rules``), adds the cross-column ID checks (gender
 parity, embedded birth date), recognises repeated header rows and malformed
 rows, removes exact duplicates of an earlier record (as delivered), and keeps
 the failures of each quarantined row. The ``*_table`` functions shape the

@@ -4,7 +4,7 @@ Contract of a load:
 - raw: the file is copied once under ``raw/`` named by its sha256; never edited.
 - the load id is derived from feed and content hash, so the same file again is
   recognised (``already_loaded``) and changes no table.
-- rules run on Arrow (``pipelines.classify``, ``pipelines.arrow_rules``) on
+- rules run on Arrow (``pipelines.ingest.classify``, ``pipelines.ingest.rules``) on
   the table the reader parsed, and bronze, silver and quarantine are written
   from Arrow by delta-rs: the hot path never crosses into the JVM. So are the
   governance tables a load touches (manifest, quality results, governance
@@ -18,7 +18,7 @@ Contract of a load:
   quarantine rows for its own in one commit per table.
 - rows read = rows loaded + rows quarantined + duplicate rows; checked before
   the load is marked loaded, and against the committed Delta metrics after.
-- the quality gate (``pipelines.quality``) validates the delivery before it is
+- the quality gate (``pipelines.quality.gate``) validates the delivery before it is
   promoted: a blocking failure leaves silver at its version, parks the rows in
   ``pending/`` and marks the load ``blocked`` until ``approve_blocked_load``.
 - every load updates the governance list (``pipelines.governance.issues``).

@@ -157,3 +157,10 @@ def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tupl
     (target.merge(table, predicate=f"t.{column} = {literal} AND t.{key} = s.{key}",
                   source_alias="s", target_alias="t")
      .when_matched_update_all().when_not_matched_insert_all().execute())
+
+
+def table_exists(path: str) -> bool:
+    """Is there a Delta table at ``path`` (delta-rs: no JVM)."""
+    from deltalake import DeltaTable
+
+    return DeltaTable.is_deltatable(path)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from pipelines.lake.delta import delta_version, read_silver
+from pipelines.contracts import get_contract
+from pipelines.lake.delta import delta_version, read_silver, table_exists
+from pipelines.lake.manifest import latest_events
+from pipelines.lake.paths import table_path
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.resolution import resolve_records, write_resolution
@@ -26,16 +30,27 @@ def _function(reference: str):
     return getattr(importlib.import_module(module), name)
 
 
-def current_records(spark, spec: LibrarySpec, settings: Settings) -> tuple:
-    """The library's current records, and what the build found on the way:
-    (records, conflicts or None, resolution (links, reviews) or None)."""
+def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime | None = None) -> tuple:
+    """The library's current records as of ``now`` (the build time; computed
+    columns such as ``is_deceased`` may depend on the date), and what the
+    build found on the way: (records, conflicts or None, resolution (links,
+    reviews) or None).
+
+    Conflicts are the sources' disagreements with the authoritative value
+    (``golden.attribute_conflicts``) plus what rescued quarantined rows said
+    against their own ID number (``resolution.id_disagreements``): those rows
+    are nulled before golden records see them, so only resolution knows."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    now = now or utc_now()
     if spec.kind == "derived":
         return _function(spec.build)(spark, settings, spec), None, None
     frames = read_silver_sources(spark, spec, settings)
-    resolution = None
+    resolution = disagreements = None
     if spec.resolution:
 
-        frames, links, reviews = resolve_records(spark, spec, frames, settings)
+        frames, links, reviews, disagreements = resolve_records(spark, spec, frames, settings)
         # checkpoints cut the plans short: Spark's cache lookup canonicalises a
         # whole plan, which costs minutes on these many-join plans
         resolution = (links.localCheckpoint(), reviews.localCheckpoint())
@@ -43,9 +58,16 @@ def current_records(spark, spec: LibrarySpec, settings: Settings) -> tuple:
     joined = (joined_frame.localCheckpoint(), present)
     records = golden_records(spec, frames, joined)
     conflicts = attribute_conflicts(spec, joined)
+    if disagreements is not None:
+        conflicts = disagreements if conflicts is None else conflicts.unionByName(disagreements)
+        # one row per (subject, attribute, other feed): the MERGE key of governance.conflicts
+        window = Window.partitionBy("subject", "attribute", "other_feed").orderBy(
+            F.col("other_load_id").desc_nulls_last(), F.col("other_value"))
+        conflicts = (conflicts.withColumn("_rank", F.row_number().over(window))
+                     .where(F.col("_rank") == 1).drop("_rank"))
     conflicts = conflicts.localCheckpoint() if conflicts is not None else None
     if spec.enrich:
-        records = _function(spec.enrich)(spark, records, frames, settings)
+        records = _function(spec.enrich)(spark, records, frames, settings, now.date())
     return records, conflicts, resolution
 
 
@@ -65,7 +87,7 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
         stages[stage] = round(time.monotonic() - started - sum(stages.values()), 2)
 
     spec = load_library_spec(library, settings)
-    records, conflicts, resolution = current_records(spark, spec, settings)
+    records, conflicts, resolution = current_records(spark, spec, settings, now)
     records = records.localCheckpoint()
     path = settings.lake_path("base", library)
     result = {"library": library, "rows": records.count(), "stages": stages}
@@ -105,3 +127,106 @@ def build_libraries(spark, libraries: list[str] | None = None, settings: Setting
     order = library_names(settings)
     wanted = order if not libraries else [name for name in order if name in libraries]
     return [build_library(spark, name, settings, gate) for name in wanted]
+
+
+@dataclass
+class Readiness:
+    """Whether a library can be built from what the lake holds now."""
+
+    library: str
+    missing_feeds: dict[str, str] = field(default_factory=dict)    # feed -> what became of its deliveries
+    missing_libraries: list[str] = field(default_factory=list)     # depends_on libraries not built
+
+    @property
+    def ready(self) -> bool:
+        return not self.missing_feeds and not self.missing_libraries
+
+    def describe(self) -> str:
+        """One line: why the library is skipped."""
+        parts = [f"{feed} has no silver table ({fate})" for feed, fate in self.missing_feeds.items()]
+        parts += [f"base.{name} is not built" for name in self.missing_libraries]
+        return f"base.{self.library} skipped: " + "; ".join(parts)
+
+    def as_dict(self) -> dict:
+        return {"library": self.library, "ready": self.ready, "missing_feeds": self.missing_feeds,
+                "missing_libraries": self.missing_libraries}
+
+
+def authoritative_feeds(spec: LibrarySpec) -> list[str]:
+    """The feeds a build of ``spec`` cannot do without: those of its
+    ``authoritative_sources``; a derived library that declares none needs its
+    first source if it depends on no other library (the specs list sources
+    most authoritative first: address needs nr.standard_address, grid needs
+    grid.cell). A derived library built on other libraries needs those."""
+    if spec.authoritative_sources:
+        return sorted({spec.sources[alias].feed for alias in spec.authoritative_sources})
+    if spec.kind == "derived" and not spec.depends_on and spec.sources:
+        return [next(iter(spec.sources.values())).feed]
+    return []
+
+
+def delivery_fates(feed: str, settings: Settings) -> str:
+    """What the load manifest says about ``feed``'s deliveries, in a few words:
+    "never delivered", or the latest status of each load, counted
+    ("2 deliveries: 1 blocked, 1 rejected")."""
+    latest = latest_events(settings, feed)
+    if not latest:
+        return "never delivered"
+    counts: dict[str, int] = {}
+    for row in latest.values():
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    return f"{len(latest)} deliver{'y' if len(latest) == 1 else 'ies'}: {shown}"
+
+
+def source_readiness(libraries: list[str] | None = None, settings: Settings | None = None) -> list[Readiness]:
+    """For ``libraries`` (default: all) in build order: which of their
+    authoritative feeds have no silver table, and which libraries they depend
+    on are neither built nor buildable in this run (a library whose
+    dependency is skipped is skipped too)."""
+    settings = settings or get_settings()
+    order = library_names(settings)
+    wanted = order if not libraries else [name for name in order if name in libraries]
+    buildable: set[str] = set()
+    readiness = []
+    for name in wanted:
+        spec = load_library_spec(name, settings)
+        check = Readiness(name)
+        for feed in authoritative_feeds(spec):
+            if not table_exists(table_path("silver", get_contract(feed, settings.schemas_dir), settings)):
+                check.missing_feeds[feed] = delivery_fates(feed, settings)
+        check.missing_libraries = [dependency for dependency in spec.depends_on if dependency not in buildable
+                                   and not table_exists(settings.lake_path("base", dependency))]
+        if check.ready:
+            buildable.add(name)
+        readiness.append(check)
+    return readiness
+
+
+def build_ready(session_of, libraries: list[str] | None = None, settings: Settings | None = None
+                ) -> tuple[list[dict], list[Readiness]]:
+    """Build ``libraries`` (default: all) in dependency order, skipping before
+    any Spark work those whose sources are not in the lake (``source_readiness``)
+    and, during the run, those whose upstream library the gate blocked.
+    ``session_of()`` gives the Spark session, called only when a library is
+    built. Returns the build results (skipped ones with ``status`` skipped and
+    the reason) and the readiness checks that failed."""
+    settings = settings or get_settings()
+    readiness = source_readiness(libraries, settings)
+    not_built: set[str] = {check.library for check in readiness if not check.ready}
+    results, session = [], None
+    for check in readiness:
+        if not check.ready:
+            continue
+        upstream = [name for name in load_library_spec(check.library, settings).depends_on if name in not_built]
+        if upstream:
+            not_built.add(check.library)
+            results.append({"library": check.library, "status": "skipped", "rows": 0,
+                            "reason": f"upstream {', '.join('base.' + n for n in upstream)} not built in this run"})
+            continue
+        session = session or session_of()
+        result = build_library(session, check.library, settings)
+        if result["status"] != "built":
+            not_built.add(check.library)
+        results.append(result)
+    return results, [check for check in readiness if not check.ready]

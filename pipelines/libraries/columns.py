@@ -6,7 +6,7 @@ entity resolution re-standardises quarantined rows with them). What is left
 here are Spark column twins of single steps that the libraries apply to
 columns already in Spark (blocking keys, candidate birth dates, the credit
 library's ID check, address digits). Each is a pure column expression (no
-UDFs) and ``tests/unit/test_rules.py`` checks it value for value against its
+UDFs) and ``tests/unit/ingest/test_rules.py`` checks it value for value against its
 Arrow or pure-Python counterpart.
 """
 

@@ -78,4 +78,4 @@ def _sync_issues(spark, library: str, open_conflicts, now: datetime, settings: S
                     & F.col("rule").startswith(f"conflict.{library}.")).collect())
     for issue in stale:
         if (issue["feed"], issue["rule"]) not in still_open:
-            close_issue(spark, issue["issue_id"], f"no subject in conflict after {build}", "govlake", settings)
+            close_issue(issue["issue_id"], f"no subject in conflict after {build}", "govlake", settings)

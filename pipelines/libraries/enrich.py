@@ -1,8 +1,14 @@
 """Computed columns of the golden libraries (declared as ``enrich:`` in their
 specs): address codes, town codes, links between libraries, counts.
-Each takes the golden records and returns them with the columns added."""
+Each takes the golden records, the source frames, the settings and the build
+date, and returns the records with the columns added. Every column's rule
+(what it is, where it comes from, when it is null) is stated as ``rule:``
+under ``catalog.columns`` in the library spec, which the catalog shows: keep
+the two in step."""
 
 from __future__ import annotations
+
+from datetime import date
 
 from pipelines.lake.delta import delta_exists
 from pipelines.libraries.address import address_keys_from_lake, match_addresses
@@ -22,19 +28,53 @@ def _with_address_codes(records, pairs: list[tuple[str, str]], spark, settings: 
     return records
 
 
-def population(spark, records, frames: dict, settings: Settings):
+DEATH_FEED = "mca.death"
+RESIDENCE_PERMIT = "psb.residence_permit"
+
+
+def is_deceased(records, permits, as_of: date):
+    """``is_deceased`` (issue 17 item 5). Pure. True with a death record (the
+    person is known to mca.death, or the hukou population status is 死亡);
+    false when the person has a live registration with the authority (hukou
+    status 正常, or a residence permit valid on ``as_of``: 有效期至 on or
+    after it, or not delivered) and no death record; null when neither is
+    known (e.g. hukou 迁出 and no permit, an expired permit, or a person known
+    only to other bureaus).
+
+    ``permits``: the residence-permit source frame (``id_number``,
+    ``valid_until``) or None."""
+    from pyspark.sql import functions as F
+
+    if permits is not None:
+        live = (permits.where(F.col("id_number").isNotNull())
+                .groupBy(F.col("id_number").alias("_permit_id"))
+                .agg(F.max(F.coalesce(F.col("valid_until") >= F.lit(as_of), F.lit(True))).alias("_permit_live")))
+        records = (records.join(live, records["person_id"] == live["_permit_id"], "left").drop("_permit_id"))
+    else:
+        records = records.withColumn("_permit_live", F.lit(None).cast("boolean"))
+    dead = (F.array_contains(F.col("known_to"), DEATH_FEED)
+            | F.coalesce(F.col("population_status") == "死亡", F.lit(False)))
+    alive = (F.coalesce(F.col("population_status") == "正常", F.lit(False))
+             | F.coalesce(F.col("_permit_live"), F.lit(False)))
+    return records.withColumn(
+        "is_deceased", F.when(dead, F.lit(True)).when(alive, F.lit(False)).otherwise(F.lit(None).cast("boolean"))
+    ).drop("_permit_live")
+
+
+def population(spark, records, frames: dict, settings: Settings, as_of: date):
     """+ hukou / residence address codes, ``town_code`` (where the person lives:
-    residence permit town, else the hukou address's town), ``is_deceased``."""
+    residence permit town, else the hukou address's town), ``is_deceased``
+    (``is_deceased``, as of the build date ``as_of``)."""
     from pyspark.sql import functions as F
 
     records = _with_address_codes(records, [("hukou_address", "hukou_address_code"),
                                             ("residence_address", "residence_address_code")], spark, settings)
-    return records.withColumn(
-        "town_code", F.coalesce(town_code_of(F.col("residence_town")), town_code_of(F.col("hukou_address")))
-    ).withColumn("is_deceased", F.col("death_date").isNotNull() | (F.col("population_status") == "死亡"))
+    records = records.withColumn(
+        "town_code", F.coalesce(town_code_of(F.col("residence_town")), town_code_of(F.col("hukou_address"))))
+    return is_deceased(records, frames.get(RESIDENCE_PERMIT), as_of)
 
 
-def legal_person(spark, records, frames: dict, settings: Settings):
+def legal_person(spark, records, frames: dict, settings: Settings, as_of: date):
     """+ ``industry_section`` (GB/T 4754 letter), ``town_code``, domicile address
     code, ``insured_employees`` (people whose insurance with the entity is
     active, from 人社局), and ``legal_representative_found`` (the

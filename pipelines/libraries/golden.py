@@ -17,13 +17,14 @@ number's birth date and gender): they are taken from the key, with
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pipelines.lake.delta import delta_exists
 from pipelines.libraries.columns import id_birth_date, id_gender
 from pipelines.libraries.matching import normalise_for_matching
 from pipelines.library_specs import Attribute, LibrarySpec, LibrarySpecError
 from pipelines.reference import ID_SHAPE
+from pipelines.settings import utc_now
 
 
 def latest_per_key(frame, key_column: str, columns: list[str], latest_by: str | None = None):
@@ -220,7 +221,7 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    now = now or datetime.now(UTC).replace(tzinfo=None)
+    now = now or utc_now()
     attributes = [c for c in records.columns if c != key and not c.endswith("_load_id") and c not in unversioned]
     hashed = records.withColumn("record_hash", F.sha2(F.to_json(F.struct(*[F.col(c) for c in attributes])), 256))
     if not delta_exists(spark, path):

@@ -41,6 +41,7 @@ from pipelines.lake.manifest import read_manifest
 from pipelines.lake.paths import governance_path, table_path
 from pipelines.lake.tables import LINKS_DDL, REVIEW_DDL
 from pipelines.libraries.columns import clean_text, fold_code, id_birth_date
+from pipelines.libraries.golden import KEY_SOURCE, key_authority
 from pipelines.libraries.matching import normalise_for_matching, town_code_of
 from pipelines.library_specs import LibrarySpec
 from pipelines.settings import Settings
@@ -91,6 +92,11 @@ def rescued_rows(quarantined, feed: str, settings: Settings):
     birth-date column it names is nulled too, since the validated ID number is
     the authority for both (issue 20).
 
+    What the row said against its ID goes to ``_id_disagreements`` (one
+    ``{key, column, value}`` per failed cross-check: the ID number as folded,
+    the contract column and its delivered value as text), so the build can
+    record it as a conflict against the bureau (``id_disagreements``).
+
     Quarantined rows are 0.1-1% of a delivery, so they go to Arrow and back."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -109,11 +115,23 @@ def rescued_rows(quarantined, feed: str, settings: Settings):
     failed = [[f["column_name"] for f in items] for items in failures]
     nulled = [set(names) for names in failed]
     by_name = {c.name: c for c in contract.columns}
+    texts: dict[str, list] = {}
+
+    def text(name: str) -> list:
+        if name not in texts:
+            texts[name] = pc.cast(standardised[name].value, pa.string()).to_pylist()
+        return texts[name]
+
+    disagreements: list[list[dict]] = [[] for _ in failures]
     for row, items in enumerate(failures):
         for item in items:
             attribute, column = CROSS_CHECKS.get(item["rule"]), by_name.get(item["column_name"])
             if attribute and column is not None and getattr(column, attribute):
-                nulled[row].add(getattr(column, attribute))
+                contradicted = getattr(column, attribute)
+                nulled[row].add(contradicted)
+                key, value = text(column.name)[row], text(contradicted)[row]
+                if key is not None and value is not None:
+                    disagreements[row].append({"key": key, "column": contradicted, "value": value})
     out = {}
     for c in contract.columns:
         keep = pa.array([c.name not in names for names in nulled], pa.bool_())
@@ -125,6 +143,8 @@ def rescued_rows(quarantined, feed: str, settings: Settings):
     for name in ("_load_id", "_source_file", "_row_number", "_ingested_at"):
         out[name] = rows.column(name).combine_chunks()
     out["_failed_columns"] = pa.array(failed, pa.list_(pa.string()))
+    out["_id_disagreements"] = pa.array(disagreements, pa.list_(pa.struct(
+        [("key", pa.string()), ("column", pa.string()), ("value", pa.string())])))
     return quarantined.sparkSession.createDataFrame(pa.table(out))
 
 
@@ -193,10 +213,15 @@ def match_unkeyed(unkeyed, candidates, profile: str):
                 .when(F.col(mine) == F.col(theirs), 1).otherwise(-1))
 
     town, representative = agreement("town_code", "c_town_code"), agreement("rep_key", "c_rep_key")
+    # a key can have several attribute combinations (a hukou town and another
+    # residence-permit town): the pair scores as its best combination, and
+    # among equally good ones a combination without a contradiction wins
+    best = F.max(F.struct((town + representative).alias("score"),
+                          (~((town < 0) | (representative < 0))).alias("consistent")))
     pairs = (usable.join(c, reduce(lambda a, b: a & b, [usable[x] == c[f"c_{x}"] for x in block]))
-             .groupBy("_record_id", "candidate_key")
-             .agg(F.max(town + representative).alias("score"),
-                  F.max((town < 0) | (representative < 0)).alias("contradicts")))
+             .groupBy("_record_id", "candidate_key").agg(best.alias("_best"))
+             .select("_record_id", "candidate_key", F.col("_best.score").alias("score"),
+                     (~F.col("_best.consistent")).alias("contradicts")))
     ranked = pairs.withColumn("_rank", F.dense_rank().over(Window.partitionBy("_record_id").orderBy(F.desc("score"))))
     summary = ranked.groupBy("_record_id").agg(
         F.count("*").alias("candidates"), F.sum((F.col("_rank") == 1).cast("int")).alias("best"),
@@ -225,9 +250,46 @@ def match_unkeyed(unkeyed, candidates, profile: str):
     return links, reviewed.unionByName(unmatched)
 
 
+def id_disagreements(spec: LibrarySpec, alias: str, rescued):
+    """What ``alias``'s rescued rows said against their own ID number, as
+    conflicts (the columns of ``governance.conflicts`` less library and
+    timestamps), or None. Pure.
+
+    A row quarantined for ``id_number.gender_parity`` or
+    ``id_number.birth_date_mismatch`` is nulled before golden records see it
+    (``rescued_rows``), so ``golden.attribute_conflicts`` cannot find the
+    disagreement: it is taken here from ``_id_disagreements``, for every
+    attribute the spec takes ``from_key`` and checks (``conflicts:``), against
+    the delivering feed. The subject is the ID number the bureau delivered,
+    whether or not the row could be linked."""
+    from pyspark.sql import functions as F
+
+    derived = key_authority(spec)
+    feed = spec.sources[alias].feed
+    by_column = {column: attribute.name for attribute in spec.attributes
+                 if attribute.name in derived and attribute.conflicts
+                 for source, column in attribute.sources if source == alias}
+    if not by_column or "_id_disagreements" not in rescued.columns:
+        return None
+    found = rescued.select("_load_id", F.explode("_id_disagreements").alias("d"))
+    parts = []
+    for column, attribute in by_column.items():
+        authority = derived[attribute](F.col("d.key")).cast("string")
+        parts.append(found.where((F.col("d.column") == column) & authority.isNotNull()
+                                 & (authority != F.col("d.value"))).select(
+            F.col("d.key").alias("subject"), F.lit(attribute).alias("attribute"),
+            F.lit(KEY_SOURCE).alias("authoritative_feed"), authority.alias("authoritative_value"),
+            F.col("_load_id").alias("authoritative_load_id"), F.lit(feed).alias("other_feed"),
+            F.lit(column).alias("other_column"), F.col("d.value").alias("other_value"),
+            F.col("_load_id").alias("other_load_id")))
+    return reduce(lambda a, b: a.unionByName(b), parts)
+
+
 def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings):
     """Add the resolvable quarantined rows of the ``rescue`` sources to
-    ``frames`` (by source alias). Returns (frames, links, reviews).
+    ``frames`` (by source alias). Returns (frames, links, reviews,
+    disagreements): ``disagreements`` are the rescued rows' values that
+    contradicted their own ID number (``id_disagreements``), or None.
 
     Checkpointed at the few points that are reused: on small deliveries a
     Spark action costs seconds whatever its size, so there are few of them."""
@@ -238,9 +300,9 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings):
     feeds = sorted({spec.sources[alias].feed for alias in resolution.rescue})
     quarantined = quarantined_rows(spark, feeds, settings)
     if quarantined is None:
-        return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL)
+        return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL), None
     quarantined = quarantined.localCheckpoint()
-    rescued_by_alias, unkeyed_parts, links_parts = {}, [], []
+    rescued_by_alias, unkeyed_parts, links_parts, disagreement_parts = {}, [], [], []
     for alias in resolution.rescue:
         source = spec.sources[alias]
         rescued = (rescued_rows(quarantined, source.feed, settings)
@@ -248,6 +310,9 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings):
                                                          F.col("_row_number").cast("string")))
                    .localCheckpoint())
         rescued_by_alias[alias] = rescued
+        found = id_disagreements(spec, alias, rescued)
+        if found is not None:
+            disagreement_parts.append(found)
         key = F.col(source.key)
         links_parts.append(rescued.where(key.isNotNull()).select(
             F.lit(spec.library).alias("library"), F.lit(source.feed).alias("feed"), F.lit(alias).alias("source_alias"),
@@ -259,10 +324,12 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings):
             "_record_id", F.lit(spec.library).alias("library"), F.lit(source.feed).alias("feed"),
             F.lit(alias).alias("source_alias"), "_load_id", "_source_file", "_row_number",
             "name_key", "birth", "town_code", "rep_key", raw_key.cast("string").alias("delivered_key")))
+    disagreements = (reduce(lambda a, b: a.unionByName(b), disagreement_parts)
+                     .dropDuplicates(["subject", "attribute", "other_feed"]) if disagreement_parts else None)
     unkeyed = reduce(lambda a, b: a.unionByName(b), unkeyed_parts)
     candidates = candidate_keys(spark, spec, frames, settings)
     if candidates is None:
-        return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL)
+        return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL), disagreements
     links, reviews = match_unkeyed(unkeyed, candidates.localCheckpoint(), resolution.profile)
     lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
     matched = unkeyed.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score").localCheckpoint()
@@ -277,12 +344,12 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings):
         resolved = (rescued.join(mine, "_record_id", "left")
                     .withColumn(source.key, F.coalesce(F.col(source.key), F.col("_matched_key")))
                     .where(F.col(source.key).isNotNull()))
-        columns = frames[alias].columns if alias in frames else [c for c in rescued.columns
-                                                                 if not c.startswith("_raw_")]
+        columns = frames[alias].columns if alias in frames else [
+            c for c in rescued.columns if not c.startswith("_raw_") and c != "_id_disagreements"]
         resolved = resolved.select(*[F.col(c) if c in resolved.columns else F.lit(None).alias(c) for c in columns])
         out[alias] = out[alias].unionByName(resolved) if alias in out else resolved
     links = reduce(lambda a, b: a.unionByName(b), links_parts + [matched.drop("_record_id")])
-    return out, links, review_rows
+    return out, links, review_rows, disagreements
 
 
 def write_resolution(spark, library: str, links, reviews, settings: Settings) -> dict:

@@ -8,7 +8,7 @@ row-count band) and the hand-written expectations in
 expectation carries ``meta.blocking``: a failing *blocking* expectation keeps
 the delivery out of silver; a failing *warning* is recorded only.
 
-The gate validates the *delivery* (``pipelines.classify.gate_table``): one row per delivered
+The gate validates the *delivery* (``pipelines.ingest.classify.gate_table``): one row per delivered
 record, duplicates removed, each column holding its valid typed value or null
 when it was missing or broke a rule, plus ``_outcome`` (loaded / quarantined)
 and ``_row_number``. GX runs in process on Spark with a file data context

@@ -44,7 +44,7 @@ def receiver_port(settings: Settings) -> int:
 # --------------------------------------------------------------------------- the receiver
 
 def serve(settings: Settings | None = None) -> None:
-    """Receive Trino's events until killed (run as ``python -m pipelines.audit``)."""
+    """Receive Trino's events until killed (run as ``python -m pipelines.serving.audit``)."""
     settings = settings or get_settings()
     folder = audit_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,8 +176,9 @@ def audit_row(event, departments_by_user: dict[str, str]) -> dict:
             columns.append(f"{table}.{name}")
     statistics = _object(event.get("statistics"), "statistics")
     rows_returned = statistics.get("outputRows")
-    if rows_returned is not None and (isinstance(rows_returned, bool) or not isinstance(rows_returned, int)):
-        raise BadAuditEvent("statistics.outputRows is not an integer")
+    if rows_returned is not None and (isinstance(rows_returned, bool) or not isinstance(rows_returned, int)
+                                      or not 0 <= rows_returned < 2 ** 63):
+        raise BadAuditEvent("statistics.outputRows is not a row count (a non-negative 64-bit integer)")
     return {
         "query_id": query_id, "user": user, "department": departments_by_user.get(user),
         "created_at": _timestamp(event.get("createTime")), "ended_at": _timestamp(event.get("endTime")),

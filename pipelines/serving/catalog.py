@@ -47,6 +47,7 @@ class ResourceColumn:
     security_grade: str
     share_type: str
     town_column: bool = False
+    description: str = ""           # what the value is, where it comes from, when it is null
 
 
 @dataclass
@@ -119,8 +120,45 @@ def resources_from_contracts(contracts: dict[str, Contract] | None = None) -> di
 
 
 PLATFORM_BUREAU = "dsj"            # 市政务服务数据管理局 curates the base libraries
-HISTORY_COLUMNS = (("record_hash", "code"), ("valid_from", "timestamp"), ("valid_to", "timestamp"),
-                   ("is_current", "boolean"))
+HISTORY_COLUMNS = (
+    ("record_hash", "code", "SHA-256 of the record's attributes (not provenance): a new version only when it changes"),
+    ("valid_from", "timestamp", "the build that opened this version"),
+    ("valid_to", "timestamp", "the build that closed this version; null while current"),
+    ("is_current", "boolean", "true for the current version of the record"))
+
+
+def _words(text) -> str:
+    """A spec's rule text on one line."""
+    return " ".join(str(text or "").split())
+
+
+def attribute_rule(spec, attribute) -> str:
+    """What a golden attribute is, where it comes from and when it is null:
+    the spec's ``rule:`` if it states one, else said from its sources."""
+    if attribute.rule:
+        return _words(attribute.rule)
+    sources = [f"{alias}.{column}" for alias, column in attribute.sources]
+    if not sources:
+        return "null: no source declared"
+    mapped = f", mapped {', '.join(f'{k} -> {v}' for k, v in attribute.values.items())}" if attribute.values else ""
+    if len(sources) == 1:
+        return f"{sources[0]}{mapped} (the latest record per key); null when it has no value"
+    return (f"the first of {', '.join(sources)} (in order of authority, the latest record of each) that has a "
+            f"value{mapped}; null when none has one")
+
+
+def _golden_descriptions(spec) -> dict[str, str]:
+    authority = ", ".join(spec.sources[a].feed for a in spec.authoritative_sources) or "none"
+    found = {spec.key: f"the validated key; one current row per {spec.key}",
+             "known_to": "the feeds with a record of this key",
+             "is_known_to_authority": f"true when an authoritative source ({authority}) has a record of this key"}
+    for attribute in spec.attributes:
+        found[attribute.name] = attribute_rule(spec, attribute)
+        found[f"{attribute.name}_source"] = (
+            f"the feed {attribute.name} came from" + (" (id_number: the key itself)" if attribute.from_key else "")
+            + "; null when it is null")
+        found[f"{attribute.name}_load_id"] = f"the delivery (load_id) {attribute.name} came from"
+    return found
 
 
 def resources_from_libraries(settings: Settings | None = None,
@@ -128,7 +166,10 @@ def resources_from_libraries(settings: Settings | None = None,
     """One resource per base library. A golden library's columns take their
     classification from the contract column of their authoritative source;
     computed and derived columns declare theirs under ``catalog.columns`` in
-    the library spec (a bare sensitivity, or ``{sensitivity, type}``)."""
+    the library spec (a bare sensitivity, or ``{sensitivity, type, rule}``).
+    Every column carries a description: the ``rule:`` text of a computed
+    column, an attribute's rule (``attribute_rule``), or what a provenance or
+    history column means."""
 
     settings = settings or get_settings()
     contracts = contracts or load_contracts(settings.schemas_dir)
@@ -139,6 +180,7 @@ def resources_from_libraries(settings: Settings | None = None,
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         meta = document.get("catalog") or {}
         columns: list[tuple[str, str, str]] = []          # name, type, sensitivity
+        descriptions = _golden_descriptions(spec) if spec.kind == "golden" else {}
 
         def source_column(alias: str, column: str):
             contract = contracts.get(spec.sources[alias].feed)
@@ -159,7 +201,9 @@ def resources_from_libraries(settings: Settings | None = None,
         for name, declared in (meta.get("columns") or {}).items():
             declared = {"sensitivity": declared} if isinstance(declared, str) else dict(declared)
             columns.append((name, declared.get("type", "string"), declared.get("sensitivity", "general")))
-        columns += [(name, kind, "general") for name, kind in HISTORY_COLUMNS]
+            descriptions[name] = _words(declared.get("rule"))
+        columns += [(name, kind, "general") for name, kind, _ in HISTORY_COLUMNS]
+        descriptions |= {name: text for name, _, text in HISTORY_COLUMNS}
         town_column = meta.get("town_column")
         resource_id = f"base.{spec.library}"
         found[resource_id] = Resource(
@@ -171,7 +215,8 @@ def resources_from_libraries(settings: Settings | None = None,
                 name=name, header=name, type=kind, classification=CLASSIFICATION[sensitivity],
                 sensitivity=sensitivity, security_grade=SECURITY_GRADE[sensitivity],
                 share_type=("conditional" if sensitivity != "general" else "unconditional"),
-                town_column=name == town_column) for name, kind, sensitivity in columns])
+                town_column=name == town_column, description=descriptions.get(name, ""))
+                for name, kind, sensitivity in columns])
     return found
 
 

@@ -6,7 +6,7 @@ import logging
 from datetime import date
 
 from pipelines.serving.access import TableDecision, decide, mask_expression
-from pipelines.serving.catalog import Catalog, CatalogError, Resource, load_catalog
+from pipelines.serving.catalog import Catalog, Resource, load_catalog
 from pipelines.serving.tables import publishable_names
 from pipelines.serving.trino import CATALOG, base_rules, ensure_passwords, trino_up, write_rules
 from pipelines.settings import Settings, get_settings
@@ -67,13 +67,15 @@ def compile_rules(settings: Settings | None = None, on: date | None = None) -> d
 def trino_up_with_rules(settings: Settings | None = None) -> dict:
     """Start Trino (``trino.trino_up``), then compile the sharing list's rules.
 
-    The server starts on administrator-only rules; a catalog that does not
-    compile leaves them in place (nobody else reads anything) and is reported
-    under ``rules_error`` rather than stopping the server."""
+    A catalog that does not compile must not leave older, possibly wider rules
+    in force: the administrator-only rules replace them (nobody else reads
+    anything until the catalog is fixed), and the reason is reported under
+    ``rules_error`` rather than stopping the server."""
     status = trino_up(settings)
     try:
         status["rules"] = compile_rules(settings)
-    except CatalogError as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure falls back to the narrowest rules, and says why
+        write_rules(base_rules(), settings)
         log.warning("sharing rules not compiled (%s): only the administrator can read", exc)
-        status["rules_error"] = str(exc)
+        status["rules_error"] = f"{type(exc).__name__}: {exc}"
     return status

@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import shutil
+from collections import Counter
+from datetime import date
 
 import pytest
 
@@ -77,11 +79,17 @@ def test_conflicts_found_equal_conflicts_injected_and_land_on_the_governance_lis
     report = evaluate_conflicts(spark, root / "truth", settings)
     assert report["injected"] > 0
     assert report["found"] == report["found_and_injected"] == report["injected"], report
-    assert results["legal_person"]["conflicts"] == {"tax.taxpayer.legal_representative": report["injected"]}
+    with (root / "truth" / "conflicts.csv").open(encoding="utf-8") as handle:
+        injected = Counter((r["other_feed"], r["attribute"]) for r in csv.DictReader(handle))
+    assert results["legal_person"]["conflicts"] == {
+        "tax.taxpayer.legal_representative": injected["tax.taxpayer", "legal_representative"]}
+    assert results["population"]["conflicts"] == {
+        f"{feed}.{attribute}": n for (feed, attribute), n in injected.items() if attribute in ("gender", "birth_date")}
     issue = (spark.read.format("delta").load(settings.lake_path("governance", "issues"))
              .where("source = 'conflict' and status = 'open'").collect())
-    assert [(i["feed"], i["rule"], i["last_affected_rows"]) for i in issue] == [
-        ("tax.taxpayer", "conflict.legal_person.legal_representative", report["injected"])]
+    library = {"legal_representative": "legal_person", "gender": "population", "birth_date": "population"}
+    assert sorted((i["feed"], i["rule"], i["last_affected_rows"]) for i in issue) == sorted(
+        (feed, f"conflict.{library[attribute]}.{attribute}", n) for (feed, attribute), n in injected.items())
 
 
 def test_legal_person_record_carries_sources_links_and_counts(spark, city):
@@ -227,3 +235,60 @@ def test_gender_and_birth_date_come_from_the_validated_id_number(spark, city):
     assert not wrong_gender, (len(wrong_gender), wrong_gender[:5])
     assert not wrong_birth, (len(wrong_birth), wrong_birth[:5])
     assert {r["gender_source"] for r in valid} == {r["birth_date_source"] for r in valid} == {"id_number"}
+
+
+def test_planted_id_disagreements_are_open_conflicts_against_the_delivering_bureau(spark, city):
+    """Issue 20: every row the generator planted with a gender (or birth date)
+    that contradicts its own ID number, quarantined at ingest, is an open
+    conflict against the feed that delivered it, with the ID number as the
+    authority, and counts on that bureau's governance list."""
+    root, settings, _ = city
+    attribute_of = {"id_number.gender_parity": "gender", "id_number.birth_date_mismatch": "birth_date"}
+    with (root / "truth" / "defects.csv").open(encoding="utf-8") as handle:
+        planted = {(r["true_value"], attribute_of[r["rule"]], r["feed"]) for r in csv.DictReader(handle)
+                   if r["rule"] in attribute_of}
+    assert planted
+    rows = (spark.read.format("delta").load(settings.lake_path("governance", "conflicts"))
+            .where("library = 'population' and resolved_at is null").collect())
+    found = {(r["subject"], r["attribute"], r["other_feed"]): r for r in rows}
+    assert planted <= set(found), sorted(planted - set(found))[:5]
+    with (root / "truth" / "persons.csv").open(encoding="utf-8") as handle:
+        gender = {r["person_id"]: r["gender"] for r in csv.DictReader(handle)}
+    for subject, attribute, feed in planted:
+        row = found[subject, attribute, feed]
+        assert row["authoritative_feed"] == "id_number" and row["other_column"] == attribute
+        if attribute == "gender":
+            assert row["authoritative_value"] == gender[subject] != row["other_value"]
+    per_bureau = Counter(feed for _, _, feed in planted)
+    print({"planted_per_feed": dict(per_bureau), "open_id_conflicts": len(rows)})
+    issues = {(i["feed"], i["rule"]): i["last_affected_rows"] for i in
+              spark.read.format("delta").load(settings.lake_path("governance", "issues"))
+              .where("source = 'conflict' and status = 'open'").collect()}
+    for feed, n in per_bureau.items():
+        assert issues[feed, "conflict.population.gender"] == n
+
+
+def test_is_deceased_equals_the_truth_where_the_truth_knows(spark, city):
+    """Issue 17 item 5: true with a death record, false with a live
+    registration (hukou 正常, a residence permit valid on the build date) and
+    no death record, null only when nothing is known."""
+    root, settings, _ = city
+    rows = current(spark, settings, "population").select("person_id", "is_deceased", "valid_from").collect()
+    built = rows[0]["valid_from"].date()
+    with (root / "truth" / "persons.csv").open(encoding="utf-8") as handle:
+        truth = {r["person_id"]: r for r in csv.DictReader(handle)}
+
+    def expected(person: dict):
+        if person["death_date"] or person["population_status"] == "死亡":
+            return True
+        if person["registration"] == "hukou":
+            return False if person["population_status"] == "正常" else None
+        until = person["permit_valid_until"]
+        return False if not until or date.fromisoformat(until) >= built else None
+
+    pairs = [(r["person_id"], r["is_deceased"], expected(truth[r["person_id"]])) for r in rows if r["person_id"] in truth]
+    counts = Counter((found, wanted) for _, found, wanted in pairs)
+    print({"is_deceased (found, truth)": {f"{k[0]}, {k[1]}": v for k, v in sorted(counts.items(), key=str)}})
+    wrong = [(p, found, wanted) for p, found, wanted in pairs if found != wanted]
+    assert counts[True, True] > 0 and counts[False, False] > 0
+    assert not wrong, (len(wrong), wrong[:10])

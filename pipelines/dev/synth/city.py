@@ -12,7 +12,8 @@ Output::
     OUT/truth/entities.csv                  the true market entities and social organisations
     OUT/truth/defects.csv                   every injected defect, by file and row
     OUT/truth/files.csv                     every delivery and what ingest should do with it
-    OUT/truth/conflicts.csv                 injected cross-bureau disagreements
+    OUT/truth/conflicts.csv                 injected cross-bureau disagreements, and
+                                            bureau values that contradict the ID number
 """
 
 from __future__ import annotations
@@ -356,6 +357,7 @@ class City:
         self.truth = out / "truth"
         self.files: dict[str, dict] = {}
         self.entities: list[Entity] = []
+        self.conflicts = None                       # truth/conflicts.csv, open during run()
 
     # ------------------------------------------------------------------ plumbing
     def writer(self, feed: str, headers: list[str], file_type: str, encoding: str = "utf-8",
@@ -396,7 +398,8 @@ class City:
             shutil.rmtree(self.deliveries)
         self.truth.mkdir(parents=True, exist_ok=True)
         self.defect_log = DefectLog(self.truth / "defects.csv")
-        self.conflicts = csv.writer((self.truth / "conflicts.csv").open("w", encoding="utf-8", newline=""))
+        conflicts_handle = (self.truth / "conflicts.csv").open("w", encoding="utf-8", newline="")
+        self.conflicts = csv.writer(conflicts_handle)
         self.conflicts.writerow(("subject", "attribute", "authoritative_feed", "authoritative_value",
                                  "other_feed", "other_value"))
         self.write_addresses()
@@ -406,6 +409,8 @@ class City:
         self.write_entity_feeds()
         self.write_special_deliveries()
         self.defect_log.close()
+        conflicts_handle.close()
+        self.conflicts = None
         with (self.truth / "files.csv").open("w", encoding="utf-8", newline="") as handle:
             out = csv.writer(handle)
             out.writerow(("file", "feed", "expected_status", "replaces_file", "records", "layout"))
@@ -570,6 +575,16 @@ class City:
             "status": "死亡" if dead else ("迁出" if rng.random() < 0.01 else "正常"),
         }
 
+    def planted_id_conflict(self, person: dict, feed: str) -> None:
+        """A delivered gender that contradicts the (true) ID number's sequence
+        digit (defect ``id_gender_parity``): ingest quarantines the row, and
+        the build records it in governance.conflicts against ``feed``, the ID
+        number being the authority (issue 20)."""
+        if self.conflicts is None:
+            return
+        flipped = "女" if person["gender"] == "男" else "男"
+        self.conflicts.writerow((person["person_id"], "gender", "id_number", person["gender"], feed, flipped))
+
     def hukou_row(self, rng: random.Random, corrupt: Corruptor, person: dict, household: dict, p: int) -> tuple[dict, list]:
         """One 户籍人口 record as 公安局 exports it, with its defect labels."""
         if household["left"] == 0:
@@ -584,6 +599,8 @@ class City:
         birth_text, birth_labels = corrupt.day(birth, "出生日期", required=True)
         reg_text, reg_labels = corrupt.day(_random_day(rng, max(birth, date(1985, 1, 1)), self.as_of), "登记日期")
         name_text, name_labels = corrupt.required_text(person["name"], "姓名")
+        if flip:
+            self.planted_id_conflict(person, "psb.hukou")
         return {
             "身份证号": value, "姓名": name_text, "性别": ("女" if gender == "男" else "男") if flip else gender,
             "民族": person["ethnicity"], "出生日期": birth_text,
@@ -610,7 +627,7 @@ class City:
         truth = csv.writer(truth_handle)
         truth.writerow(("person_id", "full_name", "gender", "birth_date", "ethnicity", "registration",
                         "town_code", "address_code", "phone", "population_status", "death_date",
-                        "employer_uscc"))
+                        "employer_uscc", "permit_valid_until"))
         sequence: dict[str, int] = {}
         pending_reps: list[int] = []
         singles = {"男": [], "女": []}
@@ -627,6 +644,9 @@ class City:
                     person["is_hukou"], person["gender"], person["birth"], person["person_id"], person["name"])
                 age, address, phone, ethnicity = person["age"], person["address"], person["phone"], person["ethnicity"]
                 dead, death_date, status = person["dead"], person["death_date"], person["status"]
+                # the residence permit's expiry as delivered: blank without a
+                # permit or when the delivery carries no readable date
+                permit_valid_until = ""
 
                 if p in self.rep_of or pending_reps:
                     if age >= 20 and not dead:
@@ -641,10 +661,14 @@ class City:
                     hukou.write(*self.hukou_row(rng, c_hukou, person, household, p))
                 elif not dead:
                     value, labels, flip = c_res.person_id(person_id, "证件号码", allow_gender=True)
+                    if flip:
+                        self.planted_id_conflict(person, "psb.residence_permit")
                     registered = _random_day(rng, self.as_of - timedelta(days=3 * 365), self.as_of)
                     birth_value, birth_labels = c_res.day(birth, "出生日期", required=True)
                     reg_value, reg_labels = c_res.day(registered, "登记日期")
                     until_value, until_labels = c_res.day(registered + timedelta(days=365 * 3), "有效期至")
+                    if not until_labels:
+                        permit_valid_until = (registered + timedelta(days=365 * 3)).isoformat()
                     phone_value, phone_labels = c_res.optional_text(phone, "联系电话")
                     residence.write({
                         "证件号码": value, "姓名": name,
@@ -703,7 +727,7 @@ class City:
                 truth.writerow((person_id, name, gender, birth.isoformat(), ethnicity,
                                 "hukou" if is_hukou else "residence", address["town_code"],
                                 address["address_code"], phone, status,
-                                death_date.isoformat() if death_date else "", employer))
+                                death_date.isoformat() if death_date else "", employer, permit_valid_until))
         for j in pending_reps + [j for js in self.rep_of.values() for j in js]:
             target = self.entities[j] if j < len(self.entities) else self.social_orgs[j - len(self.entities)]
             target.rep_id, target.rep_name = person_id, name

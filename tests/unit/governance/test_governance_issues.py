@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from pipelines.contracts import get_contract
 from pipelines.governance.issues import Finding, close_issue, update_issues
 from pipelines.lake.delta import read_delta_rows
@@ -35,14 +37,22 @@ def test_issues_open_update_and_close_over_four_deliveries(tmp_path):
     assert rows["birth_date.unparseable"]["closed_reason"] == "passed in delivery load-4"
 
 
-def test_governor_closes_an_issue_through_delta_rs(spark, lake_settings):
+def test_governor_closes_an_issue_through_delta_rs(lake_settings):
     from deltalake import DeltaTable
 
     contract = get_contract("psb.hukou")
     finding = Finding("id_number.check_character", "id_number", "quarantine", 3, ("a.csv:2",))
     opened = update_issues(contract, "load-1", [finding], close_others=True, settings=lake_settings)["opened"]
+    path = governance_path("issues", lake_settings)
+    before = read_delta_rows(path, [("issue_id", "=", opened[0])])[0]
 
-    closed = close_issue(spark, opened[0], "bureau re-keyed the IDs", "governor-li", lake_settings)
+    closed = close_issue(opened[0], "bureau re-keyed the IDs", "governor-li", lake_settings)
+    after = read_delta_rows(path, [("issue_id", "=", opened[0])])[0]
+    # only the closing columns change: times and counts stay exactly as the loads wrote them
+    assert {k: v for k, v in after.items() if not k.startswith("closed_") and k != "status"} == {
+        k: v for k, v in before.items() if not k.startswith("closed_") and k != "status"}
+    with pytest.raises(ValueError, match="already closed"):
+        close_issue(opened[0], "again", "governor-li", lake_settings)
 
     assert closed["status"] == "closed" and closed["closed_by"] == "governor-li"
     rows = read_delta_rows(governance_path("issues", lake_settings), [("issue_id", "=", opened[0])])

@@ -43,3 +43,28 @@ def test_rescued_rows_type_values_and_null_what_was_quarantined(spark):
     assert got[5]["birth_date"] == date(1990, 1, 1)
     assert {r["_load_id"] for r in got.values()} == {"load-1"}
     assert got[2]["_ingested_at"] == datetime(2026, 1, 2, 3, 4, 5)
+
+
+def test_rescued_rows_hand_over_what_they_said_against_their_id_as_conflicts(spark):
+    """Issue 20: the nulled gender / birth date is not lost: it becomes a
+    conflict against the delivering feed, the ID number the authority."""
+    from pipelines.libraries.resolution import id_disagreements
+    from pipelines.library_specs import load_library_spec
+
+    rows = [
+        _row(2, {"身份证号": VALID, "姓名": "张三", "性别": "女", "出生日期": "1990/1/1"},
+             [("id_number", "id_number.gender_parity")]),
+        _row(3, {"身份证号": VALID, "姓名": "李四", "性别": "男", "出生日期": "1991-01-01"},
+             [("id_number", "id_number.birth_date_mismatch")]),
+        _row(4, {"身份证号": VALID, "姓名": "王五", "性别": "男", "出生日期": "待定"},
+             [("birth_date", "date.unparseable")]),
+    ]
+    rescued = rescued_rows(spark.createDataFrame(rows, QUARANTINE_DDL), "psb.hukou", get_settings())
+    said = {r["_row_number"]: [d.asDict() for d in r["_id_disagreements"]] for r in rescued.collect()}
+    assert said == {2: [{"key": VALID, "column": "gender", "value": "女"}],
+                    3: [{"key": VALID, "column": "birth_date", "value": "1991-01-01"}], 4: []}
+    found = sorted((r["subject"], r["attribute"], r["authoritative_feed"], r["authoritative_value"], r["other_feed"],
+                    r["other_column"], r["other_value"], r["other_load_id"])
+                   for r in id_disagreements(load_library_spec("population"), "psb.hukou", rescued).collect())
+    assert found == [(VALID, "birth_date", "id_number", "1990-01-01", "psb.hukou", "birth_date", "1991-01-01", "load-1"),
+                     (VALID, "gender", "id_number", "男", "psb.hukou", "gender", "女", "load-1")]

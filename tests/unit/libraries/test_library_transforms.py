@@ -84,3 +84,28 @@ def test_history_keeps_what_we_knew_on_a_date(spark, tmp_path):
 
     assert known_on(day1) == {"A": "张三", "B": "李四"}
     assert known_on(day2) == {"A": "张叁", "B": "李四", "C": "王五"}
+
+
+def test_is_deceased_true_with_a_death_record_false_with_a_live_registration_else_null(spark):
+    """Issue 17 item 5, on one person per case."""
+    from pipelines.libraries.enrich import is_deceased
+
+    records = spark.createDataFrame([
+        ("P1", ["psb.hukou", "mca.death"], "正常"),        # a death record outweighs a live hukou
+        ("P2", ["psb.hukou"], "死亡"),                    # hukou says so
+        ("P3", ["psb.hukou"], "正常"),                    # live hukou
+        ("P4", ["psb.hukou"], "迁出"),                    # moved out, no permit: unknown
+        ("P5", ["psb.residence_permit"], None),           # permit valid on the build date
+        ("P6", ["psb.residence_permit"], None),           # permit expired
+        ("P7", ["psb.residence_permit"], None),           # permit without an expiry date
+        ("P8", ["hrss.social_insurance"], None),          # known only to another bureau
+        ("P9", ["mca.death"], None)],                     # only the death record
+        "person_id string, known_to array<string>, population_status string")
+    permits = spark.createDataFrame([
+        ("P5", date(2027, 1, 1)), ("P6", date(2026, 11, 30)), ("P6", date(2026, 12, 1)), ("P7", None)],
+        "id_number string, valid_until date")
+    got = {r["person_id"]: r["is_deceased"] for r in is_deceased(records, permits, date(2026, 12, 3)).collect()}
+    assert got == {"P1": True, "P2": True, "P3": False, "P4": None, "P5": False, "P6": None, "P7": False,
+                   "P8": None, "P9": True}
+    without = {r["person_id"]: r["is_deceased"] for r in is_deceased(records, None, date(2026, 12, 3)).collect()}
+    assert without["P5"] is None and without["P3"] is False and without["P9"] is True

@@ -94,3 +94,12 @@ def test_a_single_candidate_with_one_contradicting_attribute_is_not_linked(spark
     links, reviews = run(spark, unkeyed, candidates, "entity")
     assert links == {} and set(reviews) == {"mixed"}
     assert reviews["mixed"]["reason"] == "the best candidate disagrees on town or representative"
+
+
+def test_a_key_known_in_two_towns_links_a_record_that_agrees_with_one_of_them(spark):
+    """A migrant: hukou town Dongcheng, residence-permit town Nancheng. A
+    record in Nancheng agrees with one of the key's combinations: it links."""
+    unkeyed = [("migrant", "陈七", D1, NANCHENG, None)]
+    candidates = [("K8", "陈七", D1, DONGCHENG, None), ("K8", "陈七", D1, NANCHENG, None)]
+    links, reviews = run(spark, unkeyed, candidates, "person")
+    assert reviews == {} and (links["migrant"]["key"], links["migrant"]["score"]) == ("K8", 1)

@@ -41,7 +41,8 @@ BAD = [
     (json.dumps({"context": {"user": "u"}, "metadata": {"queryState": "FINISHED"}}), "missing metadata.queryId"),
     (json.dumps(_event("q-no-user", context={})), "missing context.user"),
     (json.dumps(_event("q-bad-metadata", metadata="select 1")), "metadata is a str"),
-    (json.dumps(_event("q-bad-rows", statistics={"outputRows": "many"})), "outputRows is not an integer"),
+    (json.dumps(_event("q-bad-rows", statistics={"outputRows": "many"})), "outputRows is not a row count"),
+    (json.dumps(_event("q-huge-rows", statistics={"outputRows": 2 ** 64})), "outputRows is not a row count"),
     ("42", "not an object"),
     ("null", "not an object"),
 ]
@@ -65,8 +66,8 @@ def test_bad_lines_are_skipped_counted_and_kept_aside(event_file, caplog):
         events = read_audit_events(settings, {"hrss_officer": "hrss", "amr_inspector": "amr"})
 
     assert sorted(events.rows) == sorted(e["metadata"]["queryId"] for e in GOOD)
-    assert events.skipped == len(BAD) == 9
-    assert "skipped 9 event line(s)" in caplog.text
+    assert events.skipped == len(BAD) == 10
+    assert "skipped 10 event line(s)" in caplog.text
 
     rejected = rejected_path(path)
     assert rejected.parent == path.parent and events.rejected_files == [str(rejected)]
@@ -74,7 +75,7 @@ def test_bad_lines_are_skipped_counted_and_kept_aside(event_file, caplog):
     assert [item["text"] for item in kept] == [line for line, _ in BAD]
     for item, (_, reason) in zip(kept, BAD):
         assert reason in item["reason"], item
-    assert [item["line"] for item in kept] == [2, 3, 4, 5, 8, 9, 10, 11, 12]
+    assert [item["line"] for item in kept] == [2, 3, 4, 5, 8, 9, 10, 11, 12, 13]
 
     denied = events.rows[GOOD[1]["metadata"]["queryId"]]
     assert denied["access_denied"] is True and denied["department"] == "amr"
