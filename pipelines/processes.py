@@ -61,3 +61,16 @@ def stop_process_group(pid_file: Path, grace_seconds: float = 30) -> bool:
         os.killpg(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def probe_service(pid_file: Path, answers) -> tuple[int | None, bool]:
+    """(pid of the service's live process or None, whether ``answers()`` says
+    it answers). A stopped service is never asked; any error from the probe
+    means "not answering (yet)"."""
+    pid = running_pid(pid_file)
+    if pid is None:
+        return None, False
+    try:
+        return pid, bool(answers())
+    except Exception:  # noqa: BLE001 - a service that fails its probe does not answer
+        return pid, False

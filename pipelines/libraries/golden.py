@@ -101,6 +101,19 @@ def _key_load_id(spec: LibrarySpec, present_aliases: list[str]):
     return F.coalesce(*loads) if loads else F.lit(None).cast("string")
 
 
+def _provenance(spec: LibrarySpec, values: list, present: list[tuple[str, str]]):
+    """(feed, load id) of the first of ``values`` that is not null, in
+    authority order: which source an attribute's golden value came from."""
+    from pyspark.sql import functions as F
+
+    source = F.lit(None).cast("string")
+    load = F.lit(None).cast("string")
+    for value, (alias, _) in reversed(list(zip(values, present))):
+        source = F.when(value.isNotNull(), F.lit(spec.sources[alias].feed)).otherwise(source)
+        load = F.when(value.isNotNull(), F.col(f"{spec.sources[alias].prefix}___load_id")).otherwise(load)
+    return source, load
+
+
 def golden_records(spec: LibrarySpec, frames: dict, joined=None):
     """Golden records (current state) from source frames by alias. Pure.
 
@@ -123,11 +136,7 @@ def golden_records(spec: LibrarySpec, frames: dict, joined=None):
         if attribute.name in derived:
             from_key = derived[attribute.name](F.col("_key"))
             values = [_attribute_value(spec, attribute, alias, column) for alias, column in present]
-            source = F.lit(None).cast("string")
-            load = F.lit(None).cast("string")
-            for value, (alias, _) in reversed(list(zip(values, present))):
-                source = F.when(value.isNotNull(), F.lit(spec.sources[alias].feed)).otherwise(source)
-                load = F.when(value.isNotNull(), F.col(f"{spec.sources[alias].prefix}___load_id")).otherwise(load)
+            source, load = _provenance(spec, values, present)
             outputs += [F.coalesce(from_key, *values).alias(attribute.name),
                         F.when(from_key.isNotNull(), F.lit(KEY_SOURCE)).otherwise(source)
                         .alias(f"{attribute.name}_source"),
@@ -140,11 +149,7 @@ def golden_records(spec: LibrarySpec, frames: dict, joined=None):
                         F.lit(None).cast("string").alias(f"{attribute.name}_load_id")]
             continue
         values = [_attribute_value(spec, attribute, alias, column) for alias, column in present]
-        source = F.lit(None).cast("string")
-        load = F.lit(None).cast("string")
-        for value, (alias, _) in reversed(list(zip(values, present))):
-            source = F.when(value.isNotNull(), F.lit(spec.sources[alias].feed)).otherwise(source)
-            load = F.when(value.isNotNull(), F.col(f"{spec.sources[alias].prefix}___load_id")).otherwise(load)
+        source, load = _provenance(spec, values, present)
         outputs += [F.coalesce(*values).alias(attribute.name), source.alias(f"{attribute.name}_source"),
                     load.alias(f"{attribute.name}_load_id")]
     known = F.array_distinct(F.array_compact(F.array(*[

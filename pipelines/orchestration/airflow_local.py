@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipelines.processes import running_pid, service_environment, stop_process_group
+from pipelines.processes import probe_service, service_environment, stop_process_group
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -132,16 +132,13 @@ def airflow_status(settings: Settings | None = None) -> dict:
     """``answering`` is True only when the API's health endpoint answers 200
     (``running``: the process in the pid file is alive)."""
     settings = settings or get_settings()
-    pid = running_pid(_pid_file(settings))
-    alive = pid is not None
-    answering = False
-    if alive:
-        try:
-            with urllib.request.urlopen(_health_url(settings), timeout=3) as response:
-                answering = response.status == 200
-        except OSError:
-            answering = False
-    return {"answering": answering, "running": alive, "healthy": answering, "pid": pid if alive else None,
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(_health_url(settings), timeout=3) as response:
+            return response.status == 200
+
+    pid, answering = probe_service(_pid_file(settings), healthy)
+    return {"answering": answering, "running": pid is not None, "pid": pid,
             "url": f"http://127.0.0.1:{settings.airflow_port}", "home": str(settings.airflow_home),
             "log": str(_log_path(settings)), "password_file": str(password_file(settings))}
 

@@ -30,7 +30,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from pipelines.processes import running_pid, service_environment, stop_process_group
+from pipelines.processes import probe_service, service_environment, stop_process_group
 from pipelines.serving.audit import listener_properties, start_receiver, stop_receiver
 from pipelines.settings import Settings, get_settings
 
@@ -419,15 +419,8 @@ def _ready(settings: Settings) -> bool:
 
 def trino_status(settings: Settings | None = None) -> dict:
     settings = settings or get_settings()
-    pid = running_pid(_pid_file(settings))
-    alive = pid is not None
-    answering = False
-    if alive:
-        try:
-            answering = _ready(settings)
-        except Exception:  # noqa: BLE001 - any failure means "not answering yet"
-            answering = False
-    return {"running": alive, "answering": answering, "pid": pid if alive else None,
+    pid, answering = probe_service(_pid_file(settings), lambda: _ready(settings))
+    return {"running": pid is not None, "answering": answering, "pid": pid,
             "url": f"https://127.0.0.1:{settings.trino_port}", "catalog": CATALOG,
             "certificate": str(certificate_path(settings)),
             "passwords": str(_passwords_path(settings)), "home": str(settings.trino_home)}

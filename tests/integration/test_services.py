@@ -24,6 +24,7 @@ import pytest
 
 from pipelines.contracts import load_contracts
 from pipelines.settings import PROJECT_ROOT, get_settings
+from tests.integration.permits import write_permits
 
 README = PROJECT_ROOT / "README.md"
 
@@ -133,17 +134,6 @@ def test_airflow_up_from_a_fresh_home_logs_in_and_lists_the_feed_dags(tmp_path, 
 
 # --------------------------------------------------------------------------- Trino and its CLI
 
-# (id_number, full_name, gender, birth_date, residence_address, town_name, phone, registered, valid_until)
-PERMITS = [
-    ("441900199001011234", "甲", "男", date(1990, 1, 1), "东莞市南城街道一路1号", "南城街道", "13800001111",
-     date(2020, 1, 1), date(2030, 1, 1)),
-    ("441900199202022345", "乙", "女", date(1992, 2, 2), "东莞市南城街道二路2号", "南城街道", "13900002222",
-     date(2021, 1, 1), date(2031, 1, 1)),
-    ("441900198803033456", "丙", "男", date(1988, 3, 3), "东莞市虎门镇三路3号", "虎门镇", "13700003333",
-     date(2022, 1, 1), date(2032, 1, 1)),
-]
-
-
 @pytest.fixture(scope="module")
 def empty_project_trino(tmp_path_factory):
     """``trino_up`` on a project whose lake does not exist yet (one start for the module)."""
@@ -185,18 +175,12 @@ def _readme_jdbc_url() -> str:
 
 
 def test_the_official_trino_cli_runs_the_readme_department_query(spark, empty_project_trino):
-    from pipelines.contracts import get_contract
-    from pipelines.lake.paths import table_path
     from pipelines.serving.publish import publish
     from pipelines.serving.rules import compile_rules
     from pipelines.serving.trino import certificate_path, cli_command, cli_jar, find_java, password_for, query
 
     settings, _, _ = empty_project_trino
-    frame = spark.createDataFrame(PERMITS, "id_number string, full_name string, gender string, birth_date date, "
-                                           "residence_address string, town_name string, phone string, "
-                                           "registered_date date, valid_until date")
-    frame.write.format("delta").mode("overwrite").save(
-        table_path("silver", get_contract("psb.residence_permit"), settings))
+    write_permits(spark, settings)
     publish(settings)
     compile_rules(settings, on=date(2026, 11, 29))
     deadline = time.monotonic() + 30   # the password file and rules reload within seconds

@@ -18,24 +18,7 @@ from pipelines.serving.publish import publish
 from pipelines.serving.rules import compile_rules
 from pipelines.serving.trino import query, rules_path, trino_down, trino_up
 from pipelines.settings import get_settings
-
-# (id_number, full_name, gender, birth_date, residence_address, town_name, phone, registered, valid_until)
-PERMITS = [
-    ("441900199001011234", "甲", "男", date(1990, 1, 1), "东莞市南城街道一路1号", "南城街道", "13800001111",
-     date(2020, 1, 1), date(2030, 1, 1)),
-    ("441900199202022345", "乙", "女", date(1992, 2, 2), "东莞市南城街道二路2号", "南城街道", "13900002222",
-     date(2021, 1, 1), date(2031, 1, 1)),
-    ("441900198803033456", "丙", "男", date(1988, 3, 3), "东莞市虎门镇三路3号", "虎门镇", "13700003333",
-     date(2022, 1, 1), date(2032, 1, 1)),
-]
-
-
-def _write_permits(spark, settings) -> None:
-    contract = get_contract("psb.residence_permit")
-    frame = spark.createDataFrame(PERMITS, "id_number string, full_name string, gender string, birth_date date, "
-                                           "residence_address string, town_name string, phone string, "
-                                           "registered_date date, valid_until date")
-    frame.write.format("delta").mode("overwrite").save(table_path("silver", contract, settings))
+from tests.integration.permits import PERMITS, write_permits
 
 
 def _write_hukou(spark, settings) -> None:
@@ -52,7 +35,7 @@ def shared_lake(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("sharing")
     settings = dataclasses.replace(get_settings(), home=str(root / "lake"), trino_home=root / "trino",
                                    trino_port=18444, trino_heap="2G")
-    _write_permits(spark, settings)
+    write_permits(spark, settings)
     _write_hukou(spark, settings)
     trino_up(settings)
     publish(settings)

@@ -174,7 +174,7 @@ def test_status_exits_non_zero_unless_the_service_answers(lake, service):
                                             ("trino", "pipelines.serving.trino")])
 def test_status_exits_zero_when_the_service_answers(lake, monkeypatch, service, module):
     key = "answering"
-    status = {"healthy": True, "answering": True, "running": True, "pid": 42, "url": "u", "home": "h",
+    status = {"answering": True, "running": True, "pid": 42, "url": "u", "home": "h",
               "password_file": "p", "catalog": "lake", "certificate": "c", "passwords": "p"}
     monkeypatch.setattr(f"{module}.{service}_status", lambda: status)
     result = _run(service, "status", "--json")
