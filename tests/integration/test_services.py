@@ -233,3 +233,39 @@ def test_the_official_trino_cli_runs_the_readme_department_query(spark, empty_pr
     url = _readme_jdbc_url()
     assert url == "jdbc:trino://127.0.0.1:8443/lake?SSL=true&SSLTrustStorePath=.trino/etc/govlake-trino.crt"
     assert "SSLTrustStoreType" not in url and ".trino/etc/govlake-trino.crt" in readme_argv
+
+
+def test_trino_up_with_a_catalog_that_does_not_compile_narrows_to_administrator_only(empty_project_trino, tmp_path):
+    """Runs after the CLI test, whose grant lets hrss_officer read permits: a
+    broken grant on the next `trino up` must not leave those older, wider
+    rules in force. The administrator-only rules replace them, and the
+    command says why."""
+    import shutil
+
+    from pipelines.serving.rules import compile_rules, trino_up_with_rules
+    from pipelines.serving.trino import base_rules, query, rules_path
+
+    settings, _, _ = empty_project_trino
+    catalog = tmp_path / "catalog"
+    shutil.copytree(settings.catalog_dir, catalog)
+    (catalog / "grants" / "zz-bad.yaml").write_text(
+        "grants:\n  - department: hrss\n    resource: silver.psb_hukou\n    columns: [id_number, shoe_size]\n"
+        "    purpose: x\n    legal_basis: y\n    expires: 2030-01-01\n    approver: z\n", encoding="utf-8")
+    broken = dataclasses.replace(settings, catalog_dir=catalog)
+    try:
+        status = trino_up_with_rules(broken)   # already running: only the rules step runs
+        assert status["answering"] is True
+        assert "zz-bad.yaml:4" in status["rules_error"] and "shoe_size" in status["rules_error"]
+        assert json.loads(rules_path(settings).read_text(encoding="utf-8")) == base_rules()
+        deadline = time.monotonic() + 30       # Trino re-reads the rules file every 5 s
+        denied = None
+        while time.monotonic() < deadline and denied is None:
+            try:
+                query("select count(*) from lake.silver.psb_residence_permit", user="hrss_officer",
+                      settings=settings, max_attempts=1)
+                time.sleep(2)
+            except Exception as exc:  # noqa: BLE001 - the refusal is what this waits for
+                denied = str(exc)
+        assert denied is not None and "Access Denied" in denied
+    finally:
+        compile_rules(settings)
