@@ -128,15 +128,6 @@ def cli_command(user: str, settings: Settings | None = None, catalog: str = CATA
             "--user", user, "--password", "--catalog", catalog]
 
 
-def run_cli(sql: str, user: str = ADMIN_USER, password: str | None = None, settings: Settings | None = None,
-            output_format: str = "CSV_HEADER", timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``sql`` through the official Trino CLI as ``user``; the completed process."""
-    settings = settings or get_settings()
-    environment = dict(os.environ, TRINO_PASSWORD=password or password_for(user, settings))
-    return subprocess.run([*cli_command(user, settings), "--output-format", output_format, "--execute", sql],
-                          env=environment, capture_output=True, text=True, timeout=timeout, check=False)
-
-
 def fetch_trino(settings: Settings | None = None) -> Path:
     """Download (once) and unpack the Trino server; returns its directory."""
     settings = settings or get_settings()
