@@ -10,7 +10,7 @@ SCALE ?= 0.002
 SEED ?= 7
 BENCH_ROWS ?= 1000000
 
-.PHONY: setup demo test test-unit test-integration bench-ingest bench-quality bench-build bench-query suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
+.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-quality bench-build bench-query suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
@@ -47,6 +47,9 @@ test-unit: setup
 
 test-integration: setup
 	$(BIN)/pytest -q tests/integration
+
+test-security: setup
+	$(BIN)/pytest -q tests/security
 
 contracts: setup
 	$(BIN)/govlake contracts check

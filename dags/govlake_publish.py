@@ -1,10 +1,9 @@
 """Publish the lake to departments whenever a silver table or a base library changes.
 
-Scheduled on every feed's silver Asset and every base library's Asset (any of them). Tasks: refresh the
-collection and sharing lists and load the query audit log (Delta, Spark),
-make sure Trino is up, register new tables and (re)create the views, and
-recompile the access rules from the catalog and grants (expired grants drop
-out here). Each task is one call into ``pipelines`` and is safe to rerun.
+Scheduled on every feed's silver Asset and every base library's Asset (any of them). Tasks: append
+new query events and audited HTTP requests to the hash-chained audit log (delta-rs) and refresh the
+collection and sharing lists (Spark), make sure Trino is up, register new tables and (re)create the
+views, and recompile the access rules (expired grants drop out here). Each task is safe to rerun.
 """
 
 from __future__ import annotations
@@ -22,20 +21,21 @@ from pipelines.orchestration.assets import all_library_assets, all_silver_assets
 def publish_dag():
     @task
     def refresh_governance_lists() -> dict:
-        """Collection and sharing lists, and new audit events, into governance tables."""
+        """New audit events (no Spark, so first), then the collection and sharing lists, into governance tables."""
         from pipelines.serving.audit import load_audit
         from pipelines.serving.requests import refresh_lists
         from pipelines.spark import build_spark_session
 
-        spark = build_spark_session(app_name="govlake-publish")
-        return refresh_lists(spark) | {"audit_events_loaded": load_audit(spark)}
+        audit = load_audit()
+        return refresh_lists(build_spark_session(app_name="govlake-publish")) | {"audit": audit}
 
     @task
     def start_trino() -> str:
-        """Start Trino if it is not running (fetches it on first use)."""
-        from pipelines.serving.trino import trino_up
+        """Start Trino if it is not running (fetches it on first use), with the
+        rules keeper that expires grants and loads the audit log."""
+        from pipelines.serving.publish import trino_up_with_rules
 
-        return trino_up()["url"]
+        return trino_up_with_rules()["url"]
 
     @task
     def register_tables() -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,6 +61,12 @@ class Settings:
         delivery validates faster on pandas (18 s) than on Spark (39 s, the
         rows crossing into the JVM); pandas needs ~3 GiB per million rows.
         See docs/benchmarks.md.
+    today: the date grants are judged on (``GOVLAKE_TODAY``, YYYY-MM-DD; unset:
+        the real date). Tests move the clock past a grant's expiry with it;
+        read it through ``Settings.on_date()``.
+    rules_refresh_seconds: how often the rules keeper next to Trino recompiles
+        the sharing rules and loads the audit log (``GOVLAKE_RULES_REFRESH_SECONDS``,
+        default 60): an expired grant stops working within this period.
     crash_at: fault injection for the crash tests (``GOVLAKE_CRASH_AT``, unset
         in normal runs): ingest kills its own process at the named point
         (``after_bronze``) with SIGKILL.
@@ -86,6 +92,12 @@ class Settings:
     gate_pandas_max_rows: int = 5_000_000
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
     crash_at: str | None = None
+    today: date | None = None
+    rules_refresh_seconds: int = 60
+
+    def on_date(self) -> date:
+        """The date grants are judged on: ``today`` if set, else the real date."""
+        return self.today or date.today()
 
     @property
     def lake_is_local(self) -> bool:
@@ -140,4 +152,28 @@ def get_settings() -> Settings:
         gate_pandas_max_rows=int(_env("GOVLAKE_GATE_PANDAS_MAX_ROWS", "5000000")),
         extra_spark_conf=_parse_extra_conf(os.environ.get("GOVLAKE_SPARK_CONF", "")),
         crash_at=_env("GOVLAKE_CRASH_AT", "") or None,
+        today=date.fromisoformat(_env("GOVLAKE_TODAY", "")) if _env("GOVLAKE_TODAY", "") else None,
+        rules_refresh_seconds=int(_env("GOVLAKE_RULES_REFRESH_SECONDS", "60")),
     )
+
+
+_ENVIRONMENT_NAMES = {
+    "home": "GOVLAKE_HOME", "cache_dir": "GOVLAKE_CACHE", "schemas_dir": "GOVLAKE_SCHEMAS",
+    "catalog_dir": "GOVLAKE_CATALOG", "quality_dir": "GOVLAKE_QUALITY", "trino_home": "GOVLAKE_TRINO_HOME",
+    "trino_version": "GOVLAKE_TRINO_VERSION", "trino_java_home": "GOVLAKE_TRINO_JAVA_HOME",
+    "trino_port": "GOVLAKE_TRINO_PORT", "trino_heap": "GOVLAKE_TRINO_HEAP", "airflow_home": "GOVLAKE_AIRFLOW_HOME",
+    "airflow_port": "GOVLAKE_AIRFLOW_PORT", "today": "GOVLAKE_TODAY",
+    "rules_refresh_seconds": "GOVLAKE_RULES_REFRESH_SECONDS",
+}
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The ``GOVLAKE_*`` variables that make a child process's ``get_settings()``
+    see ``settings`` (its paths, ports, clock and refresh period): how a
+    background service started from a test or a CLI inherits them."""
+    found = {}
+    for name, variable in _ENVIRONMENT_NAMES.items():
+        value = getattr(settings, name)
+        if value is not None:
+            found[variable] = value.isoformat() if isinstance(value, date) else str(value)
+    return found

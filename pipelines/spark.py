@@ -8,6 +8,7 @@ resolved jars are used from the cache, so later runs work offline.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -119,6 +120,13 @@ def build_spark_session(settings: Settings | None = None, app_name: str = "govla
             .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
             .config("spark.driver.extraJavaOptions", "-Dderby.system.home=" + str(settings.cache_dir / "derby"))
         )
+        if settings.spark_master.startswith("local"):
+            # A local driver listens on loopback only (its block manager, RPC and
+            # UI): the JVM that pyspark launches reads SPARK_LOCAL_IP from the
+            # environment it inherits. A cluster master needs a reachable driver.
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            builder = (builder.config("spark.driver.bindAddress", "127.0.0.1")
+                       .config("spark.driver.host", "127.0.0.1"))
         jars = cached_delta_jars(settings)
         if jars:
             builder = builder.config("spark.jars", ",".join(str(j) for j in jars))

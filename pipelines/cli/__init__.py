@@ -13,7 +13,7 @@ import sys
 import click
 from rich.markup import escape
 
-from pipelines.cli import catalog, contracts, dev, governance, ingest, libraries, quality, services
+from pipelines.cli import audit, catalog, contracts, dev, governance, ingest, libraries, quality, services
 from pipelines.cli.common import err_console
 
 log = logging.getLogger("pipelines")
@@ -63,6 +63,7 @@ def main(verbose: int, debug: bool) -> None:
 for _command in (
     dev.setup, contracts.contracts, dev.synth, ingest.ingest, ingest.loads, governance.collection,
     quality.quality, governance.governance, services.airflow_group, services.trino_group, catalog.publish_command,
-    catalog.catalog_group, catalog.access_group, libraries.build_command, libraries.show_group, dev.demo,
+    catalog.catalog_group, catalog.access_group, audit.audit_group, libraries.build_command, libraries.show_group,
+    dev.demo,
 ):
     main.add_command(_command)

@@ -139,7 +139,8 @@ def access_check(user: str, table: str, as_json: bool) -> None:
 @click.option("--purpose", required=True)
 @click.option("--legal-basis", required=True)
 @click.option("--expires", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
-@click.option("--row-scope", type=click.Choice(["all", "own_town"]), default="all", show_default=True)
+@click.option("--row-scope", type=click.Choice(["all", "own_town"]), default=None,
+              help="Default: own_town for a town government, all for anyone else.")
 @click.option("--by", "requested_by", default=None, help="Who files it (default: the OS user).")
 def access_request(department, resource, columns, purpose, legal_basis, expires, row_scope, requested_by) -> None:
     """File a sharing request: a pending entry on the demand list (需求清单)."""
@@ -165,8 +166,23 @@ def _decide(request_id: str, approve: bool, reason: str, decided_by: str | None)
         row = decide_request(lake_spark("demand_list"), request_id, approve, decided_by or getpass.getuser(), reason)
     except (LookupError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    console.print(f"{request_id} {row['status']}" + (f": grant written to {row['grant_file']}; run "
-                                                      "`govlake access compile` to apply it" if approve else ""))
+    console.print(f"{request_id} {row['status']}" + (f": grant written to {row['grant_file']}; live once the "
+                                                      "rules keeper next compiles (`govlake trino up` runs it)"
+                                                      if approve else ""))
+
+
+@access_group.command("consent")
+@click.argument("request_id")
+@click.option("--by", "consented_by", required=True, help="A user of a bureau that owns requested columns.")
+def access_consent(request_id: str, consented_by: str) -> None:
+    """An owning bureau consents to a pending request (needed before approval)."""
+    from pipelines.serving.requests import consent_request
+
+    try:
+        row = consent_request(lake_spark("demand_list"), request_id, consented_by)
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"{request_id}: consents {'; '.join(row['consents'])}")
 
 
 @access_group.command("approve")

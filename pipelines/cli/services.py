@@ -137,7 +137,7 @@ def _trino() -> ModuleType:
 
 
 def _trino_up_with_rules() -> dict:
-    from pipelines.serving.rules import trino_up_with_rules
+    from pipelines.serving.publish import trino_up_with_rules
 
     return trino_up_with_rules()
 

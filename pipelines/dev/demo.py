@@ -22,6 +22,7 @@ from pipelines.lake.manifest import read_manifest
 from pipelines.library_specs import library_names, library_spec_paths
 from pipelines.orchestration.airflow_local import run_dag, use_project_airflow
 from pipelines.quality.gate import data_docs_index
+from pipelines.serving.audit import load_audit, verify_audit
 from pipelines.serving.trino import certificate_path, query
 from pipelines.settings import Settings, get_settings
 
@@ -65,9 +66,9 @@ def run_feed_dags(settings: Settings, show_progress: bool = True) -> list[dict]:
 
 SAMPLE_QUERIES = [
     ("psb_analyst", "公安局 (grant, IDs unmasked): golden person records from the population library",
-     "select person_id, full_name, town_code, full_name_source from lake.base.population where is_current "
+     "select person_id, full_name, town_code, birth_date_source from lake.base.population where is_current "
      "order by person_id limit 3"),
-    ("hrss_officer", "人社局 (grant, masked): is the insured person alive? ID numbers masked",
+    ("hrss_officer", "人社局 (grant): is the insured person alive? ID numbers as 人社局's own pseudonyms",
      "select person_id, full_name, is_deceased, employer_uscc from lake.base.population "
      "where is_current and employer_uscc is not null order by person_id limit 3"),
     ("nancheng_officer", "南城街道 (town-scoped): only its own town's residents",
@@ -218,10 +219,12 @@ def run_demo(spark, scale: float = 0.002, seed: int = 7, show_progress: bool = T
     mark_planted_failures(runs, summary, city, settings)
     summary["libraries"] = summarise_libraries(spark, settings)
     samples = run_sample_queries(settings)
+    audit = load_audit(settings)            # the rules keeper does this every minute; the demo does not wait
     docs = data_docs_index(settings)
     return {
         "scale": scale, "seed": seed, "lake": settings.home, "truth": str(city / "truth"),
         "dag_runs": runs, **summary, "sample_queries": samples,
+        "audit": {"loaded": audit["loaded"], "head_seq": audit["head_seq"], "verified": verify_audit(settings)["ok"]},
         "trino": {"url": f"https://127.0.0.1:{settings.trino_port}", "catalog": "lake",
                   "certificate": str(certificate_path(settings)),
                   "passwords": str(Path(settings.trino_home) / "passwords.json")},

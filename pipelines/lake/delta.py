@@ -79,7 +79,7 @@ def committed_rows(path: str, user_metadata: str) -> int:
 
 
 _DDL_TYPES = {"string": "string", "long": "int64", "int": "int32", "boolean": "bool", "double": "float64",
-              "date": "date32", "timestamp": "timestamp[us, tz=UTC]"}
+              "date": "date32", "timestamp": "timestamp[us, tz=UTC]", "binary": "binary"}
 
 
 def arrow_schema(ddl: str):

@@ -47,7 +47,8 @@ QUALITY_RESULTS_DDL = (
 DEMAND_DDL = (
     "request_id string, department string, resource string, columns array<string>, purpose string, "
     "legal_basis string, row_scope string, expires date, requested_by string, requested_at timestamp, "
-    "status string, decided_by string, decided_at timestamp, decision_reason string, grant_file string"
+    "status string, consents array<string>, decided_by string, decided_at timestamp, decision_reason string, "
+    "grant_file string"
 )
 
 
@@ -63,11 +64,16 @@ COLLECTION_DDL = (
 )
 
 
+# One row per Trino query id (event_kind 'query') or per audited line of Trino's
+# HTTP request log (event_kind 'http_request', query_id 'http-<sha256 of the line>').
+# Append-only and hash-chained: seq 1..n, digest = sha256(prev_digest + the row),
+# see pipelines.serving.audit.row_digest.
 AUDIT_DDL = (
-    "query_id string, user string, department string, created_at timestamp, ended_at timestamp, "
-    "query string, state string, access_denied boolean, error_code string, error_message string, "
-    "tables_read array<string>, columns_read array<string>, rows_returned long, source string, "
-    "loaded_at timestamp"
+    "event_kind string, query_id string, principal string, user string, department string, "
+    "created_at timestamp, ended_at timestamp, query string, state string, access_denied boolean, "
+    "error_code string, error_message string, tables_read array<string>, columns_read array<string>, "
+    "rows_returned long, source string, http_method string, http_uri string, http_status int, "
+    "client_address string, loaded_at timestamp, seq long, prev_digest string, digest string"
 )
 
 

@@ -30,6 +30,7 @@ CLASSIFICATION = {"sensitive_personal": "敏感个人信息", "personal": "个�
 # information is "important data", other personal and general data "general".
 SECURITY_GRADE = {"sensitive_personal": "important", "personal": "general", "general": "general"}
 CADENCE_LABEL = {"hourly": "实时/每小时", "daily": "每日", "weekly": "每周", "monthly": "每月"}
+SENSITIVITY_ORDER = ("general", "personal", "sensitive_personal")
 MASKED_TYPES = {"id_number": "id_number", "id_or_uscc": "id_number", "phone": "phone"}
 
 
@@ -48,6 +49,19 @@ class ResourceColumn:
     share_type: str
     town_column: bool = False
     description: str = ""           # what the value is, where it comes from, when it is null
+    # Columns whose values this one gives away, so it is shown no more than the
+    # strictest of them: provenance (``death_date_source`` follows
+    # ``death_date``; ``known_to``, ``record_hash`` and the version times follow
+    # every attribute) and derived values (``is_deceased`` from ``death_date``).
+    follows: list[str] = field(default_factory=list)
+    # Columns this one is computed from (``catalog.columns.<name>.derived_from``
+    # in a library spec): masking it while one of them is shown in full is a
+    # mask that can be undone, and ``access compile`` refuses it.
+    derived_from: list[str] = field(default_factory=list)
+    # The bureau whose feed the value comes from, where that is not the
+    # resource's owner (a base library's attributes): that bureau reads it in
+    # full; the library's curator reads it only as the sharing list allows.
+    owner_bureau: str | None = None
 
 
 @dataclass
@@ -92,22 +106,34 @@ class Grant:
     legal_basis: str
     expires: date
     approver: str
-    row_scope: str = "all"          # all | own_town
+    row_scope: str | None = None    # all | own_town | None: the department's default (own_town for a town)
     unmasked: list[str] = field(default_factory=list)
     source: str = ""                # file:line
+    consent: list[str] = field(default_factory=list)    # the owning bureaus' consents, from an approved request
 
     def is_live(self, on: date) -> bool:
         return self.expires >= on
+
+    def scope_for(self, department: Department) -> str:
+        """The row scope this grant gives ``department``: as written, else own
+        town for a town government and all rows for anyone else."""
+        return self.row_scope or ("own_town" if department.town_code else "all")
+
+
+def resource_code(provider: str, name: str) -> str:
+    """A resource's code, from its provider and name only, so adding a feed or
+    a library never renumbers the others (``DG-PSB-RESIDENCE-PERMIT``)."""
+    return f"DG-{provider}-{name}".upper().replace("_", "-")
 
 
 def resources_from_contracts(contracts: dict[str, Contract] | None = None) -> dict[str, Resource]:
     """One resource per feed's silver table, its metadata from the contract."""
     contracts = contracts or load_contracts()
     found = {}
-    for index, (feed, contract) in enumerate(sorted(contracts.items()), start=1):
+    for feed, contract in sorted(contracts.items()):
         resource_id = f"silver.{contract.slug}"
         found[resource_id] = Resource(
-            resource_id=resource_id, code=f"DG-{contract.bureau.upper()}-{index:04d}",
+            resource_id=resource_id, code=resource_code(contract.bureau, contract.feed_name),
             name=contract.title, provider=contract.owner_bureau_name, owner_bureau=contract.bureau,
             description=contract.grain, update_cadence=CADENCE_LABEL.get(contract.cadence, contract.cadence),
             format="Delta Lake table via Trino (catalog lake)",
@@ -174,49 +200,91 @@ def resources_from_libraries(settings: Settings | None = None,
     settings = settings or get_settings()
     contracts = contracts or load_contracts(settings.schemas_dir)
     found = {}
-    paths = library_spec_paths(settings)
-    for index, path in enumerate(paths, start=1):
+    for path in library_spec_paths(settings):
         spec = load_library_spec(path.stem, settings)
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         meta = document.get("catalog") or {}
-        columns: list[tuple[str, str, str]] = []          # name, type, sensitivity
+        columns: list[tuple[str, str, str, list[str]]] = []          # name, type, sensitivity, follows
+        derived: dict[str, list[str]] = {}
+        # a value taken from a bureau's feed stays that bureau's: its owner reads it
+        # in full, and a column it does not share (不予共享) is not shared here either
+        origins: dict[str, tuple[str, str]] = {}                       # name -> (bureau, share type)
         descriptions = _golden_descriptions(spec) if spec.kind == "golden" else {}
 
         def source_column(alias: str, column: str):
             contract = contracts.get(spec.sources[alias].feed)
             return contract.column(column) if contract else None
 
+        attributes: list[str] = []
         if spec.kind == "golden":
             first = next(iter(spec.sources))
             key_column = source_column(first, spec.sources[first].key)
             columns.append((spec.key, key_column.type if key_column else "code",
-                            key_column.sensitivity if key_column else "general"))
+                            key_column.sensitivity if key_column else "general", []))
+            if key_column:
+                origins[spec.key] = (contracts[spec.sources[first].feed].bureau, key_column.default_share_type)
             for attribute in spec.attributes:
                 origin = source_column(*attribute.sources[0]) if attribute.sources else None
-                columns.append((attribute.name, origin.type if origin else "string",
-                                origin.sensitivity if origin else "general"))
-                columns += [(f"{attribute.name}_source", "code", "general"),
-                            (f"{attribute.name}_load_id", "code", "general")]
-            columns += [("known_to", "array", "general"), ("is_known_to_authority", "boolean", "general")]
+                sensitivity = origin.sensitivity if origin else "general"
+                columns.append((attribute.name, origin.type if origin else "string", sensitivity, []))
+                if origin:
+                    feed = spec.sources[attribute.sources[0][0]].feed
+                    for name in (attribute.name, f"{attribute.name}_source", f"{attribute.name}_load_id"):
+                        origins[name] = (contracts[feed].bureau, origin.default_share_type)
+                attributes.append(attribute.name)
+            authoritative = {spec.sources[a].feed for a in spec.authoritative_sources}
+            for attribute in spec.attributes:
+                # Where a value came from says whether there is one, and names a
+                # feed that holds the person: beyond the authority's feeds, that is
+                # what known_to says (a name taken from mca.death says who died).
+                feeds = {spec.sources[alias].feed for alias, _ in attribute.sources}
+                follows = [attribute.name] if len(feeds) <= 1 or feeds <= authoritative else list(attributes)
+                at = next(i for i, c in enumerate(columns) if c[0] == attribute.name)
+                columns[at + 1:at + 1] = [(f"{attribute.name}_source", "code", columns[at][2], follows),
+                                          (f"{attribute.name}_load_id", "code", columns[at][2], follows)]
+            strictest = max((c[2] for c in columns), key=SENSITIVITY_ORDER.index)
+            # which feeds know a person says who died or married: as strict as every attribute
+            columns += [("known_to", "array", strictest, list(attributes)),
+                        ("is_known_to_authority", "boolean", "general", [])]
         for name, declared in (meta.get("columns") or {}).items():
             declared = {"sensitivity": declared} if isinstance(declared, str) else dict(declared)
-            columns.append((name, declared.get("type", "string"), declared.get("sensitivity", "general")))
+            derived[name] = list(declared.get("derived_from") or [])
+            columns.append((name, declared.get("type", "string"), declared.get("sensitivity", "general"), []))
             descriptions[name] = _words(declared.get("rule"))
-        columns += [(name, kind, "general") for name, kind, _ in HISTORY_COLUMNS]
+        if spec.kind == "golden":
+            strictest = max((c[2] for c in columns), key=SENSITIVITY_ORDER.index)
+            everything = attributes + [c[0] for c in columns if c[0] not in attributes and not c[3]
+                                       and c[0] != spec.key and c[0] in derived]
+            # the record hash is a hash of every attribute, and a new version (its
+            # valid_from) says one of them changed: as strict as all of them
+            columns += [(name, kind, strictest if name != "is_current" else "general",
+                         list(everything) if name != "is_current" else [])
+                        for name, kind, _ in HISTORY_COLUMNS]
+        else:
+            columns += [(name, kind, "general", []) for name, kind, _ in HISTORY_COLUMNS]
         descriptions |= {name: text for name, _, text in HISTORY_COLUMNS}
         town_column = meta.get("town_column")
         resource_id = f"base.{spec.library}"
+        known = {c[0] for c in columns}
+        for name, derived_from in derived.items():
+            unknown = [f for f in derived_from if f not in known]
+            if unknown:
+                raise CatalogError(f"schemas/libraries/{path.name}: catalog.columns.{name}.derived_from names "
+                                   f"no column of {resource_id}: {', '.join(unknown)}")
         found[resource_id] = Resource(
-            resource_id=resource_id, code=f"DG-BASE-{index:04d}", name=meta.get("title", spec.library),
+            resource_id=resource_id, code=resource_code("BASE", spec.library), name=meta.get("title", spec.library),
             provider="市政务服务数据管理局", owner_bureau=PLATFORM_BUREAU, description=spec.grain,
             update_cadence=CADENCE_LABEL.get(meta.get("cadence", "daily"), "每日"),
             format="Delta Lake table via Trino (catalog lake)",
             columns=[ResourceColumn(
                 name=name, header=name, type=kind, classification=CLASSIFICATION[sensitivity],
                 sensitivity=sensitivity, security_grade=SECURITY_GRADE[sensitivity],
-                share_type=("conditional" if sensitivity != "general" else "unconditional"),
-                town_column=name == town_column, description=descriptions.get(name, ""))
-                for name, kind, sensitivity in columns])
+                share_type=origins[name][1] if name in origins else
+                ("conditional" if sensitivity != "general" else "unconditional"),
+                owner_bureau=origins[name][0] if name in origins else None,
+                town_column=name == town_column, description=descriptions.get(name, ""), follows=follows,
+                derived_from=derived.get(name, []))
+                for name, kind, sensitivity, follows in columns])
     return found
 
 
@@ -270,16 +338,19 @@ def load_grants(resources: dict[str, Resource], departments: dict[str, Departmen
                 if resource.column(column) is None:
                     raise CatalogError(f"{shown}:{_line_of(node, 'columns')}: {item['resource']} has no column "
                                        f"{column!r}")
-            scope = item.get("row_scope", "all")
-            if scope not in ("all", "own_town"):
+            scope = item.get("row_scope")
+            if scope not in (None, "all", "own_town"):
                 raise CatalogError(f"{shown}:{_line_of(node, 'row_scope')}: row_scope must be all or own_town")
+            if scope == "own_town" and not departments[item["department"]].town_code:
+                raise CatalogError(f"{shown}:{_line_of(node, 'row_scope')}: row_scope own_town, but department "
+                                   f"{item['department']} serves no town (it has no town_code)")
             if not isinstance(item["expires"], date):
                 raise CatalogError(f"{shown}:{_line_of(node, 'expires')}: expires must be a date (YYYY-MM-DD)")
             grants.append(Grant(
                 department=item["department"], resource=item["resource"], columns=list(item["columns"]),
                 purpose=item["purpose"], legal_basis=item["legal_basis"], expires=item["expires"],
                 approver=item["approver"], row_scope=scope, unmasked=list(item.get("unmasked", [])),
-                source=where))
+                source=where, consent=list(item.get("consent") or [])))
     return grants
 
 

@@ -12,15 +12,21 @@ are unregistered, views in ``sql/views/<schema>/<view>.sql`` are (re)created
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 from trino.exceptions import TrinoUserError
 
-from pipelines.serving.rules import compile_rules
+from pipelines.serving.audit import ensure_audit_table
+from pipelines.serving.catalog import CatalogError, load_catalog
+from pipelines.serving.keeper import start_keeper
+from pipelines.serving.pseudonyms import ensure_pseudonym_key
+from pipelines.serving.rules import build_rules, compile_rules
 from pipelines.serving.tables import SCHEMAS, discover_tables, publishable_names, view_files
-from pipelines.serving.trino import ADMIN_USER, CATALOG, connect, rules_path
+from pipelines.serving.trino import ADMIN_USER, CATALOG, base_rules, connect, rules_path, trino_up, write_rules
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -33,9 +39,6 @@ class ViewError(ValueError):
 def _ensure_ownership(names: list[tuple[str, str]], settings: Settings, wait_seconds: float = 20) -> None:
     """Recompile the access rules when they do not yet let the administrator
     register these names, and wait until Trino has reloaded them."""
-    import json
-    import time
-
     def owned() -> set[tuple[str, str]]:
         path = rules_path(settings)
         rules = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"tables": []}
@@ -56,6 +59,7 @@ def publish(settings: Settings | None = None, views_dir: Path | None = None) -> 
     """Register new tables, unregister vanished ones, (re)create views."""
     settings = settings or get_settings()
     views_dir = views_dir or PROJECT_ROOT / "sql" / "views"
+    ensure_pseudonym_key(settings)         # the department masks read it: registered with the rest
     tables = discover_tables(settings)
     _ensure_ownership(publishable_names(settings, views_dir), settings)
     connection = connect(settings=settings)
@@ -105,3 +109,41 @@ def publish(settings: Settings | None = None, views_dir: Path | None = None) -> 
              len(outcome["registered"]), len(outcome["unchanged"]), len(outcome["unregistered"]),
              len(outcome["views"]))
     return outcome | {"tables": [asdict(t) for t in tables]}
+
+
+def _published(outcome: dict) -> dict:
+    return {k: len(v) for k, v in outcome.items() if k != "tables"}
+
+
+def trino_up_with_rules(settings: Settings | None = None) -> dict:
+    """What ``govlake trino up`` does: start Trino (``trino.trino_up``), create
+    the audit table and the pseudonym key, publish (so ``governance.query_audit``
+    is readable from the first start), compile the sharing list's rules, and
+    start the rules keeper that recompiles them and loads the audit log every
+    ``rules_refresh_seconds``.
+
+    A catalog that does not compile must not leave older, possibly wider rules
+    in force: the administrator-only rules replace them (nobody else reads
+    anything until the catalog is fixed), and the reason is reported under
+    ``rules_error`` rather than stopping the server."""
+    settings = settings or get_settings()
+    status = trino_up(settings)
+    ensure_audit_table(settings)
+    ensure_pseudonym_key(settings)
+    try:
+        build_rules(load_catalog(settings), settings.on_date())      # does the sharing list compile at all?
+    except CatalogError as exc:
+        log.warning("sharing rules not compiled (%s): only the administrator can read", exc)
+        status["rules_error"] = f"{type(exc).__name__}: {exc}"
+        # register what exists with the administrator's rights only, then narrow again
+        write_rules(base_rules(publishable_names(settings)), settings)
+        time.sleep(6)             # Trino re-reads the rules file every 5 s
+        try:
+            status["published"] = _published(publish(settings))
+        finally:
+            write_rules(base_rules(), settings)
+    else:
+        status["published"] = _published(publish(settings))      # compiles the rules first if it must
+        status["rules"] = compile_rules(settings)
+    status["keeper_pid"] = start_keeper(settings)
+    return status

@@ -1,8 +1,11 @@
 """The four lists of the closed loop, each a Delta table in ``governance``:
 
 - demand list (需求清单) ``governance.demand_list``: sharing requests filed by
-  departments, pending until approved (which writes a grant file under
-  ``catalog/grants/``) or rejected; one row per request, updated in place;
+  departments, pending until every bureau that owns a requested column has
+  consented (``consent_request``) and the sharing office approves (which
+  writes a grant file under ``catalog/grants/`` recording the consents; the
+  rules keeper makes it live within its refresh period, with no other step)
+  or rejects; one row per request, updated in place;
 - collection list (归集清单) ``governance.collection_list``: per feed, cadence,
   last delivery and on time / late / missing, refreshed by ``refresh_lists``;
 - sharing list (共享清单) ``governance.sharing_list``: every grant with its state
@@ -44,7 +47,7 @@ def _upsert_demand(spark, row: dict, settings: Settings) -> None:
 
 
 def file_request(spark, department: str, resource: str, columns: list[str], purpose: str, legal_basis: str,
-                 expires: date, requested_by: str, row_scope: str = "all", settings: Settings | None = None) -> dict:
+                 expires: date, requested_by: str, row_scope: str | None = None, settings: Settings | None = None) -> dict:
     """A department asks for columns of a resource: a pending entry on the demand list.
     The request is validated against the catalog like a grant."""
 
@@ -61,39 +64,80 @@ def file_request(spark, department: str, resource: str, columns: list[str], purp
     request_id = "DR-" + hashlib.sha1(f"{department}|{resource}|{now.isoformat()}".encode()).hexdigest()[:8]
     row = {"request_id": request_id, "department": department, "resource": resource, "columns": list(columns),
            "purpose": purpose, "legal_basis": legal_basis, "row_scope": row_scope, "expires": expires,
-           "requested_by": requested_by, "requested_at": now, "status": "pending", "decided_by": None,
+           "requested_by": requested_by, "requested_at": now, "status": "pending", "consents": [], "decided_by": None,
            "decided_at": None, "decision_reason": None, "grant_file": None}
     _upsert_demand(spark, row, settings)
     return row
 
 
-def decide_request(spark, request_id: str, approve: bool, decided_by: str, reason: str,
-                   settings: Settings | None = None) -> dict:
-    """Approve (writes ``catalog/grants/<request id>.yaml``) or reject a pending request."""
+def owning_bureaus(catalog, resource: str, columns: list[str]) -> list[str]:
+    """The bureaus whose data the requested columns are: each must consent."""
+    found = catalog.resources[resource]
+    return sorted({(found.column(c).owner_bureau or found.owner_bureau) for c in columns})
+
+
+def _pending(spark, request_id: str, settings: Settings) -> dict:
     from pyspark.sql import functions as F
 
-    settings = settings or get_settings()
-    if not reason.strip():
-        raise ValueError("a decision needs a reason")
     found = read_table(spark, "demand_list", settings).where(F.col("request_id") == request_id).first()
     if found is None:
         raise LookupError(f"no request {request_id} on the demand list")
     row = found.asDict()
     if row["status"] != "pending":
         raise ValueError(f"request {request_id} is already {row['status']}")
+    row["consents"] = list(row.get("consents") or [])
+    return row
+
+
+def consent_request(spark, request_id: str, consented_by: str, settings: Settings | None = None) -> dict:
+    """An owning bureau's user consents to sharing its columns (recorded on the
+    request as ``bureau=<code> by=<user> at=<time>``). Refused for a user of a
+    bureau that owns none of the requested columns."""
+    settings = settings or get_settings()
+    row = _pending(spark, request_id, settings)
+    catalog = load_catalog(settings)
+    owners = owning_bureaus(catalog, row["resource"], row["columns"])
+    bureau = next((d.bureau for d in catalog.departments.values() if consented_by in d.users), None)
+    if bureau not in owners:
+        raise ValueError(f"{consented_by} cannot consent to {request_id}: the columns it asks for belong to "
+                         f"{', '.join(owners)}, not to {bureau or 'no bureau'}")
+    row["consents"] = [c for c in row["consents"] if not c.startswith(f"bureau={bureau} ")] + [
+        f"bureau={bureau} by={consented_by} at={utc_now():%Y-%m-%dT%H:%M:%SZ}"]
+    _upsert_demand(spark, row, settings)
+    return row
+
+
+def decide_request(spark, request_id: str, approve: bool, decided_by: str, reason: str,
+                   settings: Settings | None = None) -> dict:
+    """Approve (writes ``catalog/grants/<request id>.yaml``) or reject a pending
+    request. Approval needs the consent of every bureau that owns a requested
+    column; the grant is live as soon as the rules keeper next compiles."""
+    settings = settings or get_settings()
+    if not reason.strip():
+        raise ValueError("a decision needs a reason")
+    row = _pending(spark, request_id, settings)
+    if approve:
+        owners = owning_bureaus(load_catalog(settings), row["resource"], row["columns"])
+        consented = {c.split()[0].removeprefix("bureau=") for c in row["consents"]}
+        missing = [b for b in owners if b not in consented]
+        if missing:
+            raise ValueError(f"request {request_id} needs the consent of {', '.join(missing)} first "
+                             f"(govlake access consent {request_id} --by <a user of {missing[0]}>)")
     row.update(status="approved" if approve else "rejected", decided_by=decided_by, decided_at=utc_now(),
                decision_reason=reason)
     if approve:
         grant_path = Path(settings.catalog_dir) / "grants" / f"{request_id.lower()}.yaml"
         grant = {"department": row["department"], "resource": row["resource"], "columns": row["columns"],
                  "purpose": row["purpose"], "legal_basis": row["legal_basis"], "expires": row["expires"],
-                 "approver": decided_by}
-        if row["row_scope"] != "all":
+                 "approver": decided_by, "consent": row["consents"]}
+        if row["row_scope"]:
             grant["row_scope"] = row["row_scope"]
         grant_path.parent.mkdir(parents=True, exist_ok=True)
-        grant_path.write_text(
+        partial = grant_path.with_suffix(".yaml.partial")     # the keeper never reads half a file
+        partial.write_text(
             f"# Approved from demand-list request {request_id} on {row['decided_at']:%Y-%m-%d}: {reason}\n"
             + yaml.safe_dump({"grants": [grant]}, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        partial.replace(grant_path)
         row["grant_file"] = f"catalog/grants/{grant_path.name}"
     _upsert_demand(spark, row, settings)
     return row
@@ -103,13 +147,14 @@ def refresh_lists(spark, settings: Settings | None = None, on: date | None = Non
     """Rewrite the collection and sharing lists from the manifest and the grants."""
 
     settings = settings or get_settings()
-    on = on or date.today()
+    on = on or settings.on_date()
     now = utc_now()
     collection = [s.as_dict() | {"last_delivery_at": s.last_delivery_at, "refreshed_at": now}
                   for s in collection_status(spark, load_contracts(settings.schemas_dir), settings)]
     catalog = load_catalog(settings)
     sharing = [{"department": g.department, "resource": g.resource, "columns": g.columns, "purpose": g.purpose,
-                "legal_basis": g.legal_basis, "row_scope": g.row_scope, "expires": g.expires,
+                "legal_basis": g.legal_basis, "row_scope": g.scope_for(catalog.departments[g.department]),
+                "expires": g.expires,
                 "approver": g.approver, "state": "live" if g.is_live(on) else "expired", "source": g.source,
                 "refreshed_at": now} for g in catalog.grants]
     for name, rows, ddl in (("collection_list", collection, COLLECTION_DDL), ("sharing_list", sharing, SHARING_DDL)):

@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from pipelines.serving.access import TableDecision, decide, mask_expression
-from pipelines.serving.catalog import Catalog, Resource, load_catalog
+from pipelines.serving.access import TableDecision, decide, mask_expression, needs_key, reversible_masks
+from pipelines.serving.catalog import Catalog, CatalogError, Resource, load_catalog
+from pipelines.serving.governance_access import governance_rules
+from pipelines.serving.pseudonyms import ensure_pseudonym_key
 from pipelines.serving.tables import publishable_names
-from pipelines.serving.trino import CATALOG, base_rules, ensure_passwords, trino_up, write_rules
+from pipelines.serving.trino import ADMIN_USER, CATALOG, base_rules, ensure_passwords, write_rules
 from pipelines.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
-def _table_rule(decision: TableDecision, resource: Resource) -> dict:
+def table_rule(decision: TableDecision, resource: Resource) -> dict:
+    """One Trino table rule from one decision: denied columns hidden, masked
+    ones replaced by their mask (ID masks read the pseudonym key as the
+    administrator), the row filter if any."""
     schema, table = resource.resource_id.split(".", 1)
     columns = []
     for column in resource.columns:
@@ -22,7 +27,10 @@ def _table_rule(decision: TableDecision, resource: Resource) -> dict:
         if state == "denied":
             columns.append({"name": column.name, "allow": False})
         elif state == "masked":
-            columns.append({"name": column.name, "mask": mask_expression(column)})
+            mask = {"name": column.name, "mask": mask_expression(column, decision.department)}
+            if needs_key(column):
+                mask["mask_environment"] = {"user": ADMIN_USER}
+            columns.append(mask)
     # Lineage columns (_load_id, _source_file, ...) stay visible: they carry no personal data.
     rule = {"user": f"^{decision.user}$", "catalog": CATALOG, "schema": f"^{schema}$", "table": f"^{table}$",
             "privileges": ["SELECT"], "columns": columns}
@@ -33,49 +41,47 @@ def _table_rule(decision: TableDecision, resource: Resource) -> dict:
 
 def build_rules(catalog: Catalog, on: date, owned: list[tuple[str, str]] = ()) -> dict:
     """Trino file-based access-control rules for every user and resource;
-    ``owned``: the tables and views the administrator may register or create."""
-    rules = base_rules(owned)
+    ``owned``: the tables and views the administrator may register or create.
+    Raises ``CatalogError`` naming the grants and columns when a grant
+    combination would let a user undo a mask (``reversible_masks``)."""
+    rules = base_rules(owned, catalog.departments)
     tables = rules["tables"]
+    problems = []
     for department in catalog.departments.values():
         for user in department.users:
-            if department.role == "governor":
-                tables.append({"user": f"^{user}$", "catalog": CATALOG, "schema": "^governance$",
-                               "privileges": ["SELECT"]})
+            tables.extend(governance_rules(catalog, department, user))
             for resource in catalog.resources.values():
                 decision = decide(user, resource, catalog.departments, catalog.grants, on)
                 if decision.readable:
-                    tables.append(_table_rule(decision, resource))
+                    problems += reversible_masks(decision, resource)
+                    tables.append(table_rule(decision, resource))
+    if problems:
+        raise CatalogError("a mask could be undone:\n  " + "\n  ".join(problems))
+    # Trino 476's file-based access control does not check table procedures
+    # (ALTER TABLE ... EXECUTE optimize needs only SELECT), but Trino refuses
+    # them on a table the user reads through a row filter: every department
+    # reads through one, ``true`` where nothing else applies.
+    for rule in tables:
+        if rule.get("user") != f"^{ADMIN_USER}$" and rule.get("privileges") and "filter" not in rule:
+            rule["filter"] = "true"
     tables.append({"privileges": []})   # anything not granted above: nothing
     return rules
 
 
 def compile_rules(settings: Settings | None = None, on: date | None = None) -> dict:
     """Validate the catalog and grants, then replace Trino's rules in one step.
-    A bad grant raises before anything is written: the running rules stay."""
+    A bad grant raises before anything is written: the running rules stay.
+    Grants are judged on ``on`` (default: ``settings.on_date()``)."""
 
     settings = settings or get_settings()
+    on = on or settings.on_date()
     catalog = load_catalog(settings)
-    rules = build_rules(catalog, on or date.today(), publishable_names(settings))
+    if not settings.lake_is_local or settings.local_lake_path().exists():
+        ensure_pseudonym_key(settings)   # before the rules: it is one of the tables they name
+    rules = build_rules(catalog, on, publishable_names(settings))
 
     ensure_passwords(settings)
     path = write_rules(rules, settings)
     return {"rules": str(path), "table_rules": len(rules["tables"]), "grants": len(catalog.grants),
-            "live_grants": sum(1 for g in catalog.grants if g.is_live(on or date.today())),
+            "live_grants": sum(1 for g in catalog.grants if g.is_live(on)), "on": on.isoformat(),
             "users": sum(len(d.users) for d in catalog.departments.values())}
-
-
-def trino_up_with_rules(settings: Settings | None = None) -> dict:
-    """Start Trino (``trino.trino_up``), then compile the sharing list's rules.
-
-    A catalog that does not compile must not leave older, possibly wider rules
-    in force: the administrator-only rules replace them (nobody else reads
-    anything until the catalog is fixed), and the reason is reported under
-    ``rules_error`` rather than stopping the server."""
-    status = trino_up(settings)
-    try:
-        status["rules"] = compile_rules(settings)
-    except Exception as exc:  # noqa: BLE001 - any failure falls back to the narrowest rules, and says why
-        write_rules(base_rules(), settings)
-        log.warning("sharing rules not compiled (%s): only the administrator can read", exc)
-        status["rules_error"] = f"{type(exc).__name__}: {exc}"
-    return status

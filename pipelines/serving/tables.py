@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
-SCHEMAS = ("silver", "base", "governance")
+SCHEMAS = ("silver", "base", "governance", "vault")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def discover_tables(settings: Settings | None = None) -> list[LakeTable]:
     for log_dir in sorted(root.glob("silver/*/*/_delta_log")):
         bureau, feed = log_dir.parent.parent.name, log_dir.parent.name
         found.append(LakeTable("silver", f"{bureau}_{feed}", f"silver/{bureau}/{feed}"))
-    for schema in ("base", "governance"):
+    for schema in ("base", "governance", "vault"):
         for log_dir in sorted(root.glob(f"{schema}/*/_delta_log")):
             found.append(LakeTable(schema, log_dir.parent.name, f"{schema}/{log_dir.parent.name}"))
     return found

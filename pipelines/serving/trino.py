@@ -187,7 +187,7 @@ def _write_certificate(settings: Settings) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "govlake (self-signed, loopback only)")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -258,27 +258,55 @@ def password_for(user: str, settings: Settings | None = None) -> str:
     return passwords[user]
 
 
+def keeper_pid_file(settings: Settings | None = None) -> Path:
+    """Where the rules keeper (``pipelines.serving.keeper``) keeps its pid."""
+    settings = settings or get_settings()
+    return Path(settings.trino_home) / "keeper.pid"
+
+
 def rules_path(settings: Settings | None = None) -> Path:
     settings = settings or get_settings()
     return _etc(settings) / "rules.json"
 
 
-def base_rules(owned: list[tuple[str, str]] = ()) -> dict:
+def base_rules(owned: list[tuple[str, str]] = (), departments: dict | None = None) -> dict:
     """Access rules before any grant: nobody writes data; everyone but the
     administrator sees nothing. The administrator (the account ``govlake
     publish`` uses) reads everything and owns exactly the ``owned`` tables and
     views, which registering and creating views need; any other name cannot
-    be created, so no CTAS can leave data in the lake through Trino."""
-    admin_tables = [{"user": f"^{ADMIN_USER}$", "catalog": CATALOG, "schema": f"^{schema}$", "table": f"^{table}$",
+    be created, so no CTAS can leave data in the lake through Trino.
+
+    Beyond tables (``departments``: the catalog's, to name governors):
+    - queries: a user sees and cancels only their own queries (Trino always
+      allows that); only the administrator sees or cancels anyone's, since a
+      query's text carries the ID numbers it looks up; governors read who ran
+      what in ``governance.query_audit`` instead, with those numbers masked;
+    - system information (``/v1/node``, ``/v1/thread``, JMX): the administrator;
+    - impersonation (``X-Trino-User`` other than the login): nobody;
+    - system and catalog session properties: the administrator only;
+    - procedures, table procedures (``ALTER TABLE ... EXECUTE``), functions'
+      ownership and authorization changes: the administrator only."""
+    admin = f"^{ADMIN_USER}$"
+    admin_tables = [{"user": admin, "catalog": CATALOG, "schema": f"^{schema}$", "table": f"^{table}$",
                      "privileges": ["SELECT", "OWNERSHIP", "GRANT_SELECT"]} for schema, table in owned]
     return {
-        "catalogs": [{"user": f"^{ADMIN_USER}$", "catalog": ".*", "allow": "all"},
+        "catalogs": [{"user": admin, "catalog": ".*", "allow": "all"},
                      {"catalog": CATALOG, "allow": "read-only"},
                      {"catalog": "system", "allow": "read-only"}],
-        "schemas": [{"user": f"^{ADMIN_USER}$", "owner": True}, {"owner": False}],
-        "procedures": [{"user": f"^{ADMIN_USER}$", "catalog": CATALOG, "schema": "system", "procedure": ".*",
+        "schemas": [{"user": admin, "owner": True}, {"owner": False}],
+        "queries": [{"user": admin, "allow": ["execute", "kill", "view"]},
+                    {"allow": ["execute"]}],
+        "system_information": [{"user": admin, "allow": ["read", "write"]}],
+        "impersonation": [{"original_user": ".*", "new_user": ".*", "allow": False}],
+        "system_session_properties": [{"user": admin, "property": ".*", "allow": True},
+                                      {"property": ".*", "allow": False}],
+        "catalog_session_properties": [{"user": admin, "catalog": ".*", "property": ".*", "allow": True},
+                                       {"catalog": ".*", "property": ".*", "allow": False}],
+        "procedures": [{"user": admin, "catalog": CATALOG, "schema": "system", "procedure": ".*",
                         "privileges": ["EXECUTE"]}],
-        "tables": admin_tables + [{"user": f"^{ADMIN_USER}$", "privileges": ["SELECT", "GRANT_SELECT"]}],
+        "authorization": [{"original_user": admin, "new_user": ".*", "allow": True},
+                          {"original_user": ".*", "new_user": ".*", "allow": False}],
+        "tables": admin_tables + [{"user": admin, "privileges": ["SELECT", "GRANT_SELECT"]}],
     }
 
 
@@ -310,6 +338,8 @@ def write_config(settings: Settings | None = None) -> Path:
         "config.properties": [
             "coordinator=true", "node-scheduler.include-coordinator=true",
             "http-server.http.enabled=false",
+            # no web UI: one surface fewer (the REST API and the CLI remain)
+            "web-ui.enabled=false",
             "http-server.https.enabled=true", f"http-server.https.port={port}",
             f"http-server.https.keystore.path={keystore}",
             "http-server.authentication.type=PASSWORD",
@@ -332,10 +362,17 @@ def write_config(settings: Settings | None = None) -> Path:
             "connector.name=delta_lake", "hive.metastore=file",
             f"hive.metastore.catalog.dir=local:///{METASTORE_DIR}",
             "fs.native-local.enabled=true", f"local.location={settings.local_lake_path()}",
-            "delta.register-table-procedure.enabled=true"],
+            "delta.register-table-procedure.enabled=true",
+            # Table statistics would give a town-scoped user plan estimates and
+            # SHOW STATS figures of the whole table, outside its row filter.
+            "delta.table-statistics-enabled=false", "delta.extended-statistics.enabled=false"],
     }
+    etc.chmod(0o700)
     for name, lines in files.items():
-        (etc / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        path = etc / name
+        path.touch(mode=0o600)
+        path.chmod(0o600)    # config.properties holds the internal shared secret, the listener's file a token
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     ensure_passwords(settings)
     if not rules_path(settings).exists():   # the administrator only, until `govlake access compile`
         write_rules(base_rules(), settings)
@@ -347,6 +384,7 @@ def write_rules(rules: dict, settings: Settings | None = None) -> Path:
     path = rules_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".json.partial")
+    partial.touch(mode=0o600)
     partial.write_text(json.dumps(rules, ensure_ascii=False, indent=2), encoding="utf-8")
     partial.replace(path)
     return path
@@ -515,5 +553,6 @@ def trino_down(settings: Settings | None = None) -> bool:
     """Stop the Trino started by ``trino_up`` (its process group, by its own pid)."""
 
     settings = settings or get_settings()
+    stop_process_group(keeper_pid_file(settings), grace_seconds=5)
     stop_receiver(settings)
     return stop_process_group(_pid_file(settings))

@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 from pipelines.lake.delta import read_table
 from pipelines.lake.paths import governance_path
 from pipelines.serving.access import explain
-from pipelines.serving.catalog import CatalogError
-from pipelines.serving.requests import decide_request, file_request, refresh_lists
+from pipelines.serving.catalog import CatalogError, load_catalog
+from pipelines.serving.requests import consent_request, decide_request, file_request, refresh_lists
 from pipelines.settings import get_settings
 
 
@@ -32,8 +32,16 @@ def test_request_approve_becomes_a_live_grant(spark, catalog_copy):
                            "《婚姻登记条例》第七条", date(2027, 12, 31), "clerk-wang", settings=settings)
     pending = read_table(spark, "demand_list", settings).where(F.col("request_id") == request["request_id"]).first()
     assert pending["status"] == "pending"
+    with pytest.raises(ValueError, match="needs the consent of psb"):
+        decide_request(spark, request["request_id"], True, "governor-li", "依法核验所需", settings)
+    with pytest.raises(ValueError, match="hrss_officer cannot consent.*belong to psb"):
+        consent_request(spark, request["request_id"], "hrss_officer", settings)
+    consented = consent_request(spark, request["request_id"], "psb_analyst", settings)
+    assert consented["consents"][0].startswith("bureau=psb by=psb_analyst at=")
     decided = decide_request(spark, request["request_id"], True, "governor-li", "依法核验所需", settings)
     assert decided["status"] == "approved" and decided["grant_file"].startswith("catalog/grants/dr-")
+    grant = next(g for g in load_catalog(settings).grants if g.source.startswith(decided["grant_file"]))
+    assert grant.consent == consented["consents"]
     after = explain("mca_officer", "silver.psb_hukou", settings, on=date(2026, 11, 29))
     assert after.columns["id_number"].state == "masked" and after.columns["full_name"].state == "full"
     assert "dr-" in after.columns["full_name"].reason

@@ -242,7 +242,8 @@ def test_trino_up_with_a_catalog_that_does_not_compile_narrows_to_administrator_
     command says why."""
     import shutil
 
-    from pipelines.serving.rules import compile_rules, trino_up_with_rules
+    from pipelines.serving.publish import trino_up_with_rules
+    from pipelines.serving.rules import compile_rules
     from pipelines.serving.trino import base_rules, query, rules_path
 
     settings, _, _ = empty_project_trino

@@ -3,9 +3,10 @@ masked or not, and which rows."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
-from pipelines.serving.access import decide
+from pipelines.serving.access import decide, mask_expression, pseudonym_expression, reversible_masks
 from pipelines.serving.catalog import Department, Grant, Resource, ResourceColumn
 from pipelines.serving.trino import ADMIN_USER
 
@@ -165,3 +166,96 @@ def test_a_town_department_sees_nothing_of_a_table_without_a_town_column():
     decision = decide("nancheng_officer", NO_TOWN, DEPARTMENTS, grants, ON)
     assert states(decision) == {"id_number": "denied", "remark": "denied"}
     assert decision.row_filter is None and not decision.readable
+
+
+# ------------------------------------------------------------------ masks that cannot be undone (issue 13)
+
+LIBRARY = Resource(resource_id="base.people", code="DG-BASE-PEOPLE", name="people", provider="市政务服务数据管理局",
+                   owner_bureau="dsj", description="test", update_cadence="每日", format="delta", columns=[
+    dataclasses.replace(column("person_id", "conditional", "sensitive_personal", "id_number"), owner_bureau="psb"),
+    dataclasses.replace(column("full_name", "conditional"), owner_bureau="psb"),
+    dataclasses.replace(column("full_name_source", "conditional", kind="code"), owner_bureau="psb",
+                        follows=["full_name", "death_date"]),
+    dataclasses.replace(column("birth_date", "conditional", kind="date"), owner_bureau="psb"),
+    dataclasses.replace(column("ethnicity", "not_shared", "sensitive_personal"), owner_bureau="psb"),
+    dataclasses.replace(column("death_date", "conditional", kind="date"), owner_bureau="mca"),
+    dataclasses.replace(column("death_date_source", "conditional", kind="code"), owner_bureau="mca",
+                        follows=["death_date"]),
+    dataclasses.replace(column("is_deceased", "conditional", "sensitive_personal", "boolean"),
+                        derived_from=["death_date"]),
+    column("town_code", "unconditional", "general", "town_code", town=True),
+    column("valid_from", "conditional", "sensitive_personal", "timestamp"),
+    column("is_current", "unconditional", "general", "boolean"),
+])
+LIBRARY.columns[9].follows = ["full_name", "birth_date", "ethnicity", "death_date"]
+DEPARTMENTS_WITH_CURATOR = DEPARTMENTS | {"dsj": Department("dsj", "数据局", "dsj", None, ["governor_li"], "governor"),
+                                          "mca": Department("mca", "民政局", "mca", None, ["mca_officer"])}
+
+
+def test_provenance_is_shown_no_more_than_what_it_gives_away():
+    grants = [grant("hrss", "base.people", ["person_id", "full_name", "full_name_source", "death_date_source"])]
+    shown = states(decide("hrss_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, grants, ON))
+    assert shown["full_name"] == "full" and shown["death_date"] == "denied"
+    # granted by name, but full_name_source would say "mca.death" for the dead, and death_date_source who died
+    assert shown["full_name_source"] == "denied" and shown["death_date_source"] == "denied"
+    assert shown["person_id"] == "masked"
+
+
+def test_hidden_versions_show_only_current_rows():
+    decision = decide("hrss_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, [grant("hrss", "base.people", ["full_name"])], ON)
+    assert decision.columns["valid_from"].state == "denied" and decision.row_filter == '"is_current"'
+    nancheng = decide("nancheng_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR,
+                      [grant("nancheng", "base.people", ["full_name"])], ON)
+    assert nancheng.row_filter == f"(\"town_code\" = '{NANCHENG}') and (\"is_current\")"
+
+
+def test_a_bureau_reads_its_own_values_in_a_library_and_the_curator_only_what_is_shared():
+    psb = states(decide("psb_analyst", LIBRARY, DEPARTMENTS_WITH_CURATOR, [], ON))
+    assert psb["person_id"] == psb["ethnicity"] == psb["full_name"] == "full"
+    assert psb["death_date"] == psb["is_deceased"] == "denied"
+    curator = states(decide("governor_li", LIBRARY, DEPARTMENTS_WITH_CURATOR, [], ON))
+    assert curator["person_id"] == curator["ethnicity"] == curator["death_date"] == "denied"
+    assert curator["is_deceased"] == "denied"          # computed from mca's data: not the curator's own
+    mca = states(decide("mca_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, [], ON))
+    assert mca["death_date"] == mca["death_date_source"] == "full" and mca["person_id"] == "denied"
+    with_grant = [grant("hrss", "base.people", ["ethnicity"])]       # not shared stays not shared
+    assert states(decide("hrss_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, with_grant, ON))["ethnicity"] == "denied"
+
+
+def test_a_masked_derived_column_beside_its_basis_is_refused_naming_the_grant():
+    grants = [grant("hrss", "base.people", ["death_date", "is_deceased"], source="catalog/grants/x.yaml:7")]
+    decision = decide("hrss_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, grants, ON)
+    (problem,) = reversible_masks(decision, LIBRARY)
+    assert "catalog/grants/x.yaml:7" in problem and "death_date" in problem and "is_deceased (masked)" in problem
+    fixed = [grant("hrss", "base.people", ["death_date", "is_deceased"], unmasked=["is_deceased"])]
+    assert reversible_masks(decide("hrss_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, fixed, ON), LIBRARY) == []
+    # the owner of the basis knows it anyway: nothing to refuse
+    assert reversible_masks(decide("mca_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, [], ON), LIBRARY) == []
+
+
+def test_a_full_id_number_beside_a_hidden_birth_date_is_refused():
+    grants = [grant("hrss", "base.people", ["person_id", "full_name"], unmasked=["person_id"], source="g.yaml:3")]
+    (problem,) = reversible_masks(decide("hrss_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, grants, ON), LIBRARY)
+    assert "g.yaml:3" in problem and "person_id" in problem and "birth_date (denied)" in problem
+    grants = [grant("hrss", "base.people", ["person_id", "birth_date"], unmasked=["person_id"])]
+    assert reversible_masks(decide("hrss_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, grants, ON), LIBRARY) == []
+
+
+def test_row_scope_all_widens_a_town_and_the_narrowest_scope_wins():
+    wide = Grant(department="nancheng", resource=REGISTER.resource_id, columns=["full_name"], purpose="p",
+                 legal_basis="l", expires=date(2027, 1, 1), approver="a", row_scope="all", source="w.yaml:1")
+    assert decide("nancheng_officer", REGISTER, DEPARTMENTS, [wide], ON).row_filter is None
+    narrow = dataclasses.replace(wide, columns=["phone"], row_scope="own_town", source="n.yaml:1")
+    assert decide("nancheng_officer", REGISTER, DEPARTMENTS, [wide, narrow], ON).row_filter == \
+        f"\"town_code\" = '{NANCHENG}'"
+    # no town column, but every grant read under says all: the whole table
+    assert decide("nancheng_officer", NO_TOWN, DEPARTMENTS,
+                  [dataclasses.replace(wide, resource=NO_TOWN.resource_id, columns=["remark"])], ON).readable
+
+
+def test_pseudonyms_differ_by_department_and_never_hold_the_key():
+    assert pseudonym_expression('"x"', "hrss") != pseudonym_expression('"x"', "edu")
+    assert "vault.pseudonym_key" in pseudonym_expression('"x"', "hrss")
+    masked = decide("hrss_officer", REGISTER, DEPARTMENTS, [grant("hrss", REGISTER.resource_id, ["id_number"])], ON)
+    assert masked.columns["id_number"].state == "masked"
+    assert mask_expression(REGISTER.column("id_number"), "hrss") == pseudonym_expression('"id_number"', "hrss")

@@ -1,0 +1,125 @@
+"""The audit receiver accepts only Trino: a post without the token from
+``receiver.token`` (or with a body that is not an event) is refused, recorded
+in ``rejected-events.jsonl`` and never reaches the events file."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.client
+import json
+import socket
+import stat
+
+import pytest
+
+from pipelines.serving.audit import (
+    REJECTED_EVENTS,
+    TOKEN_HEADER,
+    audit_dir,
+    listener_properties,
+    read_audit_events,
+    receiver_token,
+    start_receiver,
+    stop_receiver,
+    token_path,
+)
+from pipelines.settings import get_settings
+from tests.unit.serving.test_audit_events import GOOD
+
+
+def _free_port_pair() -> int:
+    """A port p with p + 1 free (the receiver listens on Trino's port + 1)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port > 1024:
+            return port - 1
+    raise RuntimeError("no free port")
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    settings = dataclasses.replace(get_settings(), home=str(tmp_path / "lake"), trino_home=tmp_path / "trino",
+                                   trino_port=_free_port_pair())
+    start_receiver(settings)
+    yield settings
+    stop_receiver(settings)
+
+
+def _post(settings, body: bytes, token: str | None, path: str = "/events") -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", settings.trino_port + 1, timeout=10)
+    headers = {"Content-Type": "application/json"} | ({TOKEN_HEADER: token} if token is not None else {})
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def _rejected(settings) -> list[dict]:
+    path = audit_dir(settings) / REJECTED_EVENTS
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+
+
+def test_the_listener_sends_the_token_kept_in_a_file_only_its_owner_reads(tmp_path):
+    settings = dataclasses.replace(get_settings(), home=str(tmp_path / "lake"), trino_home=tmp_path / "trino")
+    lines = listener_properties(settings)
+    token = receiver_token(settings)
+    assert f"http-event-listener.connect-http-headers={TOKEN_HEADER}:{token}" in lines
+    assert stat.S_IMODE(token_path(settings).stat().st_mode) == 0o600
+    assert receiver_token(settings) == token   # created once
+    assert any(line.endswith(f":{settings.trino_port + 1}/events") for line in lines)
+
+
+def test_a_post_without_the_right_token_is_refused_and_recorded(receiver):
+    event = json.dumps(GOOD[0]).encode()
+    assert _post(receiver, event, token=None) == 401
+    assert _post(receiver, event, token="0" * 64) == 401
+    assert _post(receiver, event, token="") == 401
+
+    rejected = _rejected(receiver)
+    assert [r["reason"] for r in rejected] == [f"no {TOKEN_HEADER}", f"wrong {TOKEN_HEADER}", f"no {TOKEN_HEADER}"]
+    assert {r["status"] for r in rejected} == {401} and {r["client_address"] for r in rejected} == {"127.0.0.1"}
+    assert rejected[0]["body_sha256"] == hashlib.sha256(event).hexdigest()
+    assert rejected[0]["body_start"] == event.decode()[:500] and rejected[0]["received_at"]
+    assert "0" * 64 not in json.dumps(rejected)   # a guessed token is not written down
+    assert not list(audit_dir(receiver).glob("events-*.jsonl"))
+    assert read_audit_events(receiver, {}).rows == {}
+
+
+def test_a_body_that_is_not_an_event_is_refused_even_with_the_token(receiver):
+    token = receiver_token(receiver)
+    assert _post(receiver, b"not json at all" * 100, token) == 400
+    assert _post(receiver, json.dumps({"metadata": {"queryState": "FINISHED"}}).encode(), token) == 400
+    assert _post(receiver, json.dumps(GOOD[0]).encode(), token, path="/elsewhere") == 404
+    rejected = _rejected(receiver)
+    assert [r["reason"] for r in rejected] == ["not JSON", "missing metadata.queryId", "not /events"]
+    assert len(rejected[0]["body_start"]) == 500
+    assert not list(audit_dir(receiver).glob("events-*.jsonl"))
+
+
+def test_trinos_post_is_accepted_also_after_a_restart_with_the_earlier_token(receiver):
+    token = receiver_token(receiver)
+    assert _post(receiver, json.dumps(GOOD[0]).encode(), token) == 200
+    stop_receiver(receiver)
+    start_receiver(receiver)   # the token file exists from before
+    assert receiver_token(receiver) == token
+    assert _post(receiver, json.dumps(GOOD[1]).encode(), token) == 200
+    assert _post(receiver, json.dumps(GOOD[1]).encode(), token + "0") == 401
+    events = read_audit_events(receiver, {})
+    assert sorted(events.rows) == sorted(e["metadata"]["queryId"] for e in GOOD)
+    assert [r["reason"] for r in _rejected(receiver)] == [f"wrong {TOKEN_HEADER}"]
+
+
+def test_a_receiver_older_than_its_token_file_is_restarted_with_the_new_token(receiver):
+    old = receiver_token(receiver)
+    first = start_receiver(receiver)
+    assert start_receiver(receiver) == first   # nothing changed: kept
+    token_path(receiver).unlink()              # e.g. removed by hand; the next `trino up` writes a new one
+    new = listener_properties(receiver)[-2].rsplit(":", 1)[1]
+    second = start_receiver(receiver)
+    assert second != first and new != old and new == receiver_token(receiver)
+    assert _post(receiver, json.dumps(GOOD[0]).encode(), new) == 200
+    assert _post(receiver, json.dumps(GOOD[0]).encode(), old) == 401
