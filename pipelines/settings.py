@@ -117,6 +117,15 @@ class Settings:
         return Path(self.home.removeprefix("file://")).joinpath(*parts)
 
 
+def _today(text: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"GOVLAKE_TODAY={text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def _parse_extra_conf(text: str) -> dict[str, str]:
     """``GOVLAKE_SPARK_CONF="k1=v1,k2=v2"`` passes extra Spark settings."""
     conf = {}
@@ -152,7 +161,7 @@ def get_settings() -> Settings:
         gate_pandas_max_rows=int(_env("GOVLAKE_GATE_PANDAS_MAX_ROWS", "5000000")),
         extra_spark_conf=_parse_extra_conf(os.environ.get("GOVLAKE_SPARK_CONF", "")),
         crash_at=_env("GOVLAKE_CRASH_AT", "") or None,
-        today=date.fromisoformat(_env("GOVLAKE_TODAY", "")) if _env("GOVLAKE_TODAY", "") else None,
+        today=_today(_env("GOVLAKE_TODAY", "")),
         rules_refresh_seconds=int(_env("GOVLAKE_RULES_REFRESH_SECONDS", "60")),
     )
 

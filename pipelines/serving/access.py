@@ -47,6 +47,7 @@ from pipelines.serving.trino import ADMIN_USER, CATALOG
 from pipelines.settings import Settings, get_settings
 
 STATE_ORDER = ("full", "masked", "denied")
+PHONE_MASK = "concat(substr({value}, 1, 3), '****', substr({value}, 8, 4))"     # keeps the first 3 and last 4
 # What an 18-character ID number gives away about its holder (GB 11643):
 # digits 7-14 are the birth date, the 17th the gender.
 ID_NUMBER_REVEALS = ("birth_date", "gender")
@@ -95,7 +96,7 @@ def mask_expression(column, department: str | None = None) -> str:
             raise ValueError(f"masking ID column {column.name} needs the reader's department")
         return pseudonym_expression(name, department)
     if kind == "phone":
-        return f"concat(substr({name}, 1, 3), '****', substr({name}, 8, 4))"
+        return PHONE_MASK.format(value=name)
     if column.type in ("string", "code", "enum", "town_name", "town_code", "uscc"):
         return "'******'"
     return "null"
@@ -135,7 +136,7 @@ def decide(user: str, resource: Resource, departments: dict[str, Department], gr
         return decision
     if department.bureau and department.bureau == resource.owner_bureau \
             and not any(c.owner_bureau not in (None, department.bureau) for c in resource.columns):
-        decision.columns = {c.name: ColumnDecision("full", f"owner bureau {department.bureau}")
+        decision.columns = {c.name: ColumnDecision("full", f"owner bureau {department.bureau}", owned=True)
                             for c in resource.columns}
         decision.reason = f"{department.name} owns {resource.resource_id}"
         return decision
@@ -176,12 +177,19 @@ def decide(user: str, resource: Resource, departments: dict[str, Department], gr
     for column in resource.columns:          # provenance is shown no more than what it gives away
         if not column.follows:
             continue
-        state = _strictest(*(decision.columns[name].state for name in column.follows))
-        stricter = [name for name in column.follows if decision.columns[name].state == state]
-        first = decision.columns[stricter[0]]
-        decision.columns[column.name] = ColumnDecision(
-            state, f"gives away {', '.join(stricter[:3])}{' and others' if len(stricter) > 3 else ''}: "
-                   f"{first.reason}", first.grant)
+        if len(column.follows) == 1:         # X_source, X_load_id: read with X, under X's grant
+            followed = decision.columns[column.follows[0]]
+            decision.columns[column.name] = ColumnDecision(
+                followed.state, f"where {column.follows[0]} came from: {followed.reason}", followed.grant,
+                followed.owned)
+            continue
+        own = decision.columns[column.name]  # known_to, record_hash, ...: its own grant, and all it gives away
+        state = _strictest(own.state, *(decision.columns[name].state for name in column.follows))
+        if state != own.state:
+            stricter = [name for name in column.follows if decision.columns[name].state == state]
+            decision.columns[column.name] = ColumnDecision(
+                state, f"gives away {', '.join(stricter[:3])}{' and others' if len(stricter) > 3 else ''}: "
+                       f"{decision.columns[stricter[0]].reason}", own.grant)
     filters = []
     if department.town_code:
         scopes = {g.scope_for(department) for g in live if g.source in used}
@@ -207,10 +215,13 @@ def decide(user: str, resource: Resource, departments: dict[str, Department], gr
     return decision
 
 
-def reversible_masks(decision: TableDecision, resource: Resource) -> list[str]:
+def reversible_masks(decision: TableDecision, resource: Resource,
+                     person: TableDecision | None = None) -> list[str]:
     """Why a masked or hidden value of ``decision`` could be worked out from
     what it shows, one sentence per problem naming the grant and the columns;
-    [] when there is none."""
+    [] when there is none. ``person``: the same user's decision on the
+    population library, which says whether a full ID number in a table
+    without a birth date or gender column gives away ones the user is denied."""
     problems = []
     states = decision.columns
 
@@ -233,13 +244,18 @@ def reversible_masks(decision: TableDecision, resource: Resource) -> list[str]:
         if MASKED_TYPES.get(column.type) != "id_number" or column.type == "id_or_uscc" \
                 or states[column.name].state != "full" or states[column.name].owned:
             continue
-        hidden = [name for name in ID_NUMBER_REVEALS if resource.column(name) is not None
-                  and states[name].state != "full"]
+        hidden = {}
+        for name in ID_NUMBER_REVEALS:
+            if resource.column(name) is not None:
+                if states[name].state != "full":
+                    hidden[name] = states[name].state
+            elif person is not None and name in person.columns and person.columns[name].state != "full":
+                hidden[name] = f"{person.columns[name].state} in {person.resource}"
         if hidden:
             problems.append(
                 f"{shown_under(column.name)} shows {column.name} of {resource.resource_id} to {decision.user} in "
                 f"full, and an ID number gives away {', '.join(hidden)} "
-                f"({', '.join(states[n].state for n in hidden)}): grant {', '.join(hidden)} too, or leave "
+                f"({', '.join(hidden.values())}): grant {', '.join(hidden)} too, or leave "
                 f"{column.name} masked")
     return problems
 

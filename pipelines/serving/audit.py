@@ -501,10 +501,11 @@ def request_log_dir(settings: Settings) -> Path:
 # them is audited only when refused (401/403). Everything else is audited.
 # The statement protocol (its queries are audited as query events) is never a
 # separate row; the cluster's own traffic is not audited when it comes from the
-# cluster (no user agent, or the node's own): a client calling /v1/status sees
-# other users' running query ids there, and is audited.
+# cluster (no user agent, or the node's own; a client can claim those, so only
+# paths that hold nothing a department could want are left to that test).
+# /v1/status, which shows other users' running query ids, is always audited.
 UNAUDITED_PATHS = ("/v1/statement", "/v1/spooled")
-INTERNAL_PATHS = ("/v1/task", "/v1/announcement", "/v1/memory", "/v1/info/state", "/v1/service", "/v1/status")
+INTERNAL_PATHS = ("/v1/task", "/v1/announcement", "/v1/memory", "/v1/info/state", "/v1/service")
 INTERNAL_AGENTS = re.compile(r"^(null|govlake-coordinator-\d+)?$")
 
 

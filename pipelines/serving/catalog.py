@@ -79,6 +79,16 @@ class Resource:
     def column(self, name: str) -> ResourceColumn | None:
         return next((c for c in self.columns if c.name == name), None)
 
+    def value_owners(self, name: str) -> set[str]:
+        """The bureaus whose data column ``name`` holds or gives away: its own
+        feed's bureau, or for a derived or provenance column those of the
+        columns it is computed from or follows."""
+        column = self.column(name)
+        basis = column.derived_from or column.follows
+        if basis and name not in basis:
+            return set().union(*(self.value_owners(other) for other in basis))
+        return {column.owner_bureau or self.owner_bureau}
+
     @property
     def town_column(self) -> ResourceColumn | None:
         return next((c for c in self.columns if c.town_column), None)

@@ -67,6 +67,7 @@ from datetime import date
 from functools import cached_property
 from pathlib import Path
 
+from pipelines.serving.access import PHONE_MASK, STATE_ORDER, decide, pseudonym_expression
 from pipelines.serving.catalog import Catalog, Department, Resource
 from pipelines.serving.trino import ADMIN_USER, CATALOG
 from pipelines.settings import PROJECT_ROOT
@@ -112,7 +113,7 @@ def id_mask(value_sql: str) -> str:
 
 
 def phone_mask(value_sql: str) -> str:
-    return f"concat(substr({value_sql}, 1, 3), '****', substr({value_sql}, 8, 4))"
+    return PHONE_MASK.format(value=value_sql)
 
 
 def header_key(text: str) -> str:
@@ -132,8 +133,7 @@ def _case(subject: str, branches: list[tuple[str, str]], default: str) -> str:
 
 
 def _strictest(*states: str) -> str:
-    order = ("full", "masked", "denied")
-    return max(states, key=order.index)
+    return max(states, key=STATE_ORDER.index)
 
 
 class _Reader:
@@ -186,10 +186,9 @@ class _Reader:
 
     def states(self, resource: Resource) -> dict[str, str]:
         """Column -> full | masked | denied for this reader without any grant."""
-        from pipelines.serving.access import decide
-
         if resource.resource_id not in self._states:
-            decision = decide(self.user, resource, self.catalog.departments, [], date.today())
+            # no grants, so no date matters: what a department without a grant sees
+            decision = decide(self.user, resource, self.catalog.departments, [], date.min)
             self._states[resource.resource_id] = {n: d.state for n, d in decision.columns.items()}
         return self._states[resource.resource_id]
 
@@ -249,8 +248,6 @@ class _Reader:
     def key_value(self, library: str, value_sql: str) -> tuple[str, bool]:
         """A library key outside a lambda: in full if the reader may see it,
         else the reader's pseudonym. Returns (sql, needs the pseudonym key)."""
-        from pipelines.serving.access import pseudonym_expression
-
         spec = self.libraries.get(library)
         state, _ = self.library_column(library, spec.key if spec else "")
         if state == "full":
@@ -270,8 +267,6 @@ class _Reader:
         """``value_sql`` (a library key) per library: shown where the reader may
         see the key, else (one expression for every other library, and for an
         unknown one) the reader's pseudonym."""
-        from pipelines.serving.access import pseudonym_expression
-
         shown = sorted(lib for lib in self.libraries if not self.key_value(lib, value_sql)[1])
         pseudonym = pseudonym_expression(value_sql, self.department.code)
         if not shown:
@@ -452,7 +447,17 @@ class _Reader:
         rules = [self.rule(table, row_filter=mine) for table in DEPARTMENT_TABLES]
         if not self.owns_feeds:
             return rules
-        rules += [self.rule(table, row_filter=self.owns('"feed"')) for table in FEED_OWNED_TABLES]
+        # A bureau's own rows, in full, except the library keys in them that did not
+        # come from its own delivery: a key found by matching, and the candidate
+        # keys of a record left for review, are other people's IDs from the library.
+        key, key_needs = self.pseudonymised_key('"library"', '"key"')
+        matched_key = f"CASE WHEN \"method\" = 'key' THEN \"key\" ELSE {key} END"
+        branches = [(library, f"transform(\"candidate_keys\", gs -> {self.key_in_lambda(library, 'gs')})")
+                    for library in sorted(self.libraries)]
+        candidates = _case('"library"', branches, f"transform(\"candidate_keys\", gs -> {id_mask('gs')})")
+        masked = {"entity_links": [self.mask("key", matched_key, key_needs)],
+                  "match_review": [self.mask("candidate_keys", candidates)]}
+        rules += [self.rule(table, masked.get(table), row_filter=self.owns('"feed"')) for table in FEED_OWNED_TABLES]
         own_conflict = self.owns_conflict()
         rules.append(self.rule("conflicts", self.conflict_value_masks(), own_conflict))
         return rules

@@ -91,7 +91,10 @@ def keep(settings: Settings | None = None, passes: int | None = None) -> None:
     done = 0
     while passes is None or done < passes:
         started = time.monotonic()
-        keeper.refresh()
+        try:
+            keeper.refresh()
+        except Exception:   # one bad pass (a full disk, a vanished file) must not end the keeping
+            log.exception("the keeper's pass failed; the next one retries")
         done += 1
         if passes is None or done < passes:
             time.sleep(max(1.0, settings.rules_refresh_seconds - (time.monotonic() - started)))

@@ -22,7 +22,7 @@ from trino.exceptions import TrinoUserError
 
 from pipelines.serving.audit import ensure_audit_table
 from pipelines.serving.catalog import CatalogError, load_catalog
-from pipelines.serving.keeper import start_keeper
+from pipelines.serving.keeper import start_keeper, stop_keeper
 from pipelines.serving.pseudonyms import ensure_pseudonym_key
 from pipelines.serving.rules import build_rules, compile_rules
 from pipelines.serving.tables import SCHEMAS, discover_tables, publishable_names, view_files
@@ -128,6 +128,16 @@ def trino_up_with_rules(settings: Settings | None = None) -> dict:
     ``rules_error`` rather than stopping the server."""
     settings = settings or get_settings()
     status = trino_up(settings)
+    # a keeper from before would remember a catalog that compiled then: this start decides afresh
+    stop_keeper(settings)
+    try:
+        _rules_and_tables(settings, status)
+    finally:
+        status["keeper_pid"] = start_keeper(settings)
+    return status
+
+
+def _rules_and_tables(settings: Settings, status: dict) -> None:
     ensure_audit_table(settings)
     ensure_pseudonym_key(settings)
     try:
@@ -145,5 +155,3 @@ def trino_up_with_rules(settings: Settings | None = None) -> dict:
     else:
         status["published"] = _published(publish(settings))      # compiles the rules first if it must
         status["rules"] = compile_rules(settings)
-    status["keeper_pid"] = start_keeper(settings)
-    return status

@@ -42,8 +42,9 @@ def _upsert_demand(spark, row: dict, settings: Settings) -> None:
     if not delta_exists(spark, path):
         frame.write.format("delta").save(path)
         return
+    # with schema evolution: a demand list written before ``consents`` existed gains the column
     (DeltaTable.forPath(spark, path).alias("t").merge(frame.alias("s"), "t.request_id = s.request_id")
-     .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+     .whenMatchedUpdateAll().whenNotMatchedInsertAll().withSchemaEvolution().execute())
 
 
 def file_request(spark, department: str, resource: str, columns: list[str], purpose: str, legal_basis: str,
@@ -73,7 +74,7 @@ def file_request(spark, department: str, resource: str, columns: list[str], purp
 def owning_bureaus(catalog, resource: str, columns: list[str]) -> list[str]:
     """The bureaus whose data the requested columns are: each must consent."""
     found = catalog.resources[resource]
-    return sorted({(found.column(c).owner_bureau or found.owner_bureau) for c in columns})
+    return sorted(set().union(*(found.value_owners(c) for c in columns)))
 
 
 def _pending(spark, request_id: str, settings: Settings) -> dict:

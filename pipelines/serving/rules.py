@@ -14,6 +14,7 @@ from pipelines.serving.trino import ADMIN_USER, CATALOG, base_rules, ensure_pass
 from pipelines.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+PERSON_LIBRARY = "base.population"      # where a department's right to birth dates and genders is judged
 
 
 def table_rule(decision: TableDecision, resource: Resource) -> dict:
@@ -44,16 +45,18 @@ def build_rules(catalog: Catalog, on: date, owned: list[tuple[str, str]] = ()) -
     ``owned``: the tables and views the administrator may register or create.
     Raises ``CatalogError`` naming the grants and columns when a grant
     combination would let a user undo a mask (``reversible_masks``)."""
-    rules = base_rules(owned, catalog.departments)
+    rules = base_rules(owned)
     tables = rules["tables"]
     problems = []
     for department in catalog.departments.values():
         for user in department.users:
             tables.extend(governance_rules(catalog, department, user))
+            population = catalog.resources.get(PERSON_LIBRARY)
+            person = decide(user, population, catalog.departments, catalog.grants, on) if population else None
             for resource in catalog.resources.values():
                 decision = decide(user, resource, catalog.departments, catalog.grants, on)
                 if decision.readable:
-                    problems += reversible_masks(decision, resource)
+                    problems += reversible_masks(decision, resource, person)
                     tables.append(table_rule(decision, resource))
     if problems:
         raise CatalogError("a mask could be undone:\n  " + "\n  ".join(problems))

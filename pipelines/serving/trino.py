@@ -269,14 +269,14 @@ def rules_path(settings: Settings | None = None) -> Path:
     return _etc(settings) / "rules.json"
 
 
-def base_rules(owned: list[tuple[str, str]] = (), departments: dict | None = None) -> dict:
+def base_rules(owned: list[tuple[str, str]] = ()) -> dict:
     """Access rules before any grant: nobody writes data; everyone but the
     administrator sees nothing. The administrator (the account ``govlake
     publish`` uses) reads everything and owns exactly the ``owned`` tables and
     views, which registering and creating views need; any other name cannot
     be created, so no CTAS can leave data in the lake through Trino.
 
-    Beyond tables (``departments``: the catalog's, to name governors):
+    Beyond tables:
     - queries: a user sees and cancels only their own queries (Trino always
       allows that); only the administrator sees or cancels anyone's, since a
       query's text carries the ID numbers it looks up; governors read who ran

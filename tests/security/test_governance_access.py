@@ -198,7 +198,7 @@ def test_a_bureau_reads_its_own_scorecard_and_the_governor_every_bureaus(secured
     columns = "bureau, feed, last_load_id, validity, uniqueness, timeliness"
     own = run_as(secured_lake, "psb_analyst", f"select {columns} from lake.governance.bureau_scorecard")
     assert own == [["psb", "psb.hukou", "L-HUKOU-1", 0.7, 1.0, "on_time"]]
-    every = run_as(secured_lake, "governor_li", f"select bureau, feed from lake.governance.bureau_scorecard order by 1")
+    every = run_as(secured_lake, "governor_li", "select bureau, feed from lake.governance.bureau_scorecard order by 1")
     assert every == [["hrss", "hrss.social_insurance"], ["psb", "psb.hukou"]]
     with pytest.raises(trino.exceptions.TrinoUserError, match="Access Denied"):
         run_as(secured_lake, "nancheng_officer", "select * from lake.governance.bureau_scorecard")

@@ -55,9 +55,7 @@ def test_an_expired_grant_stops_working_within_the_refresh_period(secured_lake, 
     time.sleep(secured_lake.rules_refresh_seconds + 7)
     assert _can_read(secured_lake, "nancheng_officer", sql)
     keeper_at(grant.expires + timedelta(days=1))   # the day after: gone, with nobody doing anything
-    waited = _eventually(lambda: not _can_read(secured_lake, "nancheng_officer", sql),
-                         secured_lake.rules_refresh_seconds + 15)
-    assert waited <= secured_lake.rules_refresh_seconds + 15
+    _eventually(lambda: not _can_read(secured_lake, "nancheng_officer", sql), secured_lake.rules_refresh_seconds + 15)
     # unconditional columns stay
     assert _can_read(secured_lake, "nancheng_officer", "select town_name from lake.silver.psb_residence_permit")
 

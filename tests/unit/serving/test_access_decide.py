@@ -199,6 +199,11 @@ def test_provenance_is_shown_no_more_than_what_it_gives_away():
     # granted by name, but full_name_source would say "mca.death" for the dead, and death_date_source who died
     assert shown["full_name_source"] == "denied" and shown["death_date_source"] == "denied"
     assert shown["person_id"] == "masked"
+    # a column that follows many is never widened by them: without its own grant it stays hidden
+    everything = [grant("hrss", "base.people", ["person_id", "full_name", "birth_date", "death_date"])]
+    widened = states(decide("hrss_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, everything, ON))
+    assert widened["full_name_source"] == "denied" and widened["valid_from"] == "denied"
+    assert widened["death_date_source"] == "full"          # read with death_date, under its grant
 
 
 def test_hidden_versions_show_only_current_rows():
@@ -259,3 +264,16 @@ def test_pseudonyms_differ_by_department_and_never_hold_the_key():
     masked = decide("hrss_officer", REGISTER, DEPARTMENTS, [grant("hrss", REGISTER.resource_id, ["id_number"])], ON)
     assert masked.columns["id_number"].state == "masked"
     assert mask_expression(REGISTER.column("id_number"), "hrss") == pseudonym_expression('"id_number"', "hrss")
+
+
+def test_a_full_id_number_in_a_table_without_a_birth_date_is_judged_by_the_population_library():
+    deaths = resource("silver.mca_deaths", [column("id_number", "conditional", "sensitive_personal", "id_number"),
+                                            column("death_date", "conditional", kind="date")], owner="mca")
+    grants = [grant("hrss", "silver.mca_deaths", ["id_number"], unmasked=["id_number"], source="d.yaml:2")]
+    decision = decide("hrss_officer", deaths, DEPARTMENTS_WITH_CURATOR, grants, ON)
+    person = decide("hrss_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR, [], ON)        # no birth date granted
+    (problem,) = reversible_masks(decision, deaths, person)
+    assert "d.yaml:2" in problem and "birth_date (denied in base.people)" in problem
+    granted = decide("hrss_officer", LIBRARY, DEPARTMENTS_WITH_CURATOR,
+                     [grant("hrss", "base.people", ["birth_date"])], ON)
+    assert reversible_masks(decision, deaths, granted) == []

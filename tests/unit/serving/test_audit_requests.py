@@ -48,7 +48,7 @@ NOT_AUDITED = [
             "159", "HTTP/1.1", "13", "146"]),
     T.join(["2026-12-03T19:00:45.955Z", "127.0.0.1", "GET", "/v1/service/trino/general", "null",
             "govlake-coordinator-1", "200", "0", "39", "195", "HTTP/1.1", "8", "186"]),
-    T.join(["2026-12-03T19:17:27.585Z", "127.0.0.1", "GET", "/v1/status", "null", "null", "200", "0", "594",
+    T.join(["2026-12-03T19:17:27.585Z", "127.0.0.1", "GET", "/v1/memory", "null", "null", "200", "0", "594",
             "5", "HTTP/1.1", "0", "5"]),
 ]
 # a client (not the cluster) reading /v1/status sees other users' running query ids: audited
@@ -56,9 +56,10 @@ STATUS_BY_A_CLIENT = T.join(["2026-12-03T19:17:27.585Z", "127.0.0.1", "GET", "/v
                              "200", "0", "594", "5", "HTTP/1.1", "0", "5"])
 
 
-def test_a_client_reading_the_cluster_status_is_audited():
+def test_a_client_reading_the_cluster_status_is_audited_whatever_agent_it_claims():
     row = request_row(STATUS_BY_A_CLIENT)
     assert row["http_uri"] == "/v1/status" and row["source"] == "curl/7.88.1" and not row["access_denied"]
+    assert request_row(STATUS_BY_A_CLIENT.replace("curl/7.88.1", "null"))["http_uri"] == "/v1/status"
 
 
 def test_a_failed_login_is_audited_with_its_status_address_and_time():

@@ -94,11 +94,26 @@ def test_owner_bureau_reads_its_own_rows_in_full(catalog):
     for table in FEED_OWNED_TABLES:
         rule = rules[table]
         assert rule["filter"] == "coalesce(split_part(\"feed\", '.', 1) = 'psb', false)", table
-        assert rule["columns"] == [], f"{table}: psb's own rows are not masked"
+        if table not in ("entity_links", "match_review"):
+            assert rule["columns"] == [], f"{table}: psb's own rows are not masked"
         assert rule["privileges"] == ["SELECT"] and rule["schema"] == "^governance$"
     for table in DEPARTMENT_TABLES:
         assert rules[table]["filter"] == "\"department\" = 'psb'"
         assert rules[table]["columns"] == []
+
+
+def test_owner_rows_do_not_hand_over_other_peoples_library_keys(catalog):
+    """民政局 owns its death records' links and reviews, but a key found by
+    matching and the candidate keys of a review are IDs from the population
+    library, which it is not granted: pseudonyms and masks, not IDs."""
+    mca = rules_of(catalog, "mca_officer")
+    key = masks(mca["entity_links"])["key"]
+    assert key["mask"].startswith("CASE WHEN \"method\" = 'key' THEN \"key\" ELSE ")
+    assert "pseudonym_key" in key["mask"] and key["mask_environment"] == {"user": "govlake"}
+    candidates = masks(mca["match_review"])["candidate_keys"]["mask"]
+    assert "'population'" in candidates and "'************'" in candidates
+    psb = masks(rules_of(catalog, "psb_analyst")["entity_links"])["key"]["mask"]
+    assert re.search(r"WHEN \"library\" IN \([^)]*'population'", psb)        # psb sees the population key in full
 
 
 def test_owner_reads_conflicts_of_its_feeds_with_the_other_side_masked(catalog):
