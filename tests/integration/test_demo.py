@@ -89,10 +89,12 @@ def test_every_demo_query_is_in_the_audit_with_its_principal(demo_run):
     from pipelines.serving.audit import verify_audit
 
     summary, settings = demo_run
-    assert summary["audit"]["verified"] and summary["audit"]["head_seq"] > 0
-    rows = read_delta_rows(governance_path("query_audit", settings))
-    recorded = {(r["principal"], r["query"]) for r in rows if r["event_kind"] == "query"}
-    for user, _, sql in SAMPLE_QUERIES:
-        assert (user, sql) in recorded, user
-    assert any(r["principal"] == "govlake" and "register_table" in (r["query"] or "") for r in rows)
+    assert summary["audit"]["verified"] and summary["audit"]["head_seq"] > 0, summary["audit"]
+    rows = {r["query_id"]: r for r in read_delta_rows(governance_path("query_audit", settings))}
+    samples = summary["sample_queries"]
+    assert len(samples) == len(SAMPLE_QUERIES)
+    for sample in samples:
+        row = rows[sample["query_id"]]
+        assert (row["principal"], row["query"], row["state"]) == (sample["user"], sample["sql"], "FINISHED")
+    assert any(r["principal"] == "govlake" and "register_table" in (r["query"] or "") for r in rows.values())
     assert verify_audit(settings)["ok"]
