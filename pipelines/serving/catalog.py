@@ -233,25 +233,23 @@ def resources_from_libraries(settings: Settings | None = None,
                             key_column.sensitivity if key_column else "general", []))
             if key_column:
                 origins[spec.key] = (contracts[spec.sources[first].feed].bureau, key_column.default_share_type)
+            attributes = [attribute.name for attribute in spec.attributes]
+            authoritative = {spec.sources[a].feed for a in spec.authoritative_sources}
             for attribute in spec.attributes:
                 origin = source_column(*attribute.sources[0]) if attribute.sources else None
                 sensitivity = origin.sensitivity if origin else "general"
-                columns.append((attribute.name, origin.type if origin else "string", sensitivity, []))
-                if origin:
-                    feed = spec.sources[attribute.sources[0][0]].feed
-                    for name in (attribute.name, f"{attribute.name}_source", f"{attribute.name}_load_id"):
-                        origins[name] = (contracts[feed].bureau, origin.default_share_type)
-                attributes.append(attribute.name)
-            authoritative = {spec.sources[a].feed for a in spec.authoritative_sources}
-            for attribute in spec.attributes:
                 # Where a value came from says whether there is one, and names a
                 # feed that holds the person: beyond the authority's feeds, that is
                 # what known_to says (a name taken from mca.death says who died).
                 feeds = {spec.sources[alias].feed for alias, _ in attribute.sources}
                 follows = [attribute.name] if len(feeds) <= 1 or feeds <= authoritative else list(attributes)
-                at = next(i for i, c in enumerate(columns) if c[0] == attribute.name)
-                columns[at + 1:at + 1] = [(f"{attribute.name}_source", "code", columns[at][2], follows),
-                                          (f"{attribute.name}_load_id", "code", columns[at][2], follows)]
+                columns += [(attribute.name, origin.type if origin else "string", sensitivity, []),
+                            (f"{attribute.name}_source", "code", sensitivity, follows),
+                            (f"{attribute.name}_load_id", "code", sensitivity, follows)]
+                if origin:
+                    feed = spec.sources[attribute.sources[0][0]].feed
+                    for name in (attribute.name, f"{attribute.name}_source", f"{attribute.name}_load_id"):
+                        origins[name] = (contracts[feed].bureau, origin.default_share_type)
             strictest = max((c[2] for c in columns), key=SENSITIVITY_ORDER.index)
             # which feeds know a person says who died or married: as strict as every attribute
             columns += [("known_to", "array", strictest, list(attributes)),
@@ -263,8 +261,7 @@ def resources_from_libraries(settings: Settings | None = None,
             descriptions[name] = _words(declared.get("rule"))
         if spec.kind == "golden":
             strictest = max((c[2] for c in columns), key=SENSITIVITY_ORDER.index)
-            everything = attributes + [c[0] for c in columns if c[0] not in attributes and not c[3]
-                                       and c[0] != spec.key and c[0] in derived]
+            everything = attributes + list(derived)      # the attributes and the computed columns
             # the record hash is a hash of every attribute, and a new version (its
             # valid_from) says one of them changed: as strict as all of them
             columns += [(name, kind, strictest if name != "is_current" else "general",
