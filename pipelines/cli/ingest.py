@@ -52,6 +52,7 @@ def ingest(feed: str | None, file: Path | None, all_dir: Path | None, replaces: 
     from pipelines.contracts import ContractError, get_contract, load_contracts
     from pipelines.ingest.load import DeliveryFolderError, ReconciliationError, check_delivery_folder, ingest_file
     from pipelines.ingest.readers import DeliveryError
+    from pipelines.quality.gate import build_data_docs
 
     if bool(all_dir) == bool(feed and file):
         raise click.UsageError("give either FEED FILE or --all DIR")
@@ -71,6 +72,7 @@ def ingest(feed: str | None, file: Path | None, all_dir: Path | None, replaces: 
             else:
                 with err_console.status(f"ingesting {file} into {feed}"):
                     results = [ingest_file(contract, file, replaces=replaces)]
+            build_data_docs(gates=[r.gate for r in results])   # once per run, for this run's validation
     except (ContractError, DeliveryError, DeliveryFolderError, ReconciliationError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

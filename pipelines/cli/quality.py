@@ -38,9 +38,11 @@ def quality_suites(check: bool, as_json: bool) -> None:
 @quality.command("report")
 @json_option
 def quality_report_command(as_json: bool) -> None:
-    """Where the Data Docs are, and per feed: pass rate, blocked loads, worst expectations."""
+    """Rebuild the Data Docs; per feed: pass rate, blocked loads, worst expectations."""
     from pipelines.governance.reports import quality_report
+    from pipelines.quality.gate import build_data_docs
 
+    build_data_docs()
     report = quality_report(lake_spark("load_manifest"))
     if as_json:
         emit_json(report)

@@ -8,9 +8,8 @@ Contract of a load:
   the table the reader parsed, and bronze, silver and quarantine are written
   from Arrow by delta-rs: the hot path never crosses into the JVM. So are the
   governance tables a load touches (manifest, quality results, governance
-  list, approvals); only GX's Spark engine validates large deliveries
-  (``Settings.gate_pandas_max_rows``), and approving a blocked load promotes
-  its pending rows with Spark.
+  list, approvals) and the gate (GX on DuckDB over the Arrow table); only
+  approving a blocked load promotes its pending rows with Spark.
 - every table write replaces exactly this load's rows (a predicate on
   ``_load_id``) in one Delta commit: a rerun after a crash completes the load,
   a crash leaves no partial rows in any table.
@@ -55,7 +54,7 @@ from pipelines.lake.delta import append_rows, committed_rows, write_arrow_replac
 from pipelines.lake.manifest import append_manifest, latest_events, latest_status
 from pipelines.lake.paths import governance_path, table_path
 from pipelines.lake.tables import APPROVALS_DDL
-from pipelines.quality.gate import blocked_message, record_results, validate_delivery
+from pipelines.quality.gate import blocked_message, build_data_docs, record_results, start_gx_import, validate_delivery
 from pipelines.quality.suites import row_count_parameters
 from pipelines.settings import Settings, get_settings, utc_now
 
@@ -164,6 +163,7 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
     source = f"{contract.feed} {path.name}"
     if not path.is_file():
         raise DeliveryError(f"{source}: no such file")
+    gx_import = start_gx_import() if run_gate else None
     sha256 = sha256_of(path)
     load_id = make_load_id(contract, sha256)
     result = LoadResult(contract.feed, path.name, load_id, sha256, status="started", replaces_load_id=replaces)
@@ -215,6 +215,9 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
     missing_required = [c.name for c in delivery.missing_required]
 
     lap("parse")
+    if gx_import is not None:
+        gx_import.join()
+        lap("gx_import")   # what was left of GX's import once the file was parsed
     ingested_at = utc_now()
     bronze_path = table_path("bronze", contract, settings)
     silver_path = table_path("silver", contract, settings)
@@ -423,7 +426,8 @@ def discover_deliveries(root: Path, contracts: dict[str, Contract]) -> list[tupl
 
 def ingest_directory(root: Path, contracts: dict[str, Contract], settings: Settings | None = None,
                      on_result=None, run_gate: bool = True) -> list[LoadResult]:
-    """Ingest every delivery found under ``root``; a bad file does not stop the others."""
+    """Ingest every delivery found under ``root``; a bad file does not stop the
+    others. Data Docs are rendered once, for the validations of this run."""
     settings = settings or get_settings()
     results = []
     known = latest_events(settings)
@@ -452,6 +456,7 @@ def ingest_directory(root: Path, contracts: dict[str, Contract], settings: Setti
         results.append(result)
         if on_result:
             on_result(result)
+    build_data_docs(settings, [r.gate for r in results])
     return results
 
 

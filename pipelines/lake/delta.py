@@ -49,6 +49,42 @@ def read_silver(spark, feed: str, settings: Settings | None = None):
     return spark.read.format("delta").load(path) if delta_exists(spark, path) else None
 
 
+COMMIT_ATTEMPTS = 8
+
+
+class CommitConflictError(RuntimeError):
+    """A delta-rs commit still conflicted after ``COMMIT_ATTEMPTS`` tries."""
+
+
+def _with_commit_retries(write, path: str, what: str) -> None:
+    """Run ``write`` (one delta-rs commit), retrying on a commit conflict.
+
+    Loads of different feeds share the governance tables (quarantine, quality
+    results, issues, manifest). delta-rs itself rebases a commit over
+    concurrent commits that do not touch the same rows (other feeds'
+    partitions, appends); what it cannot rebase, chiefly two processes
+    creating the same table at once or changing its metadata, fails the
+    commit without writing anything visible. Each write here is idempotent
+    (it replaces exactly its own rows, or appends rows of a commit that did not
+    happen), so it is simply repeated after a short random back-off; after
+    ``COMMIT_ATTEMPTS`` the error names the table and the load fails, never
+    losing rows silently."""
+    import random
+    import time
+
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            write()
+            return
+        except CommitFailedError as exc:
+            if attempt == COMMIT_ATTEMPTS:
+                raise CommitConflictError(f"{path}: {what}: commit still conflicting after {attempt} attempts: "
+                                          f"{exc}") from exc
+            time.sleep(random.uniform(0.05, 0.2) * attempt)
+
+
 def write_arrow_replacing(table, path: str, predicate: str, tag: str, partition_by: str | None = None) -> None:
     """Replace the rows matching ``predicate`` with ``table`` (an Arrow table)
     in one Delta commit tagged ``tag``; creates the table if needed.
@@ -60,8 +96,9 @@ def write_arrow_replacing(table, path: str, predicate: str, tag: str, partition_
     """
     from deltalake import CommitProperties, write_deltalake
 
-    write_deltalake(path, table, mode="overwrite", predicate=predicate, partition_by=partition_by,
-                    commit_properties=CommitProperties(custom_metadata={"userMetadata": tag}))
+    _with_commit_retries(lambda: write_deltalake(
+        path, table, mode="overwrite", predicate=predicate, partition_by=partition_by,
+        commit_properties=CommitProperties(custom_metadata={"userMetadata": tag})), path, f"replace {predicate}")
 
 
 def committed_rows(path: str, user_metadata: str) -> int:
@@ -137,7 +174,8 @@ def append_rows(path: str, rows: list[dict], ddl: str, partition_by: str | None 
     from deltalake import write_deltalake
 
     table = rows_table(rows, ddl)
-    write_deltalake(path, table, mode="append", partition_by=partition_by)
+    _with_commit_retries(lambda: write_deltalake(path, table, mode="append", partition_by=partition_by),
+                         path, f"append {len(rows)} rows")
 
 
 def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tuple[str, str]) -> None:
@@ -148,15 +186,21 @@ def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tupl
 
     table = rows_table(rows, ddl)
     column, value = partition
-    try:
-        target = DeltaTable(path)
-    except TableNotFoundError:
-        write_deltalake(path, table, mode="append", partition_by=column)
-        return
     literal = "'" + value.replace("'", "''") + "'"
-    (target.merge(table, predicate=f"t.{column} = {literal} AND t.{key} = s.{key}",
-                  source_alias="s", target_alias="t")
-     .when_matched_update_all().when_not_matched_insert_all().execute())
+
+    def upsert() -> None:
+        try:
+            target = DeltaTable(path)
+        except TableNotFoundError:
+            # the first rows create the table; a concurrent creator makes this
+            # commit fail, and the retry merges into the table it created
+            write_deltalake(path, table, mode="append", partition_by=column)
+            return
+        (target.merge(table, predicate=f"t.{column} = {literal} AND t.{key} = s.{key}",
+                      source_alias="s", target_alias="t")
+         .when_matched_update_all().when_not_matched_insert_all().execute())
+
+    _with_commit_retries(upsert, path, f"upsert {len(rows)} rows of {column} = {literal}")
 
 
 def table_exists(path: str) -> bool:

@@ -13,7 +13,7 @@ from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.resolution import resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec
-from pipelines.quality.gate import validate_library
+from pipelines.quality.gate import build_data_docs, validate_library
 from pipelines.settings import Settings, get_settings, utc_now
 
 
@@ -97,6 +97,7 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
                                  settings, rows=result["rows"])
         result["gate"] = {"blocked": check.blocked,
                           "failures": [o.describe() for o in check.blocking_failures + check.warnings]}
+        build_data_docs(settings, [check])
         lap("gate")
         if check.blocked:
             result["status"] = "blocked"

@@ -15,7 +15,7 @@ from pipelines.ingest.load import approve_blocked_load, ingest_file
 from pipelines.lake.delta import delta_version, read_table
 from pipelines.lake.manifest import read_manifest
 from pipelines.lake.paths import governance_path, table_path
-from pipelines.quality.gate import data_docs_index
+from pipelines.quality.gate import build_data_docs, data_docs_index
 
 CLEAN = DefectRates().scaled(0.0)
 # 30% of ID numbers carry a wrong check character: far above the 5% threshold.
@@ -26,7 +26,9 @@ BROKEN_IDS = dataclasses.replace(CLEAN, id_wrong_check=0.3)
 def gate_story(spark, tmp_path_factory):
     """clean delivery -> delivery with 30% bad IDs (blocked) -> clean delivery.
 
-    The middle delivery runs on GX's Spark engine (threshold 0), the others on pandas.
+    The middle delivery runs on GX's pandas engine (the reference), the
+    others on the default DuckDB engine; Data Docs are built once at the end,
+    for the three validations, as ``govlake ingest`` does for its run.
     """
     root = tmp_path_factory.mktemp("gate")
     settings = dataclasses.replace(
@@ -42,13 +44,15 @@ def gate_story(spark, tmp_path_factory):
     story["clean"] = ingest_file(contract, files["clean"], settings=settings)
     story["version_after_clean"] = delta_version(spark, silver)
     story["issues_after_clean"] = [r.asDict() for r in read_table(spark, "issues", settings).collect()]
-    spark_engine = dataclasses.replace(settings, gate_pandas_max_rows=0)
-    story["broken"] = ingest_file(contract, files["broken"], settings=spark_engine)
+    pandas_engine = dataclasses.replace(settings, gate_engine="pandas")
+    story["broken"] = ingest_file(contract, files["broken"], settings=pandas_engine)
     story["version_after_broken"] = delta_version(spark, silver)
     story["issues_after_broken"] = [r.asDict() for r in read_table(spark, "issues", settings).collect()]
     story["scorecard_after_broken"] = {r.feed: r for r in scorecard(spark, load_contracts(), settings)}
     story["clean_again"] = ingest_file(contract, files["clean_again"], settings=settings)
     story["issues_after_clean_again"] = [r.asDict() for r in read_table(spark, "issues", settings).collect()]
+    story["docs_before_build"] = data_docs_index(settings).exists()
+    build_data_docs(settings, [story[name].gate for name in ("clean", "broken", "clean_again")])
     return story
 
 
@@ -56,14 +60,14 @@ def test_clean_delivery_passes_the_gate(gate_story):
     result = gate_story["clean"]
     assert result.status == "loaded"
     assert result.gate.success and not result.gate.blocked
-    assert result.gate.engine == "pandas"
+    assert result.gate.engine == "duckdb"
     assert gate_story["issues_after_clean"] == []
 
 
 def test_delivery_with_30pct_bad_ids_is_blocked_and_silver_unchanged(spark, gate_story):
     result = gate_story["broken"]
     assert result.status == "blocked"
-    assert result.gate.engine == "spark"
+    assert result.gate.engine == "pandas"
     failed = {o.rule for o in result.gate.blocking_failures}
     assert {"quarantine_share", "id_number.present_and_valid"} <= failed
     share = next(o for o in result.gate.outcomes if o.rule == "quarantine_share")
@@ -124,7 +128,8 @@ def test_quality_results_match_the_checkpoint(spark, gate_story):
         assert row["element_count"] == outcome.element_count
 
 
-def test_data_docs_are_built_and_name_the_suite(gate_story):
+def test_data_docs_are_built_once_per_run_and_name_the_suite(gate_story):
+    assert not gate_story["docs_before_build"], "a validation rendered Data Docs by itself"
     index = data_docs_index(gate_story["settings"])
     assert index.is_file()
     html = index.read_text(encoding="utf-8")
