@@ -171,7 +171,7 @@ _ENVIRONMENT_NAMES = {
     "trino_version": "GOVLAKE_TRINO_VERSION", "trino_java_home": "GOVLAKE_TRINO_JAVA_HOME",
     "trino_port": "GOVLAKE_TRINO_PORT", "trino_heap": "GOVLAKE_TRINO_HEAP", "airflow_home": "GOVLAKE_AIRFLOW_HOME",
     "airflow_port": "GOVLAKE_AIRFLOW_PORT", "today": "GOVLAKE_TODAY",
-    "rules_refresh_seconds": "GOVLAKE_RULES_REFRESH_SECONDS",
+    "rules_refresh_seconds": "GOVLAKE_RULES_REFRESH_SECONDS", "gate_engine": "GOVLAKE_GATE_ENGINE",
 }
 
 

@@ -72,8 +72,7 @@ def quality_approve(load_id: str, reason: str, approved_by: str | None, as_json:
     from pipelines.ingest.load import approve_blocked_load
 
     try:
-        approval = approve_blocked_load(lake_spark("load_manifest"), load_id, reason,
-                                        approved_by or getpass.getuser())
+        approval = approve_blocked_load(load_id, reason, approved_by or getpass.getuser())
     except (LookupError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

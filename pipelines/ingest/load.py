@@ -8,8 +8,8 @@ Contract of a load:
   the table the reader parsed, and bronze, silver and quarantine are written
   from Arrow by delta-rs: the hot path never crosses into the JVM. So are the
   governance tables a load touches (manifest, quality results, governance
-  list, approvals) and the gate (GX on DuckDB over the Arrow table); only
-  approving a blocked load promotes its pending rows with Spark.
+  list, approvals) and the gate (GX on DuckDB over the Arrow table), and so
+  does approving a blocked load.
 - every table write replaces exactly this load's rows (a predicate on
   ``_load_id``) in one Delta commit: a rerun after a crash completes the load,
   a crash leaves no partial rows in any table.
@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 from pipelines.contracts import Contract, get_contract
 from pipelines.governance.issues import SAMPLE_SIZE, gate_findings, quarantine_findings, update_issues
 from pipelines.ingest.classify import (
@@ -50,7 +52,7 @@ from pipelines.ingest.classify import (
     silver_table,
 )
 from pipelines.ingest.readers import DeliveryError, read_delivery
-from pipelines.lake.delta import append_rows, committed_rows, write_arrow_replacing
+from pipelines.lake.delta import append_rows, committed_rows, delete_rows, write_arrow_replacing
 from pipelines.lake.manifest import append_manifest, latest_events, latest_status
 from pipelines.lake.paths import governance_path, table_path
 from pipelines.lake.tables import APPROVALS_DDL
@@ -131,17 +133,6 @@ def _keep_raw(path: Path, contract: Contract, sha256: str, settings: Settings) -
         partial.replace(target)
         target.chmod(0o444)
     return target
-
-
-def _write_replacing(df, path: str, predicate: str, tag: str, partition_by: str | None = None) -> None:
-    writer = (
-        df.write.format("delta").mode("overwrite")
-        .option("replaceWhere", predicate)
-        .option("userMetadata", tag)
-    )
-    if partition_by:
-        writer = writer.partitionBy(partition_by)
-    writer.save(path)
 
 
 def _sql_list(values: list[str]) -> str:
@@ -356,13 +347,15 @@ def _verify_commits(result: LoadResult, bronze_path: str, silver_path: str, quar
                 f"Delta reports {written}")
 
 
-def approve_blocked_load(spark, load_id: str, reason: str, approved_by: str,
-                         settings: Settings | None = None) -> dict:
+def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: Settings | None = None) -> dict:
     """A governor promotes a blocked delivery: its pending rows replace its own
     (and, for a correction, the replaced delivery's) rows in silver in one
     commit; the approval is recorded in ``governance.quality_approvals`` and
-    the manifest."""
-    from pyspark.sql import functions as F
+    the manifest, and then the pending rows are deleted. delta-rs throughout,
+    like the load itself: no JVM. A crash before the manifest records the
+    approval leaves the load blocked with its pending rows, and approving it
+    again completes it (the silver write replaces its own rows)."""
+    from deltalake import DeltaTable
 
     settings = settings or get_settings()
     if not reason or not reason.strip():
@@ -375,17 +368,18 @@ def approve_blocked_load(spark, load_id: str, reason: str, approved_by: str,
     contract = get_contract(event["feed"], settings.schemas_dir)
     pending_path = table_path("pending", contract, settings)
     silver_path = table_path("silver", contract, settings)
-    rows = spark.read.format("delta").load(pending_path).where(F.col("_load_id") == load_id)
+    rows = DeltaTable(pending_path).to_pyarrow_dataset().to_table(
+        filter=pc.field("_load_id") == load_id)
+    if rows.num_rows != (event["rows_loaded"] or 0):
+        raise ReconciliationError(f"{event['feed']} {event['source_file']}: pending holds {rows.num_rows} rows of "
+                                  f"load {load_id}, the load has {event['rows_loaded']}")
     swap = [load_id] + ([event["replaces_load_id"]] if event["replaces_load_id"] else [])
     tag = f"{load_id} approved"
-    _write_replacing(rows, silver_path, f"_load_id IN ({_sql_list(swap)})", tag)
+    write_arrow_replacing(rows, silver_path, f"_load_id IN ({_sql_list(swap)})", tag)
     written = committed_rows(silver_path, tag)
-    if written != (event["rows_loaded"] or 0):
+    if written != rows.num_rows:
         raise ReconciliationError(f"{event['feed']} {event['source_file']}: approval promoted {written} rows, "
                                   f"the load has {event['rows_loaded']}")
-    from delta.tables import DeltaTable
-
-    DeltaTable.forPath(spark, pending_path).delete(F.col("_load_id") == load_id)
     approval = {"load_id": load_id, "feed": event["feed"], "bureau": event["bureau"], "approved_by": approved_by,
                 "reason": reason, "rows_promoted": written, "blocking_failures": event["message"],
                 "approved_at": utc_now()}
@@ -398,6 +392,7 @@ def approve_blocked_load(spark, load_id: str, reason: str, approved_by: str,
             events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
                 "status": "replaced", "message": f"replaced by {load_id} ({event['source_file']})"})
     append_manifest(events, settings)
+    delete_rows(pending_path, f"_load_id = '{load_id}'")
     log.info("%s load %s approved by %s: %d rows promoted to silver", event["feed"], load_id, approved_by, written)
     return approval
 

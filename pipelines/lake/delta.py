@@ -203,6 +203,13 @@ def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tupl
     _with_commit_retries(upsert, path, f"upsert {len(rows)} rows of {column} = {literal}")
 
 
+def delete_rows(path: str, predicate: str) -> None:
+    """Delete the rows matching ``predicate`` in one commit (delta-rs)."""
+    from deltalake import DeltaTable
+
+    _with_commit_retries(lambda: DeltaTable(path).delete(predicate), path, f"delete {predicate}")
+
+
 def table_exists(path: str) -> bool:
     """Is there a Delta table at ``path`` (delta-rs: no JVM)."""
     from deltalake import DeltaTable

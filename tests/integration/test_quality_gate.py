@@ -144,8 +144,8 @@ def test_governor_approves_a_blocked_load(spark, gate_story):
     blocked = gate_story["broken"]
     before = delta_version(spark, silver)
     with pytest.raises(ValueError, match="reason"):
-        approve_blocked_load(spark, blocked.load_id, " ", "governor-li", settings)
-    approval = approve_blocked_load(spark, blocked.load_id, "bureau confirmed IDs are being re-keyed",
+        approve_blocked_load(blocked.load_id, " ", "governor-li", settings)
+    approval = approve_blocked_load(blocked.load_id, "bureau confirmed IDs are being re-keyed",
                                     "governor-li", settings)
     assert approval["rows_promoted"] == blocked.rows_loaded
     assert delta_version(spark, silver) == before + 1
@@ -159,7 +159,7 @@ def test_governor_approves_a_blocked_load(spark, gate_story):
     assert statuses[blocked.load_id]["status"] == "loaded"
     assert "approved by governor-li" in statuses[blocked.load_id]["message"]
     with pytest.raises(ValueError, match="not blocked"):
-        approve_blocked_load(spark, blocked.load_id, "again", "governor-li", settings)
+        approve_blocked_load(blocked.load_id, "again", "governor-li", settings)
 
 
 def test_base_library_suites_gate_golden_records(spark, tmp_path):
