@@ -206,20 +206,20 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
     missing_required = [c.name for c in delivery.missing_required]
 
     lap("parse")
-    if gx_import is not None:
-        gx_import.join()
-        lap("gx_import")   # what was left of GX's import once the file was parsed
     ingested_at = utc_now()
     bronze_path = table_path("bronze", contract, settings)
     silver_path = table_path("silver", contract, settings)
     quarantine_path = governance_path("quarantine", settings)
     # Bronze needs nothing from classification: its write (delta-rs, no GIL)
-    # overlaps with the rules.
+    # overlaps with the rest of GX's import and then with the rules.
     writer = ThreadPoolExecutor(max_workers=1)
     try:
         bronze_written = writer.submit(
             write_arrow_replacing, bronze_table(delivery.table, load_id, path.name, ingested_at), bronze_path,
             f"_load_id = '{load_id}'", load_id)
+        if gx_import is not None:
+            gx_import.join()   # the rules would contend with the import for the GIL
+            lap("gx_import")   # what was left of GX's import once the file was parsed
         try:
             classified = classify_delivery(delivery.table, contract, delivery.headers_found, missing_required)
         finally:

@@ -26,6 +26,7 @@ does, when a gate runs.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Literal
@@ -40,6 +41,8 @@ CONNECTION_STRING = "duckdb:///:memory:"
 _staged: dict[str, object] = {}
 _registered: dict[str, list] = {}       # name -> DuckDB connections that registered it
 _staged_lock = threading.Lock()
+_configured: list = []                           # DuckDB connections set up for the gate
+_engines: weakref.WeakSet = weakref.WeakSet()   # live DuckDBExecutionEngines
 
 
 @contextmanager
@@ -57,7 +60,9 @@ def staged(name: str, table) -> Iterator[str]:
         with _staged_lock:
             _staged.pop(name, None)
             connections = _registered.pop(name, [])
-        for raw in connections:   # the views would keep the table alive
+        for engine in list(_engines):   # an open transaction keeps the scanned table alive
+            engine.end_transaction()
+        for raw in connections:         # and so would the view
             with suppress(duckdb.Error):   # a closed connection holds nothing
                 raw.unregister(name)
 
@@ -68,6 +73,13 @@ def _register_staged(connection: sa.Connection) -> None:
     staged set changed)."""
     raw = connection.connection.driver_connection
     with _staged_lock:
+        if not any(known is raw for known in _configured):
+            # one thread: GX fetches sample rows without ORDER BY, and only a
+            # single-threaded scan returns the first unexpected rows in file
+            # order, as the pandas engine reports them (and the same ones on
+            # every run)
+            raw.execute("SET threads TO 1")
+            _configured.append(raw)
         for name, table in _staged.items():
             holders = _registered.setdefault(name, [])
             if not any(known is raw for known in holders):
@@ -82,6 +94,7 @@ class DuckDBExecutionEngine(SqlAlchemyExecutionEngine):
         super().__init__(*args, **kwargs)
         sa.event.listen(self.engine, "engine_connect", _register_staged)
         self.dialect_module = sa.dialects.postgresql   # regex: DuckDB's ``~`` is PostgreSQL's
+        _engines.add(self)
 
     @contextmanager
     def get_connection(self) -> Iterator[sa.Connection]:
@@ -89,7 +102,20 @@ class DuckDBExecutionEngine(SqlAlchemyExecutionEngine):
             self._connection = self.engine.connect()
         else:
             _register_staged(self._connection)
-        yield self._connection
+        try:
+            yield self._connection
+        except Exception:
+            # a failed statement aborts DuckDB's transaction: without a
+            # rollback every later query of the validation would fail too,
+            # hiding which expectation broke
+            self.end_transaction()
+            raise
+
+    def end_transaction(self) -> None:
+        """Roll back the persistent connection's transaction (it only reads)."""
+        if self._connection is not None:
+            with suppress(Exception):
+                self._connection.rollback()
 
 
 class DuckDBDatasource(SQLDatasource):

@@ -109,19 +109,28 @@ class GateResult:
         return [o for o in self.outcomes if not o.blocking and not o.success]
 
 
+_gx_import_lock = __import__("threading").Lock()
+
+
+def _import_gx() -> None:
+    """Import GX (through the DuckDB datasource module) under one process-wide
+    lock: GX's modules import each other in cycles, and two threads entering
+    them from different modules at once deadlock."""
+    with _gx_import_lock:
+        import pipelines.quality.duckdb_source  # noqa: F401
+
+
 def start_gx_import():
     """Start importing GX (~2.5 s of CPU, once per process) on a background
     thread and return it (None when GX is already imported). Ingest starts it
     before hashing and parsing a delivery, which release the GIL, and joins it
     before the rules, which would contend with it for the GIL."""
-    import importlib
     import sys
     import threading
 
     if "pipelines.quality.duckdb_source" in sys.modules:
         return None
-    thread = threading.Thread(target=importlib.import_module, args=("pipelines.quality.duckdb_source",),
-                              name="gx-import", daemon=True)
+    thread = threading.Thread(target=_import_gx, name="gx-import", daemon=True)
     thread.start()
     return thread
 
@@ -146,12 +155,11 @@ def _gx_lock(settings: Settings):
 
 
 def _context(settings: Settings):
+    _import_gx()   # also registers GX's ``duckdb`` datasource type
     import great_expectations as gx
 
     root = settings.local_lake_path("quality")
     root.mkdir(parents=True, exist_ok=True)
-    import pipelines.quality.duckdb_source  # noqa: F401  (registers GX's ``duckdb`` datasource type)
-
     context = gx.get_context(mode="file", project_root_dir=str(root))
     if context.variables.analytics_enabled is not False or context.variables.progress_bars is None:
         from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -287,8 +295,7 @@ def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters:
 
     started = time.monotonic()
     engine = gate_engine(frame, settings)
-    if engine == "duckdb":
-        import pipelines.quality.duckdb_source  # noqa: F401  (GX's import, outside the lock)
+    _import_gx()   # outside the lock: other processes need not wait for this one's import
     with _gx_lock(settings):
         checkpoint_result, run_id = _checkpoint_run(frame, suite, run_name, parameters, settings, engine,
                                                     index_column)
@@ -303,17 +310,49 @@ def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters:
             kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
             samples = [row.get(index_column) for row in result.get("partial_unexpected_index_list") or []
                        if isinstance(row, dict)]
+            unexpected = result.get("unexpected_count")
+            if unexpected is None and result.get("element_count") == 0 and "unexpected_percent" in result:
+                unexpected = 0   # an empty delivery: GX's SQL engine says None where pandas says 0
+            if (engine == "duckdb" and config.type == "expect_compound_columns_to_be_unique" and unexpected
+                    and not samples):
+                samples = compound_duplicate_rows(frame, kwargs["column_list"], index_column)
             outcomes.append(ExpectationOutcome(
                 expectation_type=config.type, column_name=kwargs.get("column"),
                 rule=(config.meta or {}).get("rule", config.type),
                 blocking=bool((config.meta or {}).get("blocking", False)), success=bool(item.success),
-                element_count=result.get("element_count"), unexpected_count=result.get("unexpected_count"),
+                element_count=result.get("element_count"), unexpected_count=unexpected,
                 unexpected_percent=result.get("unexpected_percent"), observed_value=_observed(result),
                 kwargs=kwargs, sample_rows=[s for s in samples if s is not None]))
     blocked = any(o.blocking and not o.success for o in outcomes)
     return GateResult(subject, run_name, run_id, success=all(o.success for o in outcomes), blocked=blocked,
                       outcomes=outcomes, engine=engine, seconds=time.monotonic() - started,
                       validation_ids=list(checkpoint_result.run_results))
+
+
+def compound_duplicate_rows(frame, columns: list[str], index_column: str, limit: int = 10) -> list:
+    """The first ``limit`` rows (in delivery order) whose combination of
+    ``columns`` occurs more than once, nulls equal, rows with every column
+    missing ignored: the sample rows GX's pandas engine gives for
+    ``expect_compound_columns_to_be_unique`` and its SQL engine leaves out."""
+    import duckdb
+
+    def quoted(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    names = ", ".join(quoted(c) for c in columns)
+    present = " OR ".join(f"t.{quoted(c)} IS NOT NULL" for c in columns)
+    same = " AND ".join(f"t.{quoted(c)} IS NOT DISTINCT FROM d.{quoted(c)}" for c in columns)
+    import pyarrow as pa
+
+    positioned = frame.select([*dict.fromkeys([*columns, index_column])]).append_column(
+        "__position", pa.array(range(frame.num_rows), pa.int64()))
+    with duckdb.connect() as connection:
+        connection.register("delivery", positioned)
+        found = connection.execute(
+            f"SELECT t.{quoted(index_column)} FROM delivery t "
+            f"JOIN (SELECT {names} FROM delivery t WHERE {present} GROUP BY {names} HAVING count(*) > 1) d "
+            f"ON {same} WHERE {present} ORDER BY t.__position LIMIT {int(limit)}").fetchall()
+    return [row[0] for row in found]
 
 
 def build_data_docs(settings: Settings | None = None, gates: list[GateResult] | None = None) -> Path | None:

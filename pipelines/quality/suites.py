@@ -93,6 +93,39 @@ def contract_expectations(contract: Contract) -> list[dict]:
     return found
 
 
+# The expectation types a delivery suite may use: the ones GX's SQL engine on
+# DuckDB (the gate) and its pandas engine (the reference) evaluate alike,
+# which tests/integration/test_gate_engines.py checks. Others (e.g.
+# strftime formats, JSON parsing) have no SQL implementation in GX 1.24.
+DELIVERY_EXPECTATION_TYPES = frozenset({
+    "expect_table_row_count_to_be_between", "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_in_set", "expect_column_values_to_be_between",
+    "expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique",
+    "expect_column_values_to_match_regex", "expect_column_pair_values_a_to_be_greater_than_b",
+})
+
+
+def check_gate_expectation(item: dict, where: str) -> None:
+    """Refuse, naming ``where``, an expectation the DuckDB gate cannot evaluate
+    as the pandas engine would: an unsupported type, or a regex that Python
+    and DuckDB's RE2 do not both accept (look-arounds, back-references)."""
+    import re
+
+    import duckdb
+
+    if item["type"] not in DELIVERY_EXPECTATION_TYPES:
+        raise SuiteError(f"{where}: expectation type {item['type']!r} is not one the delivery gate evaluates "
+                         f"(known: {', '.join(sorted(DELIVERY_EXPECTATION_TYPES))})")
+    regex = (item.get("kwargs") or {}).get("regex")
+    if regex is not None:
+        try:
+            re.compile(regex)
+            duckdb.execute("SELECT regexp_matches('', ?)", [regex]).fetchall()
+        except (re.error, duckdb.Error) as exc:
+            raise SuiteError(f"{where}.kwargs.regex: {regex!r} is not a regex both Python and DuckDB (RE2) "
+                             f"accept: {str(exc).splitlines()[0]}") from exc
+
+
 def custom_expectations(contract: Contract, settings: Settings | None = None) -> list[dict]:
     """Hand-written expectations from ``quality/custom/<feed>.yaml`` (none if absent)."""
     settings = settings or get_settings()
@@ -106,6 +139,7 @@ def custom_expectations(contract: Contract, settings: Settings | None = None) ->
         where = f"quality/custom/{path.name}: expectations[{index}]"
         if not isinstance(item, dict) or "type" not in item or "rule" not in item:
             raise SuiteError(f"{where}: needs 'type' and 'rule'")
+        check_gate_expectation(item, where)
         kwargs = dict(item.get("kwargs") or {})
         for key in ("column", "column_A", "column_B"):
             if key in kwargs and kwargs[key] not in known:
@@ -171,9 +205,12 @@ def load_suite(contract: Contract, settings: Settings | None = None) -> dict:
                     "(write it with `govlake quality suites`)", contract.feed, path.name)
         return build_suite(contract, settings)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        suite = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SuiteError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    for index, item in enumerate(suite.get("expectations", [])):
+        check_gate_expectation(item, f"{path.name}: expectations[{index}]")
+    return suite
 
 
 def gate_columns(contract: Contract) -> list[str]:

@@ -93,3 +93,34 @@ def test_same_decisions_on_hand_made_deliveries(case, settings, tmp_path):
         assert failed == set()
     samples = list(itertools.chain.from_iterable(o[7] for o in decisions["duckdb"]["outcomes"]))
     assert bool(samples) is (case == "bad_ids")   # failing rows are named by row number
+
+
+def _validate_both(contract, table, settings) -> dict:
+    gates = {engine: validate_delivery(table, contract, f"{contract.slug}-{engine}", row_count_parameters(None),
+                                       dataclasses.replace(settings, gate_engine=engine))
+             for engine in ("duckdb", "pandas")}
+    return {engine: _decision(gate, "delivery.csv") for engine, gate in gates.items()}
+
+
+def test_same_decisions_on_shared_compound_keys_and_an_empty_delivery(ingested_city, settings):
+    """Two different records sharing a compound key (GX's SQL engine gives no
+    sample rows for it: the gate finds them itself), and a delivery with a
+    header and no rows (GX's SQL engine counts None where pandas counts 0)."""
+    import pyarrow as pa
+
+    contract = next(c for c in load_contracts().values() if c.feed == "court.dishonest_debtor")
+    path = next(p for c, p in discover_deliveries(ingested_city.deliveries, load_contracts()) if c == contract)
+    table = _gate_input(contract, path)
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    for name in ("case_number", "debtor_id"):
+        columns[name][5] = columns[name][3]
+    shared = pa.table({name: pa.array(values, table.schema.field(name).type) for name, values in columns.items()})
+    decisions = _validate_both(contract, shared, settings)
+    assert decisions["duckdb"] == decisions["pandas"]
+    unique = next(o for o in decisions["duckdb"]["outcomes"] if o[0] == "case_number+debtor_id.unique")
+    rows = columns["_row_number"]
+    assert (unique[2], unique[4], unique[7]) == (False, 2, [rows[3], rows[5]])
+
+    empty = _validate_both(contract, table.slice(0, 0), settings)
+    assert empty["duckdb"] == empty["pandas"]
+    assert all(o[4] in (0, None) for o in empty["duckdb"]["outcomes"])

@@ -37,3 +37,23 @@ def test_custom_expectation_with_unknown_column_names_the_file(tmp_path):
     with pytest.raises(SuiteError, match=r"quality/custom/psb.hukou.yaml: expectations\[0\].kwargs.column: "
                                          r"unknown column 'brith_date'"):
         custom_expectations(get_contract("psb.hukou"), settings)
+
+
+@pytest.mark.parametrize(("expectation", "refusal"), [
+    ("type: expect_column_values_to_match_strftime_format\n    kwargs: {column: full_name, strftime_format: '%Y'}",
+     r"expectations\[0\]: expectation type 'expect_column_values_to_match_strftime_format' is not one the "
+     r"delivery gate evaluates"),
+    ("type: expect_column_values_to_match_regex\n    kwargs: {column: full_name, regex: '^(?!x)'}",
+     r"expectations\[0\]\.kwargs\.regex: '\^\(\?!x\)' is not a regex both Python and DuckDB \(RE2\) accept"),
+    ("type: expect_column_values_to_match_regex\n    kwargs: {column: full_name, regex: '^(a)\\1$'}",
+     r"expectations\[0\]\.kwargs\.regex: .* is not a regex both Python and DuckDB \(RE2\) accept: .*invalid escape"),
+])
+def test_custom_expectation_the_duckdb_gate_cannot_evaluate_is_refused(tmp_path, expectation, refusal):
+    """What GX's pandas engine would evaluate but the DuckDB gate could not (or
+    would read differently) is refused when the suite is rendered, naming the file."""
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "psb.hukou.yaml").write_text(
+        f"expectations:\n  - rule: x\n    {expectation}\n", encoding="utf-8")
+    settings = dataclasses.replace(get_settings(), quality_dir=tmp_path)
+    with pytest.raises(SuiteError, match=r"quality/custom/psb.hukou.yaml: " + refusal):
+        custom_expectations(get_contract("psb.hukou"), settings)
