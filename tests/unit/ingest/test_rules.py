@@ -237,3 +237,56 @@ def test_spark_id_birth_date_and_gender_equal_the_arrow_rules(spark):
              if (row[0], row[1]) != (b, g)]
     assert not wrong, wrong[:5]
     assert sum(b is not None for b in want_birth) > 2000 and "女" in want_gender and "男" in want_gender
+
+
+def test_uscc_shape_from_bytes_equals_the_regex():
+    """The byte kernel and ``reference.USCC_SHAPE`` (the definition) agree on
+    near-misses: every authority and class character, forbidden letters
+    (I O S V Z), lower case, full-width and CJK characters, 16-20 long."""
+    import pyarrow.compute as pc
+
+    rng = random.Random(14)
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "az-．１Ａ中"
+    valid = [make_uscc(rng.choice(("91", "92", "A1", "N2", "Y1", "51")), f"{rng.randrange(10**8):08d}")
+             for _ in range(300)]
+    values = list(valid)
+    for _ in range(5_000):
+        base = list(rng.choice(valid))
+        for _ in range(rng.choice((0, 1, 1, 2))):
+            base[rng.randrange(18)] = rng.choice(alphabet)
+        length = rng.choice((16, 17, 18, 18, 18, 18, 19, 20))
+        values.append("".join(base)[:length] + "0" * max(0, length - 18))
+    values += [None, ""]
+    text = pa.array(values, pa.string())
+    shaped, matrix = arrow_rules.uscc_shaped(text)
+    by_regex = pc.fill_null(pc.match_substring_regex(text, ref.USCC_SHAPE), False).to_pylist()
+    assert shaped.tolist() == by_regex
+    assert 1_000 < sum(by_regex) < len(values) - 1_000    # both kinds are well represented
+    assert [bytes(row).decode() for row in matrix] == [v for v, ok in zip(values, by_regex) if ok]
+
+
+def test_phone_shapes_from_bytes_equal_the_regex():
+    """``rules.PHONE_SHAPES`` and ``reference.PHONE`` (the definition) agree on
+    mobile and landline numbers and their near misses."""
+    import pyarrow.compute as pc
+
+    rng = random.Random(15)
+    alphabet = "0123456789" * 3 + "-+ 1a．１"
+    values = []
+    for _ in range(8_000):
+        kind = rng.random()
+        if kind < 0.3:
+            value = "1" + rng.choice("0123456789") + "".join(rng.choice("0123456789") for _ in range(9))
+        elif kind < 0.6:
+            value = ("0" + "".join(rng.choice("0123456789") for _ in range(rng.choice((2, 3))))
+                     + rng.choice(("", "-")) + "".join(rng.choice("0123456789") for _ in range(rng.choice((7, 8)))))
+        else:
+            value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(8, 15)))
+        if rng.random() < 0.2:
+            position = rng.randrange(len(value))
+            value = value[:position] + rng.choice(alphabet) + value[position + 1:]
+        values.append(value)
+    text = pa.array(values + [None, ""], pa.string())
+    by_regex = pc.fill_null(pc.match_substring_regex(text, ref.PHONE), False).to_pylist()
+    assert arrow_rules.shapes_match(text, arrow_rules.PHONE_SHAPES).tolist() == by_regex
+    assert 2_000 < sum(by_regex) < len(values) - 2_000
