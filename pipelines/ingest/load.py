@@ -52,7 +52,7 @@ from pipelines.ingest.classify import (
     silver_table,
 )
 from pipelines.ingest.readers import DeliveryError, read_delivery
-from pipelines.lake.delta import append_rows, committed_rows, delete_rows, write_arrow_replacing
+from pipelines.lake.delta import committed_rows, delete_rows, rows_table, table_exists, write_arrow_replacing
 from pipelines.lake.manifest import append_manifest, latest_events, latest_status
 from pipelines.lake.paths import governance_path, table_path
 from pipelines.lake.tables import APPROVALS_DDL
@@ -354,7 +354,10 @@ def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: 
     the manifest, and then the pending rows are deleted. delta-rs throughout,
     like the load itself: no JVM. A crash before the manifest records the
     approval leaves the load blocked with its pending rows, and approving it
-    again completes it (the silver write replaces its own rows)."""
+    again completes it (silver and the approval row are replaced, not
+    appended); a crash after it leaves pending rows that the next attempt
+    clears. A correction is refused once what it corrects is no longer loaded
+    (another correction replaced it meanwhile)."""
     from deltalake import DeltaTable
 
     settings = settings or get_settings()
@@ -363,11 +366,20 @@ def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: 
     event = latest_status(load_id, settings)
     if event is None:
         raise LookupError(f"no load {load_id} in governance.load_manifest")
-    if event["status"] != "blocked":
-        raise ValueError(f"load {load_id} ({event['feed']} {event['source_file']}) is {event['status']}, not blocked")
     contract = get_contract(event["feed"], settings.schemas_dir)
     pending_path = table_path("pending", contract, settings)
     silver_path = table_path("silver", contract, settings)
+    if event["status"] != "blocked":
+        if event["status"] == "loaded" and table_exists(pending_path):
+            # an approval that died after recording itself, before clearing pending
+            delete_rows(pending_path, f"_load_id IN ({_sql_list([load_id])})")
+        raise ValueError(f"load {load_id} ({event['feed']} {event['source_file']}) is {event['status']}, not blocked")
+    if event["replaces_load_id"]:
+        target = latest_status(event["replaces_load_id"], settings)
+        if target is None or target["status"] != "loaded":
+            state = "unknown" if target is None else f"{target['status']}: {target['message']}"
+            raise ValueError(f"load {load_id} corrects {event['replaces_load_id']}, which is no longer loaded "
+                             f"({state}); approving it would put a second correction into silver")
     rows = DeltaTable(pending_path).to_pyarrow_dataset().to_table(
         filter=pc.field("_load_id") == load_id)
     if rows.num_rows != (event["rows_loaded"] or 0):
@@ -383,7 +395,9 @@ def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: 
     approval = {"load_id": load_id, "feed": event["feed"], "bureau": event["bureau"], "approved_by": approved_by,
                 "reason": reason, "rows_promoted": written, "blocking_failures": event["message"],
                 "approved_at": utc_now()}
-    append_rows(governance_path("quality_approvals", settings), [approval], APPROVALS_DDL)
+    # replacing this load's row: an approval rerun after a crash records it once
+    write_arrow_replacing(rows_table([approval], APPROVALS_DDL), governance_path("quality_approvals", settings),
+                          f"load_id IN ({_sql_list([load_id])})", tag)
     events = [{k: event[k] for k in event if k != "event_at"} | {
         "status": "loaded", "message": f"approved by {approved_by}: {reason} (was {event['message']})"}]
     if event["replaces_load_id"]:
@@ -392,7 +406,7 @@ def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: 
             events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
                 "status": "replaced", "message": f"replaced by {load_id} ({event['source_file']})"})
     append_manifest(events, settings)
-    delete_rows(pending_path, f"_load_id = '{load_id}'")
+    delete_rows(pending_path, f"_load_id IN ({_sql_list([load_id])})")
     log.info("%s load %s approved by %s: %d rows promoted to silver", event["feed"], load_id, approved_by, written)
     return approval
 

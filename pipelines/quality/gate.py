@@ -248,9 +248,10 @@ def _checkpoint_run(frame, suite: dict, run_name: str, parameters: dict, setting
     batch_parameters = None
     staging = nullcontext()
     if engine == "duckdb":
-        from pipelines.quality.duckdb_source import CONNECTION_STRING, staged
+        from pipelines.quality.duckdb_source import CONNECTION_KWARGS, CONNECTION_STRING, staged
 
-        source = context.data_sources.add_or_update_duckdb("lake_duckdb", connection_string=CONNECTION_STRING)
+        source = context.data_sources.add_or_update_duckdb("lake_duckdb", connection_string=CONNECTION_STRING,
+                                                           kwargs=CONNECTION_KWARGS)
         table_name = "gate_" + name.replace(".", "_")
         staging = staged(table_name, frame)
     elif engine == "spark":
@@ -315,7 +316,8 @@ def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters:
                 unexpected = 0   # an empty delivery: GX's SQL engine says None where pandas says 0
             if (engine == "duckdb" and config.type == "expect_compound_columns_to_be_unique" and unexpected
                     and not samples):
-                samples = compound_duplicate_rows(frame, kwargs["column_list"], index_column)
+                samples = compound_duplicate_rows(frame, kwargs["column_list"], index_column,
+                                                  kwargs.get("ignore_row_if", "all_values_are_missing"))
             outcomes.append(ExpectationOutcome(
                 expectation_type=config.type, column_name=kwargs.get("column"),
                 rule=(config.meta or {}).get("rule", config.type),
@@ -329,10 +331,12 @@ def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters:
                       validation_ids=list(checkpoint_result.run_results))
 
 
-def compound_duplicate_rows(frame, columns: list[str], index_column: str, limit: int = 10) -> list:
+def compound_duplicate_rows(frame, columns: list[str], index_column: str,
+                            ignore_row_if: str = "all_values_are_missing", limit: int = 10) -> list:
     """The first ``limit`` rows (in delivery order) whose combination of
-    ``columns`` occurs more than once, nulls equal, rows with every column
-    missing ignored: the sample rows GX's pandas engine gives for
+    ``columns`` occurs more than once, nulls equal, skipping rows as GX's
+    ``ignore_row_if`` says (``all_values_are_missing``, ``any_value_is_missing``
+    or ``never``): the sample rows GX's pandas engine gives for
     ``expect_compound_columns_to_be_unique`` and its SQL engine leaves out."""
     import duckdb
 
@@ -340,7 +344,11 @@ def compound_duplicate_rows(frame, columns: list[str], index_column: str, limit:
         return '"' + name.replace('"', '""') + '"'
 
     names = ", ".join(quoted(c) for c in columns)
-    present = " OR ".join(f"t.{quoted(c)} IS NOT NULL" for c in columns)
+    joiner = {"all_values_are_missing": " OR ", "any_value_is_missing": " AND "}.get(ignore_row_if)
+    if joiner is None and ignore_row_if != "never":
+        raise GateError(f"expect_compound_columns_to_be_unique: ignore_row_if={ignore_row_if!r} is not one of "
+                        "all_values_are_missing, any_value_is_missing, never")
+    present = joiner.join(f"t.{quoted(c)} IS NOT NULL" for c in columns) if joiner else "true"
     same = " AND ".join(f"t.{quoted(c)} IS NOT DISTINCT FROM d.{quoted(c)}" for c in columns)
     import pyarrow as pa
 

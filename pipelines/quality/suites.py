@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import yaml
@@ -107,23 +109,51 @@ DELIVERY_EXPECTATION_TYPES = frozenset({
 
 def check_gate_expectation(item: dict, where: str) -> None:
     """Refuse, naming ``where``, an expectation the DuckDB gate cannot evaluate
-    as the pandas engine would: an unsupported type, or a regex that Python
-    and DuckDB's RE2 do not both accept (look-arounds, back-references)."""
-    import re
-
-    import duckdb
-
+    as the pandas engine would: an unsupported type, or a regex whose meaning
+    differs between Python's ``re`` (pandas) and DuckDB's RE2 (see
+    ``regex_difference``)."""
     if item["type"] not in DELIVERY_EXPECTATION_TYPES:
         raise SuiteError(f"{where}: expectation type {item['type']!r} is not one the delivery gate evaluates "
                          f"(known: {', '.join(sorted(DELIVERY_EXPECTATION_TYPES))})")
     regex = (item.get("kwargs") or {}).get("regex")
-    if regex is not None:
+    if regex is not None and (problem := regex_difference(regex)):
+        raise SuiteError(f"{where}.kwargs.regex: {regex!r} does not mean the same in Python and DuckDB (RE2): "
+                         f"{problem}")
+
+
+# Python's classes are Unicode-aware (\w matches 中), RE2's ASCII-only; ``{,n}``
+# is a repeat in Python 3.11 and literal text in RE2
+_UNICODE_CLASSES = re.compile(r"\\[wWdDsSbB]|\{,")
+# strings on which both engines must agree: CJK, full-width digits, ASCII.
+# (Python's $ also matches before a trailing newline; no value reaches the
+# gate with one: the rules trim it, reference.TRIM_CHARS.)
+_PROBES = ["", "a", "A1", "中文", "张三丰", "１２３", "123", "_", " ", "-", "9" * 18, "X" * 20]
+
+
+@functools.lru_cache(maxsize=256)
+def regex_difference(regex: str) -> str | None:
+    """Why ``regex`` may not match alike in Python and DuckDB, or None: it
+    must compile in both, use no Unicode-dependent class, and give the same
+    answers on ``_PROBES``. A private DuckDB connection: the module-level one
+    cannot serve two threads."""
+    import duckdb
+
+    try:
+        compiled = re.compile(regex)
+    except re.error as exc:
+        return f"Python: {exc}"
+    if _UNICODE_CLASSES.search(regex):
+        return r"uses \w, \d, \s, \b (Unicode in Python, ASCII in RE2) or {,n}: spell the characters out"
+    with duckdb.connect() as connection:
         try:
-            re.compile(regex)
-            duckdb.execute("SELECT regexp_matches('', ?)", [regex]).fetchall()
-        except (re.error, duckdb.Error) as exc:
-            raise SuiteError(f"{where}.kwargs.regex: {regex!r} is not a regex both Python and DuckDB (RE2) "
-                             f"accept: {str(exc).splitlines()[0]}") from exc
+            answers = [row[0] for row in connection.execute(
+                "SELECT regexp_matches(probe, ?) FROM unnest(?::VARCHAR[]) WITH ORDINALITY AS t(probe, position) "
+                "ORDER BY position", [regex, _PROBES]).fetchall()]
+        except duckdb.Error as exc:
+            return f"DuckDB: {str(exc).splitlines()[0]}"
+    python = [compiled.search(probe) is not None for probe in _PROBES]
+    differing = [probe for probe, ours, theirs in zip(_PROBES, python, answers) if ours != theirs]
+    return f"they disagree on {differing!r}" if differing else None
 
 
 def custom_expectations(contract: Contract, settings: Settings | None = None) -> list[dict]:

@@ -114,6 +114,10 @@ def test_same_decisions_on_shared_compound_keys_and_an_empty_delivery(ingested_c
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
     for name in ("case_number", "debtor_id"):
         columns[name][5] = columns[name][3]
+    # rows 7 and 9 share a case number and miss the debtor: the suite ignores
+    # rows with any key part missing, so they are no duplicates
+    columns["case_number"][9] = columns["case_number"][7]
+    columns["debtor_id"][7] = columns["debtor_id"][9] = None
     shared = pa.table({name: pa.array(values, table.schema.field(name).type) for name, values in columns.items()})
     decisions = _validate_both(contract, shared, settings)
     assert decisions["duckdb"] == decisions["pandas"]

@@ -12,7 +12,7 @@ from pipelines.contracts import get_contract, load_contracts
 from pipelines.dev.synth.city import DefectRates, write_hukou_export
 from pipelines.governance.reports import scorecard
 from pipelines.ingest.load import approve_blocked_load, ingest_file
-from pipelines.lake.delta import delta_version, read_table
+from pipelines.lake.delta import delta_version, read_delta_rows, read_table
 from pipelines.lake.manifest import read_manifest
 from pipelines.lake.paths import governance_path, table_path
 from pipelines.quality.gate import build_data_docs, data_docs_index
@@ -189,3 +189,20 @@ def test_base_library_suites_gate_golden_records(spark, tmp_path):
                                                              "legal_representative_found boolean"),
                              "legal_person", "test-legal", settings)
     assert not legal.blocked and [o.rule for o in legal.warnings] == ["legal_representative.found_in_population"]
+
+
+def test_a_correction_is_not_approved_once_another_replaced_its_target(lake_settings, tmp_path):
+    """r2 corrects r1 and is blocked; r3 corrects r1 and loads. Approving r2
+    would put a second correction of r1 into silver: refused, naming r1."""
+    contract = get_contract("psb.hukou")
+    first = ingest_file(contract, write_hukou_export(tmp_path / "r1", 300, seed=51, rates=CLEAN),
+                        settings=lake_settings)
+    blocked = ingest_file(contract, write_hukou_export(tmp_path / "r2", 300, seed=52, rates=BROKEN_IDS),
+                          replaces=first.load_id, settings=lake_settings)
+    corrected = ingest_file(contract, write_hukou_export(tmp_path / "r3", 300, seed=53, rates=CLEAN),
+                            replaces=first.load_id, settings=lake_settings)
+    assert (first.status, blocked.status, corrected.status) == ("loaded", "blocked", "loaded")
+    with pytest.raises(ValueError, match=f"corrects {first.load_id}, which is no longer loaded .replaced"):
+        approve_blocked_load(blocked.load_id, "looks fine", "governor-li", lake_settings)
+    silver = read_delta_rows(table_path("silver", contract, lake_settings))
+    assert {row["_load_id"] for row in silver} == {corrected.load_id}
