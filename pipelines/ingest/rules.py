@@ -146,7 +146,7 @@ def civil_days(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> tuple[np
 def _dates_from_digits(digits: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
     """Days and validity of yyyyMMdd at columns ``start``..``start+7`` of a
     matrix of digit values (0-9)."""
-    digits = digits[:, start:start + 8]
+    digits = digits[:, start:start + 8].astype(np.int64)
     year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
     month = digits[:, 4] * 10 + digits[:, 5]
     day = digits[:, 6] * 10 + digits[:, 7]
@@ -203,16 +203,21 @@ def _id_number(raw: pa.Array) -> Standardised:
     legacy_values = None
 
     def check_body(rows: np.ndarray, digits: np.ndarray) -> np.ndarray:
-        """Fill the per-row results for 17-digit bodies; returns check bytes."""
-        check = _ID_CHECK_BYTES[(digits @ np.array(ref.ID_WEIGHTS, dtype=np.int64)) % 11]
+        """Fill the per-row results for 17-digit bodies (digit values 0-9, any
+        integer type); returns check bytes. Column by column in int32: a
+        (rows, 17) int64 matrix product costs ~4x more."""
+        total = np.zeros(len(digits), dtype=np.int32)
+        for column, weight in enumerate(ref.ID_WEIGHTS):
+            total += digits[:, column].astype(np.int32) * weight
+        check = _ID_CHECK_BYTES[total % 11]
         birth_days[rows], birth_ok[rows] = _dates_from_digits(digits, 6)
-        province_ok[rows] = _PROVINCE_OK[digits[:, 0] * 10 + digits[:, 1]]
+        province_ok[rows] = _PROVINCE_OK[digits[:, 0].astype(np.int32) * 10 + digits[:, 1]]
         return check
 
     candidates = lengths == 18
     matrix = _fixed_width_bytes(text, candidates, 18)
-    digits = matrix[:, :17].astype(np.int64) - 48
-    shaped = ((digits >= 0) & (digits <= 9)).all(axis=1) & (
+    digits = matrix[:, :17] - np.uint8(48)   # uint8: a byte below '0' wraps past 9
+    shaped = (digits <= 9).all(axis=1) & (
         ((matrix[:, 17] >= 48) & (matrix[:, 17] <= 57)) | (matrix[:, 17] == ord("X")))
     rows = np.flatnonzero(candidates)[shaped]
     full[rows] = True
@@ -363,21 +368,21 @@ def _date(raw: pa.Array) -> Standardised:
     lengths = _byte_lengths(text)
 
     candidates = lengths == 10
-    matrix = _fixed_width_bytes(text, candidates, 10).astype(np.int64)
+    matrix = _fixed_width_bytes(text, candidates, 10)
     digit_columns = [0, 1, 2, 3, 5, 6, 8, 9]
-    iso = ((matrix[:, digit_columns] >= 48) & (matrix[:, digit_columns] <= 57)).all(axis=1) & (
+    iso = ((matrix[:, digit_columns] - np.uint8(48)) <= 9).all(axis=1) & (   # uint8: below '0' wraps past 9
         matrix[:, 4] == ord("-")) & (matrix[:, 7] == ord("-"))
     rows = np.flatnonzero(candidates)[iso]
-    d = matrix[iso] - 48
+    d = matrix[iso].astype(np.int32) - 48
     days[rows], ok[rows] = civil_days(d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3],
                                       d[:, 5] * 10 + d[:, 6], d[:, 8] * 10 + d[:, 9])
     left[rows] = False
 
     candidates = lengths == 8
     matrix = _fixed_width_bytes(text, candidates, 8)
-    digits = ((matrix >= 48) & (matrix <= 57)).all(axis=1)
+    digits = ((matrix - np.uint8(48)) <= 9).all(axis=1)
     rows = np.flatnonzero(candidates)[digits]
-    days[rows], ok[rows] = _dates_from_digits(matrix[digits].astype(np.int64) - 48, 0)
+    days[rows], ok[rows] = _dates_from_digits(matrix[digits] - np.uint8(48), 0)
     left[rows] = False
 
     if left.any():
