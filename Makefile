@@ -9,14 +9,16 @@ JARS := .cache/ivy/govlake-delta-jars.txt
 SCALE ?= 0.002
 SEED ?= 7
 BENCH_ROWS ?= 1000000
+BENCH_LARGE_ROWS ?= 48000000
 
-.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-quality bench-build bench-query suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
+.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-query suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
 	@echo "make test     run the test suite (installs everything first)"
 	@echo "make setup    create .venv, install govlake, cache the Delta jars"
 	@echo "make bench-ingest  whole govlake ingest processes (1M and 1,500 rows, gate on) vs pyarrow (BENCH_ROWS=...)"
+	@echo "make bench-ingest-large one ~5 GB delivery (48M hukou rows, BENCH_LARGE_ROWS=...) vs streaming pyarrow: wall and peak RSS"
 	@echo "make bench-quality GX gate engines (DuckDB, pandas) on a 1M-row hukou delivery"
 	@echo "make bench-build   raw files to all base libraries at scales 0.01, 0.02, 0.05 (SCALES=...)"
 	@echo "make bench-query   Trino vs DuckDB on base.population / base.legal_person (BENCH_SCALE=0.05)"
@@ -73,6 +75,9 @@ down: airflow-down trino-down
 
 bench-ingest: setup
 	$(BIN)/python -m pipelines.dev.bench ingest --rows $(BENCH_ROWS)
+
+bench-ingest-large: setup
+	$(BIN)/python -m pipelines.dev.bench ingest-large --rows $(BENCH_LARGE_ROWS)
 
 bench-quality: setup
 	$(BIN)/python -m pipelines.dev.bench quality --rows $(BENCH_ROWS)

@@ -60,6 +60,13 @@ class Settings:
         pandas engine, same results, ~10-13 s and ~2 GiB per million rows; kept
         as the reference the equivalence test compares against). Library
         gates run on GX's Spark engine. See docs/benchmarks.md.
+    ingest_chunk_rows: a CSV delivery with more records than this is read,
+        classified and staged in chunks of this many records
+        (``GOVLAKE_INGEST_CHUNK_ROWS``, default 2,000,000), so a delivery
+        larger than memory loads in bounded memory; smaller ones are handled
+        in one piece, in memory (docs/design.md, "Large deliveries").
+    gate_memory_limit: the DuckDB memory limit of a gate (``GOVLAKE_GATE_MEMORY_LIMIT``,
+        default ``2GB``); beyond it DuckDB spills under the lake's ``tmp/``.
     today: the date grants are judged on (``GOVLAKE_TODAY``, YYYY-MM-DD; unset:
         the real date). Tests move the clock past a grant's expiry with it;
         read it through ``Settings.on_date()``.
@@ -89,6 +96,8 @@ class Settings:
     airflow_home: Path = PROJECT_ROOT / ".airflow"
     airflow_port: int = 8080
     gate_engine: str = "duckdb"
+    ingest_chunk_rows: int = 2_000_000
+    gate_memory_limit: str = "2GB"
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
     crash_at: str | None = None
     today: date | None = None
@@ -158,6 +167,8 @@ def get_settings() -> Settings:
         airflow_home=Path(_env("GOVLAKE_AIRFLOW_HOME", str(PROJECT_ROOT / ".airflow"))).resolve(),
         airflow_port=int(_env("GOVLAKE_AIRFLOW_PORT", "8080")),
         gate_engine=_env("GOVLAKE_GATE_ENGINE", "duckdb"),
+        ingest_chunk_rows=int(_env("GOVLAKE_INGEST_CHUNK_ROWS", "2000000")),
+        gate_memory_limit=_env("GOVLAKE_GATE_MEMORY_LIMIT", "2GB"),
         extra_spark_conf=_parse_extra_conf(os.environ.get("GOVLAKE_SPARK_CONF", "")),
         crash_at=_env("GOVLAKE_CRASH_AT", "") or None,
         today=_today(_env("GOVLAKE_TODAY", "")),
@@ -172,6 +183,7 @@ _ENVIRONMENT_NAMES = {
     "trino_port": "GOVLAKE_TRINO_PORT", "trino_heap": "GOVLAKE_TRINO_HEAP", "airflow_home": "GOVLAKE_AIRFLOW_HOME",
     "airflow_port": "GOVLAKE_AIRFLOW_PORT", "today": "GOVLAKE_TODAY",
     "rules_refresh_seconds": "GOVLAKE_RULES_REFRESH_SECONDS", "gate_engine": "GOVLAKE_GATE_ENGINE",
+    "ingest_chunk_rows": "GOVLAKE_INGEST_CHUNK_ROWS", "gate_memory_limit": "GOVLAKE_GATE_MEMORY_LIMIT",
 }
 
 

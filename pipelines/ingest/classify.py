@@ -55,8 +55,10 @@ def _failure(column_name: str, header: str, rule: str, value) -> dict:
 
 
 def classify_delivery(table: pa.Table, contract: Contract, headers_found: dict[str, str],
-                      missing_required: list[str]) -> ClassifiedDelivery:
-    """Every row's outcome; see the module docstring."""
+                      missing_required: list[str], seen: SeenRecords | None = None) -> ClassifiedDelivery:
+    """Every row's outcome; see the module docstring. For a delivery read in
+    chunks, ``seen`` carries the records of the earlier chunks, so a record
+    repeating one of them is a duplicate too."""
     names = [c.name for c in contract.columns]
     size = table.num_rows
     columns = standardise_table(table, contract.columns)
@@ -88,6 +90,8 @@ def classify_delivery(table: pa.Table, contract: Contract, headers_found: dict[s
         has_error |= np.asarray(pc.is_valid(errors[name]), dtype=bool)
 
     duplicate = _duplicates(table, contract, skip)
+    if seen is not None:
+        duplicate |= seen.repeated(table.select(names), ~(skip | duplicate))
 
     outcome = np.full(size, LOADED, dtype=object)
     outcome[has_error] = QUARANTINED
@@ -119,6 +123,56 @@ def _duplicates(table: pa.Table, contract: Contract, skip: np.ndarray) -> np.nda
     duplicate[rows] = True
     duplicate[np.asarray(first.column("_position_min").to_numpy(), dtype=np.int64)] = False
     return duplicate
+
+
+class SeenRecords:
+    """The records (as delivered, nulls equal) of the chunks classified so
+    far, as 128-bit digests: 16 bytes a record, 0.8 GB for 50M records,
+    where the records themselves would not fit in memory. The digest is MD5
+    of the record as a JSON list (unambiguous: nulls, quotes, separators);
+    two different records share one with odds of about n²/2¹²⁹."""
+
+    def __init__(self) -> None:
+        self.upper = np.empty(0, np.uint64)   # sorted
+        self.lower = np.empty(0, np.uint64)   # in the same order as ``upper``
+
+    @staticmethod
+    def digests(records: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        import duckdb  # the gate's engine: MD5 of a whole record, vectorised
+
+        quoted = ", ".join('"' + name.replace('"', '""') + '"' for name in records.column_names)
+        with duckdb.connect(config={"threads": 1}) as connection:
+            connection.register("records", records)
+            found = connection.sql(   # one MD5 per record, split into two 64-bit halves
+                "SELECT (m >> 64)::UBIGINT AS u, (m & 18446744073709551615::UHUGEINT)::UBIGINT AS l "
+                f"FROM (SELECT md5_number(to_json([{quoted}])) AS m FROM records)").to_arrow_table()
+        return (np.asarray(found.column("u").to_numpy(), np.uint64),
+                np.asarray(found.column("l").to_numpy(), np.uint64))
+
+    def repeated(self, records: pa.Table, candidates: np.ndarray) -> np.ndarray:
+        """Which ``candidates`` rows of ``records`` repeat a record seen in an
+        earlier call; the candidates are remembered for later calls. Rows
+        outside ``candidates`` (repeats within this chunk, header and
+        malformed rows) are neither checked nor remembered."""
+        rows = np.flatnonzero(candidates)
+        repeated = np.zeros(records.num_rows, dtype=bool)
+        if not rows.size:
+            return repeated
+        upper, lower = self.digests(records.take(pa.array(rows)))
+        left = np.searchsorted(self.upper, upper, side="left")
+        right = np.searchsorted(self.upper, upper, side="right")
+        one = right - left == 1                    # the usual case: one stored digest shares the upper half
+        hit = np.zeros(rows.size, dtype=bool)
+        hit[one] = self.lower[left[one]] == lower[one]
+        for i in np.flatnonzero(right - left > 1):
+            hit[i] = bool((self.lower[left[i]:right[i]] == lower[i]).any())
+        repeated[rows[hit]] = True
+        order = np.argsort(upper[~hit], kind="stable")
+        new_upper, new_lower = upper[~hit][order], lower[~hit][order]
+        at = np.searchsorted(self.upper, new_upper, side="right")
+        self.upper = np.insert(self.upper, at, new_upper)
+        self.lower = np.insert(self.lower, at, new_lower)
+        return repeated
 
 
 def _failures(table, contract, headers_found, missing_required, errors, rows, is_header, is_malformed):

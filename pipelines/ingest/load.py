@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.contracts import Contract, get_contract
@@ -44,6 +45,7 @@ from pipelines.ingest.classify import (
     DUPLICATE,
     LOADED,
     QUARANTINED,
+    SeenRecords,
     bronze_table,
     classify_delivery,
     failure_counts,
@@ -194,13 +196,12 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
         clock = now
 
     try:
-        delivery = read_delivery(contract, path)
+        delivery = read_delivery(contract, path, settings.ingest_chunk_rows)
     except DeliveryError as exc:
         result.status, result.message = "rejected", str(exc)
         append_manifest([base_event | {"status": "rejected", "message": str(exc)}], settings)
         raise
     result.encoding = delivery.encoding
-    result.rows_read = delivery.rows_read
     result.extra_headers = delivery.extra_headers
     result.missing_columns = [c.header for c in delivery.missing_columns]
     missing_required = [c.name for c in delivery.missing_required]
@@ -210,38 +211,62 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
     bronze_path = table_path("bronze", contract, settings)
     silver_path = table_path("silver", contract, settings)
     quarantine_path = governance_path("quarantine", settings)
-    # Bronze needs nothing from classification: its write (delta-rs, no GIL)
-    # overlaps with the rest of GX's import and then with the rules.
+    # A delivery read in one piece is held in memory; a larger one is staged
+    # chunk by chunk in Parquet files and committed from there (bounded memory).
+    staging = None if delivery.complete else _staging_folder(load_id, settings)
+    bronze, quarantined, silver, gated = (_Staged(staging, name) for name in ("bronze", "quarantine", "silver", "gate"))
+    seen = None if delivery.complete else SeenRecords()
+    counts: dict[tuple[str, str], list] = {}
     writer = ThreadPoolExecutor(max_workers=1)
     try:
-        bronze_written = writer.submit(
-            write_arrow_replacing, bronze_table(delivery.table, load_id, path.name, ingested_at), bronze_path,
-            f"_load_id = '{load_id}'", load_id)
-        if gx_import is not None:
-            gx_import.join()   # the rules would contend with the import for the GIL
-            lap("gx_import")   # what was left of GX's import once the file was parsed
         try:
-            classified = classify_delivery(delivery.table, contract, delivery.headers_found, missing_required)
+            for index, chunk in enumerate(delivery.chunks()):
+                # Bronze needs nothing from classification: its write (delta-rs
+                # or Parquet, no GIL) overlaps with the rest of GX's import and
+                # then with the rules.
+                bronze_chunk = bronze_table(chunk, load_id, path.name, ingested_at)
+                bronze_written = (
+                    writer.submit(write_arrow_replacing, bronze_chunk, bronze_path, f"_load_id = '{load_id}'",
+                                  load_id) if delivery.complete else writer.submit(bronze.add, bronze_chunk))
+                del bronze_chunk
+                if gx_import is not None and index == 0:
+                    gx_import.join()   # the rules would contend with the import for the GIL
+                    lap("gx_import")   # what was left of GX's import once the file was parsed
+                classified = classify_delivery(chunk, contract, delivery.headers_found, missing_required, seen)
+                result.rows_read += chunk.num_rows
+                result.rows_loaded += classified.count(LOADED)
+                result.rows_quarantined += classified.count(QUARANTINED)
+                result.rows_duplicate += classified.count(DUPLICATE)
+                quarantined.add(quarantine_table(classified, load_id, path.name, ingested_at))
+                _add_failure_counts(counts, failure_counts(classified, SAMPLE_SIZE))
+                if not missing_required:
+                    silver.add(silver_table(classified, load_id, path.name, ingested_at))
+                    if run_gate:
+                        gated.add(gate_table(classified))
+                del chunk, classified
+                bronze_written.result()   # one chunk ahead at most
+        except DeliveryError as exc:   # a later chunk unreadable: nothing of the file is published
+            result.status, result.message = "rejected", str(exc)
+            append_manifest([base_event | {"status": "rejected", "message": str(exc)}], settings)
+            raise
         finally:
             writer.shutdown(wait=True)
-        result.rows_loaded = classified.count(LOADED)
-        result.rows_quarantined = classified.count(QUARANTINED)
-        result.rows_duplicate = classified.count(DUPLICATE)
         lap("classify")
-        bronze_written.result()
         if not result.reconciles:
             raise ReconciliationError(
                 f"{source}: read {result.rows_read} rows but classified "
                 f"{result.rows_loaded} loaded + {result.rows_quarantined} quarantined + "
                 f"{result.rows_duplicate} duplicate")
+        if not delivery.complete:
+            write_arrow_replacing(bronze.data(), bronze_path, f"_load_id = '{load_id}'", load_id)
         swap = [load_id] + ([replaces] if replaces else [])
         lap("bronze")
         _crash_point("after_bronze", settings)
         write_arrow_replacing(
-            quarantine_table(classified, load_id, path.name, ingested_at), quarantine_path,
+            quarantined.data(), quarantine_path,
             f"feed = '{contract.feed}' AND _load_id IN ({_sql_list(swap)})", load_id, partition_by="feed")
         lap("quarantine")
-        findings = quarantine_findings(failure_counts(classified, SAMPLE_SIZE), path.name)
+        findings = quarantine_findings(_sorted_failure_counts(counts), path.name)
         if missing_required:
             result.status = "rejected"
             headers = ", ".join(f"{c.header} ({c.name})" for c in delivery.missing_required)
@@ -253,7 +278,7 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
             gate = None
             if run_gate:
                 gate = validate_delivery(
-                    gate_table(classified), contract, load_id,
+                    gated.data(), contract, load_id,
                     row_count_parameters(_previous_delivery_rows(contract, load_id, settings, known_loads)),
                     settings, rows=result.rows_read - result.rows_duplicate)
                 record_results(gate, contract, path.name, settings)
@@ -261,16 +286,15 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
                 failed, _ = gate_findings(gate, path.name)
                 findings += failed
                 lap("gate")
-            silver = silver_table(classified, load_id, path.name, ingested_at)
             if gate is not None and gate.blocked:
                 # Not promoted: silver keeps its version; the rows wait in pending
                 # until a governor approves the load (``govlake quality approve``).
                 silver_path = table_path("pending", contract, settings)
-                write_arrow_replacing(silver, silver_path, f"_load_id = '{load_id}'", load_id)
+                write_arrow_replacing(silver.data(), silver_path, f"_load_id = '{load_id}'", load_id)
                 result.status = "blocked"
                 result.message = blocked_message(gate)
             else:
-                write_arrow_replacing(silver, silver_path, f"_load_id IN ({_sql_list(swap)})", load_id)
+                write_arrow_replacing(silver.data(), silver_path, f"_load_id IN ({_sql_list(swap)})", load_id)
                 result.status = "loaded"
         lap("silver")
         _verify_commits(result, bronze_path, silver_path, quarantine_path)
@@ -283,9 +307,13 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
             result.message += f". Governance issues: {', '.join(ids)}"
         lap("governance")
     except Exception as exc:
-        result.status = "failed"
-        append_manifest([base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
+        if result.status != "rejected":
+            result.status = "failed"
+            append_manifest([base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
         raise
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     if delivery.extra_headers:
         result.message = (result.message + " " if result.message else "") + (
             f"extra column(s) kept in bronze._extra: {', '.join(delivery.extra_headers)}")
@@ -309,6 +337,60 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
              source, result.status, load_id, result.rows_read, result.rows_loaded,
              result.rows_quarantined, result.rows_duplicate, result.seconds)
     return result
+
+
+class _Staged:
+    """Rows bound for one Delta table, gathered chunk by chunk: in memory when
+    the delivery is one chunk (``folder`` None), else appended to a Parquet
+    file in ``folder``, so memory holds one chunk whatever the file's size."""
+
+    def __init__(self, folder: Path | None, name: str) -> None:
+        self.path = folder / f"{name}.parquet" if folder is not None else None
+        self.tables: list = []
+        self.writer = None
+
+    def add(self, table) -> None:
+        if self.path is None:
+            self.tables.append(table)
+            return
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="lz4")
+        # a chunk whose column is all null may type it differently; the first chunk's schema holds
+        self.writer.write_table(table if table.schema.equals(self.writer.schema) else table.cast(self.writer.schema))
+
+    def data(self):
+        """The rows: an Arrow table, or a pyarrow dataset over the staged file."""
+        if self.path is None:
+            return self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
+        import pyarrow.dataset as ds
+
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        return ds.dataset(self.path, format="parquet")
+
+
+def _staging_folder(load_id: str, settings: Settings) -> Path:
+    """An empty folder for a chunked load's staged rows (a crashed run's are
+    discarded: the rerun stages everything again)."""
+    folder = settings.local_lake_path("tmp", "staging", load_id)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _add_failure_counts(total: dict[tuple[str, str], list], counts) -> None:
+    for column, rule, rows, samples in counts:
+        entry = total.setdefault((column, rule), [0, []])
+        entry[0] += rows
+        entry[1] = sorted(set(entry[1]) | set(samples))[:SAMPLE_SIZE]
+
+
+def _sorted_failure_counts(total: dict[tuple[str, str], list]) -> list[tuple[str, str, int, list[int]]]:
+    """``failure_counts`` of the whole delivery from its chunks' counts."""
+    return [(column, rule, rows, samples) for (column, rule), (rows, samples) in sorted(total.items())]
 
 
 def _crash_point(name: str, settings: Settings) -> None:

@@ -86,18 +86,24 @@ def _with_commit_retries(write, path: str, what: str) -> None:
 
 
 def write_arrow_replacing(table, path: str, predicate: str, tag: str, partition_by: str | None = None) -> None:
-    """Replace the rows matching ``predicate`` with ``table`` (an Arrow table)
-    in one Delta commit tagged ``tag``; creates the table if needed.
+    """Replace the rows matching ``predicate`` with ``table`` in one Delta
+    commit tagged ``tag``; creates the table if needed.
 
-    Written by delta-rs (the ``deltalake`` package) straight from Arrow: the
-    ingest hot path never crosses into the JVM (docs/benchmarks.md). Every row
-    of ``table`` must match ``predicate`` (delta-rs checks it, like Spark's
-    ``replaceWhere``). Spark and Trino read these tables like any other.
+    ``table`` is an Arrow table, or a pyarrow dataset (the Parquet files a
+    large delivery was staged in), which is streamed into the commit batch by
+    batch in bounded memory. Written by delta-rs (the ``deltalake`` package)
+    straight from Arrow: the ingest hot path never crosses into the JVM
+    (docs/benchmarks.md). Every row must match ``predicate`` (delta-rs checks
+    it, like Spark's ``replaceWhere``). Spark and Trino read these tables like
+    any other.
     """
     from deltalake import CommitProperties, write_deltalake
 
+    def source():   # a fresh reader for every attempt: a reader is consumed by the attempt that failed
+        return table if hasattr(table, "num_rows") else table.scanner(batch_size=64 * 1024).to_reader()
+
     _with_commit_retries(lambda: write_deltalake(
-        path, table, mode="overwrite", predicate=predicate, partition_by=partition_by,
+        path, source(), mode="overwrite", predicate=predicate, partition_by=partition_by,
         commit_properties=CommitProperties(custom_metadata={"userMetadata": tag})), path, f"replace {predicate}")
 
 

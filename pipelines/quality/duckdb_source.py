@@ -43,6 +43,15 @@ CONNECTION_STRING = "duckdb:///:memory:"
 # gave no gain on the 1M-row gate (docs/benchmarks.md).
 CONNECTION_KWARGS = {"connect_args": {"config": {"threads": 1}}}
 
+
+def connection_kwargs(memory_limit: str, temp_directory: str) -> dict:
+    """``CONNECTION_KWARGS`` with a memory limit and where to spill beyond it:
+    the gate of a delivery larger than memory (a staged Parquet dataset)
+    aggregates out of core instead of growing with the file."""
+    config = CONNECTION_KWARGS["connect_args"]["config"] | {
+        "memory_limit": memory_limit, "temp_directory": temp_directory}
+    return {"connect_args": {"config": config}}
+
 _staged: dict[str, object] = {}
 _registered: dict[str, list] = {}       # name -> DuckDB connections that registered it
 _staged_lock = threading.Lock()
@@ -51,7 +60,7 @@ _engines: weakref.WeakSet = weakref.WeakSet()   # live DuckDBExecutionEngines
 
 @contextmanager
 def staged(name: str, table) -> Iterator[str]:
-    """Make the Arrow ``table`` visible as table ``name`` to every DuckDB
+    """Make the Arrow ``table`` (or pyarrow dataset) visible as table ``name`` to every DuckDB
     connection of the datasource while the block runs; dropped after, so the
     delivery's memory is released."""
     with _staged_lock:

@@ -204,10 +204,28 @@ def _raised(info) -> str | None:
     return None
 
 
+def _is_arrow(frame) -> bool:
+    """An Arrow table, or a pyarrow dataset (a large delivery's staged gate
+    rows); anything else is a Spark DataFrame."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    return isinstance(frame, (pa.Table, ds.Dataset))
+
+
+def _arrow_table(frame, columns: list[str] | None = None):
+    """``frame`` (Arrow table or dataset) as an Arrow table of ``columns``."""
+    import pyarrow.dataset as ds
+
+    if isinstance(frame, ds.Dataset):
+        return frame.to_table(columns=columns)
+    return frame.select(columns) if columns else frame
+
+
 def gate_engine(frame, settings: Settings) -> str:
     """GX's engine for ``frame``: ``spark`` for a Spark DataFrame (library
     builds), else ``Settings.gate_engine`` (``duckdb`` unless set)."""
-    if not hasattr(frame, "column_names"):
+    if not _is_arrow(frame):
         return "spark"
     if settings.gate_engine not in GATE_ENGINES:
         raise ValueError(f"GOVLAKE_GATE_ENGINE={settings.gate_engine!r}: expected one of {', '.join(GATE_ENGINES)}")
@@ -230,8 +248,10 @@ def validate_delivery(frame, contract: Contract, load_id: str, parameters: dict,
 
 
 def _column_names(frame) -> list[str]:
-    """Column names of a Spark DataFrame or an Arrow table."""
-    return frame.column_names if hasattr(frame, "column_names") else frame.columns
+    """Column names of a Spark DataFrame, an Arrow table or a pyarrow dataset."""
+    if _is_arrow(frame):
+        return frame.schema.names
+    return frame.columns
 
 
 def _checkpoint_run(frame, suite: dict, run_name: str, parameters: dict, settings: Settings, engine: str,
@@ -248,10 +268,12 @@ def _checkpoint_run(frame, suite: dict, run_name: str, parameters: dict, setting
     batch_parameters = None
     staging = nullcontext()
     if engine == "duckdb":
-        from pipelines.quality.duckdb_source import CONNECTION_KWARGS, CONNECTION_STRING, staged
+        from pipelines.quality.duckdb_source import CONNECTION_STRING, connection_kwargs, staged
 
-        source = context.data_sources.add_or_update_duckdb("lake_duckdb", connection_string=CONNECTION_STRING,
-                                                           kwargs=CONNECTION_KWARGS)
+        spill = settings.local_lake_path("tmp", "duckdb")
+        source = context.data_sources.add_or_update_duckdb(
+            "lake_duckdb", connection_string=CONNECTION_STRING,
+            kwargs=connection_kwargs(settings.gate_memory_limit, str(spill)))
         table_name = "gate_" + name.replace(".", "_")
         staging = staged(table_name, frame)
     elif engine == "spark":
@@ -259,7 +281,7 @@ def _checkpoint_run(frame, suite: dict, run_name: str, parameters: dict, setting
         batch_parameters = {"dataframe": frame}
     else:
         source = context.data_sources.add_or_update_pandas("lake_pandas")
-        batch_parameters = {"dataframe": frame.to_pandas()}
+        batch_parameters = {"dataframe": _arrow_table(frame).to_pandas()}
     with staging:
         try:
             asset = source.get_asset(name)
@@ -352,8 +374,8 @@ def compound_duplicate_rows(frame, columns: list[str], index_column: str,
     same = " AND ".join(f"t.{quoted(c)} IS NOT DISTINCT FROM d.{quoted(c)}" for c in columns)
     import pyarrow as pa
 
-    positioned = frame.select([*dict.fromkeys([*columns, index_column])]).append_column(
-        "__position", pa.array(range(frame.num_rows), pa.int64()))
+    selected = _arrow_table(frame, [*dict.fromkeys([*columns, index_column])])
+    positioned = selected.append_column("__position", pa.array(range(selected.num_rows), pa.int64()))
     with duckdb.connect() as connection:
         connection.register("delivery", positioned)
         found = connection.execute(
