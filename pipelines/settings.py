@@ -143,6 +143,13 @@ def _parse_extra_conf(text: str) -> dict[str, str]:
     return conf
 
 
+def _positive_int(name: str, default: str) -> int:
+    text = _env(name, default)
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise ValueError(f"{name}={text!r}: expected a whole number above 0")
+    return int(text)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     home = _env("GOVLAKE_HOME", str(PROJECT_ROOT / "lake"))
@@ -167,7 +174,7 @@ def get_settings() -> Settings:
         airflow_home=Path(_env("GOVLAKE_AIRFLOW_HOME", str(PROJECT_ROOT / ".airflow"))).resolve(),
         airflow_port=int(_env("GOVLAKE_AIRFLOW_PORT", "8080")),
         gate_engine=_env("GOVLAKE_GATE_ENGINE", "duckdb"),
-        ingest_chunk_rows=int(_env("GOVLAKE_INGEST_CHUNK_ROWS", "2000000")),
+        ingest_chunk_rows=_positive_int("GOVLAKE_INGEST_CHUNK_ROWS", "2000000"),
         gate_memory_limit=_env("GOVLAKE_GATE_MEMORY_LIMIT", "2GB"),
         extra_spark_conf=_parse_extra_conf(os.environ.get("GOVLAKE_SPARK_CONF", "")),
         crash_at=_env("GOVLAKE_CRASH_AT", "") or None,

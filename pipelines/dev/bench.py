@@ -127,9 +127,15 @@ def hukou_file(count: int, file_seed: int) -> Path:
     """A generated hukou export of ``count`` rows, kept under bench-out/ for later runs."""
     folder = BENCH_DIR / f"hukou-{count}-{file_seed}"
     source = folder / "deliveries" / "psb" / "hukou" / "hukou_20261128.csv"
-    if not source.exists():
+    if not source.exists():                 # generated aside and renamed: an interrupted run leaves no half file
+        import shutil
+
         print(f"generating {count:,} hukou rows ...", file=sys.stderr)
-        write_hukou_export(folder, count, seed=file_seed)
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_hukou_export(partial, count, seed=file_seed)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
     return source
 
 

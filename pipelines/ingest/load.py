@@ -25,6 +25,7 @@ Contract of a load:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import logging
@@ -32,6 +33,7 @@ import os
 import shutil
 import signal
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -217,6 +219,7 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
     bronze, quarantined, silver, gated = (_Staged(staging, name) for name in ("bronze", "quarantine", "silver", "gate"))
     seen = None if delivery.complete else SeenRecords()
     counts: dict[tuple[str, str], list] = {}
+    recorded = False   # whether the manifest already has this run's outcome
     writer = ThreadPoolExecutor(max_workers=1)
     try:
         try:
@@ -248,6 +251,7 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
         except DeliveryError as exc:   # a later chunk unreadable: nothing of the file is published
             result.status, result.message = "rejected", str(exc)
             append_manifest([base_event | {"status": "rejected", "message": str(exc)}], settings)
+            recorded = True
             raise
         finally:
             writer.shutdown(wait=True)
@@ -307,7 +311,7 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
             result.message += f". Governance issues: {', '.join(ids)}"
         lap("governance")
     except Exception as exc:
-        if result.status != "rejected":
+        if not recorded:   # a rejection for missing columns that then failed is recorded as failed
             result.status = "failed"
             append_manifest([base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
         raise
@@ -341,44 +345,69 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
 
 class _Staged:
     """Rows bound for one Delta table, gathered chunk by chunk: in memory when
-    the delivery is one chunk (``folder`` None), else appended to a Parquet
-    file in ``folder``, so memory holds one chunk whatever the file's size."""
+    the delivery is one chunk (``folder`` None), else one Parquet file per
+    chunk in ``folder/name``, so memory holds one chunk whatever the file's
+    size (one file per chunk: a reader of the staged rows buffers a file's
+    row group at most, never the whole delivery)."""
 
     def __init__(self, folder: Path | None, name: str) -> None:
-        self.path = folder / f"{name}.parquet" if folder is not None else None
+        self.folder = folder / name if folder is not None else None
         self.tables: list = []
-        self.writer = None
+        self.schema = None
+        self.files = 0
 
     def add(self, table) -> None:
-        if self.path is None:
+        if self.folder is None:
             self.tables.append(table)
             return
         import pyarrow.parquet as pq
 
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="lz4")
+        if self.schema is None:
+            self.schema = table.schema
+            self.folder.mkdir(parents=True, exist_ok=True)
         # a chunk whose column is all null may type it differently; the first chunk's schema holds
-        self.writer.write_table(table if table.schema.equals(self.writer.schema) else table.cast(self.writer.schema))
+        table = table if table.schema.equals(self.schema) else table.cast(self.schema)
+        pq.write_table(table, self.folder / f"part-{self.files:06d}.parquet", compression="lz4",
+                       row_group_size=256 * 1024)
+        self.files += 1
 
     def data(self):
-        """The rows: an Arrow table, or a pyarrow dataset over the staged file."""
-        if self.path is None:
+        """The rows: an Arrow table, or a pyarrow dataset over the staged
+        files, in the order they were added."""
+        if self.folder is None:
             return self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
         import pyarrow.dataset as ds
 
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        return ds.dataset(self.path, format="parquet")
+        parquet = ds.ParquetFileFormat(
+            default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
+        files = [str(self.folder / f"part-{i:06d}.parquet") for i in range(self.files)]
+        return ds.dataset(files, schema=self.schema, format=parquet)
 
 
 def _staging_folder(load_id: str, settings: Settings) -> Path:
-    """An empty folder for a chunked load's staged rows (a crashed run's are
-    discarded: the rerun stages everything again)."""
-    folder = settings.local_lake_path("tmp", "staging", load_id)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    """An empty folder of this run's own for a chunked load's staged rows
+    (two runs of the same delivery never share one). Folders a crashed run
+    left more than a day ago are removed: the rerun stages everything again."""
+    root = settings.local_lake_path("tmp", "staging")
+    root.mkdir(parents=True, exist_ok=True)
+    stale = time.time() - 86_400
+    for folder in root.iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if folder.stat().st_mtime < stale and not _process_alive(int(folder.name.split("-")[-2])):
+                shutil.rmtree(folder, ignore_errors=True)
+    folder = root / f"{load_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
     return folder
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _add_failure_counts(total: dict[tuple[str, str], list], counts) -> None:
@@ -462,16 +491,17 @@ def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: 
             state = "unknown" if target is None else f"{target['status']}: {target['message']}"
             raise ValueError(f"load {load_id} corrects {event['replaces_load_id']}, which is no longer loaded "
                              f"({state}); approving it would put a second correction into silver")
-    rows = DeltaTable(pending_path).to_pyarrow_dataset().to_table(
-        filter=pc.field("_load_id") == load_id)
-    if rows.num_rows != (event["rows_loaded"] or 0):
-        raise ReconciliationError(f"{event['feed']} {event['source_file']}: pending holds {rows.num_rows} rows of "
+    # scanned, not read whole: a blocked delivery may be larger than memory
+    rows = DeltaTable(pending_path).to_pyarrow_dataset().filter(pc.field("_load_id") == load_id)
+    pending = rows.count_rows()
+    if pending != (event["rows_loaded"] or 0):
+        raise ReconciliationError(f"{event['feed']} {event['source_file']}: pending holds {pending} rows of "
                                   f"load {load_id}, the load has {event['rows_loaded']}")
     swap = [load_id] + ([event["replaces_load_id"]] if event["replaces_load_id"] else [])
     tag = f"{load_id} approved"
     write_arrow_replacing(rows, silver_path, f"_load_id IN ({_sql_list(swap)})", tag)
     written = committed_rows(silver_path, tag)
-    if written != rows.num_rows:
+    if written != pending:
         raise ReconciliationError(f"{event['feed']} {event['source_file']}: approval promoted {written} rows, "
                                   f"the load has {event['rows_loaded']}")
     approval = {"load_id": load_id, "feed": event["feed"], "bureau": event["bureau"], "approved_by": approved_by,

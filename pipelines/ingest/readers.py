@@ -239,9 +239,13 @@ def _csv_chunks(reader, first: pa.RecordBatch, invalid: deque, layout: _Layout, 
     empty). Records are numbered as a spreadsheet shows them (header = 1);
     a malformed record keeps its own number and its text, in its place."""
     limit = chunk_rows or math.inf
-    pending, size, start, exhausted = [first], first.num_rows, 2, False
+    schema, pending, size, start, exhausted = first.schema, [first], first.num_rows, 2, False
+    del first                              # held in pending only, so it goes with its chunk
     while True:
-        while size < limit and not exhausted:
+        # malformed records count toward the chunk, so a file of mostly
+        # malformed lines is still read a chunk at a time; a chunk always reads
+        # at least one batch, so it always moves on
+        while (size == 0 or size + len(invalid) < limit) and not exhausted:
             try:
                 batch = _next_batch(reader)
             except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
@@ -251,7 +255,7 @@ def _csv_chunks(reader, first: pa.RecordBatch, invalid: deque, layout: _Layout, 
             else:
                 pending.append(batch)
                 size += batch.num_rows
-        body = pa.Table.from_batches(pending, schema=first.schema)
+        body = pa.Table.from_batches(pending, schema=schema)
         if body.num_rows > limit:
             body, rest = body.slice(0, limit), body.slice(limit)
             pending, size = rest.to_batches(), rest.num_rows
@@ -284,7 +288,10 @@ def _csv_chunks(reader, first: pa.RecordBatch, invalid: deque, layout: _Layout, 
             columns = [c.take(order) for c in columns]
             numbers = pc.take(pa.array(numbers, pa.int64()), order)
             malformed = pc.take(pa.array(malformed, pa.string()), order)
-        yield layout.table(columns, numbers, malformed)
+        table = layout.table(columns, numbers, malformed)
+        del body, columns, numbers, malformed   # the batches as read: not kept while the chunk is processed
+        yield table
+        del table
         if done:
             return
         start = end + 1

@@ -100,7 +100,9 @@ def write_arrow_replacing(table, path: str, predicate: str, tag: str, partition_
     from deltalake import CommitProperties, write_deltalake
 
     def source():   # a fresh reader for every attempt: a reader is consumed by the attempt that failed
-        return table if hasattr(table, "num_rows") else table.scanner(batch_size=64 * 1024).to_reader()
+        # one file at a time, a few batches ahead: memory stays bounded whatever the dataset's size
+        return table if hasattr(table, "num_rows") else table.scanner(
+            batch_size=64 * 1024, batch_readahead=4, fragment_readahead=1).to_reader()
 
     _with_commit_retries(lambda: write_deltalake(
         path, source(), mode="overwrite", predicate=predicate, partition_by=partition_by,

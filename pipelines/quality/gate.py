@@ -271,6 +271,7 @@ def _checkpoint_run(frame, suite: dict, run_name: str, parameters: dict, setting
         from pipelines.quality.duckdb_source import CONNECTION_STRING, connection_kwargs, staged
 
         spill = settings.local_lake_path("tmp", "duckdb")
+        spill.mkdir(parents=True, exist_ok=True)
         source = context.data_sources.add_or_update_duckdb(
             "lake_duckdb", connection_string=CONNECTION_STRING,
             kwargs=connection_kwargs(settings.gate_memory_limit, str(spill)))
@@ -338,8 +339,10 @@ def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters:
                 unexpected = 0   # an empty delivery: GX's SQL engine says None where pandas says 0
             if (engine == "duckdb" and config.type == "expect_compound_columns_to_be_unique" and unexpected
                     and not samples):
-                samples = compound_duplicate_rows(frame, kwargs["column_list"], index_column,
-                                                  kwargs.get("ignore_row_if", "all_values_are_missing"))
+                samples = compound_duplicate_rows(
+                    frame, kwargs["column_list"], index_column, kwargs.get("ignore_row_if", "all_values_are_missing"),
+                    memory_limit=settings.gate_memory_limit,
+                    temp_directory=str(settings.local_lake_path("tmp", "duckdb")))
             outcomes.append(ExpectationOutcome(
                 expectation_type=config.type, column_name=kwargs.get("column"),
                 rule=(config.meta or {}).get("rule", config.type),
@@ -354,7 +357,8 @@ def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters:
 
 
 def compound_duplicate_rows(frame, columns: list[str], index_column: str,
-                            ignore_row_if: str = "all_values_are_missing", limit: int = 10) -> list:
+                            ignore_row_if: str = "all_values_are_missing", limit: int = 10,
+                            memory_limit: str | None = None, temp_directory: str | None = None) -> list:
     """The first ``limit`` rows (in delivery order) whose combination of
     ``columns`` occurs more than once, nulls equal, skipping rows as GX's
     ``ignore_row_if`` says (``all_values_are_missing``, ``any_value_is_missing``
@@ -373,15 +377,24 @@ def compound_duplicate_rows(frame, columns: list[str], index_column: str,
     present = joiner.join(f"t.{quoted(c)} IS NOT NULL" for c in columns) if joiner else "true"
     same = " AND ".join(f"t.{quoted(c)} IS NOT DISTINCT FROM d.{quoted(c)}" for c in columns)
     import pyarrow as pa
+    import pyarrow.dataset as ds
 
-    selected = _arrow_table(frame, [*dict.fromkeys([*columns, index_column])])
-    positioned = selected.append_column("__position", pa.array(range(selected.num_rows), pa.int64()))
-    with duckdb.connect() as connection:
-        connection.register("delivery", positioned)
+    if isinstance(frame, ds.Dataset):
+        # a large delivery's staged rows, scanned by DuckDB in bounded memory;
+        # they are staged in delivery order, so their row numbers give it
+        delivery, position = frame, quoted(index_column)
+        config = {"threads": 1} | ({"memory_limit": memory_limit, "temp_directory": temp_directory}
+                                   if memory_limit and temp_directory else {})
+    else:
+        selected = _arrow_table(frame, [*dict.fromkeys([*columns, index_column])])
+        delivery = selected.append_column("__position", pa.array(range(selected.num_rows), pa.int64()))
+        position, config = "__position", {}
+    with duckdb.connect(config=config) as connection:
+        connection.register("delivery", delivery)
         found = connection.execute(
             f"SELECT t.{quoted(index_column)} FROM delivery t "
             f"JOIN (SELECT {names} FROM delivery t WHERE {present} GROUP BY {names} HAVING count(*) > 1) d "
-            f"ON {same} WHERE {present} ORDER BY t.__position LIMIT {int(limit)}").fetchall()
+            f"ON {same} WHERE {present} ORDER BY t.{position} LIMIT {int(limit)}").fetchall()
     return [row[0] for row in found]
 
 

@@ -123,3 +123,23 @@ def test_malformed_records_keep_their_row_numbers_across_chunk_boundaries(delive
     texts = dict(zip(bronze.column("_row_number").to_pylist(), bronze.column("_malformed").to_pylist()))
     assert texts[records + 1] == "短,行" and texts[CHUNK + 1].startswith("坏行,")
     assert pa.types.is_string(bronze.schema.field("_malformed").type)
+
+
+def test_a_file_of_mostly_malformed_lines_is_still_read_in_chunks(delivery, tmp_path):
+    """Malformed lines count toward a chunk: a 48 MB file in which one line in
+    a hundred is a record is not held whole until enough records arrive."""
+    path, _ = delivery
+    lines = path.read_bytes().split(b"\r\n")
+    header, record = lines[0], lines[2]
+    malformed = ",".join(["坏"] * 330).encode("gb18030")        # about 1 kB: a 48 MB file is three 16 MB blocks
+    body = [record if i % 100 == 0 else malformed for i in range(48_000)]
+    mostly_bad = tmp_path / "hukou_20261129.csv"
+    mostly_bad.write_bytes(b"\r\n".join([header, *body]) + b"\r\n")
+    read = read_delivery(get_contract("psb.hukou"), mostly_bad, 5_000)
+    sizes, numbers = [], []
+    for chunk in read.chunks():
+        sizes.append(chunk.num_rows)
+        numbers += chunk.column("_row_number").to_pylist()
+    assert sum(sizes) == len(body) and sorted(numbers) == list(range(2, len(body) + 2))
+    # a chunk is its records plus at most one read-ahead block of malformed lines
+    assert len(sizes) >= 3 and max(sizes) <= 5_000 + 17_000, sizes

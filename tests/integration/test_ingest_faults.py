@@ -75,3 +75,32 @@ def test_bad_file_is_rejected_with_file_row_and_column_and_publishes_nothing(spa
 
     with pytest.raises(DeliveryError, match="residence.xlsx: not a readable XLSX"):
         ingest_file(get_contract("psb.residence_permit"), not_xlsx, settings=lake_settings)
+
+
+def test_a_rejected_delivery_that_then_fails_is_recorded_as_failed(tmp_path):
+    """A delivery missing a required column is rejected, but its run goes on
+    to write quarantine and governance; when one of those writes fails, the
+    manifest says the run failed (before, it said nothing at all)."""
+    import dataclasses
+
+    from pipelines.lake.manifest import latest_status
+    from pipelines.lake.paths import governance_path
+    from pipelines.settings import get_settings
+
+    settings = dataclasses.replace(get_settings(), home=str(tmp_path / "lake"))
+    contract = get_contract("psb.hukou")
+    required = next(c for c in contract.columns if c.required)
+    path = write_hukou_export(tmp_path / "export", 50, seed=3)
+    text = path.read_bytes().decode("gb18030")
+    header, rest = text.split("\r\n", 1)
+    path.write_bytes((header.replace(required.header, "别的列", 1) + "\r\n" + rest).encode("gb18030"))
+    # the governance issues table cannot be written: a file stands where its folder would be
+    issues = Path(governance_path("issues", settings))
+    issues.parent.mkdir(parents=True, exist_ok=True)
+    issues.write_text("not a Delta table")
+    with pytest.raises(Exception):   # noqa: B017 - whatever delta-rs raises; the manifest is the point
+        ingest_file(contract, path, settings=settings)
+    from pipelines.ingest.load import make_load_id, sha256_of
+
+    event = latest_status(make_load_id(contract, sha256_of(path)), settings)
+    assert event is not None and event["status"] == "failed", event
