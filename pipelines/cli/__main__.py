@@ -1,5 +1,5 @@
 """`python -m pipelines.cli` runs the govlake command."""
 
-from pipelines.cli import main
+from pipelines.cli import run
 
-main()
+run()

@@ -34,6 +34,7 @@ import shutil
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -215,7 +216,8 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
     quarantine_path = governance_path("quarantine", settings)
     # A delivery read in one piece is held in memory; a larger one is staged
     # chunk by chunk in Parquet files and committed from there (bounded memory).
-    staging = None if delivery.complete else _staging_folder(load_id, settings)
+    staged = contextlib.ExitStack()
+    staging = None if delivery.complete else staged.enter_context(_staging_folder(load_id, settings))
     bronze, quarantined, silver, gated = (_Staged(staging, name) for name in ("bronze", "quarantine", "silver", "gate"))
     seen = None if delivery.complete else SeenRecords()
     counts: dict[tuple[str, str], list] = {}
@@ -316,8 +318,7 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
             append_manifest([base_event | {"status": "failed", "message": str(exc)[:2000]}], settings)
         raise
     finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        staged.close()   # the staged files: removed however the load ended
     if delivery.extra_headers:
         result.message = (result.message + " " if result.message else "") + (
             f"extra column(s) kept in bronze._extra: {', '.join(delivery.extra_headers)}")
@@ -384,30 +385,38 @@ class _Staged:
         return ds.dataset(files, schema=self.schema, format=parquet)
 
 
-def _staging_folder(load_id: str, settings: Settings) -> Path:
-    """An empty folder of this run's own for a chunked load's staged rows
-    (two runs of the same delivery never share one). Folders a crashed run
-    left more than a day ago are removed: the rerun stages everything again."""
+@contextlib.contextmanager
+def _staging_folder(load_id: str, settings: Settings) -> Iterator[Path]:
+    """An empty folder of this run's own for a chunked load's staged rows,
+    removed when the block ends. The run holds a lock on ``.lock`` inside it
+    while it lives; a folder whose lock anyone can take was left by a run
+    that is gone (killed: no clean-up ran), and is removed here, so retries
+    of a crashed load do not pile up copies. Folders without a lock file are
+    removed once they are a day old."""
+    import fcntl
+
     root = settings.local_lake_path("tmp", "staging")
     root.mkdir(parents=True, exist_ok=True)
-    stale = time.time() - 86_400
-    for folder in root.iterdir():
-        with contextlib.suppress(OSError, ValueError):
-            if folder.stat().st_mtime < stale and not _process_alive(int(folder.name.split("-")[-2])):
-                shutil.rmtree(folder, ignore_errors=True)
-    folder = root / f"{load_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    for left in root.iterdir():
+        with contextlib.suppress(OSError):
+            lock_file = left / ".lock"
+            if not lock_file.exists():
+                if left.stat().st_mtime < time.time() - 86_400:
+                    shutil.rmtree(left, ignore_errors=True)
+                continue
+            if left.stat().st_mtime > time.time() - 60:
+                continue   # just made: its run may not hold the lock yet
+            with lock_file.open("rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)   # raises while its run lives
+                shutil.rmtree(left, ignore_errors=True)
+    folder = root / f"{load_id}-{uuid.uuid4().hex[:12]}"
     folder.mkdir()
-    return folder
-
-
-def _process_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        with (folder / ".lock").open("wb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _add_failure_counts(total: dict[tuple[str, str], list], counts) -> None:

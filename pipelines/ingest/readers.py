@@ -182,6 +182,7 @@ def _build_table(contract: Contract, headers: list[str], columns: list[list], ro
 
 
 _ANY_COLUMNS = 4096   # columns given a string type before the header is known
+CSV_BLOCK_BYTES = 16 << 20   # what the CSV reader parses at a time (and reads ahead)
 
 
 def read_csv(contract: Contract, path: Path, chunk_rows: int | None = None) -> Delivery:
@@ -206,7 +207,7 @@ def read_csv(contract: Contract, path: Path, chunk_rows: int | None = None) -> D
             path,
             read_options=pacsv.ReadOptions(
                 encoding="utf8" if encoding.startswith("utf-8") else encoding,
-                autogenerate_column_names=True, block_size=16 << 20, use_threads=False),
+                autogenerate_column_names=True, block_size=CSV_BLOCK_BYTES, use_threads=False),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
             convert_options=pacsv.ConvertOptions(
                 column_types={f"f{i}": pa.string() for i in range(_ANY_COLUMNS)}, strings_can_be_null=False,
@@ -243,9 +244,11 @@ def _csv_chunks(reader, first: pa.RecordBatch, invalid: deque, layout: _Layout, 
     del first                              # held in pending only, so it goes with its chunk
     while True:
         # malformed records count toward the chunk, so a file of mostly
-        # malformed lines is still read a chunk at a time; a chunk always reads
-        # at least one batch, so it always moves on
-        while (size == 0 or size + len(invalid) < limit) and not exhausted:
+        # malformed lines is still read a chunk at a time; with no record in
+        # hand, a chunk reads on until one arrives, unless the next ``limit``
+        # records are all malformed ones already known (a chunk of its own)
+        while (size + len(invalid) < limit or size == 0 and not _malformed_run(invalid, start, limit)) \
+                and not exhausted:
             try:
                 batch = _next_batch(reader)
             except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
@@ -261,17 +264,20 @@ def _csv_chunks(reader, first: pa.RecordBatch, invalid: deque, layout: _Layout, 
             pending, size = rest.to_batches(), rest.num_rows
         else:
             pending, size = [], 0
-        done = exhausted and size == 0
-        state.setdefault("done", done)     # what the first chunk is: the whole delivery or not
+        last = exhausted and size == 0     # every well-formed record is in hand
         rows = body.num_rows
-        # this chunk's records, and the malformed ones among them (after the
-        # last chunk: every malformed one left)
+        # this chunk's records: the malformed ones among them, and those
+        # right after them while the chunk has room (after the last
+        # well-formed record: every malformed one left, a chunk at a time)
+        if any(number is None for number, _ in invalid):
+            raise DeliveryError(f"{source}: the CSV reader did not number its malformed rows")
         end, taken = start + rows - 1, []
-        while invalid and (done or invalid[0][0] <= end):
+        while invalid and (invalid[0][0] <= end
+                           or (last or invalid[0][0] == end + 1) and rows + len(taken) < limit):
             taken.append(invalid.popleft())
             end += 1
-        if any(number is None for number, _ in taken):
-            raise DeliveryError(f"{source}: the CSV reader did not number its malformed rows")
+        done = last and not invalid
+        state.setdefault("done", done)     # what the first chunk is: the whole delivery or not
         columns = [body.column(i).combine_chunks() for i in range(body.num_columns)]
         numbers: range | list[int] = range(start, start + rows)
         malformed = None
@@ -295,6 +301,14 @@ def _csv_chunks(reader, first: pa.RecordBatch, invalid: deque, layout: _Layout, 
         if done:
             return
         start = end + 1
+
+
+def _malformed_run(invalid: deque, start: int, limit: float) -> bool:
+    """Whether the next ``limit`` records from ``start`` are all malformed
+    ones the reader has already reported."""
+    if limit == math.inf or len(invalid) < limit:
+        return False
+    return all(number == start + i for i, (number, _) in enumerate(itertools.islice(invalid, int(limit))))
 
 
 def cell_text(value) -> str | None:

@@ -8,6 +8,7 @@ is a benchmark (``make bench-ingest-large``), not a test."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pyarrow as pa
 import pytest
@@ -143,3 +144,31 @@ def test_a_file_of_mostly_malformed_lines_is_still_read_in_chunks(delivery, tmp_
     assert sum(sizes) == len(body) and sorted(numbers) == list(range(2, len(body) + 2))
     # a chunk is its records plus at most one read-ahead block of malformed lines
     assert len(sizes) >= 3 and max(sizes) <= 5_000 + 17_000, sizes
+
+
+def test_staging_left_by_a_killed_run_is_removed_and_a_live_run_is_kept(tmp_path):
+    """A run killed mid-load leaves its staged files; the next chunked load
+    removes them (their lock is free), never those of a run still going."""
+    import fcntl
+    import os
+
+    from pipelines.ingest.load import _staging_folder
+
+    settings = dataclasses.replace(get_settings(), home=str(tmp_path / "lake"))
+    root = settings.local_lake_path("tmp", "staging")
+    dead, live, old_style = root / "psb_hukou-aaaa-dead", root / "psb_hukou-bbbb-live", root / "psb_hukou-cccc"
+    for folder in (dead, live, old_style):
+        (folder / "bronze").mkdir(parents=True)
+        (folder / "bronze" / "part-000000.parquet").write_bytes(b"staged")
+    (dead / ".lock").touch()
+    (live / ".lock").touch()
+    an_hour_ago, two_days_ago = time.time() - 3_600, time.time() - 2 * 86_400
+    os.utime(dead, (an_hour_ago, an_hour_ago))
+    os.utime(live, (an_hour_ago, an_hour_ago))
+    os.utime(old_style, (two_days_ago, two_days_ago))
+    with (live / ".lock").open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)          # the live run's lock (another open file: it conflicts)
+        with _staging_folder("psb_hukou-dddd", settings) as mine:
+            assert mine.is_dir() and not dead.exists() and not old_style.exists()
+            assert (live / "bronze" / "part-000000.parquet").exists()
+        assert not mine.exists()

@@ -553,6 +553,7 @@ class City:
                 division = "442502"
         else:
             division = rng.choice(voc.OTHER_PROVINCE_DIVISIONS)
+        crowded = 0
         while True:
             key = f"{division}{birth:%Y%m%d}{gender}"
             count = sequence.get(key, 0)
@@ -560,7 +561,13 @@ class City:
             seq = 2 * count + (1 if gender == "男" else 2)
             if seq <= 999:
                 break
-            birth += timedelta(days=1)  # a crowded birthday: move one day on
+            crowded += 1
+            if crowded % 30:
+                birth += timedelta(days=1)  # a crowded birthday: move one day on
+            else:
+                # a month of full birthdays (only files of tens of millions
+                # reach it): a person born elsewhere, as many residents are
+                division = rng.choice(voc.OTHER_PROVINCE_DIVISIONS)
         age = (self.as_of - birth).days / 365.25
         dead = rng.random() < (0.002 + 0.0004 * max(0.0, age - 50))
         death_date = _random_day(rng, self.as_of - timedelta(days=3 * 365), self.as_of) if dead else None
