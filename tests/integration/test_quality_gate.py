@@ -206,3 +206,34 @@ def test_a_correction_is_not_approved_once_another_replaced_its_target(lake_sett
         approve_blocked_load(blocked.load_id, "looks fine", "governor-li", lake_settings)
     silver = read_delta_rows(table_path("silver", contract, lake_settings))
     assert {row["_load_id"] for row in silver} == {corrected.load_id}
+
+
+def test_an_edited_suite_is_used_at_the_next_gate_and_an_unchanged_one_is_reused(tmp_path):
+    """The gate keeps its GX checkpoint between runs while the suite is the
+    same, and stores it again once the suite file changes: an edit to a
+    suite takes effect at the very next delivery."""
+    import json
+    import shutil
+
+    from pipelines.settings import get_settings
+
+    base = get_settings()
+    quality = tmp_path / "quality"
+    shutil.copytree(base.quality_dir, quality)
+    settings = dataclasses.replace(base, home=str(tmp_path / "lake"), quality_dir=quality)
+    contract = get_contract("psb.hukou")
+    first = ingest_file(contract, write_hukou_export(tmp_path / "d1", 300, seed=31, rates=CLEAN), settings=settings)
+    marker = settings.local_lake_path("quality", "gx", "uncommitted", "govlake_checkpoints", "psb_hukou.duckdb")
+    stored = marker.read_text()
+    second = ingest_file(contract, write_hukou_export(tmp_path / "d2", 300, seed=32, rates=CLEAN), settings=settings)
+    assert first.status == second.status == "loaded" and marker.read_text() == stored
+    # a governor tightens the gender rule to a set no row can meet
+    suite_file = quality / "suites" / "psb.hukou.json"
+    suite = json.loads(suite_file.read_text(encoding="utf-8"))
+    rule = next(e for e in suite["expectations"] if e["meta"]["rule"] == "gender.enum")
+    rule["kwargs"]["value_set"] = ["男"]
+    suite_file.write_text(json.dumps(suite, ensure_ascii=False), encoding="utf-8")
+    third = ingest_file(contract, write_hukou_export(tmp_path / "d3", 300, seed=33, rates=CLEAN), settings=settings)
+    assert third.status == "blocked" and marker.read_text() != stored
+    failed = [o for o in third.gate.outcomes if not o.success]
+    assert [o.rule for o in failed] == ["gender.enum"] and failed[0].kwargs["value_set"] == ["男"]
