@@ -145,9 +145,13 @@ def _parse_extra_conf(text: str) -> dict[str, str]:
 
 def _positive_int(name: str, default: str) -> int:
     text = _env(name, default)
-    if not text.strip().isdigit() or int(text) <= 0:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
         raise ValueError(f"{name}={text!r}: expected a whole number above 0")
-    return int(text)
+    return value
 
 
 @lru_cache(maxsize=1)

@@ -313,6 +313,13 @@ def _checkpoint_run(frame, suite: dict, run_name: str, parameters: dict, setting
     return checkpoint_result, run_id
 
 
+def _spill_folder(settings: Settings) -> Path:
+    """Where the gate's DuckDB spills beyond ``GOVLAKE_GATE_MEMORY_LIMIT``."""
+    folder = settings.local_lake_path("tmp", "duckdb")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _gate_table_name(suite_name: str) -> str:
     return "gate_" + suite_name.replace(".", "_")
 
@@ -336,9 +343,7 @@ def _gx_checkpoint(context, suite: dict, engine: str, index_column: str, setting
     if engine == "duckdb":
         from pipelines.quality.duckdb_source import CONNECTION_STRING, connection_kwargs
 
-        spill = settings.local_lake_path("tmp", "duckdb")
-        spill.mkdir(parents=True, exist_ok=True)
-        source_kwargs = connection_kwargs(settings.gate_memory_limit, str(spill))
+        source_kwargs = connection_kwargs(settings.gate_memory_limit, str(_spill_folder(settings)))
     fingerprint = hashlib.sha256(json.dumps(
         [suite, engine, index_column, source_kwargs], sort_keys=True, default=str).encode()).hexdigest()
     marker = settings.local_lake_path("quality", "gx", "uncommitted", "govlake_checkpoints", f"{name}.{engine}")
@@ -413,8 +418,7 @@ def _run_checkpoint(frame, suite: dict, subject: str, run_name: str, parameters:
                     and not samples):
                 samples = compound_duplicate_rows(
                     frame, kwargs["column_list"], index_column, kwargs.get("ignore_row_if", "all_values_are_missing"),
-                    memory_limit=settings.gate_memory_limit,
-                    temp_directory=str(settings.local_lake_path("tmp", "duckdb")))
+                    memory_limit=settings.gate_memory_limit, temp_directory=str(_spill_folder(settings)))
             outcomes.append(ExpectationOutcome(
                 expectation_type=config.type, column_name=kwargs.get("column"),
                 rule=(config.meta or {}).get("rule", config.type),
