@@ -11,7 +11,7 @@ SEED ?= 7
 BENCH_ROWS ?= 1000000
 BENCH_LARGE_ROWS ?= 48000000
 
-.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-query suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
+.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-query suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-ingest-large one ~5 GB delivery (48M hukou rows, BENCH_LARGE_ROWS=...) vs streaming pyarrow: wall and peak RSS"
 	@echo "make bench-quality GX gate engines (DuckDB, pandas) on a 1M-row hukou delivery"
 	@echo "make bench-build   raw files to all base libraries at scales 0.01, 0.02, 0.05 (SCALES=...)"
+	@echo "make bench-city    a city (SCALE=1.0 here) day 0 + 3 daily increments, whole processes, Trino point lookup"
 	@echo "make bench-query   Trino vs DuckDB on base.population / base.legal_person (BENCH_SCALE=0.05)"
 	@echo "make suites   re-render quality/suites/*.json from contracts and quality/custom/"
 	@echo "make airflow  start Airflow 3 (standalone) on 127.0.0.1; make down stops it"
@@ -87,6 +88,10 @@ bench-build: setup
 	$(BIN)/python -m pipelines.dev.bench build --scales $(SCALES)
 
 BENCH_SCALE ?= 0.05
+# scale 1.0 (the real city) unless SCALE= is given: SCALE's default is the demo's
+bench-city: setup
+	$(BIN)/python -m pipelines.dev.bench city --scale $(if $(filter command line environment,$(origin SCALE)),$(SCALE),1.0) --days $(or $(DAYS),3)
+
 bench-query: setup
 	$(BIN)/python -m pipelines.dev.bench query --scale $(BENCH_SCALE)
 

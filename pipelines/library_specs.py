@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,12 @@ class LibrarySpec:
     resolution: Resolution | None = None
     report: str | None = None                 # "module:function(spark, settings)" run after a build
     unversioned_columns: tuple[str, ...] = () # change with every build, not a new version (e.g. rated_on)
+    # incremental builds (pipelines/libraries/incremental.py): keys whose computed
+    # columns change with the build date alone ("module:function(frames, since, as_of)"),
+    # and the column that refers to each library of depends_on (its keys' changes touch ours)
+    dated_keys: str | None = None
+    references: tuple[tuple[str, str], ...] = ()
+    digest: str = ""                          # of the spec file's text: a changed spec rebuilds in full
 
     @property
     def feeds(self) -> list[str]:
@@ -155,6 +162,11 @@ def load_library_spec(library: str, settings: Settings | None = None) -> Library
             if alias not in sources:
                 raise LibrarySpecError(f"{shown}: resolution.rescue: {alias!r} is not under sources:")
         resolution = Resolution(item["profile"], tuple(item.get("rescue", [])), dict(item.get("candidates") or {}))
+    incremental = document.get("incremental") or {}
+    references = tuple((incremental.get("references") or {}).items())
+    for library_name, _ in references:
+        if library_name not in document.get("depends_on", []):
+            raise LibrarySpecError(f"{shown}: incremental.references: {library_name!r} is not in depends_on")
     kind = document.get("kind", "golden")
     if kind == "derived" and not document.get("build"):
         raise LibrarySpecError(f"{shown}: build: required for a derived library (module:function)")
@@ -163,4 +175,6 @@ def load_library_spec(library: str, settings: Settings | None = None) -> Library
                        attributes=tuple(attributes), kind=kind, build=document.get("build"),
                        enrich=document.get("enrich"), depends_on=tuple(document.get("depends_on", [])),
                        resolution=resolution, report=document.get("report"),
-                       unversioned_columns=tuple(document.get("unversioned_columns", [])))
+                       unversioned_columns=tuple(document.get("unversioned_columns", [])),
+                       dated_keys=incremental.get("dated"), references=references,
+                       digest=hashlib.sha256(path.read_bytes()).hexdigest()[:16])

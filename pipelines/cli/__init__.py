@@ -15,7 +15,7 @@ import sys
 import click
 from rich.markup import escape
 
-from pipelines.cli import audit, catalog, contracts, dev, governance, ingest, libraries, quality, services
+from pipelines.cli import audit, catalog, contracts, dev, governance, ingest, lake, libraries, quality, services
 from pipelines.cli.common import err_console
 
 log = logging.getLogger("pipelines")
@@ -66,7 +66,7 @@ for _command in (
     dev.setup, contracts.contracts, dev.synth, ingest.ingest, ingest.loads, governance.collection,
     quality.quality, governance.governance, services.airflow_group, services.trino_group, catalog.publish_command,
     catalog.catalog_group, catalog.access_group, audit.audit_group, libraries.build_command, libraries.show_group,
-    dev.demo,
+    lake.upkeep_command, dev.demo,
 ):
     main.add_command(_command)
 

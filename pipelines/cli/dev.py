@@ -32,23 +32,34 @@ def setup() -> None:
               type=click.Path(path_type=Path), help="Output folder (deliveries/ and truth/).")
 @click.option("--defect-scale", default=1.0, show_default=True, type=float,
               help="Multiply every defect rate (0 for a clean city).")
+@click.option("--days", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Also write days 1..D of daily change deliveries (days/<k>/) and their truth (truth/day-<k>/).")
 @json_option
-def synth(scale: float, seed: int, out: Path, defect_scale: float, as_json: bool) -> None:
+def synth(scale: float, seed: int, out: Path, defect_scale: float, days: int, as_json: bool) -> None:
     """Generate a synthetic Dongguan-like city: every bureau export plus ground truth."""
     from pipelines.dev.synth.city import DefectRates, generate_city
+    from pipelines.dev.synth.days import generate_days
 
     if out.exists() and not out.is_dir():
         raise click.ClickException(f"--out {out}: not a folder")
+    rates = DefectRates().scaled(defect_scale)
     with err_console.status(f"generating scale {scale} city (seed {seed}) into {out}"):
-        summary = generate_city(out, scale=scale, seed=seed, rates=DefectRates().scaled(defect_scale))
+        summary = generate_city(out, scale=scale, seed=seed, rates=rates)
+    changes = None
+    if days:
+        with err_console.status(f"generating days 1..{days} of change deliveries into {out / 'days'}"):
+            changes = generate_days(out, days, scale=scale, seed=seed, rates=rates)
     if as_json:
-        emit_json(summary.as_dict())
+        emit_json(summary.as_dict() | ({"days": changes.as_dict()} if changes else {}))
         return
     rows = [[path, records] for path, records in summary.files.items()]
     console.print(table(f"Synthetic city: {summary.persons:,} persons, {summary.market_entities:,} market entities, "
                         f"{summary.social_orgs:,} social orgs ({summary.seconds:.1f}s)",
                         ["delivery", "records"], rows, {"records"}))
     console.print(f"{summary.defects:,} injected defects labelled in {out / 'truth' / 'defects.csv'}")
+    if changes:
+        console.print(f"days 1..{days} ({changes.seconds:.1f}s): " + ", ".join(
+            f"{count:,} {event}" for event, count in sorted(changes.events.items())))
 
 
 @click.command()

@@ -18,9 +18,16 @@ def _library_choices() -> list[str]:
 @click.command("build")
 @click.option("--library", "libraries", multiple=True, type=click.Choice(_library_choices()),
               help="A base library to build (repeatable). Default: all, in dependency order.")
+@click.option("--full", is_flag=True, help="Recompute every key (default: only the keys the deliveries since "
+                                           "the last build touched, where its recorded state allows).")
 @json_option
-def build_command(libraries: tuple[str, ...], as_json: bool) -> None:
+def build_command(libraries: tuple[str, ...], full: bool, as_json: bool) -> None:
     """Build or refresh base libraries from silver (gated; history kept; only changes written).
+
+    A golden library is built incrementally: the keys the deliveries since
+    its last build carry, and those that depend on them, are recomputed and
+    merged (the table's "mode" column says which, and why). --full
+    recomputes every key; both give the same records.
 
     A library whose authoritative source feeds have no silver table yet (or
     whose upstream library is not built) is skipped with the reason, before
@@ -29,7 +36,7 @@ def build_command(libraries: tuple[str, ...], as_json: bool) -> None:
     """
     from pipelines.libraries.build import build_ready
 
-    results, skipped = build_ready(spark, list(libraries) or None)
+    results, skipped = build_ready(spark, list(libraries) or None, full=full)
     if libraries and skipped:
         raise click.ClickException("; ".join(check.describe() for check in skipped))
     for check in skipped:
@@ -42,13 +49,17 @@ def build_command(libraries: tuple[str, ...], as_json: bool) -> None:
                               "missing_feeds": r.missing_feeds, "missing_libraries": r.missing_libraries}
                              for r in skipped])
     else:
-        rows = [[r["library"], r["status"], r["rows"], r.get("inserted", "-"), r.get("changed", "-"),
-                 r.get("removed", "-"), r.get("unchanged", "-"), r.get("seconds", "-")] for r in results]
-        rows += [[r.library, "skipped", "-", "-", "-", "-", "-", "-"] for r in skipped]
-        console.print(table("Base libraries", ["library", "status", "records", "new", "changed", "closed",
+        rows = [[r["library"], r["status"], r.get("mode", "-"), r["rows"], r.get("inserted", "-"),
+                 r.get("changed", "-"), r.get("removed", "-"), r.get("unchanged", "-"), r.get("seconds", "-")]
+                for r in results]
+        rows += [[r.library, "skipped", "-", "-", "-", "-", "-", "-", "-"] for r in skipped]
+        console.print(table("Base libraries", ["library", "status", "mode", "records", "new", "changed", "closed",
                                                "unchanged", "seconds"], rows,
                             {"records", "new", "changed", "closed", "unchanged", "seconds"}))
         for r in results:
+            if r.get("mode"):
+                console.print(f"  base.{r['library']}: {r['mode']} build ({r['mode_reason']})"
+                              + (f", {r['touched_keys']:,} keys recomputed" if "touched_keys" in r else ""))
             for failure in r.get("gate", {}).get("failures", []):
                 console.print(f"  base.{r['library']}: {failure}")
             if r.get("conflicts"):

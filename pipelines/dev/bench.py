@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from pipelines.contracts import get_contract, load_contracts
@@ -366,23 +367,13 @@ QUERIES = {
 }
 
 
-def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
-    """Trino (the project's server, HTTPS + password, warm) against DuckDB over
-    the same Parquet files (the current Delta snapshot), same queries, same run.
-    Uses bench-out/lake-<scale> from ``make bench-build`` (built here if missing)."""
-    import dataclasses
-    import statistics
-
+def _trino_and_duckdb(spark, settings, titles: list[str], repeats: int) -> tuple[dict, dict]:
+    """Run ``QUERIES[title]`` for each title on the project's Trino (started
+    here on the lake of ``settings``, HTTPS + password, warm: the first run is
+    not counted) and on DuckDB over the current Delta snapshot's Parquet
+    files, alternating; medians in ms. Returns (results by title, rows per table)."""
     import duckdb
 
-    settings = dataclasses.replace(get_settings(), home=str(BENCH_DIR / f"lake-{scale}"),
-                                   trino_home=BENCH_DIR / "trino", trino_port=18643)
-    spark = build_spark_session(app_name="govlake-bench-query")
-    if not delta_exists(spark, settings.lake_path("base", "legal_person")):
-        root = BENCH_DIR / f"city-{scale}"
-        generate_city(root, scale=scale, seed=seed)
-        ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=True)
-        build_libraries(spark, ["population", "legal_person"], settings=settings)
     files = {name: [f.removeprefix("file://").removeprefix("file:") for f in
                     spark.read.format("delta").load(settings.lake_path("base", name)).inputFiles()]
              for name in ("population", "legal_person")}
@@ -399,7 +390,8 @@ def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
         for name, paths in files.items():
             duck.execute(f"create view {name} as select * from read_parquet({paths!r})")
         results = {}
-        for title, template in QUERIES.items():
+        for title in titles:
+            template = QUERIES[title]
             trino_sql = template.format(population="lake.base.population", legal_person="lake.base.legal_person",
                                         person_id=person_id)
             duck_sql = template.format(population="population", legal_person="legal_person", person_id=person_id)
@@ -421,12 +413,126 @@ def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
         connection.close()
     finally:
         trino_down(settings)
+    return results, rows
+
+
+def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
+    """Trino (the project's server, HTTPS + password, warm) against DuckDB over
+    the same Parquet files (the current Delta snapshot), same queries, same run.
+    Uses bench-out/lake-<scale> from ``make bench-build`` (built here if missing)."""
+    import dataclasses
+
+    settings = dataclasses.replace(get_settings(), home=str(BENCH_DIR / f"lake-{scale}"),
+                                   trino_home=BENCH_DIR / "trino", trino_port=18643)
+    spark = build_spark_session(app_name="govlake-bench-query")
+    if not delta_exists(spark, settings.lake_path("base", "legal_person")):
+        root = BENCH_DIR / f"city-{scale}"
+        generate_city(root, scale=scale, seed=seed)
+        ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=True)
+        build_libraries(spark, ["population", "legal_person"], settings=settings)
+    results, rows = _trino_and_duckdb(spark, settings, list(QUERIES), repeats)
     return {"benchmark": f"bench-query: Trino vs DuckDB at scale {scale}",
             **{f"{title}": f"Trino {r['trino_ms']} ms, DuckDB {r['duckdb_ms']} ms, ratio "
                f"{r['ratio_trino_over_duckdb']}, same rows: {r['same_row_count']}" for title, r in results.items()},
             "rows_population_table": rows["population"], "rows_legal_person_table": rows["legal_person"],
             "repeats": repeats, "measure": "median of warm runs, wall clock from the client (Python trino over "
             "HTTPS with a password; duckdb in process)", "trino_heap": settings.trino_heap}
+
+
+def _govlake(args: list[str], lake: Path) -> dict:
+    """``govlake ARGS --json`` as a whole process on the lake ``lake``: wall,
+    CPU, peak RSS (the largest process of its tree: the Spark JVM for a build)
+    and the parsed output."""
+    env = dict(os.environ, GOVLAKE_HOME=str(lake))
+    run = _measured_process([str(Path(sys.executable).with_name("govlake")), *args, "--json"], env)
+    run["output"] = json.loads(run.pop("stdout"))
+    return run
+
+
+def _ingest_stage(directory: Path, lake: Path) -> dict:
+    run = _govlake(["ingest", "--all", str(directory)], lake)
+    loads = run["output"]
+    return {"seconds": round(run["wall"], 1), "peak_rss_gib": round(run["peak_rss"] / 2**30, 2),
+            "deliveries": len(loads), "rows_read": sum(r.get("rows_read") or 0 for r in loads),
+            "rows_loaded": sum(r.get("rows_loaded") or 0 for r in loads),
+            "statuses": dict(sorted(Counter(r["status"] for r in loads).items()))}
+
+
+def _build_stage(lake: Path, full: bool = False) -> dict:
+    run = _govlake(["build"] + (["--full"] if full else []), lake)
+    built = [r for r in run["output"] if "mode" in r or r.get("status") == "skipped"]
+    return {"seconds": round(run["wall"], 1), "peak_rss_gib": round(run["peak_rss"] / 2**30, 2),
+            "libraries": {r["library"]: {"status": r["status"], "mode": r.get("mode"), "rows": r.get("rows"),
+                                         "touched_keys": r.get("touched_keys"), "changed": r.get("changed"),
+                                         "inserted": r.get("inserted"), "seconds": r.get("seconds")}
+                          for r in built}}
+
+
+def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15) -> dict:
+    """A city as the lake runs it: day 0's deliveries ingested through the
+    gate (``govlake ingest --all``) and every library built (``govlake
+    build``), then ``days`` daily increments (ingest the day's change
+    deliveries, build incrementally), then ``govlake build --full`` on the
+    final lake as the baseline an increment is compared with, then warm
+    point lookups on Trino and DuckDB. Every stage is a whole process, timed
+    with its peak RSS; person and entity precision / recall against the
+    truth after day 0. The city is generated once per (scale, seed, days)
+    and kept in bench-out/."""
+    import dataclasses
+    import shutil
+
+    from pipelines.dev.synth.days import generate_days
+
+    root = BENCH_DIR / f"city-{scale}-{seed}-days"
+    lake = BENCH_DIR / f"lake-city-{scale}"
+    result: dict = {"benchmark": f"bench-city: scale {scale}, day 0 and {days} daily increments"}
+    started = time.perf_counter()
+    if not (root / "truth" / f"day-{days}" / "events.csv").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        generate_city(root, scale=scale, seed=seed)
+        generate_days(root, days, scale=scale, seed=seed)
+        result["synth_s"] = round(time.perf_counter() - started, 1)
+    else:
+        result["synth_s"] = "cached"
+    shutil.rmtree(lake, ignore_errors=True)
+    stages = {"day 0 ingest": _ingest_stage(root / "deliveries", lake)}
+    stages["day 0 build"] = _build_stage(lake)
+    settings = dataclasses.replace(get_settings(), home=str(lake), trino_home=BENCH_DIR / "trino",
+                                   trino_port=18643)
+    spark = build_spark_session(app_name="govlake-bench-city")
+    accuracy = {lib: evaluate_resolution(spark, lib, root / "truth", settings) for lib in ("population", "legal_person")}
+    for day in range(1, days + 1):
+        stages[f"day {day} ingest"] = _ingest_stage(root / "days" / str(day), lake)
+        stages[f"day {day} build"] = _build_stage(lake)
+    stages["full rebuild (baseline)"] = _build_stage(lake, full=True)
+    lookups, rows = _trino_and_duckdb(spark, settings, ["point lookup by ID"], repeats)
+    lookup = lookups["point lookup by ID"]
+    day0 = stages["day 0 ingest"]["seconds"] + stages["day 0 build"]["seconds"]
+    increments = [stages[f"day {d} ingest"]["seconds"] + stages[f"day {d} build"]["seconds"]
+                  for d in range(1, days + 1)]
+    result |= {
+        "day0_ingest_build_min": round(day0 / 60, 1),
+        "increment_ingest_build_s": increments,
+        "increment_build_s": [stages[f"day {d} build"]["seconds"] for d in range(1, days + 1)],
+        "full_rebuild_s": stages["full rebuild (baseline)"]["seconds"],
+        "increment_build_over_full_rebuild": round(statistics.median(
+            stages[f"day {d} build"]["seconds"] for d in range(1, days + 1))
+            / stages["full rebuild (baseline)"]["seconds"], 2),
+        "peak_rss_gib": max(stage["peak_rss_gib"] for stage in stages.values()),
+        "person_precision_recall": [accuracy["population"]["subject_precision"],
+                                    accuracy["population"]["subject_recall"]],
+        "entity_precision_recall": [accuracy["legal_person"]["subject_precision"],
+                                    accuracy["legal_person"]["subject_recall"]],
+        "trino_point_lookup_p50_ms": lookup["trino_ms"], "duckdb_point_lookup_p50_ms": lookup["duckdb_ms"],
+        "rows_population_table": rows["population"], "rows_legal_person_table": rows["legal_person"],
+        "stages": stages,
+        "measure": ("whole govlake processes (ingest --all with the gate; build: incremental where the state "
+                    "allows, Spark JVM included); peak RSS is the largest process of each stage's tree; the "
+                    "baseline is build --full on the final lake in the same run; point lookups median of "
+                    f"{repeats} warm runs, Python trino client over HTTPS with a password, DuckDB in process "
+                    "over the same Parquet files"),
+    }
+    return result
 
 
 def _write_increment(persons_csv: Path, target: Path, changes: int) -> int:
@@ -473,6 +579,19 @@ def record(result: dict) -> None:
             lines.append(f"| {name} | {lib['rows']:,} | {lib['seconds']} | {lib['stages']} |")
         lines.append("")
         result = {k: v for k, v in result.items() if k != "runs"}
+    if "stages" in result:
+        lines += ["| stage | seconds | peak RSS GiB | what |", "|---|---|---|---|"]
+        for name, stage in result["stages"].items():
+            if "libraries" in stage:
+                what = "; ".join(f"{lib} {r['mode'] or r['status']} {r['rows'] or 0:,} rows"
+                                 + (f" ({r['touched_keys']:,} keys touched)" if r.get("touched_keys") is not None else "")
+                                 + f" {r['seconds']} s" for lib, r in stage["libraries"].items())
+            else:
+                what = (f"{stage['deliveries']} deliveries, {stage['rows_read']:,} rows read, "
+                        f"{stage['rows_loaded']:,} loaded, {stage['statuses']}")
+            lines.append(f"| {name} | {stage['seconds']} | {stage['peak_rss_gib']} | {what} |")
+        lines.append("")
+        result = {k: v for k, v in result.items() if k != "stages"}
     lines += ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in result.items() if k != "benchmark"]
     with RESULTS.open("a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -493,6 +612,10 @@ def main(argv: list[str] | None = None) -> None:
     build = sub.add_parser("build", help="raw files to all base libraries at several scales")
     build.add_argument("--scales", default="0.01,0.02,0.05")
     build.add_argument("--seed", type=int, default=7)
+    city = sub.add_parser("city", help="a city's day 0 and daily increments, whole processes, then point lookups")
+    city.add_argument("--scale", type=float, default=1.0)
+    city.add_argument("--days", type=int, default=3)
+    city.add_argument("--seed", type=int, default=7)
     query = sub.add_parser("query", help="Trino vs DuckDB on base.population and base.legal_person")
     query.add_argument("--scale", type=float, default=0.05)
     query.add_argument("--repeats", type=int, default=7)
@@ -501,6 +624,8 @@ def main(argv: list[str] | None = None) -> None:
         result = bench_ingest(args.rows, args.seed)
     elif args.benchmark == "ingest-large":
         result = bench_ingest_large(args.rows, args.seed)
+    elif args.benchmark == "city":
+        result = bench_city(args.scale, args.days, args.seed)
     elif args.benchmark == "query":
         result = bench_query(args.scale, args.repeats)
     elif args.benchmark == "build":
@@ -509,6 +634,7 @@ def main(argv: list[str] | None = None) -> None:
         result = bench_quality(args.rows, args.seed)
     record(result)
     print(json.dumps(result, indent=2))
+    print(json.dumps(result, ensure_ascii=False))     # the last line: one JSON object
 
 
 if __name__ == "__main__":

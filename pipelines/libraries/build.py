@@ -6,12 +6,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pipelines.contracts import get_contract
-from pipelines.lake.delta import delta_version, read_silver, table_exists
+from pipelines.lake.delta import delta_exists, delta_version, read_silver, table_exists
 from pipelines.lake.manifest import latest_events
 from pipelines.lake.paths import table_path
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
-from pipelines.libraries.resolution import resolve_records, write_resolution
+from pipelines.libraries.incremental import (
+    BuildPlan, BuildState, changed_upstream, current_state, plan_build, read_state, restrict, touched_keys, write_state,
+)
+from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec
 from pipelines.quality.gate import build_data_docs, validate_library
 from pipelines.settings import Settings, get_settings, utc_now
@@ -30,11 +33,16 @@ def _function(reference: str):
     return getattr(importlib.import_module(module), name)
 
 
-def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime | None = None) -> tuple:
+def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime | None = None,
+                    plan: BuildPlan | None = None, state: BuildState | None = None) -> tuple:
     """The library's current records as of ``now`` (the build time; computed
     columns such as ``is_deceased`` may depend on the date), and what the
     build found on the way: (records, conflicts or None, resolution (links,
-    reviews) or None).
+    reviews) or None, touched keys or None).
+
+    With an incremental ``plan`` (``pipelines.libraries.incremental``) only
+    the touched keys' records and conflicts are computed, and the touched
+    keys (column ``_key``) are returned for the merge; otherwise every key's.
 
     Conflicts are the sources' disagreements with the authoritative value
     (``golden.attribute_conflicts``) plus what rescued quarantined rows said
@@ -45,15 +53,23 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
 
     now = now or utc_now()
     if spec.kind == "derived":
-        return _function(spec.build)(spark, settings, spec), None, None
+        return _function(spec.build)(spark, settings, spec), None, None, None
     frames = read_silver_sources(spark, spec, settings)
-    resolution = disagreements = None
+    resolution = disagreements = touched = None
     if spec.resolution:
 
         frames, links, reviews, disagreements = resolve_records(spark, spec, frames, settings)
         # checkpoints cut the plans short: Spark's cache lookup canonicalises a
         # whole plan, which costs minutes on these many-join plans
         resolution = (links.localCheckpoint(), reviews.localCheckpoint())
+    if plan is not None and plan.incremental:
+        links_before = read_links(spark, spec.library, settings) if spec.resolution else None
+        touched = touched_keys(spark, spec, frames, plan, state, links_before,
+                               resolution[0] if resolution else None, settings).localCheckpoint()
+        frames = restrict(spec, frames, touched)
+        if disagreements is not None:
+            disagreements = disagreements.join(F.broadcast(touched), F.col("subject") == F.col("_key"),
+                                               "left_semi")
     joined_frame, present = joined_sources(spec, frames)
     joined = (joined_frame.localCheckpoint(), present)
     records = golden_records(spec, frames, joined)
@@ -68,14 +84,19 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
     conflicts = conflicts.localCheckpoint() if conflicts is not None else None
     if spec.enrich:
         records = _function(spec.enrich)(spark, records, frames, settings, now.date())
-    return records, conflicts, resolution
+    return records, conflicts, resolution, touched
 
 
 def build_library(spark, library: str, settings: Settings | None = None, gate: bool = True,
-                  now: datetime | None = None) -> dict:
+                  now: datetime | None = None, full: bool = False) -> dict:
     """Build or refresh one base library; its suite gates the result before it
     is merged (a blocked build leaves the gold table and the governance tables
-    as they were). Conflicts, entity links and match reviews are recorded with it."""
+    as they were). Conflicts, entity links and match reviews are recorded with it.
+
+    A golden library is built incrementally when its last build's state
+    allows (``pipelines.libraries.incremental``): only the keys the loads
+    since touched are recomputed, gated and merged; ``full`` recomputes
+    every key. Both give the same records."""
     import time
 
     settings = settings or get_settings()
@@ -87,12 +108,21 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
         stages[stage] = round(time.monotonic() - started - sum(stages.values()), 2)
 
     spec = load_library_spec(library, settings)
-    records, conflicts, resolution = current_records(spark, spec, settings, now)
-    records = records.localCheckpoint()
     path = settings.lake_path("base", library)
-    result = {"library": library, "rows": records.count(), "stages": stages}
+    state = current_state(spark, spec, live_load_ids(spark, settings), now, settings)
+    previous = read_state(library, settings)
+    plan = plan_build(spec, state, previous, delta_exists(spark, path), full,
+                      changed_upstream(spark, spec, state, previous, settings) if not full else set())
+    records, conflicts, resolution, touched = current_records(spark, spec, settings, now, plan, state)
+    records = records.localCheckpoint()
+    result = {"library": library, "rows": records.count(), "stages": stages, "mode": plan.mode,
+              "mode_reason": plan.reason}
+    if touched is not None:
+        result["touched_keys"] = touched.count()
     lap("records")
-    if gate:
+    if gate and (result["rows"] or touched is None):
+        # every blocking expectation of a library suite is a per-row rule or
+        # key uniqueness, so gating the touched keys' records gates the change
         check = validate_library(records, library, f"base.{library}@{now:%Y%m%dT%H%M%S}",
                                  settings, rows=result["rows"])
         result["gate"] = {"blocked": check.blocked,
@@ -102,13 +132,13 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
         if check.blocked:
             result["status"] = "blocked"
             return result
-    result |= merge_with_history(spark, records, path, spec.key, now, spec.unversioned_columns)
+    result |= merge_with_history(spark, records, path, spec.key, now, spec.unversioned_columns, touched)
     result["status"] = "built"
     result["version"] = delta_version(spark, path)
     lap("merge")
     if spec.kind == "golden":
 
-        result["conflicts"] = record_conflicts(spark, library, conflicts, now, settings)
+        result["conflicts"] = record_conflicts(spark, library, conflicts, now, settings, touched)
         lap("conflicts")
     if resolution is not None:
 
@@ -117,17 +147,19 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
     if spec.report:
         result["report"] = _function(spec.report)(spark, settings)
         lap("report")
+    write_state(state, settings)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 
 
 def build_libraries(spark, libraries: list[str] | None = None, settings: Settings | None = None,
-                    gate: bool = True) -> list[dict]:
-    """Build ``libraries`` (default: all) in dependency order."""
+                    gate: bool = True, now: datetime | None = None, full: bool = False) -> list[dict]:
+    """Build ``libraries`` (default: all) in dependency order, at one build time."""
     settings = settings or get_settings()
+    now = now or utc_now()
     order = library_names(settings)
     wanted = order if not libraries else [name for name in order if name in libraries]
-    return [build_library(spark, name, settings, gate) for name in wanted]
+    return [build_library(spark, name, settings, gate, now, full) for name in wanted]
 
 
 @dataclass
@@ -204,15 +236,17 @@ def source_readiness(libraries: list[str] | None = None, settings: Settings | No
     return readiness
 
 
-def build_ready(session_of, libraries: list[str] | None = None, settings: Settings | None = None
-                ) -> tuple[list[dict], list[Readiness]]:
+def build_ready(session_of, libraries: list[str] | None = None, settings: Settings | None = None,
+                full: bool = False) -> tuple[list[dict], list[Readiness]]:
     """Build ``libraries`` (default: all) in dependency order, skipping before
     any Spark work those whose sources are not in the lake (``source_readiness``)
     and, during the run, those whose upstream library the gate blocked.
     ``session_of()`` gives the Spark session, called only when a library is
     built. Returns the build results (skipped ones with ``status`` skipped and
-    the reason) and the readiness checks that failed."""
+    the reason) and the readiness checks that failed. ``full``: rebuild
+    every key (else incrementally where the last build allows)."""
     settings = settings or get_settings()
+    now = utc_now()
     readiness = source_readiness(libraries, settings)
     not_built: set[str] = {check.library for check in readiness if not check.ready}
     results, session = [], None
@@ -226,7 +260,7 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
                             "reason": f"upstream {', '.join('base.' + n for n in upstream)} not built in this run"})
             continue
         session = session or session_of()
-        result = build_library(session, check.library, settings)
+        result = build_library(session, check.library, settings, now=now, full=full)
         if result["status"] != "built":
             not_built.add(check.library)
         results.append(result)

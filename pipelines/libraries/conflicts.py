@@ -23,9 +23,13 @@ from pipelines.lake.tables import CONFLICTS_DDL
 from pipelines.settings import Settings
 
 
-def record_conflicts(spark, library: str, conflicts, now: datetime, settings: Settings) -> dict:
+def record_conflicts(spark, library: str, conflicts, now: datetime, settings: Settings, touched=None) -> dict:
     """Merge this build's conflicts into governance.conflicts and the
-    governance list. Returns open conflicts per (other feed, attribute)."""
+    governance list. Returns open conflicts per (other feed, attribute).
+
+    ``touched`` (column ``_key``): an incremental build's keys; ``conflicts``
+    are theirs only, and only their open conflicts that are no longer found
+    are resolved (without it, every open conflict of the library not found)."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
@@ -39,15 +43,31 @@ def record_conflicts(spark, library: str, conflicts, now: datetime, settings: Se
         spark.createDataFrame([], CONFLICTS_DDL).write.format("delta").partitionBy("library").save(path)
     match = ("t.library = s.library AND t.subject = s.subject AND t.attribute = s.attribute "
              "AND t.other_feed = s.other_feed AND t.resolved_at IS NULL")
-    (DeltaTable.forPath(spark, path).alias("t")
-     .merge(found.alias("s"), match)
-     .whenMatchedUpdate(set={"last_seen_at": "s.last_seen_at", "authoritative_value": "s.authoritative_value",
-                             "authoritative_load_id": "s.authoritative_load_id", "other_value": "s.other_value",
-                             "other_load_id": "s.other_load_id"})
-     .whenNotMatchedInsertAll()
-     .whenNotMatchedBySourceUpdate(condition=f"t.library = '{library}' AND t.resolved_at IS NULL",
-                                   set={"resolved_at": F.lit(now).cast("timestamp")})
-     .execute())
+    found = found.withColumn("_settled", F.lit(False))
+    if touched is not None:
+        # open conflicts of touched subjects that this build no longer finds
+        keys = ["subject", "attribute", "other_feed"]
+        settled = (read_table(spark, "conflicts", settings)
+                   .where((F.col("library") == library) & F.col("resolved_at").isNull())
+                   .join(F.broadcast(touched), F.col("subject") == F.col("_key"), "left_semi")
+                   .join(found.select(*keys), keys, "left_anti")
+                   .select(*found.drop("_settled").columns).withColumn("_settled", F.lit(True)).localCheckpoint())
+        found = found.unionByName(settled)
+    update = {"last_seen_at": "s.last_seen_at", "authoritative_value": "s.authoritative_value",
+              "authoritative_load_id": "s.authoritative_load_id", "other_value": "s.other_value",
+              "other_load_id": "s.other_load_id"}
+    merge = (DeltaTable.forPath(spark, path).alias("t")
+             .merge(found.alias("s"), match)
+             .whenMatchedUpdate(condition="s._settled", set={"resolved_at": F.lit(now).cast("timestamp")})
+             .whenMatchedUpdate(set=update)
+             .whenNotMatchedInsert(condition="NOT s._settled",
+                                   values={c: f"s.{c}" for c in found.columns if c != "_settled"}))
+    # the library's open conflicts this build did not look at (an incremental
+    # build's untouched subjects) still hold: seen now; the others are resolved
+    merge = merge.whenNotMatchedBySourceUpdate(
+        condition=f"t.library = '{library}' AND t.resolved_at IS NULL",
+        set={"resolved_at": F.lit(now).cast("timestamp")} if touched is None else {"last_seen_at": F.lit(now).cast("timestamp")})
+    merge.execute()
     open_conflicts = (read_table(spark, "conflicts", settings)
                       .where((F.col("library") == library) & F.col("resolved_at").isNull())
                       .groupBy("other_feed", "other_column", "attribute", "authoritative_feed")

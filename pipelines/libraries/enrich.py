@@ -61,6 +61,21 @@ def is_deceased(records, permits, as_of: date):
     ).drop("_permit_live")
 
 
+def permits_lapsed(frames: dict, since: date, as_of: date):
+    """Persons whose ``is_deceased`` can change between builds on ``since``
+    and ``as_of`` with no new delivery: a residence permit valid on
+    ``since`` and no longer on ``as_of`` (``is_deceased``'s rule). Column
+    ``_key``, or None without permits."""
+    from pyspark.sql import functions as F
+
+    permits = frames.get(RESIDENCE_PERMIT)
+    if permits is None:
+        return None
+    return (permits.where(F.col("id_number").isNotNull() & (F.col("valid_until") >= F.lit(since))
+                          & (F.col("valid_until") < F.lit(as_of)))
+            .select(F.col("id_number").alias("_key")))
+
+
 def population(spark, records, frames: dict, settings: Settings, as_of: date):
     """+ hukou / residence address codes, ``town_code`` (where the person lives:
     residence permit town, else the hukou address's town), ``is_deceased``

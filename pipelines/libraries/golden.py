@@ -213,8 +213,12 @@ def attribute_conflicts(spec: LibrarySpec, joined):
     return reduce(lambda a, b: a.unionByName(b), parts)
 
 
+# the record hash of a staged row that only closes a key's current version
+GONE = "gone"
+
+
 def merge_with_history(spark, records, path: str, key: str, now: datetime | None = None,
-                       unversioned: tuple[str, ...] = ()) -> dict:
+                       unversioned: tuple[str, ...] = (), touched=None) -> dict:
     """Apply current-state ``records`` to the gold table at ``path`` with history.
     Returns how many keys were inserted, changed and left unchanged.
 
@@ -222,7 +226,13 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     changed key (``valid_to``) and inserts its new version, inserts new keys,
     and leaves every unchanged row alone. Provenance (``*_load_id``) and
     ``unversioned`` columns are not part of a record's content: a new delivery
-    with the same values does not make a new version."""
+    with the same values does not make a new version.
+
+    ``touched`` (column ``_key``): an incremental build's keys; ``records``
+    holds only theirs, and only they are compared: a touched key with a
+    current version and no record is closed, every other key is left alone.
+    Without it, ``records`` is every key and a current key without a record
+    is closed."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
@@ -241,21 +251,38 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     # rows with a merge key close the current version; rows without one insert the new version
     staged = (hashed.select(F.col(key).alias("_merge_key"), "*")
               .unionByName(changed.select(F.lit(None).cast("string").alias("_merge_key"), "*")))
+    if touched is not None:
+        # touched keys that no source knows any more: a row that only closes
+        gone = (current.join(F.broadcast(touched), F.col(key) == F.col("_key"), "left_semi")
+                .join(hashed.select(key), key, "left_anti").select(key).localCheckpoint())
+        gone_count = gone.count()          # before the merge: afterwards they are no longer current
+        current_count = current.count()
+        staged = staged.unionByName(gone.select(F.col(key).alias("_merge_key"), key,
+                                                F.lit(GONE).alias("record_hash")), allowMissingColumns=True)
     table = DeltaTable.forPath(spark, path)
     values = {c: f"s.{c}" for c in hashed.columns}
     closed = {"valid_to": F.lit(now).cast("timestamp"), "is_current": F.lit(False)}
-    (table.alias("t").merge(staged.alias("s"), f"t.{key} = s._merge_key AND t.is_current")
-     .whenMatchedUpdate(condition="t.record_hash <> s.record_hash", set=closed)
-     .whenNotMatchedInsert(values=values | {"valid_from": F.lit(now).cast("timestamp"),
-                                            "valid_to": F.lit(None).cast("timestamp"),
-                                            "is_current": F.lit(True)})
-     # a key no source knows any more (e.g. its delivery was replaced) is closed, not deleted
-     .whenNotMatchedBySourceUpdate(condition="t.is_current", set=closed)
-     .execute())
+    merge = (table.alias("t").merge(staged.alias("s"), f"t.{key} = s._merge_key AND t.is_current")
+             .whenMatchedUpdate(condition="t.record_hash <> s.record_hash", set=closed)
+             .whenNotMatchedInsert(condition=f"s.record_hash <> '{GONE}'",
+                                   values=values | {"valid_from": F.lit(now).cast("timestamp"),
+                                                    "valid_to": F.lit(None).cast("timestamp"),
+                                                    "is_current": F.lit(True)}))
+    if touched is None:
+        # a key no source knows any more (e.g. its delivery was replaced) is closed, not deleted
+        merge = merge.whenNotMatchedBySourceUpdate(condition="t.is_current", set=closed)
+    merge.execute()
     metrics = table.history(1).select("operationMetrics").first()[0]
     updated = int(metrics.get("numTargetRowsMatchedUpdated", metrics.get("numTargetRowsUpdated", 0)))
     removed = int(metrics.get("numTargetRowsNotMatchedBySourceUpdated", 0))
     inserted = int(metrics.get("numTargetRowsInserted", 0))
+    if touched is not None:
+        # closing rows of keys no source knows are matched updates too; the
+        # untouched keys are unchanged
+        removed = gone_count
+        updated -= removed
+        return {"inserted": inserted - updated, "changed": updated, "removed": removed,
+                "unchanged": current_count - updated - removed}
     return {"inserted": inserted - updated, "changed": updated, "removed": removed,
             "unchanged": hashed.count() - inserted}
 

@@ -363,3 +363,14 @@ def write_resolution(spark, library: str, links, reviews, settings: Settings) ->
          .option("replaceWhere", f"library = '{library}'").save(path))
         counts[name] = spark.read.format("delta").load(path).where(f"library = '{library}'").count()
     return counts
+
+
+def read_links(spark, library: str, settings: Settings):
+    """The library's rows of governance.entity_links as its last build wrote
+    them (a checkpoint: this build replaces them), or None before any."""
+    from pyspark.sql import functions as F
+
+    path = governance_path("entity_links", settings)
+    if not delta_exists(spark, path):
+        return None
+    return spark.read.format("delta").load(path).where(F.col("library") == library).localCheckpoint()

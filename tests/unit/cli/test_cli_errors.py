@@ -230,6 +230,7 @@ SWEEP = {
     ("show", "person"): [["000000000000000000"]],
     ("show", "entity"): [["NO-SUCH-USCC"]],
     ("demo",): [[]],
+    ("upkeep",): [["--layer", "no_such_layer"]],
 }
 # Starting them would start a real service or Airflow's database: tested elsewhere.
 NOT_SWEPT = {("airflow", "up"), ("trino", "up"), ("airflow", "run")}

@@ -47,6 +47,11 @@ def test_dagbag_imports_one_feed_dag_per_contract(project_airflow):
     from pipelines.library_specs import library_names
 
     assert {d for d in bag.dag_ids if d.startswith("library__")} == {f"library__{n}" for n in library_names()}
+    from pipelines.lake.upkeep import load_policy
+
+    upkeep, policy = bag.dags["lake_upkeep"], load_policy()
+    assert [t.task_id for t in upkeep.topological_sort()] == [f"upkeep_{layer}" for layer in policy.layers]
+    assert upkeep.schedule == policy.schedule
 
 
 def test_a_new_contract_file_adds_a_dag(project_airflow, tmp_path, monkeypatch):
@@ -88,7 +93,7 @@ def test_dag_files_do_no_heavy_work_at_parse_time():
         import airflow.sdk
         sys.path.insert(0, {str(PROJECT_ROOT / 'dags')!r})
         started = time.monotonic()
-        import govlake_feeds, govlake_libraries, govlake_publish
+        import govlake_feeds, govlake_libraries, govlake_publish, govlake_upkeep
         print(round(time.monotonic() - started, 3))
         heavy = [m for m in ("pyspark", "great_expectations", "delta", "pandas") if m in sys.modules]
         assert not heavy, heavy

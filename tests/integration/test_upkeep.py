@@ -1,0 +1,92 @@
+"""Table upkeep (issue 15 item 3): base libraries clustered by key so a point
+lookup reads one file, compaction of small files, VACUUM past the retention;
+rows never change."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from pipelines.lake.upkeep import load_policy, run_upkeep
+from pipelines.settings import get_settings
+
+SORT = [("person_id", "ascending"), ("payload", "ascending")]
+
+
+def _rows(table: DeltaTable) -> pa.Table:
+    return table.to_pyarrow_dataset().to_table().sort_by(SORT)
+
+
+@pytest.fixture
+def lake(tmp_path):
+    """base.population in 6 appends whose key ranges all overlap (as daily
+    merges leave them), and a silver table of 10 one-row loads."""
+    settings = dataclasses.replace(get_settings(), home=str(tmp_path / "lake"))
+    rng = random.Random(5)
+    population = settings.lake_path("base", "population")
+    for part in range(6):
+        ids = [f"4419001990{n:08d}" for n in range(part, 240_000, 6)]
+        payload = ["".join(rng.choice("abcdefghij") for _ in range(24)) for _ in ids]
+        write_deltalake(population, pa.table({"person_id": ids, "payload": payload}), mode="append")
+    silver = settings.lake_path("silver", "psb", "hukou")
+    for load in range(10):
+        write_deltalake(silver, pa.table({"id_number": [f"id-{load}"], "_load_id": [f"load-{load}"]}), mode="append")
+    return settings, population, silver
+
+
+def test_base_libraries_are_clustered_by_key_so_a_lookup_reads_one_file(lake, spark):
+    settings, population, _ = lake
+    before = _rows(DeltaTable(population))
+    policy = dataclasses.replace(load_policy(), target_file_mb=1)
+    done = {r["table"]: r for r in run_upkeep(["base"], settings, policy, spark_of=lambda: spark)}
+    assert done[population]["action"] == "cluster by person_id"
+    table = DeltaTable(population)
+    files = table.get_add_actions(flatten=True)
+    ranges = sorted(zip(files.column("min.person_id").to_pylist(), files.column("max.person_id").to_pylist()))
+    assert len(ranges) > 1
+    assert all(high < low for (_, high), (low, _) in zip(ranges, ranges[1:]))     # disjoint key ranges
+    for key in ("441900199000000000", "441900199000123457", "441900199000239999"):
+        assert sum(low <= key <= high for low, high in ranges) == 1
+    assert _rows(table).equals(before)
+    assert table.history(1)[0]["userMetadata"] == "govlake upkeep: clustered by person_id"
+    # nothing added since: the next night leaves it alone
+    again = {r["table"]: r for r in run_upkeep(["base"], settings, policy, spark_of=lambda: spark)}
+    assert again[population]["action"] == "none" and DeltaTable(population).version() == table.version()
+
+
+def test_small_files_are_compacted_and_vacuum_keeps_time_travel_within_the_retention(lake):
+    settings, _, silver = lake
+    before = DeltaTable(silver).to_pyarrow_dataset().to_table().sort_by("_load_id")
+    assert before.num_rows == 10
+    done = run_upkeep(["silver"], settings, load_policy())[0]
+    assert (done["action"], done["files_before"], done["files_after"]) == ("compact 10 small files", 10, 1)
+    assert done["vacuumed_files"] == 0                      # within 168 h: every old version still readable
+    assert DeltaTable(silver, version=0).to_pyarrow_dataset().to_table().num_rows == 1
+    assert DeltaTable(silver).to_pyarrow_dataset().to_table().sort_by("_load_id").equals(before)
+
+    gone = run_upkeep(["silver"], settings, dataclasses.replace(load_policy(), retention_hours=0))[0]
+    assert gone["vacuumed_files"] == 10 and gone["action"] == "none"
+    assert DeltaTable(silver).to_pyarrow_dataset().to_table().sort_by("_load_id").equals(before)
+    with pytest.raises(Exception):
+        DeltaTable(silver, version=0).to_pyarrow_dataset().to_table()
+
+
+def test_dry_run_changes_nothing_and_unknown_layers_are_refused(lake):
+    settings, population, silver = lake
+    versions = (DeltaTable(population).version(), DeltaTable(silver).version())
+    planned = {r["table"]: r["action"] for r in run_upkeep(None, settings, load_policy(), dry_run=True)}
+    assert planned[population] == "cluster by person_id" and planned[silver] == "compact 10 small files"
+    assert (DeltaTable(population).version(), DeltaTable(silver).version()) == versions
+    with pytest.raises(ValueError, match="no upkeep for layer 'gold'"):
+        run_upkeep(["gold"], settings, load_policy())
+
+
+def test_the_policy_file_is_checked(tmp_path):
+    bad = tmp_path / "upkeep.yaml"
+    bad.write_text("schedule: '@daily'\nretention_hours: seven\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="catalog/upkeep.yaml: retention_hours: required, a int"):
+        load_policy(bad)
