@@ -12,7 +12,8 @@ from pipelines.lake.paths import table_path
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.incremental import (
-    BuildPlan, BuildState, changed_upstream, current_state, plan_build, read_state, restrict, touched_keys, write_state,
+    BuildPlan, BuildState, current_state, plan_build, read_state, restrict, touched_keys, unfinished,
+    upstream_problems, write_state,
 )
 from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec
@@ -20,9 +21,17 @@ from pipelines.quality.gate import build_data_docs, validate_library
 from pipelines.settings import Settings, get_settings, utc_now
 
 
-def read_silver_sources(spark, spec: LibrarySpec, settings: Settings) -> dict:
-    """Silver frames by source alias (the feeds that exist yet)."""
+def read_silver_sources(spark, spec: LibrarySpec, settings: Settings, live: dict | None = None) -> dict:
+    """Silver frames by source alias (the feeds that exist yet). With
+    ``live`` (feed -> load ids), only the rows of those loads: silver is
+    written before the manifest says a load is loaded, and a build reads
+    what the manifest vouches for."""
+    from pyspark.sql import functions as F
+
     frames = {alias: read_silver(spark, source.feed, settings) for alias, source in spec.sources.items()}
+    if live is not None:
+        frames = {alias: frame.where(F.col("_load_id").isin(*live.get(spec.sources[alias].feed, [])))
+                  if frame is not None else None for alias, frame in frames.items()}
     return {alias: frame for alias, frame in frames.items() if frame is not None}
 
 
@@ -54,7 +63,7 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
     now = now or utc_now()
     if spec.kind == "derived":
         return _function(spec.build)(spark, settings, spec), None, None, None
-    frames = read_silver_sources(spark, spec, settings)
+    frames = read_silver_sources(spark, spec, settings, state.loads if state is not None else None)
     resolution = disagreements = touched = None
     if spec.resolution:
 
@@ -65,7 +74,7 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
     if plan is not None and plan.incremental:
         links_before = read_links(spark, spec.library, settings) if spec.resolution else None
         touched = touched_keys(spark, spec, frames, plan, state, links_before,
-                               resolution[0] if resolution else None, settings).localCheckpoint()
+                               resolution[0] if resolution else None, settings, disagreements).localCheckpoint()
         frames = restrict(spec, frames, touched)
         if disagreements is not None:
             disagreements = disagreements.join(F.broadcast(touched), F.col("subject") == F.col("_key"),
@@ -112,7 +121,7 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
     state = current_state(spark, spec, live_load_ids(spark, settings), now, settings)
     previous = read_state(library, settings)
     plan = plan_build(spec, state, previous, delta_exists(spark, path), full,
-                      changed_upstream(spark, spec, state, previous, settings) if not full else set())
+                      upstream_problems(spec, state, previous, settings) if not full else [])
     records, conflicts, resolution, touched = current_records(spark, spec, settings, now, plan, state)
     records = records.localCheckpoint()
     result = {"library": library, "rows": records.count(), "stages": stages, "mode": plan.mode,
@@ -132,7 +141,10 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
         if check.blocked:
             result["status"] = "blocked"
             return result
+    write_state(unfinished(state, previous), settings)
     result |= merge_with_history(spark, records, path, spec.key, now, spec.unversioned_columns, touched)
+    # rows: the library's current records now; recomputed: how many this build computed
+    result["recomputed"], result["rows"] = result["rows"], result["inserted"] + result["changed"] + result["unchanged"]
     result["status"] = "built"
     result["version"] = delta_version(spark, path)
     lap("merge")

@@ -15,16 +15,20 @@ other reasons:
   representative they are.
 
 Everything else is a full rebuild (``build --full`` does the same): the first
-build, a spec changed since the last build, a delivery live at the last build
-that is no longer (a correction replaced it, a governor withdrew it), or an
-upstream library read for computed columns that changed without a declared
-reference (``base.address``). Derived libraries are rebuilt in full.
+build; a change of the spec, its sources' contracts, its suite or the build
+code since the last build; a delivery live at the last build that is no
+longer (a correction replaced it, a governor withdrew it); a new delivery of
+standard addresses (every key's address codes are recomputed); an upstream
+library that changed without a declared reference, or whose version of the
+last build can no longer be read (vacuumed); a last build that did not
+finish. Derived libraries are rebuilt in full.
 
 What a build knew is kept in ``<lake>/state/builds/<library>.json``: the live
-loads per feed, the upstream tables' versions, the spec's digest and the
-build date. It is written after the merge: a build that dies before it is
-redone from the older state, which touches more keys than needed and gives
-the same records.
+loads per feed, the upstream tables' versions, a digest of what the build is
+made of and the build date. Before the merge the state is written marked
+unfinished, with the loads of both builds; the finished state replaces it at
+the end. A build that dies in between leaves an unfinished state, and the
+next build is a full one.
 """
 
 from __future__ import annotations
@@ -32,14 +36,19 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from datetime import date, datetime
 
 from pipelines.lake.delta import delta_version
+from pipelines.lake.upkeep import CLUSTERED
 from pipelines.library_specs import LibrarySpec, load_library_spec
-from pipelines.settings import Settings
+from pipelines.settings import PROJECT_ROOT, Settings
 
-# computed columns of the golden libraries read these base tables besides depends_on
-ALSO_READS = ("address",)
+# the computed columns of the golden libraries (enrich) read these feeds for every key
+ENRICH_READS_FEEDS = ("nr.standard_address",)
+# what a build is made of besides its spec: a change to any of them is a full build
+BUILD_CODE = ("pipelines/libraries/*.py", "pipelines/reference.py", "pipelines/ingest/rules.py",
+              "pipelines/ingest/classify.py")
 
 
 @dataclass
@@ -52,6 +61,7 @@ class BuildState:
     spec_digest: str
     loads: dict[str, list[str]] = field(default_factory=dict)      # feed -> live load ids
     upstream: dict[str, int | None] = field(default_factory=dict)  # library -> Delta version read
+    finished: bool = True                                 # False from just before the merge to the end
 
 
 @dataclass
@@ -89,67 +99,125 @@ def write_state(state: BuildState, settings: Settings) -> None:
 
 
 def spec_feeds(spec: LibrarySpec) -> list[str]:
-    """Every feed whose loads can change the library: its sources' and its
-    resolution candidates' feeds."""
+    """Every feed whose loads can change the library: its sources', its
+    resolution candidates' and, for computed columns, ``ENRICH_READS_FEEDS``."""
     feeds = {source.feed for source in spec.sources.values()}
     if spec.resolution:
         feeds |= set(spec.resolution.candidates)
+    if spec.kind == "golden" and spec.enrich:
+        feeds |= set(ENRICH_READS_FEEDS)
     return sorted(feeds)
 
 
+def build_digest(spec: LibrarySpec, settings: Settings) -> str:
+    """A digest of what a build of ``spec`` is made of: the spec, the
+    contracts of its feeds, its quality suite, the build code and the
+    reference data. Rows an incremental build leaves alone were computed by
+    the code of their time; when any of this changes, every key is recomputed."""
+    import hashlib
+
+    paths = [Path(settings.schemas_dir) / "feeds" / feed.split(".")[0] / f"{feed.split('.')[1]}.yaml"
+             for feed in spec_feeds(spec)]
+    paths.append(PROJECT_ROOT / "quality" / "libraries" / f"{spec.library}.yaml")
+    paths += sorted(path for pattern in BUILD_CODE for path in PROJECT_ROOT.glob(pattern))
+    digest = hashlib.sha256(spec.digest.encode())
+    for path in paths:
+        digest.update(str(path.name).encode() + (path.read_bytes() if path.is_file() else b"<none>"))
+    return digest.hexdigest()[:16]
+
+
 def upstream_versions(spark, spec: LibrarySpec, settings: Settings) -> dict[str, int | None]:
-    names = sorted(set(spec.depends_on) | (set(ALSO_READS) - {spec.library}))
-    return {name: delta_version(spark, settings.lake_path("base", name)) for name in names}
+    return {name: delta_version(spark, settings.lake_path("base", name)) for name in sorted(spec.depends_on)}
 
 
 def current_state(spark, spec: LibrarySpec, live: dict[str, list[str]], now: datetime,
                   settings: Settings) -> BuildState:
     return BuildState(library=spec.library, built_at=now.isoformat(), as_of=now.date().isoformat(),
-                      spec_digest=spec.digest,
+                      spec_digest=build_digest(spec, settings),
                       loads={feed: sorted(live.get(feed, [])) for feed in spec_feeds(spec)},
                       upstream=upstream_versions(spark, spec, settings))
 
 
-def data_changed_since(spark, path: str, version: int | None) -> bool:
+def unfinished(state: BuildState, previous: BuildState | None) -> BuildState:
+    """The state written just before the merge: marked unfinished, with the
+    loads of the last build and this one (a crash leaves it, and the next
+    build is full)."""
+    loads = {feed: sorted(set(loads) | set((previous.loads if previous else {}).get(feed, [])))
+             for feed, loads in state.loads.items()}
+    return BuildState(**(asdict(state) | {"loads": loads, "finished": False}))
+
+
+def data_changed_since(path: str, version: int | None) -> bool:
     """Did any commit after ``version`` of the Delta table at ``path`` change
     rows? A MERGE that inserted, updated and deleted nothing (a rebuild that
-    found nothing new) does not count."""
-    from delta.tables import DeltaTable
+    found nothing new) and upkeep (OPTIMIZE, VACUUM, clustering) do not count."""
+    from deltalake import DeltaTable
 
     if version is None:
         return True
     quiet = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
-    for commit in DeltaTable.forPath(spark, path).history().where(f"version > {version}").collect():
-        metrics = commit["operationMetrics"] or {}
-        if commit["operation"] != "MERGE" or any(int(metrics.get(name, 0)) for name in quiet):
+    for commit in DeltaTable(path).history():           # newest first
+        if commit.get("version", 0) <= version:
+            break
+        operation, metrics = commit.get("operation", ""), commit.get("operationMetrics") or {}
+        if operation in ("OPTIMIZE", "VACUUM START", "VACUUM END"):
+            continue
+        if str(commit.get("userMetadata") or "").startswith(CLUSTERED):
+            continue
+        if operation != "MERGE" or any(int(metrics.get(name, 0)) for name in quiet):
             return True
     return False
 
 
-def changed_upstream(spark, spec: LibrarySpec, state: BuildState, previous: BuildState | None,
-                     settings: Settings) -> set[str]:
-    """The upstream libraries (not declared as references) whose rows changed since ``previous``."""
+def _readable(path: str, version: int) -> bool:
+    """Are the data files of ``version`` still there (not vacuumed)?"""
+    from urllib.parse import unquote, urlparse
+
+    from deltalake import DeltaTable
+
+    try:
+        uris = DeltaTable(path, version=version).file_uris()
+    except Exception:                                   # the log itself was cleaned up
+        return False
+    return all(Path(unquote(urlparse(uri).path) if uri.startswith("file:") else uri).exists() for uri in uris)
+
+
+def upstream_problems(spec: LibrarySpec, state: BuildState, previous: BuildState | None,
+                      settings: Settings) -> list[str]:
+    """Why the upstream libraries rule out an incremental build: one that
+    changed without a declared reference, or a referenced one whose version
+    of the last build can no longer be read."""
     if previous is None:
-        return set()
+        return []
     referenced = dict(spec.references)
-    return {name for name, version in state.upstream.items()
-            if name not in referenced and previous.upstream.get(name) != version
-            and (version is None or data_changed_since(spark, settings.lake_path("base", name),
-                                                       previous.upstream.get(name)))}
+    problems = []
+    for name, version in state.upstream.items():
+        before = previous.upstream.get(name)
+        if before == version:
+            continue
+        path = settings.lake_path("base", name)
+        if name not in referenced and (version is None or data_changed_since(path, before)):
+            problems.append(f"base.{name} changed since the last build")
+        elif name in referenced and (before is None or version is None or not _readable(path, before)):
+            problems.append(f"base.{name} version {before} of the last build can no longer be read")
+    return problems
 
 
 def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None, path_exists: bool,
-               full: bool, upstream_changed: set[str] = frozenset()) -> BuildPlan:
+               full: bool, upstream: list[str] = ()) -> BuildPlan:
     """Incremental when the last build's state says exactly what changed
-    since. Pure. ``upstream_changed``: ``changed_upstream``'s answer."""
+    since. Pure. ``upstream``: ``upstream_problems``'s answer."""
     if full:
         return BuildPlan("full", "asked for (--full)", previous=previous)
     if spec.kind != "golden":
         return BuildPlan("full", "derived libraries are rebuilt in full", previous=previous)
     if previous is None or not path_exists:
         return BuildPlan("full", "first build", previous=previous)
-    if previous.spec_digest != spec.digest:
-        return BuildPlan("full", "the library spec changed since the last build", previous=previous)
+    if not previous.finished:
+        return BuildPlan("full", "the last build did not finish", previous=previous)
+    if previous.spec_digest != state.spec_digest:
+        return BuildPlan("full", "the library spec, its feeds' contracts, its suite or the build code changed "
+                                 "since the last build", previous=previous)
     if date.fromisoformat(state.as_of) < date.fromisoformat(previous.as_of):
         return BuildPlan("full", "the build date is before the last build's", previous=previous)
     gone = sorted({load for feed, loads in previous.loads.items() for load in loads}
@@ -158,10 +226,14 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
         counted = "1 delivery of the last build is" if len(gone) == 1 else f"{len(gone)} deliveries of the last build are"
         return BuildPlan("full", f"{counted} no longer live (replaced or withdrawn), e.g. {gone[0]}",
                          previous=previous)
-    for name in sorted(upstream_changed):
-        return BuildPlan("full", f"base.{name} changed since the last build", previous=previous)
-    new = sorted({load for loads in state.loads.values() for load in loads}
-                 - {load for loads in previous.loads.values() for load in loads})
+    if upstream:
+        return BuildPlan("full", upstream[0], previous=previous)
+    before = {load for loads in previous.loads.values() for load in loads}
+    new = sorted({load for loads in state.loads.values() for load in loads} - before)
+    for feed in ENRICH_READS_FEEDS:
+        if set(state.loads.get(feed, [])) - before:
+            return BuildPlan("full", f"{feed} delivered since the last build: every key's computed columns "
+                                     "read it", previous=previous)
     return BuildPlan("incremental", f"{len(new)} new deliveries since the last build", new, previous)
 
 
@@ -187,11 +259,13 @@ def _function(reference: str):
 
 
 def touched_keys(spark, spec: LibrarySpec, frames: dict, plan: BuildPlan, state: BuildState,
-                 links_before, links_after, settings: Settings):
+                 links_before, links_after, settings: Settings, disagreements=None):
     """The keys an incremental build recomputes (column ``_key``, distinct):
     see the module docstring. ``frames``: the source frames after
     resolution (rescued rows included); ``links_before``/``after``: the
-    library's entity links before and after this build's resolution."""
+    library's entity links before and after this build's resolution;
+    ``disagreements``: what rescued rows said against their own ID number
+    (their subject is the delivered ID, linked or not)."""
     from functools import reduce
 
     from pyspark.sql import functions as F
@@ -203,6 +277,8 @@ def touched_keys(spark, spec: LibrarySpec, frames: dict, plan: BuildPlan, state:
         if new_loads:
             parts.append(frame.where(F.col("_load_id").isin(*new_loads) & F.col(key).isNotNull())
                          .select(F.col(key).alias("_key")))
+    if disagreements is not None and new_loads:
+        parts.append(disagreements.where(F.col("other_load_id").isin(*new_loads)).select(F.col("subject").alias("_key")))
     if links_after is not None:
         lineage = ["source_alias", "_load_id", "_row_number"]
         before = (links_before if links_before is not None else links_after.limit(0)).select(

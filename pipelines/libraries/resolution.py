@@ -324,8 +324,8 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings):
             "_record_id", F.lit(spec.library).alias("library"), F.lit(source.feed).alias("feed"),
             F.lit(alias).alias("source_alias"), "_load_id", "_source_file", "_row_number",
             "name_key", "birth", "town_code", "rep_key", raw_key.cast("string").alias("delivered_key")))
-    disagreements = (reduce(lambda a, b: a.unionByName(b), disagreement_parts)
-                     .dropDuplicates(["subject", "attribute", "other_feed"]) if disagreement_parts else None)
+    # several per (subject, attribute, other feed) are reduced in order by the build (build.current_records)
+    disagreements = reduce(lambda a, b: a.unionByName(b), disagreement_parts) if disagreement_parts else None
     unkeyed = reduce(lambda a, b: a.unionByName(b), unkeyed_parts)
     candidates = candidate_keys(spark, spec, frames, settings)
     if candidates is None:
