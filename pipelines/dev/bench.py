@@ -108,7 +108,7 @@ def _measured_process(argv: list[str], env: dict | None = None) -> dict:
     if process.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}: {stderr[-2000:]}")
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_rss": usage.ru_maxrss * 1024,
-            "stdout": stdout}
+            "stdout": stdout, "stderr": stderr}
 
 
 def _govlake_ingest(feed: str, path: Path, lake: Path) -> dict:
@@ -445,7 +445,10 @@ def _govlake(args: list[str], lake: Path) -> dict:
     and the parsed output."""
     env = dict(os.environ, GOVLAKE_HOME=str(lake))
     run = _measured_process([str(Path(sys.executable).with_name("govlake")), *args, "--json"], env)
-    run["output"] = json.loads(run.pop("stdout"))
+    try:
+        run["output"] = json.loads(run.pop("stdout"))
+    except json.JSONDecodeError:
+        raise RuntimeError(f"govlake {' '.join(args)} printed no JSON: {run['stderr'][-2000:]}") from None
     return run
 
 

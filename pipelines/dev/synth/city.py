@@ -411,12 +411,7 @@ class City:
         self.defect_log.close()
         conflicts_handle.close()
         self.conflicts = None
-        with (self.truth / "files.csv").open("w", encoding="utf-8", newline="") as handle:
-            out = csv.writer(handle)
-            out.writerow(("file", "feed", "expected_status", "replaces_file", "records", "layout"))
-            for path, info in sorted(self.files.items()):
-                out.writerow((path, info["feed"], info["expected_status"], info["replaces_file"],
-                              info.get("records", 0), info["layout"]))
+        self.write_files_truth()
         defects = sum(1 for _ in (self.truth / "defects.csv").open(encoding="utf-8")) - 1
         return SynthSummary(
             out=str(self.out), scale=self.scale, seed=self.seed, persons=self.n_persons,
@@ -424,6 +419,15 @@ class City:
             files={k: v.get("records", 0) for k, v in sorted(self.files.items())},
             defects=defects, seconds=round(time.monotonic() - started, 2),
         )
+
+    def write_files_truth(self) -> None:
+        """``truth/files.csv``: every delivery written and what ingest should do with it."""
+        with (self.truth / "files.csv").open("w", encoding="utf-8", newline="") as handle:
+            out = csv.writer(handle)
+            out.writerow(("file", "feed", "expected_status", "replaces_file", "records", "layout"))
+            for path, info in sorted(self.files.items()):
+                out.writerow((path, info["feed"], info["expected_status"], info["replaces_file"],
+                              info.get("records", 0), info["layout"]))
 
     # ------------------------------------------------------------------ geography
     def write_addresses(self) -> None:

@@ -307,13 +307,8 @@ def generate_days(out: Path, days: int, scale: float, seed: int = 7, rates: Defe
             writer = csv.writer(handle)
             writer.writerow(EVENT_HEADER)
             writer.writerows(events)
-        with (city.truth / "files.csv").open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(("file", "feed", "expected_status", "replaces_file", "records", "layout"))
-            for path, info in sorted(city.files.items()):
-                writer.writerow((path, info["feed"], info["expected_status"], info["replaces_file"],
-                                 info.get("records", 0), info["layout"]))
-                files[f"days/{k}/{path}"] = info.get("records", 0)
+        city.write_files_truth()
+        files |= {f"days/{k}/{path}": info.get("records", 0) for path, info in sorted(city.files.items())}
         for name, *_ in events:
             totals[name] = totals.get(name, 0) + 1
     return DaysSummary(str(out), days, files, totals, round(time.monotonic() - started, 2))
