@@ -36,8 +36,8 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from datetime import date, datetime
+from pathlib import Path
 
 from pipelines.lake.delta import delta_version
 from pipelines.lake.upkeep import CLUSTERED
@@ -309,6 +309,6 @@ def restrict(spec: LibrarySpec, frames: dict, touched) -> dict:
     column: a marriage's husband and wife are two sources)."""
     from pyspark.sql import functions as F
 
-    keys = F.broadcast(touched) if touched is not None else None
+    keys = F.broadcast(touched)
     return {alias: frame.join(keys, frame[spec.sources[alias].key] == keys["_key"], "left_semi")
             for alias, frame in frames.items()}
