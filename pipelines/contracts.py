@@ -108,6 +108,12 @@ class Contract(Strict):
     owner_bureau: str
     owner_bureau_name: str
     cadence: Cadence
+    # changes: each delivery adds to what earlier ones said (daily hukou
+    # changes, new permits). snapshot: each delivery is the bureau's whole
+    # register; once loaded it supersedes the feed's earlier deliveries, and
+    # what differs from them is written to the feed's change table
+    # (pipelines.lake.changes) for incremental builds
+    delivery: Literal["changes", "snapshot"] = "changes"
     grain: str
     file: FileSpec
     expected_rows_per_scale: int | None = None   # rows at scale 1.0 (a band for gates)

@@ -27,6 +27,7 @@ class Source:
     key: str
     latest_by: str | None = None      # the column that orders a key's records (else ingest time)
     adds_records: bool = True         # False: only enriches keys other sources know
+    snapshot: bool = False            # the feed delivers whole registers (contract ``delivery: snapshot``)
 
     @property
     def prefix(self) -> str:
@@ -80,6 +81,11 @@ class LibrarySpec:
     # and the column that refers to each library of depends_on (its keys' changes touch ours)
     dated_keys: str | None = None
     references: tuple[tuple[str, str], ...] = ()
+    # whether the records depend on the build date (a derived library's
+    # current_date(), a golden one's dated keys): else a build with nothing
+    # new to read leaves the table as it is
+    reads_date: bool = True
+    report_reads: tuple[str, ...] = ()        # feeds the report reads besides the sources
     digest: str = ""                          # of the spec file's text: a changed spec rebuilds in full
 
     @property
@@ -89,6 +95,15 @@ class LibrarySpec:
         if self.resolution:
             feeds |= set(self.resolution.candidates)
         return sorted(feeds)
+
+
+def _delivers_snapshots(feed: str, settings: Settings) -> bool:
+    from pipelines.contracts import ContractError, get_contract
+
+    try:
+        return get_contract(feed, settings.schemas_dir).delivery == "snapshot"
+    except ContractError:            # an unknown feed is reported where the spec is checked against contracts
+        return False
 
 
 def library_spec_paths(settings: Settings | None = None) -> list[Path]:
@@ -134,8 +149,10 @@ def load_library_spec(library: str, settings: Settings | None = None) -> Library
         item = {"key": item} if isinstance(item, str) else dict(item or {})
         if "key" not in item:
             raise LibrarySpecError(f"{shown}: sources.{alias}: key: required")
-        sources[alias] = Source(alias=alias, feed=item.get("feed", alias.split("@")[0]), key=item["key"],
-                                latest_by=item.get("latest_by"), adds_records=item.get("adds_records", True))
+        feed = item.get("feed", alias.split("@")[0])
+        sources[alias] = Source(alias=alias, feed=feed, key=item["key"], latest_by=item.get("latest_by"),
+                                adds_records=item.get("adds_records", True),
+                                snapshot=_delivers_snapshots(feed, settings))
     attributes = []
     for index, item in enumerate(document.get("attributes") or []):
         pairs = []
@@ -177,4 +194,6 @@ def load_library_spec(library: str, settings: Settings | None = None) -> Library
                        resolution=resolution, report=document.get("report"),
                        unversioned_columns=tuple(document.get("unversioned_columns", [])),
                        dated_keys=incremental.get("dated"), references=references,
+                       reads_date=bool(incremental.get("reads_date", kind == "derived" or incremental.get("dated"))),
+                       report_reads=tuple(document.get("report_reads", [])),
                        digest=hashlib.sha256(path.read_bytes()).hexdigest()[:16])

@@ -27,7 +27,9 @@ def build_command(libraries: tuple[str, ...], full: bool, as_json: bool) -> None
     A golden library is built incrementally: the keys the deliveries since
     its last build carry, and those that depend on them, are recomputed and
     merged (the table's "mode" column says which, and why). --full
-    recomputes every key; both give the same records.
+    recomputes every key; both give the same records. A library none of
+    whose inputs changed since its last build is left as it is (mode
+    "unchanged"; "report" when only its report's feeds changed).
 
     A library whose authoritative source feeds have no silver table yet (or
     whose upstream library is not built) is skipped with the reason, before
@@ -57,7 +59,10 @@ def build_command(libraries: tuple[str, ...], full: bool, as_json: bool) -> None
                                                "unchanged", "seconds"], rows,
                             {"records", "new", "changed", "closed", "unchanged", "seconds"}))
         for r in results:
-            if r.get("mode"):
+            if r.get("mode") in ("unchanged", "report"):
+                console.print(f"  base.{r['library']}: left as it is ({r['mode_reason']})"
+                              + ("; its report was rerun" if r["mode"] == "report" else ""))
+            elif r.get("mode"):
                 console.print(f"  base.{r['library']}: {r['mode']} build ({r['mode_reason']})"
                               + (f", {r['touched_keys']:,} keys recomputed" if "touched_keys" in r else ""))
             for failure in r.get("gate", {}).get("failures", []):

@@ -495,7 +495,10 @@ def _ingest_stage(directory: Path, lake: Path) -> dict:
     return {"seconds": round(run["wall"], 1), "peak_rss_gib": round(run["peak_rss"] / 2**30, 2),
             "deliveries": len(loads), "rows_read": sum(r.get("rows_read") or 0 for r in loads),
             "rows_loaded": sum(r.get("rows_loaded") or 0 for r in loads),
-            "statuses": dict(sorted(Counter(r["status"] for r in loads).items()))}
+            "statuses": dict(sorted(Counter(r["status"] for r in loads).items())),
+            # snapshots that superseded an earlier delivery: rows added / removed against it
+            "snapshots": [f"{r['feed']} +{r['changes'].get('added')}/-{r['changes'].get('removed')}"
+                          for r in loads if r.get("superseded_load_ids")]}
 
 
 def _build_stage(lake: Path, full: bool = False) -> dict:
@@ -504,7 +507,8 @@ def _build_stage(lake: Path, full: bool = False) -> dict:
     return {"seconds": round(run["wall"], 1), "peak_rss_gib": round(run["peak_rss"] / 2**30, 2),
             "libraries": {r["library"]: {"status": r["status"], "mode": r.get("mode"), "rows": r.get("rows"),
                                          "touched_keys": r.get("touched_keys"), "changed": r.get("changed"),
-                                         "inserted": r.get("inserted"), "seconds": r.get("seconds")}
+                                         "inserted": r.get("inserted"), "seconds": r.get("seconds"),
+                                         "stages": r.get("stages")}
                           for r in built}}
 
 
@@ -628,7 +632,8 @@ def record(result: dict) -> None:
                                  + f" {r['seconds']} s" for lib, r in stage["libraries"].items())
             else:
                 what = (f"{stage['deliveries']} deliveries, {stage['rows_read']:,} rows read, "
-                        f"{stage['rows_loaded']:,} loaded, {stage['statuses']}")
+                        f"{stage['rows_loaded']:,} loaded, {stage['statuses']}"
+                        + (f"; snapshots {', '.join(stage['snapshots'])}" if stage.get("snapshots") else ""))
             lines.append(f"| {name} | {stage['seconds']} | {stage['peak_rss_gib']} | {what} |")
         lines.append("")
         result = {k: v for k, v in result.items() if k != "stages"}

@@ -30,6 +30,7 @@ import difflib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import time
@@ -57,6 +58,7 @@ from pipelines.ingest.classify import (
     silver_table,
 )
 from pipelines.ingest.readers import DeliveryError, read_delivery
+from pipelines.lake.changes import record_changes
 from pipelines.lake.delta import committed_rows, delete_rows, rows_table, table_exists, write_arrow_replacing
 from pipelines.lake.manifest import append_manifest, latest_events, latest_status
 from pipelines.lake.paths import governance_path, table_path
@@ -92,6 +94,8 @@ class LoadResult:
     extra_headers: list[str] = field(default_factory=list)
     missing_columns: list[str] = field(default_factory=list)
     replaces_load_id: str | None = None
+    superseded_load_ids: list[str] = field(default_factory=list)  # a snapshot's earlier deliveries
+    changes: dict = field(default_factory=dict)      # rows added/removed against the replaced deliveries
     message: str = ""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
@@ -121,9 +125,40 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def make_load_id(contract: Contract, sha256: str) -> str:
-    """Deterministic: the same file for the same feed is the same load."""
+def make_load_id(contract: Contract, sha256: str, source_file: str | None = None) -> str:
+    """Deterministic: the same file for the same feed is the same load. For a
+    snapshot feed the file's name counts too: January's register may repeat
+    November's byte for byte, and must still supersede December's."""
+    if contract.delivery == "snapshot" and source_file:
+        return f"{contract.slug}-{hashlib.sha256(f'{sha256}/{source_file}'.encode()).hexdigest()[:16]}"
     return f"{contract.slug}-{sha256[:16]}"
+
+
+SNAPSHOT_DATE = re.compile(r"(?<!\d)(20\d{2}[01]\d[0-3]\d)(?!\d)")
+
+
+def snapshot_date(source_file: str) -> str | None:
+    """The date a snapshot file's name carries (``taxpayer_20261201.jsonl``
+    -> ``20261201``), or None: the bureaus name exports by their date."""
+    found = SNAPSHOT_DATE.search(source_file)
+    return found.group(1) if found else None
+
+
+class OutdatedSnapshotError(DeliveryError):
+    """A snapshot older than the one in force: loading it would roll the register back."""
+
+
+def check_snapshot_order(contract: Contract, source_file: str, live: dict[str, dict]) -> None:
+    """Refuse a snapshot whose file date is before that of a live snapshot of
+    its feed (``live``: load id -> latest manifest event)."""
+    mine = snapshot_date(source_file)
+    newer = sorted((snapshot_date(row["source_file"]), row["source_file"], load) for load, row in live.items()
+                   if mine and snapshot_date(row["source_file"] or "") and snapshot_date(row["source_file"]) > mine)
+    if newer:
+        date, name, load = newer[-1]
+        raise OutdatedSnapshotError(
+            f"{contract.feed} {source_file}: a snapshot of {mine}, older than {name} (load {load}, {date}) in force; "
+            "loading it would roll the register back. Deliver a newer snapshot, or withdraw the newer one first")
 
 
 # --------------------------------------------------------------------------- the load
@@ -152,8 +187,36 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
     ``known_loads`` (load id -> latest manifest event) saves a manifest read
     per file when many files are loaded in a row. ``run_gate=False`` skips the
     quality gate (benchmarks of ingest alone); deliveries are then promoted.
+    A snapshot feed's loads run one at a time (``feed_lock``): each decides
+    which deliveries it supersedes.
     """
     settings = settings or get_settings()
+    if contract.delivery != "snapshot":
+        return _ingest_file(contract, path, replaces, settings, known_loads, run_gate)
+    with feed_lock(contract.feed, settings):
+        # what another process loaded while this one waited is in the manifest, not in known_loads
+        known = None if known_loads is None else known_loads | latest_events(settings, contract.feed)
+        return _ingest_file(contract, path, replaces, settings, known, run_gate)
+
+
+@contextlib.contextmanager
+def feed_lock(feed: str, settings: Settings) -> Iterator[None]:
+    """An exclusive lock per feed (a lock file under ``<lake>/state/locks``),
+    held from deciding what a snapshot supersedes until the old rows are gone."""
+    import fcntl
+
+    folder = settings.local_lake_path("state", "locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{feed}.lock").open("wb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ingest_file(contract: Contract, path: Path, replaces: str | None, settings: Settings,
+                 known_loads: dict[str, dict] | None, run_gate: bool) -> LoadResult:
     started = time.monotonic()
     path = Path(path)
     source = f"{contract.feed} {path.name}"
@@ -161,7 +224,7 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
         raise DeliveryError(f"{source}: no such file")
     gx_import = start_gx_import() if run_gate else None
     sha256 = sha256_of(path)
-    load_id = make_load_id(contract, sha256)
+    load_id = make_load_id(contract, sha256, path.name)
     result = LoadResult(contract.feed, path.name, load_id, sha256, status="started", replaces_load_id=replaces)
 
     previous = known_loads.get(load_id) if known_loads is not None else latest_status(load_id, settings)
@@ -182,6 +245,8 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
         if not replaced or replaced["feed"] != contract.feed or replaced["status"] != "loaded":
             state = "unknown" if not replaced else f"{replaced['feed']} {replaced['status']}"
             raise DeliveryError(f"{source}: --replaces {replaces}: not a loaded delivery of {contract.feed} ({state})")
+    superseded = superseded_loads(contract, load_id, replaces, settings, known_loads)
+    result.superseded_load_ids = sorted(superseded)
 
     raw_path = _keep_raw(path, contract, sha256, settings)
     base_event = {
@@ -189,6 +254,14 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
         "source_file": path.name, "raw_path": str(raw_path), "sha256": sha256,
         "size_bytes": path.stat().st_size, "replaces_load_id": replaces,
     }
+    if superseded:
+        try:
+            check_snapshot_order(contract, path.name, {load: _event(load, settings, known_loads)
+                                                       for load in superseded})
+        except OutdatedSnapshotError as exc:
+            result.status, result.message = "rejected", str(exc)
+            append_manifest([base_event | {"status": "rejected", "message": str(exc)}], settings)
+            raise
 
     clock = time.monotonic()
 
@@ -275,6 +348,7 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
         findings = quarantine_findings(_sorted_failure_counts(counts), path.name)
         if missing_required:
             result.status = "rejected"
+            result.superseded_load_ids = superseded = []
             headers = ", ".join(f"{c.header} ({c.name})" for c in delivery.missing_required)
             result.message = (
                 f"{source}: missing required column(s) {headers}; found headers: "
@@ -298,8 +372,16 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
                 silver_path = table_path("pending", contract, settings)
                 write_arrow_replacing(silver.data(), silver_path, f"_load_id = '{load_id}'", load_id)
                 result.status = "blocked"
+                result.superseded_load_ids = superseded = []     # a snapshot supersedes once approved
                 result.message = blocked_message(gate)
             else:
+                replaced_loads = sorted(set(superseded) | ({replaces} if replaces else set()))
+                if replaced_loads:
+                    result.changes = record_changes(contract, load_id, silver.data(), replaced_loads, settings)
+                    lap("changes")
+                # a snapshot's rows go in beside those it supersedes, which are
+                # deleted once the manifest says so (drop_superseded): a build
+                # reading the loads the manifest calls live never sees a gap
                 write_arrow_replacing(silver.data(), silver_path, f"_load_id IN ({_sql_list(swap)})", load_id)
                 result.status = "loaded"
         lap("silver")
@@ -322,6 +404,11 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
     if delivery.extra_headers:
         result.message = (result.message + " " if result.message else "") + (
             f"extra column(s) kept in bronze._extra: {', '.join(delivery.extra_headers)}")
+    if result.status == "loaded" and superseded:
+        counted = ("" if result.changes.get("added") is None else
+                   f": {result.changes['added']} rows added and {result.changes['removed']} removed against it")
+        result.message = (result.message + " " if result.message else "") + (
+            f"snapshot: supersedes {', '.join(superseded)}{counted}")
     if delivery.missing_columns and not missing_required:
         result.message = (result.message + " " if result.message else "") + (
             f"optional column(s) missing, loaded as null: {', '.join(result.missing_columns)}")
@@ -335,13 +422,59 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
     if replaced and result.status == "loaded":
         events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
             "status": "replaced", "message": f"replaced by {load_id} ({path.name})"})
+    if result.status == "loaded":
+        events += _superseded_events(contract.feed, superseded, load_id, path.name, settings)
     append_manifest(events, settings)
+    if result.status == "loaded" and contract.delivery == "snapshot":
+        drop_superseded(contract, load_id, superseded, settings)
     lap("manifest")
     result.seconds = time.monotonic() - started
     log.info("%s: %s load %s: read %d, loaded %d, quarantined %d, duplicate %d (%.1fs)",
              source, result.status, load_id, result.rows_read, result.rows_loaded,
              result.rows_quarantined, result.rows_duplicate, result.seconds)
     return result
+
+
+def superseded_loads(contract: Contract, load_id: str, replaces: str | None, settings: Settings,
+                     known_loads: dict[str, dict] | None = None) -> list[str]:
+    """The deliveries a load of a snapshot feed supersedes once it is
+    loaded: every other live (``loaded``) delivery of the feed, except the
+    one a correction names (``replaces``, swapped as a correction). A
+    changes feed supersedes nothing."""
+    if contract.delivery != "snapshot":
+        return []
+    if known_loads is None:
+        known_loads = latest_events(settings, contract.feed)
+    return sorted(key for key, row in known_loads.items()
+                  if key not in (load_id, replaces) and row.get("feed") == contract.feed
+                  and row.get("status") == "loaded")
+
+
+def _event(load_id: str, settings: Settings, known_loads: dict[str, dict] | None) -> dict:
+    return (known_loads or {}).get(load_id) or latest_status(load_id, settings) or {"source_file": ""}
+
+
+def drop_superseded(contract: Contract, load_id: str, superseded: list[str], settings: Settings) -> None:
+    """After a snapshot is recorded loaded: every other row of the feed's
+    silver table goes (the superseded deliveries', and any left by a load
+    that died before this step), and the superseded deliveries' quarantined
+    rows."""
+    silver_path = table_path("silver", contract, settings)
+    delete_rows(silver_path, f"_load_id <> '{load_id}'")
+    if superseded:
+        delete_rows(governance_path("quarantine", settings),
+                    f"feed = '{contract.feed}' AND _load_id IN ({_sql_list(superseded)})")
+
+
+def _superseded_events(feed: str, superseded: list[str], load_id: str, source_file: str,
+                       settings: Settings) -> list[dict]:
+    """The manifest events that mark ``superseded`` deliveries replaced by a snapshot."""
+    if not superseded:
+        return []
+    latest = latest_events(settings, feed)
+    return [{k: latest[old][k] for k in latest[old] if k != "event_at"} | {
+        "status": "replaced", "message": f"superseded by the snapshot {load_id} ({source_file})"}
+        for old in superseded if old in latest]
 
 
 class _Staged:
@@ -507,10 +640,32 @@ def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: 
         raise ReconciliationError(f"{event['feed']} {event['source_file']}: pending holds {pending} rows of "
                                   f"load {load_id}, the load has {event['rows_loaded']}")
     swap = [load_id] + ([event["replaces_load_id"]] if event["replaces_load_id"] else [])
+    with contextlib.ExitStack() as held:
+        if contract.delivery == "snapshot":
+            held.enter_context(feed_lock(contract.feed, settings))
+        return _promote(event, contract, rows, swap, reason, approved_by, settings)
+
+
+def _promote(event: dict, contract: Contract, rows, swap: list[str], reason: str, approved_by: str,
+             settings: Settings) -> dict:
+    """The approval's writes (``approve_blocked_load``), under the feed's lock for a snapshot."""
+    load_id, silver_path = event["load_id"], table_path("silver", contract, settings)
+    pending_path = table_path("pending", contract, settings)
+    # a snapshot supersedes what is live when it is approved, not when it was blocked
+    superseded = superseded_loads(contract, load_id, event["replaces_load_id"], settings)
+    if superseded:
+        try:
+            check_snapshot_order(contract, event["source_file"], {load: _event(load, settings, None)
+                                                                   for load in superseded})
+        except OutdatedSnapshotError as exc:
+            raise ValueError(f"load {load_id} cannot be approved: {exc}") from None
+    replaced_loads = sorted(set(swap[1:]) | set(superseded))
+    if replaced_loads:
+        record_changes(contract, load_id, rows, replaced_loads, settings)
     tag = f"{load_id} approved"
     write_arrow_replacing(rows, silver_path, f"_load_id IN ({_sql_list(swap)})", tag)
     written = committed_rows(silver_path, tag)
-    if written != pending:
+    if written != (event["rows_loaded"] or 0):
         raise ReconciliationError(f"{event['feed']} {event['source_file']}: approval promoted {written} rows, "
                                   f"the load has {event['rows_loaded']}")
     approval = {"load_id": load_id, "feed": event["feed"], "bureau": event["bureau"], "approved_by": approved_by,
@@ -526,7 +681,10 @@ def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: 
         if replaced:
             events.append({k: replaced[k] for k in replaced if k != "event_at"} | {
                 "status": "replaced", "message": f"replaced by {load_id} ({event['source_file']})"})
+    events += _superseded_events(contract.feed, superseded, load_id, event["source_file"], settings)
     append_manifest(events, settings)
+    if contract.delivery == "snapshot":
+        drop_superseded(contract, load_id, superseded, settings)
     delete_rows(pending_path, f"_load_id IN ({_sql_list([load_id])})")
     log.info("%s load %s approved by %s: %d rows promoted to silver", event["feed"], load_id, approved_by, written)
     return approval
@@ -577,8 +735,10 @@ def ingest_directory(root: Path, contracts: dict[str, Contract], settings: Setti
         except (DeliveryError, ReconciliationError) as exc:
             result = LoadResult(contract.feed, path.name, "", "", status="rejected", message=str(exc))
         if result.status in ("loaded", "rejected", "blocked") and result.load_id:
-            if result.replaces_load_id and result.status == "loaded":
-                known[result.replaces_load_id]["status"] = "replaced"
+            if result.status == "loaded":
+                gone = result.superseded_load_ids + ([result.replaces_load_id] if result.replaces_load_id else [])
+                for replaced in gone:
+                    known[replaced]["status"] = "replaced"
             known[result.load_id] = {"status": result.status, "source_file": result.source_file,
                                      "feed": result.feed, **{k: getattr(result, k) for k in (
                                          "rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate")},

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pipelines.contracts import get_contract
+from pipelines.lake.changes import read_replacements
 from pipelines.lake.delta import delta_exists, delta_version, read_silver, table_exists
 from pipelines.lake.manifest import latest_events
 from pipelines.lake.paths import table_path
@@ -13,7 +14,7 @@ from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.incremental import (
     BuildPlan, BuildState, current_state, plan_build, read_state, restrict, touched_keys, unfinished,
-    upstream_problems, write_state,
+    upstream_changed, upstream_problems, write_state,
 )
 from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec
@@ -120,8 +121,25 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
     path = settings.lake_path("base", library)
     state = current_state(spark, spec, live_load_ids(spark, settings), now, settings)
     previous = read_state(library, settings)
-    plan = plan_build(spec, state, previous, delta_exists(spark, path), full,
-                      upstream_problems(spec, state, previous, settings) if not full else [])
+    exists = delta_exists(spark, path)
+    plan = plan_build(spec, state, previous, exists, full,
+                      upstream_problems(spec, state, previous, settings) if not full else [],
+                      {old: new for feed in state.loads
+                       for old, new in read_replacements(get_contract(feed, settings.schemas_dir), settings).items()},
+                      upstream_changed(spec, state, previous, settings) if exists and not full else None)
+    if plan.mode in ("unchanged", "report"):
+        # nothing the records are made of changed: the table stays as it is
+        result = {"library": library, "status": "built", "mode": plan.mode, "mode_reason": plan.reason,
+                  "rows": spark.read.format("delta").load(path).where("is_current").count(), "recomputed": 0,
+                  "inserted": 0, "changed": 0, "removed": 0, "stages": stages,
+                  "version": delta_version(spark, path)}
+        result["unchanged"] = result["rows"]
+        if plan.mode == "report" and spec.report:
+            result["report"] = _function(spec.report)(spark, settings)
+            lap("report")
+        write_state(state, settings)
+        result["seconds"] = round(time.monotonic() - started, 1)
+        return result
     records, conflicts, resolution, touched = current_records(spark, spec, settings, now, plan, state)
     records = records.localCheckpoint()
     result = {"library": library, "rows": records.count(), "stages": stages, "mode": plan.mode,

@@ -53,13 +53,18 @@ def record_conflicts(spark, library: str, conflicts, now: datetime, settings: Se
                    .join(found.select(*keys), keys, "left_anti")
                    .select(*found.drop("_settled").columns).withColumn("_settled", F.lit(True)).localCheckpoint())
         found = found.unionByName(settled)
+    # the same values seen again keep the loads they were first seen in (as
+    # golden records keep their provenance): a snapshot that repeats a
+    # conflict does not touch it, whether the build is incremental or full
+    changed = ("NOT (t.authoritative_value <=> s.authoritative_value) OR NOT (t.other_value <=> s.other_value)")
     update = {"last_seen_at": "s.last_seen_at", "authoritative_value": "s.authoritative_value",
               "authoritative_load_id": "s.authoritative_load_id", "other_value": "s.other_value",
               "other_load_id": "s.other_load_id"}
     merge = (DeltaTable.forPath(spark, path).alias("t")
              .merge(found.alias("s"), match)
              .whenMatchedUpdate(condition="s._settled", set={"resolved_at": F.lit(now).cast("timestamp")})
-             .whenMatchedUpdate(set=update)
+             .whenMatchedUpdate(condition=changed, set=update)
+             .whenMatchedUpdate(set={"last_seen_at": "s.last_seen_at"})
              .whenNotMatchedInsert(condition="NOT s._settled",
                                    values={c: f"s.{c}" for c in found.columns if c != "_settled"}))
     # the library's open conflicts this build did not look at (an incremental

@@ -27,12 +27,19 @@ from pipelines.reference import ID_SHAPE
 from pipelines.settings import utc_now
 
 
-def latest_per_key(frame, key_column: str, columns: list[str], latest_by: str | None = None):
+def latest_per_key(frame, key_column: str, columns: list[str], latest_by: str | None = None,
+                   by_content: bool = False):
     """One row per key: its latest record (by ``latest_by`` if given, then
-    ingest time, then row number)."""
+    ingest time, then row number). ``by_content`` (a snapshot feed: one
+    register, delivered whole): rows of a key that ``latest_by`` does not
+    order are told apart by their values, not their place in the file, so a
+    register that only reorders its rows gives the same record (its change
+    rows are empty, and an incremental build agrees with a full one)."""
     from pyspark.sql import functions as F
 
-    order = ([F.col(latest_by)] if latest_by else []) + [F.col("_ingested_at"), F.col("_row_number")]
+    tie_break = [F.struct(*[F.col(c) for c in columns])] if by_content else [F.col("_ingested_at"),
+                                                                            F.col("_row_number")]
+    order = ([F.col(latest_by)] if latest_by else []) + tie_break
     latest = F.max_by(F.struct(*[F.col(c) for c in columns], F.col("_load_id")), F.struct(*order))
     return (frame.where(F.col(key_column).isNotNull())
             .groupBy(F.col(key_column).alias("_key")).agg(latest.alias("latest"))
@@ -52,7 +59,7 @@ def joined_sources(spec: LibrarySpec, frames: dict):
         if alias not in frames:
             continue
         columns = sorted({column for attribute in spec.attributes for a, column in attribute.sources if a == alias})
-        frame = latest_per_key(frames[alias], source.key, columns, source.latest_by)
+        frame = latest_per_key(frames[alias], source.key, columns, source.latest_by, by_content=source.snapshot)
         per_source[alias] = frame.select(
             "_key", *[F.col(c).alias(f"{source.prefix}__{c}") for c in columns],
             F.col("_load_id").alias(f"{source.prefix}___load_id"), F.lit(True).alias(f"{source.prefix}___present"))

@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+from pipelines.contracts import get_contract
+from pipelines.lake.changes import change_rows
 from pipelines.lake.delta import delta_version
 from pipelines.lake.upkeep import CLUSTERED
 from pipelines.library_specs import LibrarySpec, load_library_spec
@@ -62,6 +64,10 @@ class BuildState:
     loads: dict[str, list[str]] = field(default_factory=dict)      # feed -> live load ids
     upstream: dict[str, int | None] = field(default_factory=dict)  # library -> Delta version read
     finished: bool = True                                 # False from just before the merge to the end
+    # feed -> its silver table's Delta version: any write to silver (even one
+    # no manifest event vouches for) makes a build look at it again
+    silver: dict[str, int | None] = field(default_factory=dict)
+    snapshot_feeds: list[str] = field(default_factory=list)   # feeds that deliver whole registers
 
 
 @dataclass
@@ -72,6 +78,12 @@ class BuildPlan:
     reason: str
     new_loads: list[str] = field(default_factory=list)
     previous: BuildState | None = None
+    # loads that replaced others since the last build (snapshots, corrections):
+    # their change rows are touched (pipelines.lake.changes)
+    change_loads: list[str] = field(default_factory=list)
+    # new loads compared against loads the last build saw: only their change
+    # rows are touched, not every row they carry
+    diffed_loads: list[str] = field(default_factory=list)
 
     @property
     def incremental(self) -> bool:
@@ -100,8 +112,9 @@ def write_state(state: BuildState, settings: Settings) -> None:
 
 def spec_feeds(spec: LibrarySpec) -> list[str]:
     """Every feed whose loads can change the library: its sources', its
-    resolution candidates' and, for computed columns, ``ENRICH_READS_FEEDS``."""
-    feeds = {source.feed for source in spec.sources.values()}
+    resolution candidates', its report's (``report_reads``) and, for
+    computed columns, ``ENRICH_READS_FEEDS``."""
+    feeds = {source.feed for source in spec.sources.values()} | set(spec.report_reads)
     if spec.resolution:
         feeds |= set(spec.resolution.candidates)
     if spec.kind == "golden" and spec.enrich:
@@ -119,6 +132,7 @@ def build_digest(spec: LibrarySpec, settings: Settings) -> str:
     paths = [Path(settings.schemas_dir) / "feeds" / feed.split(".")[0] / f"{feed.split('.')[1]}.yaml"
              for feed in spec_feeds(spec)]
     paths.append(PROJECT_ROOT / "quality" / "libraries" / f"{spec.library}.yaml")
+    paths += sorted((Path(settings.schemas_dir) / "rules").glob("*.yaml"))       # e.g. the credit rule set
     paths += sorted(path for pattern in BUILD_CODE for path in PROJECT_ROOT.glob(pattern))
     digest = hashlib.sha256(spec.digest.encode())
     for path in paths:
@@ -130,12 +144,28 @@ def upstream_versions(spark, spec: LibrarySpec, settings: Settings) -> dict[str,
     return {name: delta_version(spark, settings.lake_path("base", name)) for name in sorted(spec.depends_on)}
 
 
+def silver_versions(spec: LibrarySpec, settings: Settings) -> dict[str, int | None]:
+    """The Delta version of each feed's silver table (None: no table)."""
+    from deltalake import DeltaTable
+
+    from pipelines.lake.paths import table_path
+
+    versions = {}
+    for feed in spec_feeds(spec):
+        path = table_path("silver", get_contract(feed, settings.schemas_dir), settings)
+        versions[feed] = DeltaTable(path).version() if DeltaTable.is_deltatable(path) else None
+    return versions
+
+
 def current_state(spark, spec: LibrarySpec, live: dict[str, list[str]], now: datetime,
                   settings: Settings) -> BuildState:
     return BuildState(library=spec.library, built_at=now.isoformat(), as_of=now.date().isoformat(),
                       spec_digest=build_digest(spec, settings),
                       loads={feed: sorted(live.get(feed, [])) for feed in spec_feeds(spec)},
-                      upstream=upstream_versions(spark, spec, settings))
+                      upstream=upstream_versions(spark, spec, settings),
+                      silver=silver_versions(spec, settings),
+                      snapshot_feeds=sorted(feed for feed in spec_feeds(spec)
+                                            if get_contract(feed, settings.schemas_dir).delivery == "snapshot"))
 
 
 def unfinished(state: BuildState, previous: BuildState | None) -> BuildState:
@@ -203,14 +233,55 @@ def upstream_problems(spec: LibrarySpec, state: BuildState, previous: BuildState
     return problems
 
 
+def replacement_chains(gone: list[str], replacements: dict[str, str], live: set[str]) -> tuple[list[str], list[str]]:
+    """Which ``gone`` loads were replaced, directly or through later
+    replacements, by a load live now, and the replacing loads on the way
+    (whose change rows together cover every row that differs). Returns
+    (gone loads not explained so, replacing loads). Pure."""
+    unexplained, on_the_way = [], set()
+    for load in gone:
+        chain, current = [], replacements.get(load)
+        while current is not None and current not in chain:
+            chain.append(current)
+            if current in live:
+                break
+            current = replacements.get(current)
+        if chain and chain[-1] in live:
+            on_the_way |= set(chain)
+        else:
+            unexplained.append(load)
+    return unexplained, sorted(on_the_way)
+
+
+def upstream_changed(spec: LibrarySpec, state: BuildState, previous: BuildState | None,
+                     settings: Settings) -> list[str]:
+    """The libraries of ``depends_on`` whose rows changed since the versions
+    the last build read (upkeep and merges that changed nothing aside)."""
+    if previous is None:
+        return sorted(state.upstream)
+    changed = []
+    for name, version in state.upstream.items():
+        before = previous.upstream.get(name)
+        if version == before:
+            continue
+        if (version is None or before is None or version < before       # rebuilt from scratch meanwhile
+                or data_changed_since(settings.lake_path("base", name), before)):
+            changed.append(name)
+    return changed
+
+
 def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None, path_exists: bool,
-               full: bool, upstream: list[str] = ()) -> BuildPlan:
+               full: bool, upstream: list[str] = (), replacements: dict[str, str] | None = None,
+               changed_upstream: list[str] | None = None) -> BuildPlan:
     """Incremental when the last build's state says exactly what changed
-    since. Pure. ``upstream``: ``upstream_problems``'s answer."""
+    since; ``unchanged`` (nothing to compute) when nothing the library reads
+    did, ``report`` when only its report's feeds did. Pure.
+    ``upstream``: ``upstream_problems``'s answer; ``replacements``: replaced
+    load -> the load that replaced it, from the feeds' change tables
+    (``pipelines.lake.changes.read_replacements``); ``changed_upstream``:
+    ``upstream_changed``'s answer (None: assume every upstream changed)."""
     if full:
         return BuildPlan("full", "asked for (--full)", previous=previous)
-    if spec.kind != "golden":
-        return BuildPlan("full", "derived libraries are rebuilt in full", previous=previous)
     if previous is None or not path_exists:
         return BuildPlan("full", "first build", previous=previous)
     if not previous.finished:
@@ -220,12 +291,25 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
                                  "since the last build", previous=previous)
     if date.fromisoformat(state.as_of) < date.fromisoformat(previous.as_of):
         return BuildPlan("full", "the build date is before the last build's", previous=previous)
-    gone = sorted({load for feed, loads in previous.loads.items() for load in loads}
-                  - {load for loads in state.loads.values() for load in loads})
+    changed_feeds = {feed for feed in set(state.loads) | set(previous.loads)
+                     if set(state.loads.get(feed, [])) != set(previous.loads.get(feed, []))
+                     or state.silver.get(feed, -1) != previous.silver.get(feed, -2)}
+    read_by_build = set(spec_feeds(spec)) - (set(spec.report_reads) - {s.feed for s in spec.sources.values()})
+    if (changed_upstream is not None and not changed_upstream and not changed_feeds & read_by_build
+            and (not spec.reads_date or state.as_of == previous.as_of)):
+        if changed_feeds:
+            return BuildPlan("report", f"only feeds its report reads changed ({', '.join(sorted(changed_feeds))})",
+                             previous=previous)
+        return BuildPlan("unchanged", "nothing it reads changed since the last build", previous=previous)
+    if spec.kind != "golden":
+        return BuildPlan("full", "derived libraries are rebuilt in full", previous=previous)
+    live = {load for loads in state.loads.values() for load in loads}
+    gone = sorted({load for feed, loads in previous.loads.items() for load in loads} - live)
+    gone, change_loads = replacement_chains(gone, replacements or {}, live)
     if gone:
         counted = "1 delivery of the last build is" if len(gone) == 1 else f"{len(gone)} deliveries of the last build are"
-        return BuildPlan("full", f"{counted} no longer live (replaced or withdrawn), e.g. {gone[0]}",
-                         previous=previous)
+        return BuildPlan("full", f"{counted} no longer live and not replaced with recorded changes (withdrawn, "
+                                 f"or replaced before change tables), e.g. {gone[0]}", previous=previous)
     if upstream:
         return BuildPlan("full", upstream[0], previous=previous)
     before = {load for loads in previous.loads.values() for load in loads}
@@ -234,7 +318,19 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
         if set(state.loads.get(feed, [])) - before:
             return BuildPlan("full", f"{feed} delivered since the last build: every key's computed columns "
                                      "read it", previous=previous)
-    return BuildPlan("incremental", f"{len(new)} new deliveries since the last build", new, previous)
+    # a new snapshot that replaced only loads the last build saw: its change
+    # rows say what differs. A correction of a changes feed is not: its rows
+    # are newer than every earlier delivery's, so a key it repeats unchanged
+    # can still take its value again (golden.latest_per_key); all its keys are touched
+    seen = {load for loads in previous.loads.values() for load in loads}
+    snapshots = {load for feed in state.snapshot_feeds for load in state.loads.get(feed, [])}
+    replaced_by: dict[str, set[str]] = {}
+    for old, load in (replacements or {}).items():
+        replaced_by.setdefault(load, set()).add(old)
+    diffed = sorted(load for load in new if load in snapshots and load in replaced_by and replaced_by[load] <= seen)
+    change_loads = sorted(set(change_loads) | set(diffed))
+    return BuildPlan("incremental", f"{len(new)} new deliveries since the last build", new, previous,
+                     change_loads, diffed)
 
 
 def upstream_changed_keys(spark, name: str, key: str, before: int | None, settings: Settings):
@@ -270,15 +366,24 @@ def touched_keys(spark, spec: LibrarySpec, frames: dict, plan: BuildPlan, state:
 
     from pyspark.sql import functions as F
 
-    new_loads = plan.new_loads
+    new_loads = [load for load in plan.new_loads if load not in plan.diffed_loads]
     parts = []
+    changes = {}
     for alias, frame in frames.items():
         key = spec.sources[alias].key
         if new_loads:
             parts.append(frame.where(F.col("_load_id").isin(*new_loads) & F.col(key).isNotNull())
                          .select(F.col(key).alias("_key")))
-    if disagreements is not None and new_loads:
-        parts.append(disagreements.where(F.col("other_load_id").isin(*new_loads)).select(F.col("subject").alias("_key")))
+        feed = spec.sources[alias].feed
+        if feed not in changes:
+            changes[feed] = change_rows(spark, get_contract(feed, settings.schemas_dir), plan.change_loads, settings)
+        if changes[feed] is not None:
+            # both sides of a snapshot's or a correction's difference: keys that came, changed or went
+            parts.append(changes[feed].where(F.col(key).isNotNull()).select(F.col(key).alias("_key")))
+    if disagreements is not None and plan.new_loads:
+        # every new load's, a snapshot's too: what a rescued row says is not in the change rows
+        parts.append(disagreements.where(F.col("other_load_id").isin(*plan.new_loads))
+                     .select(F.col("subject").alias("_key")))
     if links_after is not None:
         lineage = ["source_alias", "_load_id", "_row_number"]
         before = (links_before if links_before is not None else links_after.limit(0)).select(

@@ -45,10 +45,14 @@ def contract_expectations(contract: Contract) -> list[dict]:
     origin = f"contract {contract.feed}"
     tolerance = round(1 - contract.quarantine_threshold, 6)
     found = [
+        # a snapshot supersedes the whole register: a truncated export would
+        # delete what it leaves out, so for snapshot feeds the band blocks
         _expectation("expect_table_row_count_to_be_between",
                      {"min_value": {"$PARAMETER": "min_rows"}, "max_value": {"$PARAMETER": "max_rows"}},
-                     blocking=False, rule="row_count_band", origin=origin,
-                     notes=f"within ±{ROW_COUNT_BAND:.0%} of the feed's previous delivery"),
+                     blocking=contract.delivery == "snapshot", rule="row_count_band", origin=origin,
+                     notes=f"within ±{ROW_COUNT_BAND:.0%} of the feed's previous delivery"
+                           + (" (blocking: a snapshot replaces the register)" if contract.delivery == "snapshot"
+                              else "")),
         _expectation("expect_column_values_to_be_in_set",
                      {"column": OUTCOME_COLUMN, "value_set": ["loaded"], "mostly": tolerance},
                      blocking=True, rule="quarantine_share", origin=origin,

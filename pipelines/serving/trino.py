@@ -363,6 +363,16 @@ def write_config(settings: Settings | None = None) -> Path:
             f"hive.metastore.catalog.dir=local:///{METASTORE_DIR}",
             "fs.native-local.enabled=true", f"local.location={settings.local_lake_path()}",
             "delta.register-table-procedure.enabled=true",
+            # Delta metadata caching (issue 15): each table's parsed log (its
+            # snapshot) and its active-file list are kept between queries, so a
+            # point lookup does not re-read checkpoints and commits. Every query
+            # still reads the log entries newer than the cached version
+            # (TransactionLogAccess: a cached snapshot is brought up to date
+            # before use), so a version written by Spark or delta-rs is seen at
+            # once (tests/integration/test_trino.py reads right after a write).
+            "delta.metadata.cache-ttl=30m", "delta.metadata.cache-max-retained-size=64MB",
+            "delta.metadata.live-files.cache-ttl=30m", "delta.metadata.live-files.cache-size=128MB",
+            "delta.checkpoint-filtering.enabled=true",
             # Table statistics would give a town-scoped user plan estimates and
             # SHOW STATS figures of the whole table, outside its row filter.
             "delta.table-statistics-enabled=false", "delta.extended-statistics.enabled=false"],

@@ -316,8 +316,10 @@ def _all_rows(spark, settings, library):
 
 
 def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, city, tmp_path):
-    """Issue 15 item 2: three days of generated change deliveries (births,
-    deaths, moves, new permits, new and dissolved firms) applied to two copies
+    """Issue 15 items 1-2: three days of generated change deliveries (births,
+    deaths, moves, new permits, new and dissolved firms; on day 3, 1
+    December, the month's taxpayer snapshot, which supersedes day 0's
+    register and is built from its change rows) applied to two copies
     of the built city, one built incrementally and one with --full at the
     same build times: every current and historical row of base.population and
     base.legal_person is the same, and so are governance.conflicts; the
@@ -331,13 +333,17 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
     root, settings, _ = city
     days_root = tmp_path / "city"
     shutil.copytree(root / "truth", days_root / "truth")
+    # the month's taxpayer snapshot (day 3 is 1 December) starts from day 0's
+    shutil.copytree(root / "deliveries" / "tax", days_root / "deliveries" / "tax")
     summary = generate_days(days_root, INCREMENT_DAYS, scale=0.002, seed=3)
     assert all(summary.events[event] >= INCREMENT_DAYS for event in
                ("birth", "death", "move", "new_permit", "new_firm", "dissolved_firm"))
+    assert all(summary.events[event] >= 1 for event in
+               ("taxpayer_registered", "taxpayer_moved_out", "tax_grade_changed"))
     lakes = {}
     for mode in ("incremental", "full"):
         home = tmp_path / mode
-        for part in ("silver", "governance", "base", "state", "raw"):
+        for part in ("silver", "governance", "base", "state", "raw", "changes"):
             if settings.local_lake_path(part).exists():
                 shutil.copytree(settings.local_lake_path(part), home / part)
         lakes[mode] = dataclasses.replace(settings, home=str(home))
@@ -349,6 +355,10 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
         for mode, lake in lakes.items():
             loads = ingest_directory(days_root / "days" / str(day), load_contracts(), settings=lake, run_gate=False)
             assert {r.status for r in loads} == {"loaded"}, [(r.source_file, r.status) for r in loads]
+            snapshots = [r for r in loads if r.feed == "tax.taxpayer"]
+            if snapshots:   # it supersedes day 0's register; what differs went to the change table
+                assert len(snapshots[0].superseded_load_ids) == 1
+                assert 0 < snapshots[0].changes["added"] < snapshots[0].rows_loaded // 10
             built[mode] = {r["library"]: r for r in build_libraries(spark, libraries, settings=lake, now=now,
                                                                     full=mode == "full")}
         for library in libraries:
@@ -361,6 +371,10 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
         conflicts = [sorted(tuple(map(str, r)) for r in spark.read.format("delta")
                             .load(lake.lake_path("governance", "conflicts")).collect()) for lake in lakes.values()]
         assert conflicts[0] == conflicts[1]
+    # built again the same day with nothing new delivered: nothing is recomputed, no table version is made
+    again = build_libraries(spark, libraries, settings=lakes["incremental"], now=now)
+    assert [(r["mode"], r["version"]) for r in again] == [("unchanged", built["incremental"][r["library"]]["version"])
+                                                          for r in again], [r["mode_reason"] for r in again]
 
     persons = {r["person_id"]: r for r in current(spark, lakes["incremental"], "population").collect()}
     entities = {r["uscc"]: r for r in current(spark, lakes["incremental"], "legal_person").collect()}
@@ -380,6 +394,21 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
         elif event["event"] == "new_firm" and subject in entities:
             assert entities[subject]["legal_representative_id"] == event["detail"]
             checked["new_firm"] += 1
+        elif event["event"] == "taxpayer_registered" and subject in entities:
+            assert entities[subject]["tax_credit_grade"] == "M", subject
+            checked[event["event"]] += 1
+        elif event["event"] == "tax_grade_changed" and subject in entities:
+            assert entities[subject]["tax_credit_grade"] == event["detail"], subject
+            checked[event["event"]] += 1
+        elif event["event"] == "taxpayer_moved_out" and subject in entities:
+            # gone from the register: the snapshot superseded the row that said otherwise
+            assert entities[subject]["tax_registration_status"] is None, subject
+            assert entities[subject]["tax_credit_grade"] is None, subject
+            checked[event["event"]] += 1
+        elif event["event"] == "taxpayer_deregistered" and subject in entities:
+            assert entities[subject]["tax_registration_status"] == "注销", subject
+            checked[event["event"]] += 1
     # a subject whose key a defect mangled may be missing; the others are all there
-    for event in ("birth", "new_permit", "death", "dissolved_firm", "new_firm"):
-        assert checked[event] >= summary.events[event] - 1, (event, checked, summary.events)
+    for event in ("birth", "new_permit", "death", "dissolved_firm", "new_firm", "taxpayer_registered",
+                  "taxpayer_moved_out", "tax_grade_changed", "taxpayer_deregistered"):
+        assert checked[event] >= summary.events.get(event, 0) - 1, (event, checked, summary.events)

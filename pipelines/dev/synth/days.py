@@ -18,6 +18,13 @@ ones (商事登记: a full registration row with 登记状态 注销), 30 penalt
 2,200 hazard reports and the closing of earlier days' open ones. Shares
 follow Dongguan's published yearly figures divided by 365.
 
+On the first day of a month the tax bureau sends its monthly snapshot of the
+taxpayer register (``tax.taxpayer``, a ``delivery: snapshot`` feed): the
+previous snapshot's lines as they were (defects and all), with the firms
+founded since registered (grade M, as for new taxpayers), the dissolved ones
+deregistered (注销), 0.1% moved out of the city (their lines gone) and 0.2%
+re-graded. So an increment holds a whole register in which few rows differ.
+
 Everything is deterministic for (seed, day). The truth of day 0 is read with
 pyarrow and sampled with numpy, so a scale-1.0 day is seconds, not a pass over
 ten million Python dicts.
@@ -37,6 +44,10 @@ from pipelines.dev.synth.city import (
     make_uscc, rng_for,
 )
 from pipelines.dev.synth.writers import DefectLog
+
+# monthly changes to the taxpayer register, as shares of its rows
+TAX_MONTHLY = {"taxpayer_moved_out": 0.001, "tax_grade_changed": 0.002}
+TAX_HEADERS = ["纳税人识别号", "纳税人名称", "法定代表人", "登记状态", "纳税信用等级", "评价年度", "主管税务机关"]
 
 # events per day in the real city (scale 1.0)
 DAILY_EVENTS = {"births": 300, "deaths": 70, "moves": 300, "moved_out": 30, "new_permits": 1_000,
@@ -117,6 +128,81 @@ def _address_index(code: str) -> int:
     return int(code[-7:]) * len(TOWN_CODES) + town
 
 
+def _previous_snapshot(out: Path, k: int, feed: str) -> tuple[Path, Path] | None:
+    """The latest delivery of snapshot ``feed`` before day ``k`` and the
+    defects file that labels it, or None."""
+    bureau, name = feed.split(".")
+    for j in range(k - 1, -1, -1):
+        folder = (out / "days" / str(j) if j else out / "deliveries") / bureau / name
+        truth = out / "truth" / (f"day-{j}" if j else "") / "defects.csv"
+        files = sorted(p for p in folder.glob("*") if p.is_file() and not p.stem.endswith(("_更正", "_corrected")))
+        if files:
+            return files[-1], truth
+    return None
+
+
+def _tax_snapshot(city: City, out: Path, k: int, rng, founded: list[tuple], dissolved: list[tuple],
+                  event) -> bool:
+    """Write the month's taxpayer snapshot (see the module docstring);
+    ``founded``: (uscc, name, legal representative, town) of firms founded
+    since the last snapshot; ``dissolved``: (uscc, name). False when there is
+    no earlier snapshot to start from."""
+    import json
+
+    from pipelines.dev.synth.writers import Label
+
+    previous = _previous_snapshot(out, k, "tax.taxpayer")
+    if previous is None:
+        return False
+    path, defects = previous
+    labels: dict[int, list[Label]] = {}
+    with defects.open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row["feed"] == "tax.taxpayer" and row["file"] == path.name:
+                labels.setdefault(int(row["row_number"]), []).append(
+                    Label(row["column"], row["defect"], row["expected"], row["rule"], row["true_value"]))
+    lines = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        record = json.loads(line)
+        true_uscc = next((label.true_value for label in labels.get(number, [])
+                          if label.column == "纳税人识别号" and label.true_value), None)
+        lines.append((record, labels.get(number, []), true_uscc or str(record["纳税人识别号"] or "").strip()))
+    gone = {uscc for uscc, _ in dissolved}
+    clean = sorted({uscc for record, found, uscc in lines if not found and record["登记状态"] == "正常"
+                    and record["纳税信用等级"] and uscc not in gone})
+    counts = {name: max(1, round(len(lines) * share)) for name, share in TAX_MONTHLY.items()}
+    chosen = rng.sample(clean, min(len(clean), counts["taxpayer_moved_out"] + counts["tax_grade_changed"]))
+    moved_out = set(chosen[:counts["taxpayer_moved_out"]])
+    regraded = {uscc: None for uscc in chosen[counts["taxpayer_moved_out"]:]}
+    names = {uscc: record["纳税人名称"] for record, _, uscc in lines}
+    writer = city.writer("tax.taxpayer", TAX_HEADERS, "jsonl", "utf-8", clean=True)
+    for record, found, uscc in lines:      # every line of a taxpayer (duplicates too) changes alike
+        if uscc in moved_out:
+            continue
+        if uscc in gone and record["登记状态"] != "注销":
+            record = record | {"登记状态": "注销", "纳税信用等级": None}
+        elif uscc in regraded:
+            if regraded[uscc] is None:
+                regraded[uscc] = rng.choice([g for g in "ABMCD" if g != record["纳税信用等级"]])
+            record = record | {"纳税信用等级": regraded[uscc]}
+        writer.write(record, found)
+    for uscc, name, representative, town in founded:
+        short = ref.TOWNS[TOWN_CODES[town]].removesuffix("街道").removesuffix("镇")
+        writer.write({"纳税人识别号": uscc, "纳税人名称": name, "法定代表人": representative, "登记状态": "正常",
+                      "纳税信用等级": "M", "评价年度": city.as_of.year - 1,
+                      "主管税务机关": f"国家税务总局东莞市{short}{voc.TAX_AUTHORITIES_SUFFIX}"})
+        event("taxpayer_registered", "tax.taxpayer", uscc, name, "M")
+    city.close(writer)
+    for uscc, name in dissolved:
+        if uscc in names:
+            event("taxpayer_deregistered", "tax.taxpayer", uscc, name, "注销")
+    for uscc in sorted(moved_out):
+        event("taxpayer_moved_out", "tax.taxpayer", uscc, names[uscc], "")
+    for uscc, grade in sorted(regraded.items()):
+        event("tax_grade_changed", "tax.taxpayer", uscc, names[uscc], grade or "")
+    return True
+
+
 def generate_days(out: Path, days: int, scale: float, seed: int = 7, rates: DefectRates | None = None,
                   as_of: date = date(2026, 11, 28)) -> DaysSummary:
     """Write days 1..``days`` of the city generated under ``out`` (its day 0 must exist)."""
@@ -141,6 +227,8 @@ def generate_days(out: Path, days: int, scale: float, seed: int = 7, rates: Defe
     totals: dict[str, int] = {}
     new_firm_count = 0
     new_names: dict[str, str] = {}                 # firms founded on these days: uscc -> name
+    founded: list[tuple] = []                      # since the last taxpayer snapshot
+    dissolved: list[tuple] = []
     for k in range(1, days + 1):
         day = as_of + timedelta(days=k)
         city = City(out, scale, seed, rates, day)
@@ -246,6 +334,7 @@ def generate_days(out: Path, days: int, scale: float, seed: int = 7, rates: Defe
             truth_entities[uscc] = {"legal_representative": population.names[p],
                                     "legal_representative_id": population.ids[p]}
             new_names[uscc] = name
+            founded.append((uscc, name, population.names[p], town))
             event("new_firm", "amr.business_registration", uscc, name, population.ids[p])
         closing = sorted(rng.sample(range(len(live_firms)), min(daily_count("dissolved_firms", scale), len(live_firms))))
         for i in reversed(closing):
@@ -257,6 +346,7 @@ def generate_days(out: Path, days: int, scale: float, seed: int = 7, rates: Defe
             row = truth_entities[uscc]
             registration_row(uscc, e.name, e.entity_type, row["legal_representative"], row["legal_representative_id"],
                              e.capital, e.established, "注销", e.address, e.town, e.industry_code, e.section)
+            dissolved.append((uscc, e.name))
             event("dissolved_firm", "amr.business_registration", uscc, e.name, "注销")
         penalty = city.writer("amr.penalty", PENALTY_HEADERS, "csv", "utf-8")
         for n in range(daily_count("penalties", scale)):
@@ -302,6 +392,10 @@ def generate_days(out: Path, days: int, scale: float, seed: int = 7, rates: Defe
 
         for writer in (hukou, death, permits, registration, penalty, hazards):
             city.close(writer)
+        # ---- 税务局: the monthly taxpayer snapshot, on the first of the month
+        if day.day == 1 and _tax_snapshot(city, out, k, rng_for(seed, "tax-snapshot", k), founded, dissolved,
+                                          event):
+            founded, dissolved = [], []
         city.defect_log.close()
         with (city.truth / "events.csv").open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)

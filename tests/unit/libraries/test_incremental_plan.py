@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipelines.libraries.incremental import BuildState, plan_build, spec_feeds, unfinished
+from pipelines.libraries.incremental import BuildState, plan_build, replacement_chains, spec_feeds, unfinished
 from pipelines.library_specs import load_library_spec
 
 SPEC = load_library_spec("population")
 
 
-def state(as_of="2026-12-02", loads=None, upstream=None, digest=SPEC.digest) -> BuildState:
+def state(as_of="2026-12-02", loads=None, upstream=None, digest=SPEC.digest, silver=None) -> BuildState:
+    loads = loads if loads is not None else {"psb.hukou": ["hukou-1"], "mca.death": ["death-1"]}
     return BuildState(library="population", built_at=f"{as_of}T20:00:00+00:00", as_of=as_of, spec_digest=digest,
-                      loads=loads if loads is not None else {"psb.hukou": ["hukou-1"], "mca.death": ["death-1"]},
-                      upstream=upstream or {"address": 3})
+                      loads=loads, upstream=upstream or {"address": 3},
+                      silver=silver if silver is not None else {feed: 1 for feed in loads},
+                      snapshot_feeds=["hrss.social_insurance"])
 
 
 def test_new_deliveries_since_the_last_build_are_an_incremental_build():
@@ -44,7 +46,8 @@ def test_whatever_the_state_cannot_vouch_for_is_a_full_build():
     replaced = plan_build(SPEC, state("2026-12-03", loads={"psb.hukou": ["hukou-1b"], "mca.death": ["death-1"]}),
                           state(), True, False)
     assert replaced.mode == "full"
-    assert replaced.reason == "1 delivery of the last build is no longer live (replaced or withdrawn), e.g. hukou-1"
+    assert replaced.reason == ("1 delivery of the last build is no longer live and not replaced with recorded "
+                               "changes (withdrawn, or replaced before change tables), e.g. hukou-1")
     derived = dataclasses.replace(SPEC, kind="derived")
     assert plan_build(derived, now, state(), True, False).reason == "derived libraries are rebuilt in full"
 
@@ -60,3 +63,69 @@ def test_an_unfinished_state_holds_the_loads_of_both_builds():
 def test_specs_declare_what_else_an_incremental_build_recomputes():
     assert SPEC.dated_keys == "pipelines.libraries.enrich:permits_lapsed"
     assert load_library_spec("legal_person").references == (("population", "legal_representative_id"),)
+
+
+def test_a_delivery_replaced_with_recorded_changes_keeps_the_build_incremental():
+    """A snapshot that superseded a delivery the last build saw: only its
+    change rows are touched (``diffed_loads``), not every row. A correction
+    of a changes feed keeps the build incremental too, but touches all its
+    keys: its rows rank as the newest of their keys."""
+    before = state(loads={"psb.hukou": ["hukou-1"], "hrss.social_insurance": ["ins-1"]})
+    now = state("2026-12-03", loads={"psb.hukou": ["hukou-1"], "hrss.social_insurance": ["ins-2"]})
+    plan = plan_build(SPEC, now, before, True, False, replacements={"ins-1": "ins-2"})
+    assert (plan.mode, plan.new_loads) == ("incremental", ["ins-2"])
+    assert (plan.change_loads, plan.diffed_loads) == (["ins-2"], ["ins-2"])
+    now = state("2026-12-03", loads={"psb.hukou": ["hukou-2"], "mca.death": ["death-1"]})
+    plan = plan_build(SPEC, now, state(), True, False, replacements={"hukou-1": "hukou-2"})
+    assert (plan.mode, plan.change_loads, plan.diffed_loads) == ("incremental", ["hukou-2"], [])
+    # withdrawn: nothing replaced it
+    assert plan_build(SPEC, now, state(), True, False, replacements={}).mode == "full"
+    # replaced by a delivery that is itself no longer live, and nothing after it
+    assert plan_build(SPEC, now, state(), True, False, replacements={"hukou-1": "hukou-x"}).mode == "full"
+
+
+def test_a_chain_of_replacements_touches_every_change_on_the_way():
+    """hukou-1 (seen) was replaced by hukou-2 (never built), then by hukou-3:
+    the changes of both are touched; hukou-3 was compared with a delivery the
+    last build never saw, so every row it carries is touched too."""
+    assert replacement_chains(["hukou-1"], {"hukou-1": "hukou-2", "hukou-2": "hukou-3"}, {"hukou-3"}) == (
+        [], ["hukou-2", "hukou-3"])
+    assert replacement_chains(["a"], {"a": "b", "b": "a"}, {"c"}) == (["a"], [])      # a loop explains nothing
+    now = state("2026-12-03", loads={"psb.hukou": ["hukou-3"], "mca.death": ["death-1"]})
+    plan = plan_build(SPEC, now, state(), True, False, replacements={"hukou-1": "hukou-2", "hukou-2": "hukou-3"})
+    assert (plan.mode, plan.change_loads, plan.diffed_loads) == ("incremental", ["hukou-2", "hukou-3"], [])
+
+
+def test_a_library_with_nothing_new_to_read_is_left_as_it_is():
+    """The hourly hazard report changes no library: each build after it is
+    ``unchanged`` (or, for base.address, reruns only its match-rate report);
+    a date-dependent library is rebuilt when the date moves on, an undated
+    one is not; a changed upstream library rebuilds."""
+    from pipelines.libraries.address import MATCHED_ADDRESS_COLUMNS
+
+    address = load_library_spec("address")
+    assert set(address.report_reads) == {feed for feed, _ in MATCHED_ADDRESS_COLUMNS}   # the spec says what the code reads
+    assert not address.reads_date
+
+    def address_state(as_of, hazards):
+        loads = {feed: [f"{feed}-1"] for feed in spec_feeds(address)} | {"grid.hazard_report": hazards}
+        return dataclasses.replace(state(as_of, loads=loads), library="address", upstream={})
+
+    before = address_state("2026-12-02", ["h-1"])
+    same = plan_build(address, address_state("2026-12-03", ["h-1"]), before, True, False, changed_upstream=[])
+    assert (same.mode, same.reason) == ("unchanged", "nothing it reads changed since the last build")
+    report = plan_build(address, address_state("2026-12-03", ["h-1", "h-2"]), before, True, False,
+                        changed_upstream=[])
+    assert (report.mode, report.reason) == ("report", "only feeds its report reads changed (grid.hazard_report)")
+    # a write to silver that no manifest event vouches for (a load that died) is looked at
+    assert plan_build(address, address_state("2026-12-03", ["h-1"]), dataclasses.replace(
+        before, silver=before.silver | {"nr.standard_address": 0}), True, False, changed_upstream=[]).mode == "full"
+    # population reads the date (permits lapse): unchanged only within the same day
+    assert plan_build(SPEC, state(), state(), True, False, changed_upstream=[]).mode == "unchanged"
+    assert plan_build(SPEC, state("2026-12-03"), state(), True, False, changed_upstream=[]).mode == "incremental"
+    assert plan_build(SPEC, state(), state(), True, False, changed_upstream=["address"]).mode == "incremental"
+    rating = load_library_spec("credit_rating")
+    assert rating.reads_date
+    rated = dataclasses.replace(state(loads={f: ["x"] for f in spec_feeds(rating)}), library="credit_rating")
+    assert plan_build(rating, dataclasses.replace(rated, as_of="2026-12-03"), rated, True, False,
+                      changed_upstream=[]).mode == "full"

@@ -109,3 +109,24 @@ def test_is_deceased_true_with_a_death_record_false_with_a_live_registration_els
                    "P8": None, "P9": True}
     without = {r["person_id"]: r["is_deceased"] for r in is_deceased(records, None, date(2026, 12, 3)).collect()}
     assert without["P5"] is None and without["P3"] is False and without["P9"] is True
+
+
+def test_a_snapshot_source_picks_a_keys_record_by_its_values_not_its_row(spark):
+    """Two rows of one key in a register: a changes feed takes the later row,
+    a snapshot feed the same row whatever their order (a register that only
+    reorders its rows has no change rows, so the incremental build must agree)."""
+    from datetime import datetime
+
+    from pipelines.libraries.golden import latest_per_key
+
+    at = datetime(2026, 12, 1)
+    rows = [("U1", "甲公司", "L1", at, 1), ("U1", "甲有限公司", "L1", at, 2)]
+    schema = "uscc string, name string, _load_id string, _ingested_at timestamp, _row_number long"
+
+    def pick(ordered, by_content):
+        frame = spark.createDataFrame(ordered, schema)
+        return latest_per_key(frame, "uscc", ["name"], by_content=by_content).first()["name"]
+
+    swapped = [(u, n, load, t, 3 - r) for u, n, load, t, r in rows]        # the same rows, the other order
+    assert (pick(rows, False), pick(swapped, False)) == ("甲有限公司", "甲公司")
+    assert pick(rows, True) == pick(swapped, True)
