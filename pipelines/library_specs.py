@@ -97,6 +97,15 @@ class LibrarySpec:
         return sorted(feeds)
 
 
+def spec_function(reference: str):
+    """The function a spec names as ``"module:function"`` (build, enrich,
+    report, incremental.dated)."""
+    import importlib
+
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _delivers_snapshots(feed: str, settings: Settings) -> bool:
     from pipelines.contracts import ContractError, get_contract
 

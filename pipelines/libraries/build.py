@@ -17,7 +17,7 @@ from pipelines.libraries.incremental import (
     upstream_changed, upstream_problems, write_state,
 )
 from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
-from pipelines.library_specs import LibrarySpec, library_names, load_library_spec
+from pipelines.library_specs import LibrarySpec, library_names, load_library_spec, spec_function
 from pipelines.quality.gate import build_data_docs, validate_library
 from pipelines.settings import Settings, get_settings, utc_now
 
@@ -34,13 +34,6 @@ def read_silver_sources(spark, spec: LibrarySpec, settings: Settings, live: dict
         frames = {alias: frame.where(F.col("_load_id").isin(*live.get(spec.sources[alias].feed, [])))
                   if frame is not None else None for alias, frame in frames.items()}
     return {alias: frame for alias, frame in frames.items() if frame is not None}
-
-
-def _function(reference: str):
-    import importlib
-
-    module, _, name = reference.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime | None = None,
@@ -63,12 +56,13 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
 
     now = now or utc_now()
     if spec.kind == "derived":
-        return _function(spec.build)(spark, settings, spec), None, None, None
+        return spec_function(spec.build)(spark, settings, spec), None, None, None
     frames = read_silver_sources(spark, spec, settings, state.loads if state is not None else None)
     resolution = disagreements = touched = None
     if spec.resolution:
 
-        frames, links, reviews, disagreements = resolve_records(spark, spec, frames, settings)
+        frames, links, reviews, disagreements = resolve_records(spark, spec, frames, settings,
+                                                                state.loads if state is not None else None)
         # checkpoints cut the plans short: Spark's cache lookup canonicalises a
         # whole plan, which costs minutes on these many-join plans
         resolution = (links.localCheckpoint(), reviews.localCheckpoint())
@@ -93,7 +87,7 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
                      .where(F.col("_rank") == 1).drop("_rank"))
     conflicts = conflicts.localCheckpoint() if conflicts is not None else None
     if spec.enrich:
-        records = _function(spec.enrich)(spark, records, frames, settings, now.date())
+        records = spec_function(spec.enrich)(spark, records, frames, settings, now.date())
     return records, conflicts, resolution, touched
 
 
@@ -135,7 +129,7 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
                   "version": delta_version(spark, path)}
         result["unchanged"] = result["rows"]
         if plan.mode == "report" and spec.report:
-            result["report"] = _function(spec.report)(spark, settings)
+            result["report"] = spec_function(spec.report)(spark, settings)
             lap("report")
         write_state(state, settings)
         result["seconds"] = round(time.monotonic() - started, 1)
@@ -175,7 +169,7 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
         result |= write_resolution(spark, library, *resolution, settings)
         lap("resolution")
     if spec.report:
-        result["report"] = _function(spec.report)(spark, settings)
+        result["report"] = spec_function(spec.report)(spark, settings)
         lap("report")
     write_state(state, settings)
     result["seconds"] = round(time.monotonic() - started, 1)

@@ -43,7 +43,7 @@ from pipelines.contracts import get_contract
 from pipelines.lake.changes import change_rows
 from pipelines.lake.delta import delta_version
 from pipelines.lake.upkeep import CLUSTERED
-from pipelines.library_specs import LibrarySpec, load_library_spec
+from pipelines.library_specs import LibrarySpec, load_library_spec, spec_function
 from pipelines.settings import PROJECT_ROOT, Settings
 
 # the computed columns of the golden libraries (enrich) read these feeds for every key
@@ -347,13 +347,6 @@ def upstream_changed_keys(spark, name: str, key: str, before: int | None, settin
     return now.join(then, "_key", "left_anti").unionByName(then.join(now, "_key", "left_anti"))
 
 
-def _function(reference: str):
-    import importlib
-
-    module, _, name = reference.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def touched_keys(spark, spec: LibrarySpec, frames: dict, plan: BuildPlan, state: BuildState,
                  links_before, links_after, settings: Settings, disagreements=None):
     """The keys an incremental build recomputes (column ``_key``, distinct):
@@ -393,7 +386,7 @@ def touched_keys(spark, spec: LibrarySpec, frames: dict, plan: BuildPlan, state:
         parts += [moved.where(F.col(side).isNotNull()).select(F.col(side).alias("_key"))
                   for side in ("_before", "_after")]
     if spec.dated_keys:
-        dated = _function(spec.dated_keys)(frames, date.fromisoformat(plan.previous.as_of),
+        dated = spec_function(spec.dated_keys)(frames, date.fromisoformat(plan.previous.as_of),
                                            date.fromisoformat(state.as_of))
         if dated is not None:
             parts.append(dated)

@@ -59,13 +59,14 @@ def live_load_ids(spark, settings: Settings) -> dict[str, list[str]]:
     return live
 
 
-def quarantined_rows(spark, feeds: list[str], settings: Settings):
+def quarantined_rows(spark, feeds: list[str], settings: Settings, live: dict[str, list[str]] | None = None):
     """The quarantined rows of ``feeds``' live loads that a resolution can use
-    (not repeated headers, malformed rows or rejected files), or None."""
+    (not repeated headers, malformed rows or rejected files), or None.
+    ``live``: the live loads per feed, when the caller has read them."""
     from pyspark.sql import functions as F
 
     path = governance_path("quarantine", settings)
-    live = live_load_ids(spark, settings)
+    live = live if live is not None else live_load_ids(spark, settings)
     loads = [load for feed in feeds for load in live.get(feed, [])]
     if not loads or not delta_exists(spark, path):
         return None
@@ -285,7 +286,8 @@ def id_disagreements(spec: LibrarySpec, alias: str, rescued):
     return reduce(lambda a, b: a.unionByName(b), parts)
 
 
-def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings):
+def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
+                    live: dict[str, list[str]] | None = None):
     """Add the resolvable quarantined rows of the ``rescue`` sources to
     ``frames`` (by source alias). Returns (frames, links, reviews,
     disagreements): ``disagreements`` are the rescued rows' values that
@@ -298,7 +300,7 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings):
     resolution = spec.resolution
     out = dict(frames)
     feeds = sorted({spec.sources[alias].feed for alias in resolution.rescue})
-    quarantined = quarantined_rows(spark, feeds, settings)
+    quarantined = quarantined_rows(spark, feeds, settings, live)
     if quarantined is None:
         return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL), None
     quarantined = quarantined.localCheckpoint()
