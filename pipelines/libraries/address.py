@@ -10,14 +10,16 @@ road + number, and town + road + number (a road and house number identify an
 address within a town; communities are often left out). A key that two
 standard addresses share matches neither. Per feed, the match rate goes to
 ``governance.address_match_rates`` and the unmatched texts to
-``governance.unmatched_addresses`` at every build of ``base.address``.
+``governance.unmatched_addresses`` at every build of ``base.address`` and
+whenever a matched feed gets a delivery; each delivery is measured once
+(``report_after_build``).
 """
 
 from __future__ import annotations
 
 from functools import reduce
 
-from pipelines.lake.delta import read_silver, read_table
+from pipelines.lake.delta import delta_exists, read_silver, read_table
 from pipelines.lake.paths import governance_path
 from pipelines.libraries.columns import fold_digits
 from pipelines.libraries.golden import latest_per_key
@@ -33,7 +35,6 @@ MATCHED_ADDRESS_COLUMNS = (
     ("hud.construction_permit", "construction_address"),
     ("grid.hazard_report", "address"),
 )
-UNMATCHED_SAMPLE = 200
 
 
 def address_match_key(text):
@@ -137,7 +138,8 @@ def standard_addresses(spark, settings: Settings, _spec=None):
 
 def address_match_report(spark, keys, settings: Settings):
     """(rates, unmatched): per matched feed column, rows / matched / rate, and
-    the most frequent unmatched texts."""
+    the unmatched texts with their rows, measured over all of silver at once:
+    what the incremental ``report_after_build`` must equal (its test)."""
     from pyspark.sql import functions as F
 
     rates, unmatched = [], []
@@ -160,13 +162,10 @@ def address_match_report(spark, keys, settings: Settings):
     return rate_frame, reduce(lambda a, b: a.unionByName(b), unmatched)
 
 
-def write_match_report(spark, keys, settings: Settings) -> list[dict]:
+def _write_report(spark, rates, unmatched, settings: Settings) -> list[dict]:
     """Replace governance.address_match_rates and governance.unmatched_addresses."""
     from pyspark.sql import functions as F
 
-    rates, unmatched = address_match_report(spark, keys, settings)
-    if rates is None:
-        return []
     stamped = rates.withColumn("measured_at", F.current_timestamp())
     stamped.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
         governance_path("address_match_rates", settings))
@@ -194,6 +193,77 @@ def _required_silver(spark, feed: str, settings: Settings):
 
 
 def report_after_build(spark, settings: Settings) -> list[dict]:
-    """The match-rate report, run after every build of base.address."""
-    keys = address_keys_from_lake(spark, settings)
-    return [] if keys is None else write_match_report(spark, keys, settings)
+    """The match-rate report, run after every build of base.address and on
+    its own when only the feeds it reads got deliveries (the build's
+    ``report`` mode). Incremental: each live delivery of a matched feed is
+    measured once, against the standard addresses of the moment, and kept
+    per delivery under ``<lake>/state/address_report``; the governance
+    tables sum the live deliveries' counts, which is what measuring all of
+    silver at once gives. Deliveries no longer live drop out; other
+    standard addresses (another live nr.standard_address delivery) or other
+    matching code (the address library's build digest) measure every
+    delivery again."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.incremental import build_digest
+    from pipelines.libraries.resolution import live_load_ids
+    from pipelines.library_specs import load_library_spec
+
+    live = live_load_ids(spark, settings)
+    standard = sorted(live.get("nr.standard_address", []))
+    if not standard or read_silver(spark, "nr.standard_address", settings) is None:
+        return []
+    # what a measurement depends on: the standard addresses and the matching code
+    signature = "+".join([build_digest(load_library_spec("address", settings), settings)] + standard)
+    paths = {name: settings.lake_path("state", "address_report", name) for name in ("rates", "unmatched")}
+    wanted = spark.createDataFrame([(feed, load) for feed, _ in MATCHED_ADDRESS_COLUMNS for load in live.get(feed, [])],
+                                   "feed string, load_id string")
+    kept, dropped = {}, False
+    for name, path in paths.items():
+        if delta_exists(spark, path):
+            cached = spark.read.format("delta").load(path)
+            kept[name] = (cached.where(F.col("signature") == signature)
+                          .join(wanted, ["feed", "load_id"], "left_semi").localCheckpoint())
+            dropped = dropped or kept[name].count() < cached.count()
+    measured = ({(r["feed"], r["load_id"]) for r in kept["rates"].select("feed", "load_id").collect()}
+                if "rates" in kept else set())
+    new_rates, new_unmatched, keys = [], [], None
+    for feed, column in MATCHED_ADDRESS_COLUMNS:
+        loads = [load for load in live.get(feed, []) if (feed, load) not in measured]
+        silver = read_silver(spark, feed, settings) if loads else None
+        if silver is None:
+            continue
+        keys = keys if keys is not None else address_keys_from_lake(spark, settings)
+        texts = silver.where(F.col("_load_id").isin(*loads) & F.col(column).isNotNull()).select("_load_id", column)
+        matched = match_addresses(texts, column, keys, "address_code").localCheckpoint()
+        counted = {r["_load_id"]: (r["rows"], r["matched"]) for r in matched.groupBy("_load_id").agg(
+            F.count("*").alias("rows"), F.count("address_code").alias("matched")).collect()}
+        # a delivery without one address is measured too (0 of 0), so it is not measured again
+        new_rates += [(feed, column, load, *counted.get(load, (0, 0)), signature) for load in loads]
+        new_unmatched.append(matched.where(F.col("address_code").isNull())
+                             .groupBy(F.col("_load_id").alias("load_id"), F.col(column).alias("address_text"))
+                             .agg(F.count("*").alias("rows"))
+                             .select(F.lit(feed).alias("feed"), F.lit(column).alias("column_name"), "load_id",
+                                     "address_text", "rows", F.lit(signature).alias("signature")))
+    frames = {"rates": [spark.createDataFrame(new_rates, REPORT_RATES_DDL)] if new_rates else [],
+              "unmatched": new_unmatched}
+    every = {}
+    for name in paths:
+        parts = ([kept[name]] if name in kept else []) + frames[name]
+        ddl = REPORT_RATES_DDL if name == "rates" else REPORT_UNMATCHED_DDL
+        every[name] = reduce(lambda a, b: a.unionByName(b), parts) if parts else spark.createDataFrame([], ddl)
+        if frames[name] or dropped or name not in kept:
+            every[name] = every[name].localCheckpoint()
+            every[name].write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(paths[name])
+    rates = (every["rates"].groupBy("feed", "column_name").agg(F.sum("rows").alias("rows"),
+                                                               F.sum("matched").alias("matched"))
+             .withColumn("match_rate", F.round(F.col("matched") / F.col("rows"), 6)))
+    unmatched = (every["unmatched"].groupBy("feed", "column_name", "address_text")
+                 .agg(F.sum("rows").alias("rows")))
+    return _write_report(spark, rates, unmatched, settings)
+
+
+# the report's measurements per delivery (``report_after_build``)
+REPORT_RATES_DDL = "feed string, column_name string, load_id string, rows long, matched long, signature string"
+REPORT_UNMATCHED_DDL = ("feed string, column_name string, load_id string, address_text string, rows long, "
+                        "signature string")

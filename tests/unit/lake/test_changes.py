@@ -29,7 +29,8 @@ def test_snapshot_diff_keeps_only_rows_that_differ_and_marks_what_was_replaced()
     new = pa.table({"uscc": ["A", "B", "C", None], "grade": ["A", "B", None, "M"], "_load_id": ["new"] * 4})
     old = pa.table({"uscc": ["A", "B", "C", None, "Z"], "grade": ["A", "C", None, "M", "D"], "_load_id": ["old"] * 5})
     changed = snapshot_diff(new, old, ["uscc", "grade"], "new", ["old"]).to_pylist()
-    rows = sorted((r["_change"], r["uscc"], r["grade"], r["_load_id"]) for r in changed if r["_change"] != REPLACED_LOAD)
+    rows = sorted((r["_change"], r["uscc"], r["grade"], r["_load_id"])
+                  for r in changed if r["_change"] != REPLACED_LOAD)
     # nulls compare equal: C with no grade and the row with no USCC are unchanged
     assert rows == [(ADDED, "B", "B", "new"), (REMOVED, "B", "C", "old"), (REMOVED, "Z", "D", "old")]
     markers = [(r["_change_load_id"], r["_replaced_load_id"]) for r in changed if r["_change"] == REPLACED_LOAD]
