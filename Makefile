@@ -21,7 +21,7 @@ help:
 	@echo "make bench-ingest-large one ~5 GB delivery (48M hukou rows, BENCH_LARGE_ROWS=...) vs streaming pyarrow: wall and peak RSS"
 	@echo "make bench-quality GX gate engines (DuckDB, pandas) on a 1M-row hukou delivery"
 	@echo "make bench-build   raw files to all base libraries at scales 0.01, 0.02, 0.05 (SCALES=...)"
-	@echo "make bench-city    a city (SCALE=1.0 here) day 0 + 3 daily increments, whole processes, Trino point lookup"
+	@echo "make bench-city    a city (SCALE=1.0 here) day 0 + 3 daily increments (DAYS=), full rebuild (FULL_REBUILD=no skips), Trino point lookup"
 	@echo "make bench-query   Trino vs DuckDB on base.population / base.legal_person (BENCH_SCALE=0.05)"
 	@echo "make suites   re-render quality/suites/*.json from contracts and quality/custom/"
 	@echo "make airflow  start Airflow 3 (standalone) on 127.0.0.1; make down stops it"
@@ -90,7 +90,7 @@ bench-build: setup
 BENCH_SCALE ?= 0.05
 # scale 1.0 (the real city) unless SCALE= is given: SCALE's default is the demo's
 bench-city: setup
-	$(BIN)/python -m pipelines.dev.bench city --scale $(if $(filter command line environment,$(origin SCALE)),$(SCALE),1.0) --days $(or $(DAYS),3)
+	$(BIN)/python -m pipelines.dev.bench city --scale $(if $(filter command line environment,$(origin SCALE)),$(SCALE),1.0) --days $(or $(DAYS),3) $(if $(filter 0 no,$(FULL_REBUILD)),--no-full-rebuild)
 
 bench-query: setup
 	$(BIN)/python -m pipelines.dev.bench query --scale $(BENCH_SCALE)

@@ -40,13 +40,21 @@ def read_table(spark, name: str, settings: Settings | None = None):
     return spark.read.format("delta").load(path)
 
 
-def read_silver(spark, feed: str, settings: Settings | None = None):
+def read_silver(spark, feed: str, settings: Settings | None = None, load_ids=None):
     """The silver table of ``feed`` (``bureau.feed``) as a Spark DataFrame, or
     None while the feed has no delivery yet; an unknown feed raises
-    ``ContractError``."""
+    ``ContractError``. With ``load_ids``, only those loads' rows: a build
+    reads the loads the manifest calls live (silver is written before the
+    manifest vouches for a load, and a snapshot's predecessors are deleted
+    after it)."""
+    from pyspark.sql import functions as F
+
     settings = settings or get_settings()
     path = table_path("silver", get_contract(feed, settings.schemas_dir), settings)
-    return spark.read.format("delta").load(path) if delta_exists(spark, path) else None
+    if not delta_exists(spark, path):
+        return None
+    frame = spark.read.format("delta").load(path)
+    return frame if load_ids is None else frame.where(F.col("_load_id").isin(*sorted(load_ids)))
 
 
 COMMIT_ATTEMPTS = 8

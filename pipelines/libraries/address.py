@@ -90,11 +90,12 @@ def point_in_ring(x, y, points):
     return F.aggregate(F.sequence(F.lit(0), F.size(points) - 2), F.lit(False), step)
 
 
-def grid_cells(spark, settings: Settings, _spec=None):
-    """base.grid: the latest record of every grid cell, with its bounding box."""
+def grid_cells(spark, settings: Settings, _spec=None, _today=None, live: dict | None = None):
+    """base.grid: the latest record of every grid cell, with its bounding box.
+    ``live``: feed -> the load ids to read (default: all of silver)."""
     from pyspark.sql import functions as F
 
-    cells = _required_silver(spark, "grid.cell", settings)
+    cells = _required_silver(spark, "grid.cell", settings, live)
     latest = latest_per_key(cells, "grid_code", ["grid_name", "town_code", "boundary_wkt", "grid_worker"])
     points = wkt_points(F.col("boundary_wkt"))
     return latest.select(
@@ -122,17 +123,18 @@ def assign_grid_cells(addresses, cells):
     return addresses.join(inside, "address_code", "left")
 
 
-def standard_addresses(spark, settings: Settings, _spec=None):
-    """base.address: the latest record of every standard address, with its grid cell."""
+def standard_addresses(spark, settings: Settings, _spec=None, _today=None, live: dict | None = None):
+    """base.address: the latest record of every standard address, with its
+    grid cell. ``live``: feed -> the load ids to read (default: all of silver)."""
     from pyspark.sql import functions as F
 
     columns = ["town_code", "town_name", "community", "street", "house_number", "building", "standard_address",
                "longitude", "latitude"]
-    latest = latest_per_key(_required_silver(spark, "nr.standard_address", settings), "address_code", columns)
+    latest = latest_per_key(_required_silver(spark, "nr.standard_address", settings, live), "address_code", columns)
     addresses = latest.select(F.col("_key").alias("address_code"), *columns,
                               F.lit("nr.standard_address").alias("source"), F.col("_load_id").alias("source_load_id"))
     if read_silver(spark, "grid.cell", settings) is not None:
-        return assign_grid_cells(addresses, grid_cells(spark, settings))
+        return assign_grid_cells(addresses, grid_cells(spark, settings, live=live))
     return addresses.withColumn("grid_code", F.lit(None).cast("string"))
 
 
@@ -184,9 +186,10 @@ def address_keys_from_lake(spark, settings: Settings):
     return standard_address_keys(latest.withColumnRenamed("_key", "address_code")).localCheckpoint()
 
 
-def _required_silver(spark, feed: str, settings: Settings):
-    """The silver table of ``feed``; a library built from it cannot do without it."""
-    frame = read_silver(spark, feed, settings)
+def _required_silver(spark, feed: str, settings: Settings, live: dict | None = None):
+    """The silver table of ``feed`` (``live``'s loads of it, if given); a
+    library built from it cannot do without it."""
+    frame = read_silver(spark, feed, settings, None if live is None else live.get(feed, []))
     if frame is None:
         raise LookupError(f"silver {feed} does not exist yet: ingest a delivery of {feed} first")
     return frame

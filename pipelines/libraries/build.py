@@ -27,12 +27,9 @@ def read_silver_sources(spark, spec: LibrarySpec, settings: Settings, live: dict
     ``live`` (feed -> load ids), only the rows of those loads: silver is
     written before the manifest says a load is loaded, and a build reads
     what the manifest vouches for."""
-    from pyspark.sql import functions as F
-
-    frames = {alias: read_silver(spark, source.feed, settings) for alias, source in spec.sources.items()}
-    if live is not None:
-        frames = {alias: frame.where(F.col("_load_id").isin(*live.get(spec.sources[alias].feed, [])))
-                  if frame is not None else None for alias, frame in frames.items()}
+    frames = {alias: read_silver(spark, source.feed, settings,
+                                 None if live is None else live.get(source.feed, []))
+              for alias, source in spec.sources.items()}
     return {alias: frame for alias, frame in frames.items() if frame is not None}
 
 
@@ -56,7 +53,9 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
 
     now = now or utc_now()
     if spec.kind == "derived":
-        return spec_function(spec.build)(spark, settings, spec), None, None, None
+        # a derived build reads the live loads of its feeds and dates what it computes by the build's date
+        return (spec_function(spec.build)(spark, settings, spec, now.date(),
+                                          state.loads if state is not None else None), None, None, None)
     frames = read_silver_sources(spark, spec, settings, state.loads if state is not None else None)
     resolution = disagreements = touched = None
     if spec.resolution:

@@ -116,12 +116,14 @@ def credit_records_from(abnormal, penalty, debtor, taxpayer):
     return reduce(lambda a, b: a.unionByName(b), parts)
 
 
-def credit_records(spark, settings: Settings, _spec=None):
+def credit_records(spark, settings: Settings, _spec=None, _today=None, live: dict | None = None):
     """base.credit_record, with ``subject_found`` (the subject resolves to
-    base.legal_person or base.population)."""
+    base.legal_person or base.population). ``live``: feed -> the load ids
+    to read (default: all of silver)."""
     from pyspark.sql import functions as F
 
-    records = credit_records_from(*[read_silver(spark, f, settings) for f in
+    records = credit_records_from(*[read_silver(spark, f, settings, None if live is None else live.get(f, []))
+                                    for f in
                                     ("amr.abnormal_list", "amr.penalty", "court.dishonest_debtor", "tax.taxpayer")])
     if records is None:
         raise ValueError("base.credit_record: none of its source tables exist yet")
@@ -184,12 +186,14 @@ def rate_entities(entities, records, rule_set: RuleSet, as_of):
         F.lit(rule_set.version).alias("rule_set_version"), as_of.cast("date").alias("rated_on"))
 
 
-def credit_ratings(spark, settings: Settings, _spec=None):
-    """base.credit_rating from base.legal_person and base.credit_record (built first)."""
+def credit_ratings(spark, settings: Settings, _spec=None, today=None, _live=None):
+    """base.credit_rating from base.legal_person and base.credit_record (built
+    first), rated as of ``today`` (the build's date; default: the session's)."""
     from pyspark.sql import functions as F
 
     entities = (spark.read.format("delta").load(settings.lake_path("base", "legal_person")).where("is_current")
                 .select("uscc", "entity_name", "registration_status"))
     records = spark.read.format("delta").load(settings.lake_path("base", "credit_record")).where("is_current")
-    rated = rate_entities(entities, records, load_rule_set(settings), F.current_date())
+    as_of = F.lit(today).cast("date") if today is not None else F.current_date()
+    rated = rate_entities(entities, records, load_rule_set(settings), as_of)
     return rated.withColumn("uscc_found", F.lit(True))

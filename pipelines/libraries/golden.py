@@ -223,6 +223,25 @@ def attribute_conflicts(spec: LibrarySpec, joined):
 # the record hash of a staged row that only closes a key's current version
 GONE = "gone"
 
+# Base libraries carry deletion vectors: the daily MERGE marks a changed key's
+# old row closed by writing a small bitmap beside its file and one new file of
+# rewritten rows, instead of rewriting every file that holds a touched key
+# (touched keys are spread over all files, so without them each increment
+# rewrote the whole table). Spark and Trino read them; delta-rs lists, vacuums
+# and reports history of such tables but cannot scan them, and nothing of
+# govlake scans a base library with delta-rs. Upkeep's clustering rewrites the
+# files and so drops the vectors again.
+DELETION_VECTORS = "delta.enableDeletionVectors"
+
+
+def _enable_deletion_vectors(spark, path: str) -> None:
+    """Turn deletion vectors on for a base table written before they were used."""
+    from delta.tables import DeltaTable
+
+    properties = DeltaTable.forPath(spark, path).detail().select("properties").first()[0] or {}
+    if properties.get(DELETION_VECTORS) != "true":
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{DELETION_VECTORS}' = 'true')")
+
 
 def merge_with_history(spark, records, path: str, key: str, now: datetime | None = None,
                        unversioned: tuple[str, ...] = (), touched=None) -> dict:
@@ -249,9 +268,10 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     if not delta_exists(spark, path):
         first = hashed.select("*", F.lit(now).cast("timestamp").alias("valid_from"),
                               F.lit(None).cast("timestamp").alias("valid_to"), F.lit(True).alias("is_current"))
-        first.write.format("delta").save(path)
+        first.write.format("delta").option(DELETION_VECTORS, "true").save(path)
         inserted = spark.read.format("delta").load(path).count()
         return {"inserted": inserted, "changed": 0, "unchanged": 0, "removed": 0}
+    _enable_deletion_vectors(spark, path)
     current = spark.read.format("delta").load(path).where("is_current").select(key, "record_hash")
     changed = (hashed.alias("n").join(current.alias("c"), key)
                .where(F.col("n.record_hash") != F.col("c.record_hash")).select("n.*"))

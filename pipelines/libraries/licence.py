@@ -69,10 +69,13 @@ def licences_from(entities, food, construction, as_of):
                          F.col("_holder").isNotNull().alias("holder_found"))
 
 
-def e_licences(spark, settings: Settings, _spec=None):
-    """base.e_licence from base.legal_person (built first) and silver licence feeds."""
+def e_licences(spark, settings: Settings, _spec=None, today=None, live: dict | None = None):
+    """base.e_licence from base.legal_person (built first) and the live loads
+    (``live``: feed -> load ids; default all of silver) of the licence feeds,
+    expired or not as of ``today`` (the build's date; default: the session's)."""
     from pyspark.sql import functions as F
 
     entities = spark.read.format("delta").load(settings.lake_path("base", "legal_person")).where("is_current")
-    feeds = [read_silver(spark, feed, settings) for feed in ("amr.food_licence", "hud.construction_permit")]
-    return licences_from(entities, *feeds, F.current_date())
+    feeds = [read_silver(spark, feed, settings, None if live is None else live.get(feed, []))
+             for feed in ("amr.food_licence", "hud.construction_permit")]
+    return licences_from(entities, *feeds, F.lit(today).cast("date") if today is not None else F.current_date())

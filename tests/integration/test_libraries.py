@@ -142,6 +142,21 @@ def test_credit_records_ratings_and_licences_follow_their_sources(spark, city):
                     if r["registration_status"] in ("注销", "吊销")}
     for row in licences.where("licence_type = 'business_licence'").collect():
         assert (row["status"] == "revoked") == (row["holder_id"] in deregistered)
+    # derived libraries are dated by the build (``now``), not by the machine's clock, and read only the
+    # loads the build gives them (the live ones)
+    from datetime import date
+
+    from pipelines.libraries.credit import credit_ratings
+    from pipelines.libraries.licence import e_licences
+
+    later = date(2100, 1, 1)
+    assert [r[0] for r in credit_ratings(spark, settings, None, later).select("rated_on").distinct().collect()] \
+        == [later]
+    dated = e_licences(spark, settings, None, later)
+    assert dated.where("status = 'expired'").count() > 0
+    assert dated.where(f"expires_on < date'{later}' and status <> 'expired' and status <> 'revoked'").count() == 0
+    none_live = e_licences(spark, settings, None, later, {"amr.food_licence": [], "hud.construction_permit": []})
+    assert {r[0] for r in none_live.select("licence_type").distinct().collect()} == {"business_licence"}
 
 
 def test_catalog_declares_every_column_of_every_library(spark, city):
@@ -327,6 +342,8 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
     is in the library."""
     from datetime import timedelta
 
+    from deltalake import DeltaTable
+
     from pipelines.dev.synth.days import generate_days
     from pipelines.settings import utc_now
 
@@ -368,6 +385,11 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
             counts = ("inserted", "changed", "removed", "unchanged")
             assert [increment[c] for c in counts] == [full[c] for c in counts]
             assert _all_rows(spark, lakes["incremental"], library) == _all_rows(spark, lakes["full"], library)
+            # a changed key's old row is closed with a deletion vector: the MERGE copied no unchanged row
+            # (copy-on-write rewrote every file holding a touched key, so about the whole table each day)
+            merge = DeltaTable(lakes["incremental"].lake_path("base", library)).history(1)[0]
+            assert merge["operation"] == "MERGE" and int(merge["operationMetrics"]["numTargetRowsCopied"]) == 0
+            assert int(merge["operationMetrics"]["numTargetDeletionVectorsAdded"]) > 0 or not (increment["changed"] or increment["removed"])
         conflicts = [sorted(tuple(map(str, r)) for r in spark.read.format("delta")
                             .load(lake.lake_path("governance", "conflicts")).collect()) for lake in lakes.values()]
         assert conflicts[0] == conflicts[1]
