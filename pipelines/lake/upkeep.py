@@ -15,6 +15,8 @@ see the same rows before and after:
 - every table is vacuumed: files no version within ``retention_hours``
   references are deleted. Time travel reaches back that far; the base
   libraries' history rows answer "what did we know on date D" beyond it.
+  Base libraries carry deletion vectors (their daily MERGE writes them),
+  which only Spark's VACUUM knows to delete once unreferenced.
 
 Everything else runs on delta-rs (no JVM): compaction and VACUUM of bronze,
 silver and governance need no Spark session.
@@ -95,9 +97,23 @@ def cluster_by_key(spark, path: str, key: str, files: int) -> dict:
     return {"files_added": files}
 
 
+def vacuum_with_spark(spark, path: str, hours: int, dry_run: bool) -> int:
+    """VACUUM a table with deletion vectors (a base library) on Spark; how
+    many files it deletes (or would). delta-rs's vacuum deletes only the data
+    files the log has tombstoned: deletion-vector files that clustering left
+    unreferenced would stay forever. The retention is the policy's, which may
+    be under Delta's 7-day safety default, hence the check is off here."""
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    listed = spark.sql(f"VACUUM delta.`{path}` RETAIN {hours} HOURS DRY RUN").count()
+    if not dry_run:
+        spark.sql(f"VACUUM delta.`{path}` RETAIN {hours} HOURS").collect()
+    return listed
+
+
 def upkeep_table(path: str, key: str | None, policy: UpkeepPolicy, dry_run: bool = False, spark_of=None) -> dict:
     """Cluster, compact and vacuum one table; what was done, with file counts.
-    ``spark_of()`` gives a Spark session, called only to cluster a base library."""
+    ``spark_of()`` gives a Spark session, called only for a base library
+    (clustered and vacuumed on Spark)."""
     import math
 
     from deltalake import DeltaTable
@@ -124,9 +140,12 @@ def upkeep_table(path: str, key: str | None, policy: UpkeepPolicy, dry_run: bool
         if not dry_run:
             metrics = table.optimize.compact(target_size=policy.target_file_mb * MB)
             done["files_removed"], done["files_added"] = metrics["numFilesRemoved"], metrics["numFilesAdded"]
-    deleted = table.vacuum(retention_hours=policy.retention_hours, dry_run=dry_run,
-                           enforce_retention_duration=False)
-    done["vacuumed_files"] = len(deleted)
+    if key:
+        done["vacuumed_files"] = vacuum_with_spark(spark_of(), path, policy.retention_hours, dry_run)
+    else:
+        deleted = table.vacuum(retention_hours=policy.retention_hours, dry_run=dry_run,
+                               enforce_retention_duration=False)
+        done["vacuumed_files"] = len(deleted)
     done["files_after"] = len(DeltaTable(path).file_uris())
     return done
 
@@ -134,8 +153,8 @@ def upkeep_table(path: str, key: str | None, policy: UpkeepPolicy, dry_run: bool
 def run_upkeep(layers: list[str] | None = None, settings: Settings | None = None,
                policy: UpkeepPolicy | None = None, dry_run: bool = False, spark_of=None) -> list[dict]:
     """Upkeep of every table of ``layers`` (default: the policy's). ``spark_of()``
-    gives the Spark session that clusters base libraries (default: the
-    project's session, started only if a base library needs it)."""
+    gives the Spark session that clusters and vacuums base libraries
+    (default: the project's session, started only if a base library is kept up)."""
     settings = settings or get_settings()
     policy = policy or load_policy()
     unknown = sorted(set(layers or ()) - set(policy.layers))

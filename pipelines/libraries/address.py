@@ -133,7 +133,7 @@ def standard_addresses(spark, settings: Settings, _spec=None, _today=None, live:
     latest = latest_per_key(_required_silver(spark, "nr.standard_address", settings, live), "address_code", columns)
     addresses = latest.select(F.col("_key").alias("address_code"), *columns,
                               F.lit("nr.standard_address").alias("source"), F.col("_load_id").alias("source_load_id"))
-    if read_silver(spark, "grid.cell", settings) is not None:
+    if read_silver(spark, "grid.cell", settings) is not None and (live is None or live["grid.cell"]):
         return assign_grid_cells(addresses, grid_cells(spark, settings, live=live))
     return addresses.withColumn("grid_code", F.lit(None).cast("string"))
 
@@ -176,10 +176,15 @@ def _write_report(spark, rates, unmatched, settings: Settings) -> list[dict]:
     return [r.asDict() for r in read_table(spark, "address_match_rates", settings).orderBy("feed").collect()]
 
 
-def address_keys_from_lake(spark, settings: Settings):
-    """Matching keys of the standard addresses in silver (None before the first delivery)."""
+def address_keys_from_lake(spark, settings: Settings, live: list[str] | None = None):
+    """Matching keys of the standard addresses of the live nr.standard_address
+    loads (``live``, default: as the manifest says now), the ones base.address
+    is built from; None before the first delivery."""
+    from pipelines.libraries.resolution import live_load_ids
 
-    addresses = read_silver(spark, "nr.standard_address", settings)
+    if live is None:
+        live = live_load_ids(spark, settings).get("nr.standard_address", [])
+    addresses = read_silver(spark, "nr.standard_address", settings, live)
     if addresses is None:
         return None
     latest = latest_per_key(addresses, "address_code", ["town_name", "community", "street", "house_number"])
@@ -187,9 +192,12 @@ def address_keys_from_lake(spark, settings: Settings):
 
 
 def _required_silver(spark, feed: str, settings: Settings, live: dict | None = None):
-    """The silver table of ``feed`` (``live``'s loads of it, if given); a
-    library built from it cannot do without it."""
-    frame = read_silver(spark, feed, settings, None if live is None else live.get(feed, []))
+    """The silver table of ``feed`` (``live[feed]``'s loads of it, if given); a
+    library built from it cannot do without it, so no live delivery is an
+    error (a build from nothing would close every row)."""
+    if live is not None and not live[feed]:
+        raise LookupError(f"{feed} has no live delivery (none loaded, or all replaced): nothing to build from")
+    frame = read_silver(spark, feed, settings, None if live is None else live[feed])
     if frame is None:
         raise LookupError(f"silver {feed} does not exist yet: ingest a delivery of {feed} first")
     return frame
@@ -236,7 +244,7 @@ def report_after_build(spark, settings: Settings) -> list[dict]:
         silver = read_silver(spark, feed, settings) if loads else None
         if silver is None:
             continue
-        keys = keys if keys is not None else address_keys_from_lake(spark, settings)
+        keys = keys if keys is not None else address_keys_from_lake(spark, settings, standard)
         texts = silver.where(F.col("_load_id").isin(*loads) & F.col(column).isNotNull()).select("_load_id", column)
         matched = match_addresses(texts, column, keys, "address_code").localCheckpoint()
         counted = {r["_load_id"]: (r["rows"], r["matched"]) for r in matched.groupBy("_load_id").agg(
@@ -255,9 +263,15 @@ def report_after_build(spark, settings: Settings) -> list[dict]:
         parts = ([kept[name]] if name in kept else []) + frames[name]
         ddl = REPORT_RATES_DDL if name == "rates" else REPORT_UNMATCHED_DDL
         every[name] = reduce(lambda a, b: a.unionByName(b), parts) if parts else spark.createDataFrame([], ddl)
-        if frames[name] or dropped or name not in kept:
+        if dropped or name not in kept:
+            # a delivery went or everything was measured again: the cache is what is kept plus what is new
             every[name] = every[name].localCheckpoint()
             every[name].write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(paths[name])
+        elif frames[name]:
+            # the usual day: the new deliveries' counts are appended, the cache is not rewritten
+            new = reduce(lambda a, b: a.unionByName(b), frames[name]).localCheckpoint()
+            new.write.format("delta").mode("append").save(paths[name])
+            every[name] = kept[name].unionByName(new)
     rates = (every["rates"].groupBy("feed", "column_name").agg(F.sum("rows").alias("rows"),
                                                                F.sum("matched").alias("matched"))
              .withColumn("match_rate", F.round(F.col("matched") / F.col("rows"), 6)))

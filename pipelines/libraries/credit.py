@@ -122,7 +122,7 @@ def credit_records(spark, settings: Settings, _spec=None, _today=None, live: dic
     to read (default: all of silver)."""
     from pyspark.sql import functions as F
 
-    records = credit_records_from(*[read_silver(spark, f, settings, None if live is None else live.get(f, []))
+    records = credit_records_from(*[read_silver(spark, f, settings, None if live is None else live[f])
                                     for f in
                                     ("amr.abnormal_list", "amr.penalty", "court.dishonest_debtor", "tax.taxpayer")])
     if records is None:

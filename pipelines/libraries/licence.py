@@ -76,6 +76,6 @@ def e_licences(spark, settings: Settings, _spec=None, today=None, live: dict | N
     from pyspark.sql import functions as F
 
     entities = spark.read.format("delta").load(settings.lake_path("base", "legal_person")).where("is_current")
-    feeds = [read_silver(spark, feed, settings, None if live is None else live.get(feed, []))
+    feeds = [read_silver(spark, feed, settings, None if live is None else live[feed])
              for feed in ("amr.food_licence", "hud.construction_permit")]
     return licences_from(entities, *feeds, F.lit(today).cast("date") if today is not None else F.current_date())

@@ -36,9 +36,9 @@ from functools import reduce
 
 from pipelines.contracts import get_contract
 from pipelines.ingest.rules import standardise_table
-from pipelines.lake.delta import delta_exists
+from pipelines.lake.delta import delta_exists, read_silver
 from pipelines.lake.manifest import read_manifest
-from pipelines.lake.paths import governance_path, table_path
+from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import LINKS_DDL, REVIEW_DDL
 from pipelines.libraries.columns import clean_text, fold_code, id_birth_date
 from pipelines.libraries.golden import KEY_SOURCE, key_authority
@@ -171,7 +171,8 @@ def _fields(frame, mapping: dict, profile: str, key_expr):
         town_code_of(text("town")).alias("town_code"), normalise_for_matching(text("representative")).alias("rep_key"))
 
 
-def candidate_keys(spark, spec: LibrarySpec, frames: dict, settings: Settings, blocks=None):
+def candidate_keys(spark, spec: LibrarySpec, frames: dict, settings: Settings, blocks=None,
+                   live: dict[str, list[str]] | None = None):
     """Every validated key the city knows for this library, with its comparison
     attributes (one row per key and distinct attribute combination).
 
@@ -179,7 +180,8 @@ def candidate_keys(spark, spec: LibrarySpec, frames: dict, settings: Settings, b
     only candidates with one of them are kept, before the distinct. A record
     is only ever compared with candidates of its own name, so the result of
     matching is the same, and the shuffle is of a few thousand rows instead
-    of every row of the candidate feeds (10M+ at city scale)."""
+    of every row of the candidate feeds (10M+ at city scale). ``live``: the
+    live loads per feed, read for a candidate feed that is not a source."""
     from pyspark.sql import functions as F
 
     parts = []
@@ -187,10 +189,9 @@ def candidate_keys(spark, spec: LibrarySpec, frames: dict, settings: Settings, b
     for feed, mapping in spec.resolution.candidates.items():
         frame = by_feed.get(feed)
         if frame is None:
-            path = table_path("silver", get_contract(feed, settings.schemas_dir), settings)
-            if not delta_exists(spark, path):
+            frame = read_silver(spark, feed, settings, None if live is None else live[feed])
+            if frame is None:
                 continue
-            frame = spark.read.format("delta").load(path)
         key = F.col(mapping["key"])
         fields = _fields(frame.where(key.isNotNull()), mapping | {"birth": None}, "entity", key)
         birth = id_birth_date(key) if spec.resolution.profile == "person" else F.lit(None).cast("date")
@@ -338,7 +339,7 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     disagreements = reduce(lambda a, b: a.unionByName(b), disagreement_parts) if disagreement_parts else None
     unkeyed = reduce(lambda a, b: a.unionByName(b), unkeyed_parts).localCheckpoint()
     blocks = unkeyed.where(F.col("name_key").isNotNull()).select("name_key").distinct().localCheckpoint()
-    candidates = candidate_keys(spark, spec, frames, settings, blocks)
+    candidates = candidate_keys(spark, spec, frames, settings, blocks, live)
     if candidates is None:
         return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL), disagreements
     links, reviews = match_unkeyed(unkeyed, candidates.localCheckpoint(), resolution.profile)

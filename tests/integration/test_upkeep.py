@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -19,6 +20,11 @@ SORT = [("person_id", "ascending"), ("payload", "ascending")]
 
 def _rows(table: DeltaTable) -> pa.Table:
     return table.to_pyarrow_dataset().to_table().sort_by(SORT)
+
+
+def _last_rewrite(table: DeltaTable) -> dict:
+    """The newest commit that is not VACUUM's own."""
+    return next(c for c in table.history() if not c["operation"].startswith("VACUUM"))
 
 
 @pytest.fixture
@@ -52,10 +58,13 @@ def test_base_libraries_are_clustered_by_key_so_a_lookup_reads_one_file(lake, sp
     for key in ("441900199000000000", "441900199000123457", "441900199000239999"):
         assert sum(low <= key <= high for low, high in ranges) == 1
     assert _rows(table).equals(before)
-    assert table.history(1)[0]["userMetadata"] == "govlake upkeep: clustered by person_id"
-    # nothing added since: the next night leaves it alone
+    assert _last_rewrite(table)["userMetadata"] == "govlake upkeep: clustered by person_id"
+    # nothing added since: the next night leaves it alone (Spark's VACUUM logs its own commits)
     again = {r["table"]: r for r in run_upkeep(["base"], settings, policy, spark_of=lambda: spark)}
-    assert again[population]["action"] == "none" and DeltaTable(population).version() == table.version()
+    assert again[population]["action"] == "none"
+    history = DeltaTable(population).history()
+    assert sum(c.get("userMetadata") == "govlake upkeep: clustered by person_id" for c in history) == 1
+    assert _last_rewrite(DeltaTable(population))["userMetadata"] == "govlake upkeep: clustered by person_id"
 
 
 def test_small_files_are_compacted_and_vacuum_keeps_time_travel_within_the_retention(lake):
@@ -75,14 +84,46 @@ def test_small_files_are_compacted_and_vacuum_keeps_time_travel_within_the_reten
         DeltaTable(silver, version=0).to_pyarrow_dataset().to_table()
 
 
-def test_dry_run_changes_nothing_and_unknown_layers_are_refused(lake):
+def test_dry_run_changes_nothing_and_unknown_layers_are_refused(lake, spark):
     settings, population, silver = lake
     versions = (DeltaTable(population).version(), DeltaTable(silver).version())
-    planned = {r["table"]: r["action"] for r in run_upkeep(None, settings, load_policy(), dry_run=True)}
+    planned = {r["table"]: r["action"] for r in run_upkeep(None, settings, load_policy(), dry_run=True,
+                                                           spark_of=lambda: spark)}
     assert planned[population] == "cluster by person_id" and planned[silver] == "compact 10 small files"
     assert (DeltaTable(population).version(), DeltaTable(silver).version()) == versions
     with pytest.raises(ValueError, match="no upkeep for layer 'gold'"):
         run_upkeep(["gold"], settings, load_policy())
+
+
+def test_deletion_vectors_of_the_daily_merge_are_clustered_away_and_vacuumed(tmp_path, spark):
+    """A base library's daily MERGE closes changed rows with deletion vectors;
+    the nightly clustering rewrites the files without them, and VACUUM (on
+    Spark: delta-rs's leaves deletion-vector files behind) deletes the old
+    files and the vectors. The rows, current and closed, are the same."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.golden import merge_with_history
+
+    settings = dataclasses.replace(get_settings(), home=str(tmp_path / "lake"))
+    population = settings.lake_path("base", "population")
+    ids = [f"4419001990{n:08d}" for n in range(2_000)]
+    merge_with_history(spark, spark.createDataFrame([(i, "南城") for i in ids], "person_id string, town string")
+                       .repartition(4), population, "person_id")
+    moved = spark.createDataFrame([(i, "东城") for i in ids[::100]], "person_id string, town string")
+    merge_with_history(spark, moved, population, "person_id", touched=moved.select(F.col("person_id").alias("_key")))
+    assert list(Path(population).glob("deletion_vector_*.bin"))
+
+    def rows():
+        return sorted(map(tuple, spark.read.format("delta").load(population)
+                          .select("person_id", "town", "is_current").collect()))
+
+    before = rows()
+    assert len(before) == 2_020 and sum(not current for *_, current in before) == 20
+    done = run_upkeep(["base"], settings, dataclasses.replace(load_policy(), retention_hours=0),
+                      spark_of=lambda: spark)[0]
+    assert done["action"] == "cluster by person_id" and done["vacuumed_files"] > 0
+    assert not list(Path(population).glob("deletion_vector_*.bin"))
+    assert rows() == before
 
 
 def test_the_policy_file_is_checked(tmp_path):

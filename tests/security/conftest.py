@@ -26,6 +26,9 @@ from tests.integration.permits import PERMITS, write_permits
 # plus a hukou resident who died and is married (the facts a department
 # without those grants must not learn).
 DECEASED_ID = "441900195005057771"
+# a row base.population's file still holds but a deletion vector removed (as
+# the daily MERGE leaves closed versions): no query may see it
+REMOVED_ID = "441900198801010019"
 DECEASED = {"person_id": DECEASED_ID, "full_name": "丁", "gender": "男", "birth_date": date(1950, 5, 5),
             "hukou_address": "东莞市南城街道四路4号", "population_status": "死亡", "marital_status": "已婚",
             "death_date": date(2026, 1, 2), "town_code": "441900004", "is_deceased": True,
@@ -69,9 +72,13 @@ def write_population(spark, settings) -> None:
     resource = load_catalog(settings).resources["base.population"]
     schema = ", ".join(f"{c.name} {_spark_type(c.type)}" for c in resource.columns)
     names = [c.name for c in resource.columns]
-    frame = spark.createDataFrame([tuple(row.get(n) for n in names) for row in population_rows()], schema)
-    # one file for every town, as a library build writes them
-    frame.coalesce(1).write.format("delta").mode("overwrite").save(settings.lake_path("base", "population"))
+    removed = dict(population_rows()[0], person_id=REMOVED_ID, full_name="戊")
+    frame = spark.createDataFrame([tuple(row.get(n) for n in names) for row in population_rows() + [removed]],
+                                  schema)
+    # one file for every town, as a library build writes them, with deletion vectors on as the build sets them
+    path = settings.lake_path("base", "population")
+    frame.coalesce(1).write.format("delta").mode("overwrite").option("delta.enableDeletionVectors", "true").save(path)
+    spark.sql(f"DELETE FROM delta.`{path}` WHERE person_id = '{REMOVED_ID}'")
 
 
 def write_hukou(spark, settings) -> None:

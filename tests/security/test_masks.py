@@ -6,6 +6,7 @@ metadata and time travel (issue 13, items 1 and 6)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import trino
@@ -13,7 +14,7 @@ from deltalake import DeltaTable
 
 from pipelines.serving.pseudonyms import pseudonym_key_path
 from tests.integration.permits import PERMITS
-from tests.security.conftest import DECEASED_ID, ETHNICITY, run_as
+from tests.security.conftest import DECEASED_ID, ETHNICITY, REMOVED_ID, run_as
 
 REAL_IDS = {p[0] for p in PERMITS} | {DECEASED_ID}
 DENIED = pytest.raises(trino.exceptions.TrinoUserError, match="Access Denied")
@@ -111,6 +112,16 @@ def test_the_police_see_death_date_and_is_deceased_alike(secured_lake):
                   f"select death_date, is_deceased, death_date_source from lake.base.population "
                   f"where person_id = '{DECEASED_ID}' and is_current")
     assert rows == [[rows[0][0], True, "mca.death"]] and rows[0][0] is not None
+
+
+def test_a_row_a_deletion_vector_removed_stays_removed(secured_lake):
+    """base.population's file still holds a row its deletion vector removed
+    (the daily MERGE closes versions so): Trino reads the vector."""
+    assert list(Path(secured_lake.lake_path("base", "population")).glob("deletion_vector_*.bin"))
+    assert run_as(secured_lake, "psb_analyst", f"select count(*) from lake.base.population "
+                                               f"where person_id = '{REMOVED_ID}'") == [[0]]
+    assert run_as(secured_lake, "psb_analyst", f"select count(*) from lake.base.population "
+                                               f"where person_id = '{DECEASED_ID}' and is_current") == [[1]]
 
 
 def test_not_shared_columns_stay_hidden_everywhere(secured_lake):
