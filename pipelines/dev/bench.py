@@ -423,7 +423,7 @@ def _trino_and_duckdb(spark, settings, titles: list[str], repeats: int) -> tuple
     for name, paths in files.items():
         # DuckDB reads the Parquet files as they are: rows a deletion vector
         # removed would still count (upkeep's clustering drops the vectors)
-        seen = _duckdb.sql(f"select count(*) from read_parquet({paths!r})").fetchone()[0]
+        seen = _duckdb.connect().execute(f"select count(*) from read_parquet({paths!r})").fetchone()[0]
         if seen != rows[name]:
             raise RuntimeError(f"base.{name}: its files hold {seen} rows, the table {rows[name]}: deletion "
                                "vectors are in force; run `govlake upkeep --layer base` first")
