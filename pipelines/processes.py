@@ -58,7 +58,10 @@ def stop_process_group(pid_file: Path, grace_seconds: float = 30) -> bool:
             break
         time.sleep(0.5)
     else:
-        os.killpg(pid, signal.SIGKILL)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:      # it ended just as the grace period did
+            pass
     pid_file.unlink(missing_ok=True)
     return True
 

@@ -68,3 +68,30 @@ def evaluate_conflicts(spark, truth: Path, settings: Settings) -> dict:
              .where(F.col("resolved_at").isNull()).select("subject", "attribute", "other_feed").collect()}
     return {"injected": len(injected), "found": len(found), "found_and_injected": len(found & injected),
             "not_injected": sorted(found - injected)[:10], "not_found": sorted(injected - found)[:10]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.dev.evaluate LAKE TRUTH``: person and entity
+    resolution of the lake at LAKE against the city truth at TRUTH, as one
+    JSON object on the last line (bench-city runs it in a process of its
+    own, so no idle Spark JVM stays beside the later builds)."""
+    import argparse
+    import dataclasses
+    import json
+
+    from pipelines.settings import get_settings
+    from pipelines.spark import build_spark_session
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.dev.evaluate", description=main.__doc__)
+    parser.add_argument("lake", help="the lake home (GOVLAKE_HOME) to evaluate")
+    parser.add_argument("truth", type=Path, help="the generated city's truth/ folder")
+    args = parser.parse_args(argv)
+    settings = dataclasses.replace(get_settings(), home=args.lake)
+    spark = build_spark_session(app_name="govlake-evaluate")
+    print(json.dumps({library: evaluate_resolution(spark, library, args.truth, settings)
+                      for library in ("population", "legal_person")}, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -57,6 +57,12 @@ def read_silver(spark, feed: str, settings: Settings | None = None, load_ids=Non
     return frame if load_ids is None else frame.where(F.col("_load_id").isin(*sorted(load_ids)))
 
 
+def live_loads_of(live: dict | None, feed: str) -> list[str] | None:
+    """The load ids of ``feed`` a build reads: ``live[feed]`` (none live:
+    []), or None (all of silver) when the caller passed no ``live``."""
+    return None if live is None else live.get(feed, [])
+
+
 COMMIT_ATTEMPTS = 8
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from pipelines.lake.delta import delta_exists, read_silver, read_table
+from pipelines.lake.delta import delta_exists, live_loads_of, read_silver, read_table
 from pipelines.lake.paths import governance_path
 from pipelines.libraries.columns import fold_digits
 from pipelines.libraries.golden import latest_per_key
@@ -61,12 +61,19 @@ def standard_address_keys(addresses):
 
 
 def match_addresses(frame, text_column: str, keys, output: str):
-    """``frame`` with ``output`` = the standard address code its free text names (or null). Pure."""
+    """``frame`` with ``output`` = the standard address code its free text names (or null). Pure.
+
+    The keys are first cut to those the frame's texts can match (a semi-join
+    on its distinct match keys), so a day's few thousand records join a few
+    thousand keys, not the millions of a city's standard addresses."""
     from pyspark.sql import functions as F
 
-    return (frame.withColumn("_match_key", address_match_key(F.col(text_column)))
-            .join(F.broadcast(keys.withColumnRenamed("address_code", output)).withColumnRenamed("match_key", "_mk"),
-                  F.col("_match_key") == F.col("_mk"), "left").drop("_mk", "_match_key"))
+    keyed = frame.withColumn("_match_key", address_match_key(F.col(text_column)))
+    wanted = keys.join(keyed.select(F.col("_match_key").alias("match_key")).distinct(), "match_key", "left_semi")
+    # ``wanted`` is at most the whole key table, which was always broadcast
+    return (keyed.join(F.broadcast(wanted.select(F.col("match_key").alias("_mk"),
+                                                 F.col("address_code").alias(output))),
+                       F.col("_match_key") == F.col("_mk"), "left").drop("_mk", "_match_key"))
 
 
 def wkt_points(wkt):
@@ -179,7 +186,14 @@ def _write_report(spark, rates, unmatched, settings: Settings) -> list[dict]:
 def address_keys_from_lake(spark, settings: Settings, live: list[str] | None = None):
     """Matching keys of the standard addresses of the live nr.standard_address
     loads (``live``, default: as the manifest says now), the ones base.address
-    is built from; None before the first delivery."""
+    is built from; None before the first delivery.
+
+    The keys are a maintained table (``<lake>/state/address_keys``), computed
+    once per set of live standard-address deliveries and matching code (its
+    signature is the commit's userMetadata, written with the rows in one
+    commit) and read by every build and report until the next snapshot:
+    normalising millions of standard addresses for a few thousand new
+    records was most of a daily build's matching."""
     from pipelines.libraries.resolution import live_load_ids
 
     if live is None:
@@ -187,8 +201,40 @@ def address_keys_from_lake(spark, settings: Settings, live: list[str] | None = N
     addresses = read_silver(spark, "nr.standard_address", settings, live)
     if addresses is None:
         return None
-    latest = latest_per_key(addresses, "address_code", ["town_name", "community", "street", "house_number"])
-    return standard_address_keys(latest.withColumnRenamed("_key", "address_code")).localCheckpoint()
+    signature = _standard_signature(settings, live)
+    path = settings.lake_path("state", "address_keys")
+    version = _version_written_with(path, signature) if delta_exists(spark, path) else None
+    if version is None:
+        latest = latest_per_key(addresses, "address_code", ["town_name", "community", "street", "house_number"])
+        (standard_address_keys(latest.withColumnRenamed("_key", "address_code")).write.format("delta")
+         .mode("overwrite").option("overwriteSchema", "true").option("userMetadata", signature).save(path))
+        version = _version_written_with(path, signature)
+    # that version, pinned: a build beside this one may write other keys meanwhile
+    return spark.read.format("delta").option("versionAsOf", version).load(path)
+
+
+def _version_written_with(path: str, signature: str) -> int | None:
+    """The table's current version if its rows were last written with
+    ``signature`` (upkeep's compaction and vacuum commits after that do not
+    change the rows), else None."""
+    from deltalake import DeltaTable as LogTable
+
+    table = LogTable(path)
+    for commit in table.history():                     # newest first
+        if commit.get("operation") in ("OPTIMIZE", "VACUUM START", "VACUUM END"):
+            continue
+        return table.version() if commit.get("userMetadata") == signature else None
+    return None
+
+
+def _standard_signature(settings: Settings, standard: list[str]) -> str:
+    """What matching against the standard addresses depends on: the address
+    library's build digest (its spec, contracts and the matching code) and
+    the live nr.standard_address loads."""
+    from pipelines.libraries.incremental import build_digest
+    from pipelines.library_specs import load_library_spec
+
+    return "+".join([build_digest(load_library_spec("address", settings), settings)] + sorted(standard))
 
 
 def _required_silver(spark, feed: str, settings: Settings, live: dict | None = None):
@@ -197,7 +243,7 @@ def _required_silver(spark, feed: str, settings: Settings, live: dict | None = N
     error (a build from nothing would close every row)."""
     if live is not None and not live[feed]:
         raise LookupError(f"{feed} has no live delivery (none loaded, or all replaced): nothing to build from")
-    frame = read_silver(spark, feed, settings, None if live is None else live[feed])
+    frame = read_silver(spark, feed, settings, live_loads_of(live, feed))
     if frame is None:
         raise LookupError(f"silver {feed} does not exist yet: ingest a delivery of {feed} first")
     return frame
@@ -216,16 +262,14 @@ def report_after_build(spark, settings: Settings) -> list[dict]:
     delivery again."""
     from pyspark.sql import functions as F
 
-    from pipelines.libraries.incremental import build_digest
     from pipelines.libraries.resolution import live_load_ids
-    from pipelines.library_specs import load_library_spec
 
     live = live_load_ids(spark, settings)
     standard = sorted(live.get("nr.standard_address", []))
     if not standard or read_silver(spark, "nr.standard_address", settings) is None:
         return []
     # what a measurement depends on: the standard addresses and the matching code
-    signature = "+".join([build_digest(load_library_spec("address", settings), settings)] + standard)
+    signature = _standard_signature(settings, standard)
     paths = {name: settings.lake_path("state", "address_report", name) for name in ("rates", "unmatched")}
     wanted = spark.createDataFrame([(feed, load) for feed, _ in MATCHED_ADDRESS_COLUMNS for load in live.get(feed, [])],
                                    "feed string, load_id string")

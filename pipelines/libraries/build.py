@@ -7,14 +7,14 @@ from datetime import datetime
 
 from pipelines.contracts import get_contract
 from pipelines.lake.changes import read_replacements
-from pipelines.lake.delta import delta_exists, delta_version, read_silver, table_exists
+from pipelines.lake.delta import delta_exists, delta_version, live_loads_of, read_silver, table_exists
 from pipelines.lake.manifest import latest_events
 from pipelines.lake.paths import table_path
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.incremental import (
-    BuildPlan, BuildState, current_state, plan_build, read_state, restrict, touched_keys, unfinished,
-    upstream_changed, upstream_problems, write_state,
+    BuildPlan, BuildState, current_state, key_changes_path, plan_build, read_state, restrict, touched_keys,
+    unfinished, upstream_changed, upstream_problems, write_state,
 )
 from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec, spec_function
@@ -28,7 +28,7 @@ def read_silver_sources(spark, spec: LibrarySpec, settings: Settings, live: dict
     written before the manifest says a load is loaded, and a build reads
     what the manifest vouches for."""
     frames = {alias: read_silver(spark, source.feed, settings,
-                                 None if live is None else live.get(source.feed, []))
+                                 live_loads_of(live, source.feed))
               for alias, source in spec.sources.items()}
     return {alias: frame for alias, frame in frames.items() if frame is not None}
 
@@ -153,7 +153,11 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
             result["status"] = "blocked"
             return result
     write_state(unfinished(state, previous), settings)
-    result |= merge_with_history(spark, records, path, spec.key, now, spec.unversioned_columns, touched)
+    # a key-change log only for the libraries another one references (legal_person -> population)
+    referenced = any(library == name for other in library_names(settings)
+                     for name, _ in load_library_spec(other, settings).references)
+    result |= merge_with_history(spark, records, path, spec.key, now, spec.unversioned_columns, touched,
+                                 key_changes_path(library, settings) if referenced else None)
     # rows: the library's current records now; recomputed: how many this build computed
     result["recomputed"], result["rows"] = result["rows"], result["inserted"] + result["changed"] + result["unchanged"]
     result["status"] = "built"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.lake.delta import delta_exists, read_silver
+from pipelines.lake.delta import delta_exists, live_loads_of, read_silver
 from pipelines.libraries.columns import id_check_char
 from pipelines.libraries.golden import latest_per_key
 from pipelines.settings import Settings
@@ -122,7 +122,7 @@ def credit_records(spark, settings: Settings, _spec=None, _today=None, live: dic
     to read (default: all of silver)."""
     from pyspark.sql import functions as F
 
-    records = credit_records_from(*[read_silver(spark, f, settings, None if live is None else live[f])
+    records = credit_records_from(*[read_silver(spark, f, settings, live_loads_of(live, f))
                                     for f in
                                     ("amr.abnormal_list", "amr.penalty", "court.dishonest_debtor", "tax.taxpayer")])
     if records is None:

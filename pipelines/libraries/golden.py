@@ -220,9 +220,6 @@ def attribute_conflicts(spec: LibrarySpec, joined):
     return reduce(lambda a, b: a.unionByName(b), parts)
 
 
-# the record hash of a staged row that only closes a key's current version
-GONE = "gone"
-
 # Base libraries carry deletion vectors: the daily MERGE marks a changed key's
 # old row closed by writing a small bitmap beside its file and one new file of
 # rewritten rows, instead of rewriting every file that holds a touched key
@@ -235,30 +232,47 @@ DELETION_VECTORS = "delta.enableDeletionVectors"
 
 
 def _enable_deletion_vectors(spark, path: str) -> None:
-    """Turn deletion vectors on for a base table written before they were used."""
-    from delta.tables import DeltaTable
+    """Turn deletion vectors on for a base table written before they were
+    used (read from the Delta log with delta-rs: no Spark job per build)."""
+    from deltalake import DeltaTable as LogTable
 
-    properties = DeltaTable.forPath(spark, path).detail().select("properties").first()[0] or {}
-    if properties.get(DELETION_VECTORS) != "true":
+    if LogTable(path).metadata().configuration.get(DELETION_VECTORS) != "true":
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{DELETION_VECTORS}' = 'true')")
 
 
-def merge_with_history(spark, records, path: str, key: str, now: datetime | None = None,
-                       unversioned: tuple[str, ...] = (), touched=None) -> dict:
-    """Apply current-state ``records`` to the gold table at ``path`` with history.
-    Returns how many keys were inserted, changed and left unchanged.
+class MergeMismatchError(RuntimeError):
+    """The MERGE wrote other counts than the comparison before it found."""
 
-    Only what changed is written: one MERGE closes the current version of a
-    changed key (``valid_to``) and inserts its new version, inserts new keys,
-    and leaves every unchanged row alone. Provenance (``*_load_id``) and
-    ``unversioned`` columns are not part of a record's content: a new delivery
-    with the same values does not make a new version.
+
+def merge_with_history(spark, records, path: str, key: str, now: datetime | None = None,
+                       unversioned: tuple[str, ...] = (), touched=None, key_changes: str | None = None) -> dict:
+    """Apply current-state ``records`` to the gold table at ``path`` with history.
+    Returns how many keys were inserted, changed, removed and left unchanged.
+
+    Only what changed is written. The records' hashes are compared with the
+    current versions' once, and only the difference (new, changed and gone
+    keys, a small frame on a usual day) goes into one MERGE: it closes the
+    current version of a changed or gone key (``valid_to``) and inserts the
+    new versions; every unchanged row is left alone, and a build that
+    changed nothing commits nothing. Provenance (``*_load_id``) and
+    ``unversioned`` columns are not part of a record's content: a new
+    delivery with the same values does not make a new version.
 
     ``touched`` (column ``_key``): an incremental build's keys; ``records``
     holds only theirs, and only they are compared: a touched key with a
     current version and no record is closed, every other key is left alone.
     Without it, ``records`` is every key and a current key without a record
-    is closed."""
+    is closed (e.g. its delivery was replaced). The MERGE's own counts are
+    checked against the comparison's.
+
+    ``key_changes``: a Delta table that gets, after each MERGE, its version
+    and every key it opened (``appeared``), changed or closed (``left``), so
+    a library that references this one reads a day's changed keys instead
+    of comparing two versions of the table (``incremental.logged_key_changes``;
+    a merge that dies before its entry leaves a gap, and the reader compares)."""
+    from uuid import uuid4
+
+    from deltalake import DeltaTable as LogTable
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
@@ -272,45 +286,60 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
         inserted = spark.read.format("delta").load(path).count()
         return {"inserted": inserted, "changed": 0, "unchanged": 0, "removed": 0}
     _enable_deletion_vectors(spark, path)
-    current = spark.read.format("delta").load(path).where("is_current").select(key, "record_hash")
-    changed = (hashed.alias("n").join(current.alias("c"), key)
-               .where(F.col("n.record_hash") != F.col("c.record_hash")).select("n.*"))
-    # rows with a merge key close the current version; rows without one insert the new version
-    staged = (hashed.select(F.col(key).alias("_merge_key"), "*")
-              .unionByName(changed.select(F.lit(None).cast("string").alias("_merge_key"), "*")))
+    current_rows = spark.read.format("delta").load(path).where("is_current")
+    current = current_rows.select(key, F.col("record_hash").alias("_old_hash"))
     if touched is not None:
-        # touched keys that no source knows any more: a row that only closes
-        gone = (current.join(F.broadcast(touched), F.col(key) == F.col("_key"), "left_semi")
-                .join(hashed.select(key), key, "left_anti").select(key).localCheckpoint())
-        gone_count = gone.count()          # before the merge: afterwards they are no longer current
-        current_count = current.count()
-        staged = staged.unionByName(gone.select(F.col(key).alias("_merge_key"), key,
-                                                F.lit(GONE).alias("record_hash")), allowMissingColumns=True)
-    table = DeltaTable.forPath(spark, path)
-    values = {c: f"s.{c}" for c in hashed.columns}
+        # the records' own keys too: a record outside ``touched`` must still find its current version
+        compared = touched.select(F.col("_key").alias(key)).unionByName(hashed.select(key))
+        current = current.join(F.broadcast(compared), key, "left_semi")
+    # the keys whose current version changes: new (no old hash), changed, gone (no new hash)
+    diff = (hashed.select(key, F.col("record_hash").alias("_new_hash")).join(current, key, "full_outer")
+            .where(~F.col("_new_hash").eqNullSafe(F.col("_old_hash"))).localCheckpoint())
+    counts = diff.agg(
+        F.count(F.when(F.col("_old_hash").isNull(), 1)).alias("inserted"),
+        F.count(F.when(F.col("_old_hash").isNotNull() & F.col("_new_hash").isNotNull(), 1)).alias("changed"),
+        F.count(F.when(F.col("_new_hash").isNull(), 1)).alias("removed"),
+        F.count(F.when(F.col(key).isNull(), 1)).alias("_null_keys")).first().asDict()
+    if counts.pop("_null_keys"):
+        raise ValueError(f"{path}: records without a {key} cannot be merged (the library's gate should have "
+                         "blocked them)")
+    current_before = current_rows.count()         # only is_current is read
+    counts["unchanged"] = current_before - counts["changed"] - counts["removed"]
+    if not counts["inserted"] + counts["changed"] + counts["removed"]:
+        return counts
+    closes = diff.where(F.col("_old_hash").isNotNull()).select(F.col(key).cast("string").alias("_merge_key"))
+    opens = hashed.join(diff.where(F.col("_new_hash").isNotNull()).select(key), key, "left_semi")
+    staged = closes.unionByName(opens.select(F.lit(None).cast("string").alias("_merge_key"), "*"),
+                                allowMissingColumns=True)
     closed = {"valid_to": F.lit(now).cast("timestamp"), "is_current": F.lit(False)}
-    merge = (table.alias("t").merge(staged.alias("s"), f"t.{key} = s._merge_key AND t.is_current")
-             .whenMatchedUpdate(condition="t.record_hash <> s.record_hash", set=closed)
-             .whenNotMatchedInsert(condition=f"s.record_hash <> '{GONE}'",
-                                   values=values | {"valid_from": F.lit(now).cast("timestamp"),
-                                                    "valid_to": F.lit(None).cast("timestamp"),
-                                                    "is_current": F.lit(True)}))
-    if touched is None:
-        # a key no source knows any more (e.g. its delivery was replaced) is closed, not deleted
-        merge = merge.whenNotMatchedBySourceUpdate(condition="t.is_current", set=closed)
-    merge.execute()
-    metrics = table.history(1).select("operationMetrics").first()[0]
-    updated = int(metrics.get("numTargetRowsMatchedUpdated", metrics.get("numTargetRowsUpdated", 0)))
-    removed = int(metrics.get("numTargetRowsNotMatchedBySourceUpdated", 0))
-    inserted = int(metrics.get("numTargetRowsInserted", 0))
-    if touched is not None:
-        # closing rows of keys no source knows are matched updates too; the
-        # untouched keys are unchanged
-        removed = gone_count
-        updated -= removed
-        return {"inserted": inserted - updated, "changed": updated, "removed": removed,
-                "unchanged": current_count - updated - removed}
-    return {"inserted": inserted - updated, "changed": updated, "removed": removed,
-            "unchanged": hashed.count() - inserted}
-
-
+    # the commit is found again by its tag: upkeep may commit to the table just after it
+    tag, setting = f"govlake merge {uuid4()}", "spark.databricks.delta.commitInfo.userMetadata"
+    spark.conf.set(setting, tag)
+    try:
+        (DeltaTable.forPath(spark, path).alias("t")
+         .merge(staged.alias("s"), f"t.{key} = s._merge_key AND t.is_current")
+         .whenMatchedUpdate(set=closed)
+         .whenNotMatchedInsert(condition="s._merge_key IS NULL",
+                               values={c: f"s.{c}" for c in hashed.columns}
+                               | {"valid_from": F.lit(now).cast("timestamp"),
+                                  "valid_to": F.lit(None).cast("timestamp"), "is_current": F.lit(True)})
+         .execute())
+    finally:
+        spark.conf.unset(setting)
+    log = LogTable(path)
+    commit = next((c for c in log.history(20) if c.get("userMetadata") == tag), {})
+    metrics = commit.get("operationMetrics") or {}
+    wrote = (int(metrics.get("numTargetRowsInserted", -1)), int(metrics.get("numTargetRowsUpdated", -1)))
+    expected = (counts["inserted"] + counts["changed"], counts["changed"] + counts["removed"])
+    if wrote != expected:
+        raise MergeMismatchError(f"{path}: the MERGE inserted {wrote[0]} and closed {wrote[1]} rows, the "
+                                 f"comparison before it expected {expected[0]} and {expected[1]} (was the table "
+                                 "written by another process meanwhile?)")
+    if key_changes is not None:
+        # entries name the table (its Delta id) as well as the version: a table created anew restarts its versions
+        change = (F.when(F.col("_old_hash").isNull(), F.lit("appeared"))
+                  .when(F.col("_new_hash").isNull(), F.lit("left")).otherwise(F.lit("changed")))
+        diff.select(F.lit(log.metadata().id).alias("table_id"), F.lit(commit["version"]).cast("long").alias("version"),
+                    F.col(key).cast("string").alias("key"), change.alias("change")).write.format("delta").mode(
+            "append").save(key_changes)
+    return counts

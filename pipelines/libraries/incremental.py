@@ -177,15 +177,14 @@ def unfinished(state: BuildState, previous: BuildState | None) -> BuildState:
     return BuildState(**(asdict(state) | {"loads": loads, "finished": False}))
 
 
-def data_changed_since(path: str, version: int | None) -> bool:
-    """Did any commit after ``version`` of the Delta table at ``path`` change
-    rows? A MERGE that inserted, updated and deleted nothing (a rebuild that
-    found nothing new) and upkeep (OPTIMIZE, VACUUM, clustering) do not count."""
+def versions_changing_rows(path: str, version: int) -> list[int]:
+    """The commits after ``version`` of the Delta table at ``path`` that
+    changed rows. A MERGE that inserted, updated and deleted nothing and
+    upkeep (OPTIMIZE, VACUUM, clustering) do not count."""
     from deltalake import DeltaTable
 
-    if version is None:
-        return True
     quiet = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
+    changing = []
     for commit in DeltaTable(path).history():           # newest first
         if commit.get("version", 0) <= version:
             break
@@ -195,8 +194,14 @@ def data_changed_since(path: str, version: int | None) -> bool:
         if str(commit.get("userMetadata") or "").startswith(CLUSTERED):
             continue
         if operation != "MERGE" or any(int(metrics.get(name, 0)) for name in quiet):
-            return True
-    return False
+            changing.append(commit["version"])
+    return sorted(changing)
+
+
+def data_changed_since(path: str, version: int | None) -> bool:
+    """Did any commit after ``version`` of the Delta table at ``path`` change
+    rows (``versions_changing_rows``)? True without a version."""
+    return version is None or bool(versions_changing_rows(path, version))
 
 
 def _readable(path: str, version: int) -> bool:
@@ -333,9 +338,39 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
                      change_loads, diffed)
 
 
-def upstream_changed_keys(spark, name: str, key: str, before: int | None, settings: Settings):
+def key_changes_path(library: str, settings: Settings) -> str:
+    """The key-change log of ``base.<library>``: per MERGE version, the keys
+    whose current version it opened or closed (``golden.merge_with_history``)."""
+    return settings.lake_path("state", "key_changes", library)
+
+
+def logged_key_changes(spark, name: str, before: int, settings: Settings):
+    """The keys that appeared in or left ``base.<name>`` after version
+    ``before`` (column ``_key``), from its key-change log; None when the log
+    does not cover every commit since that changed rows (no log yet, or a
+    merge whose log entry was not written)."""
+    from deltalake import DeltaTable
+    from pyspark.sql import functions as F
+
+    log = key_changes_path(name, settings)
+    if not DeltaTable.is_deltatable(log):
+        return None
+    path = settings.lake_path("base", name)
+    needed = versions_changing_rows(path, before)
+    if not needed:
+        return spark.createDataFrame([], "_key string")
+    entries = (spark.read.format("delta").load(log)
+               .where((F.col("table_id") == DeltaTable(path).metadata().id) & F.col("version").isin(*needed))
+               .localCheckpoint())
+    if {r[0] for r in entries.select("version").distinct().collect()} != set(needed):
+        return None
+    return entries.where(F.col("change") != "changed").select(F.col("key").alias("_key")).distinct()
+
+
+def compared_key_changes(spark, name: str, key: str, before: int | None, settings: Settings):
     """Keys current in ``base.<name>`` at version ``before`` or now, not both
-    (appeared or left), as ``_key``."""
+    (appeared or left), as ``_key``, by comparing the two versions (two
+    scans of the table); every current key without ``before``."""
     from pyspark.sql import functions as F
 
     path = settings.lake_path("base", name)
@@ -345,6 +380,16 @@ def upstream_changed_keys(spark, name: str, key: str, before: int | None, settin
     then = (spark.read.format("delta").option("versionAsOf", before).load(path).where("is_current")
             .select(F.col(key).alias("_key")))
     return now.join(then, "_key", "left_anti").unionByName(then.join(now, "_key", "left_anti"))
+
+
+def upstream_changed_keys(spark, name: str, key: str, before: int | None, settings: Settings):
+    """Keys that appeared in or left ``base.<name>`` since version ``before``
+    (``_key``): from its key-change log (a few small files a day) where that
+    covers every commit since, else ``compared_key_changes``. The log may
+    also name a key that came and went again in between: recomputing a key
+    more gives the same records."""
+    logged = logged_key_changes(spark, name, before, settings) if before is not None else None
+    return logged if logged is not None else compared_key_changes(spark, name, key, before, settings)
 
 
 def touched_keys(spark, spec: LibrarySpec, frames: dict, plan: BuildPlan, state: BuildState,

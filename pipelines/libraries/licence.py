@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from pipelines.lake.delta import read_silver
+from pipelines.lake.delta import live_loads_of, read_silver
 from pipelines.libraries.golden import latest_per_key
 from pipelines.settings import Settings
 
@@ -76,6 +76,6 @@ def e_licences(spark, settings: Settings, _spec=None, today=None, live: dict | N
     from pyspark.sql import functions as F
 
     entities = spark.read.format("delta").load(settings.lake_path("base", "legal_person")).where("is_current")
-    feeds = [read_silver(spark, feed, settings, None if live is None else live[feed])
+    feeds = [read_silver(spark, feed, settings, live_loads_of(live, feed))
              for feed in ("amr.food_licence", "hud.construction_permit")]
     return licences_from(entities, *feeds, F.lit(today).cast("date") if today is not None else F.current_date())

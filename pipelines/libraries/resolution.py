@@ -36,7 +36,7 @@ from functools import reduce
 
 from pipelines.contracts import get_contract
 from pipelines.ingest.rules import standardise_table
-from pipelines.lake.delta import delta_exists, read_silver
+from pipelines.lake.delta import delta_exists, live_loads_of, read_silver
 from pipelines.lake.manifest import read_manifest
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import LINKS_DDL, REVIEW_DDL
@@ -189,7 +189,7 @@ def candidate_keys(spark, spec: LibrarySpec, frames: dict, settings: Settings, b
     for feed, mapping in spec.resolution.candidates.items():
         frame = by_feed.get(feed)
         if frame is None:
-            frame = read_silver(spark, feed, settings, None if live is None else live[feed])
+            frame = read_silver(spark, feed, settings, live_loads_of(live, feed))
             if frame is None:
                 continue
         key = F.col(mapping["key"])

@@ -128,6 +128,36 @@ def test_address_match_rates_are_reported_per_feed(spark, city):
     assert current(spark, settings, "address").where("grid_code is null").count() == 0
 
 
+def test_standard_address_keys_are_kept_until_the_standard_addresses_change(spark, city):
+    """The matching keys are computed once per live standard-address
+    deliveries and code (the signature in the commit), and equal computing
+    them afresh; a table whose signature differs is recomputed, not read."""
+    from deltalake import DeltaTable
+
+    from pipelines.lake.delta import read_silver
+    from pipelines.libraries.address import address_keys_from_lake, standard_address_keys
+    from pipelines.libraries.golden import latest_per_key
+    from pipelines.libraries.resolution import live_load_ids
+
+    _, settings, _ = city
+    path = settings.lake_path("state", "address_keys")
+    live = live_load_ids(spark, settings)["nr.standard_address"]
+    fresh = standard_address_keys(latest_per_key(
+        read_silver(spark, "nr.standard_address", settings, live), "address_code",
+        ["town_name", "community", "street", "house_number"]).withColumnRenamed("_key", "address_code"))
+    version = DeltaTable(path).version()
+    kept = address_keys_from_lake(spark, settings)
+    assert DeltaTable(path).version() == version                    # read, not computed again
+    assert sorted(map(tuple, kept.collect())) == sorted(map(tuple, fresh.collect()))
+    assert set(live) <= set(DeltaTable(path).history(1)[0]["userMetadata"].split("+"))
+    # other standard addresses (another signature): recomputed; the stale rows are gone
+    spark.createDataFrame([("假地址", "X1")], "match_key string, address_code string").write.format(
+        "delta").mode("overwrite").option("userMetadata", "another signature").save(path)
+    again = address_keys_from_lake(spark, settings)
+    assert DeltaTable(path).version() == version + 2
+    assert sorted(map(tuple, again.collect())) == sorted(map(tuple, fresh.collect()))
+
+
 def test_credit_records_ratings_and_licences_follow_their_sources(spark, city):
     root, settings, _ = city
     records = current(spark, settings, "credit_record")
@@ -345,6 +375,7 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
     from deltalake import DeltaTable
 
     from pipelines.dev.synth.days import generate_days
+    from pipelines.libraries.incremental import compared_key_changes, logged_key_changes
     from pipelines.settings import utc_now
 
     root, settings, _ = city
@@ -369,6 +400,8 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
     for day in range(1, INCREMENT_DAYS + 1):
         now = started + timedelta(days=day)
         built = {}
+        versions_before = {library: DeltaTable(lakes["incremental"].lake_path("base", library)).version()
+                           for library in libraries}
         for mode, lake in lakes.items():
             loads = ingest_directory(days_root / "days" / str(day), load_contracts(), settings=lake, run_gate=False)
             assert {r.status for r in loads} == {"loaded"}, [(r.source_file, r.status) for r in loads]
@@ -386,13 +419,24 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
             assert [increment[c] for c in counts] == [full[c] for c in counts]
             assert _all_rows(spark, lakes["incremental"], library) == _all_rows(spark, lakes["full"], library)
             # a changed key's old row is closed with a deletion vector: the MERGE copied no unchanged row
-            # (copy-on-write rewrote every file holding a touched key, so about the whole table each day)
+            # (copy-on-write rewrote every file holding a touched key, so about the whole table each day);
+            # a build that changed nothing commits nothing
             merge = DeltaTable(lakes["incremental"].lake_path("base", library)).history(1)[0]
-            assert merge["operation"] == "MERGE" and int(merge["operationMetrics"]["numTargetRowsCopied"]) == 0
-            assert int(merge["operationMetrics"]["numTargetDeletionVectorsAdded"]) > 0 or not (increment["changed"] or increment["removed"])
+            if increment["inserted"] or increment["changed"] or increment["removed"]:
+                assert merge["operation"] == "MERGE" and int(merge["operationMetrics"]["numTargetRowsCopied"]) == 0
+                assert (int(merge["operationMetrics"]["numTargetDeletionVectorsAdded"]) > 0
+                        or not (increment["changed"] or increment["removed"]))
+            else:
+                assert increment["version"] == versions_before[library]
         conflicts = [sorted(tuple(map(str, r)) for r in spark.read.format("delta")
                             .load(lake.lake_path("governance", "conflicts")).collect()) for lake in lakes.values()]
         assert conflicts[0] == conflicts[1]
+        # the persons who appeared or left today, as legal_person read them: population's key-change
+        # log covers the day and names exactly the keys comparing the two versions finds
+        logged = logged_key_changes(spark, "population", versions_before["population"], lakes["incremental"])
+        compared = compared_key_changes(spark, "population", "person_id", versions_before["population"],
+                                        lakes["incremental"])
+        assert logged is not None and sorted(logged.collect()) == sorted(compared.collect()) != []
     # built again the same day with nothing new delivered: nothing is recomputed, no table version is made
     again = build_libraries(spark, libraries, settings=lakes["incremental"], now=now)
     assert [(r["mode"], r["version"]) for r in again] == [("unchanged", built["incremental"][r["library"]]["version"])

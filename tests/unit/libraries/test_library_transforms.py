@@ -21,7 +21,8 @@ def test_address_matching_and_grid_assignment_on_tiny_frames(spark):
     texts = spark.createDataFrame([
         ("广东省东莞市南城街道鸿福社区鸿福路99号",), ("东莞市南城街道鸿福路９９号,3栋",), ("东莞市 南城街道鸿福路101号2栋",),
         ("东莞市东城街道东城路1号",), ("东莞市东城街道花园村东城路1号",), ("东莞市南城街道不存在路1号",)], "text string")
-    found = [r["code"] for r in match_addresses(texts, "text", keys, "code").collect()]
+    matched = {r["text"]: r["code"] for r in match_addresses(texts, "text", keys, "code").collect()}
+    found = [matched[r["text"]] for r in texts.collect()]
     # the short form of A3/A4 names two addresses: ambiguous, so unmatched; the full form matches
     assert found == ["A1", "A1", "A2", None, "A4", None]
     cells = spark.createDataFrame([
@@ -84,6 +85,60 @@ def test_history_keeps_what_we_knew_on_a_date(spark, tmp_path):
 
     assert known_on(day1) == {"A": "张三", "B": "李四"}
     assert known_on(day2) == {"A": "张叁", "B": "李四", "C": "王五"}
+    # the same records again (a new delivery, same values): nothing to write, no commit
+    from deltalake import DeltaTable
+
+    version = DeltaTable(path).version()
+    same = merge_with_history(spark, spark.createDataFrame(
+        [("A", "张叁", "psb.hukou", "l3"), ("B", "李四", "psb.hukou", "l3"), ("C", "王五", "mca.death", "l3")],
+        schema), path, "person_id", datetime(2026, 11, 29))
+    assert same == {"inserted": 0, "changed": 0, "unchanged": 3, "removed": 0}
+    assert DeltaTable(path).version() == version
+    # an incremental build: touched A (changed) and B (no source knows it now); C is not compared
+    day4 = datetime(2026, 11, 30)
+    touched = spark.createDataFrame([("A",), ("B",)], "_key string")
+    fourth = merge_with_history(spark, spark.createDataFrame([("A", "张三丰", "psb.hukou", "l4")], schema), path,
+                                "person_id", day4, touched=touched)
+    assert fourth == {"inserted": 0, "changed": 1, "unchanged": 1, "removed": 1}
+    table = spark.read.format("delta").load(path)
+    assert known_on(day4) == {"A": "张三丰", "C": "王五"}
+    assert known_on(day2) == {"A": "张叁", "B": "李四", "C": "王五"}
+    assert table.count() == 5
+
+
+def test_each_merge_logs_the_keys_it_opened_changed_and_closed(spark, tmp_path):
+    """What legal_person reads instead of comparing two versions of
+    base.population; a missing entry means the log is not used."""
+    import dataclasses
+    from datetime import datetime
+
+    from pipelines.libraries.golden import merge_with_history
+    from pipelines.libraries.incremental import key_changes_path, logged_key_changes
+
+    settings = dataclasses.replace(get_settings(), home=str(tmp_path))
+    path, log = settings.lake_path("base", "population"), key_changes_path("population", settings)
+    schema = "person_id string, full_name string"
+
+    def merge(rows, day, touched=None):
+        keys = spark.createDataFrame([(k,) for k in touched], "_key string") if touched else None
+        return merge_with_history(spark, spark.createDataFrame(rows, schema), path, "person_id",
+                                  datetime(2026, 11, day), touched=keys, key_changes=log)
+
+    merge([("A", "张三"), ("B", "李四")], 1)                          # version 0: the table is created
+    merge([("A", "张叁"), ("B", "李四"), ("C", "王五")], 2)            # version 1: A changed, C appeared
+    assert merge([("A", "张叁")], 3, touched=["A", "B"])["removed"] == 1   # version 2: B left
+    assert merge([("A", "张叁")], 4, touched=["A"])["changed"] == 0       # nothing changed: no version 3
+    entries = {(r["version"], r["key"], r["change"]) for r in spark.read.format("delta").load(log).collect()}
+    assert entries == {(1, "A", "changed"), (1, "C", "appeared"), (2, "B", "left")}
+
+    def logged(before):
+        found = logged_key_changes(spark, "population", before, settings)
+        return None if found is None else sorted(r["_key"] for r in found.collect())
+
+    assert (logged(0), logged(1), logged(2)) == (["B", "C"], ["B"], [])
+    # a merge whose entry was not written (the process died after its commit): the log is not used
+    spark.read.format("delta").load(log).where("version != 2").write.format("delta").mode("overwrite").save(log)
+    assert logged(1) is None and logged(0) is None
 
 
 def test_is_deceased_true_with_a_death_record_false_with_a_live_registration_else_null(spark):
