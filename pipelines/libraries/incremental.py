@@ -340,7 +340,7 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
 
 def key_changes_path(library: str, settings: Settings) -> str:
     """The key-change log of ``base.<library>``: per MERGE version, the keys
-    whose current version it opened or closed (``golden.merge_with_history``)."""
+    it opened (appeared), changed or closed (left) (``golden.merge_with_history``)."""
     return settings.lake_path("state", "key_changes", library)
 
 
