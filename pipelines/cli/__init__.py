@@ -71,6 +71,22 @@ for _command in (
     main.add_command(_command)
 
 
+def _json_only_on_stdout() -> None:
+    """With ``--json``, stdout carries the JSON and nothing else.
+
+    Why: a JVM started by the command (Spark) inherits file descriptor 1, and
+    Delta's VACUUM prints "Deleted N files and directories ..." on it with
+    ``println``, which no Python setting can silence. So the real stdout is
+    kept on a new descriptor for Python's ``sys.stdout`` (the JSON), and
+    descriptor 1 is pointed at stderr before anything starts: whatever a
+    library or child process writes there lands with the logs.
+    """
+    sys.stdout.flush()
+    json_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(json_fd, "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors)
+
+
 def run() -> None:
     """The ``govlake`` program: ``main``, then an exit without the
     interpreter's teardown.
@@ -84,6 +100,8 @@ def run() -> None:
     flush of stdout and stderr. In-process callers (tests, ``CliRunner``)
     call ``main`` and keep the normal exit.
     """
+    if "--json" in sys.argv[1:]:
+        _json_only_on_stdout()
     try:
         main()
         code = 0

@@ -5,7 +5,11 @@ rows never change."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -124,6 +128,25 @@ def test_deletion_vectors_of_the_daily_merge_are_clustered_away_and_vacuumed(tmp
     assert done["action"] == "cluster by person_id" and done["vacuumed_files"] > 0
     assert not list(Path(population).glob("deletion_vector_*.bin"))
     assert rows() == before
+
+
+def test_govlake_upkeep_json_is_parseable_although_vacuum_prints_on_stdout(tmp_path, spark):
+    """The whole command as the lake_upkeep DAG and bench-city run it: Delta's
+    VACUUM prints "Deleted N files ..." on the JVM's stdout, which must land on
+    stderr so that ``--json`` stdout is the JSON alone."""
+    from pipelines.libraries.golden import merge_with_history
+
+    home = tmp_path / "lake"
+    population = dataclasses.replace(get_settings(), home=str(home)).lake_path("base", "population")
+    merge_with_history(spark, spark.createDataFrame([(f"4419001990{n:08d}", "南城") for n in range(500)],
+                                                    "person_id string, town string"), population, "person_id")
+    process = subprocess.run([sys.executable, "-m", "pipelines.cli", "upkeep", "--layer", "base", "--json"],
+                             env=dict(os.environ, GOVLAKE_HOME=str(home)), capture_output=True, text=True,
+                             timeout=600)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "Deleted 0 files and directories" in process.stderr        # VACUUM's println, moved off stdout
+    done = json.loads(process.stdout)
+    assert [(r["layer"], r["table"], r["action"]) for r in done] == [("base", population, "cluster by person_id")]
 
 
 def test_the_policy_file_is_checked(tmp_path):
