@@ -36,7 +36,7 @@ from functools import reduce
 
 from pipelines.contracts import get_contract
 from pipelines.ingest.rules import standardise_table
-from pipelines.lake.delta import delta_exists, live_loads_of, read_silver
+from pipelines.lake.delta import delta_exists, delta_version, read_silver
 from pipelines.lake.manifest import read_manifest
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import LINKS_DDL, REVIEW_DDL
@@ -171,37 +171,102 @@ def _fields(frame, mapping: dict, profile: str, key_expr):
         town_code_of(text("town")).alias("town_code"), normalise_for_matching(text("representative")).alias("rep_key"))
 
 
-def candidate_keys(spark, spec: LibrarySpec, frames: dict, settings: Settings, blocks=None,
+def candidate_rows(spec: LibrarySpec, feed: str, frame):
+    """The comparison attributes of every keyed row of ``frame`` (``feed``'s
+    silver rows), as ``feed, _load_id, candidate_key, name_key, birth,
+    town_code, rep_key``. Pure: the rows the maintained table holds."""
+    from pyspark.sql import functions as F
+
+    mapping = spec.resolution.candidates[feed]
+    key = F.col(mapping["key"])
+    fields = _fields(frame.where(key.isNotNull()), mapping | {"birth": None}, "entity", key)
+    birth = id_birth_date(key) if spec.resolution.profile == "person" else F.lit(None).cast("date")
+    return fields.select(F.lit(feed).alias("feed"), "_load_id", key.alias("candidate_key"), "name_key",
+                         birth.alias("birth"), "town_code", "rep_key")
+
+
+def candidates_path(library: str, settings: Settings, digest: str) -> str:
+    """``<lake>/state/candidates/<library>/<build digest>``: the rows depend on
+    the spec and the matching code, so a change of either starts a new table."""
+    return settings.lake_path("state", "candidates", library, digest)
+
+
+def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
+                          live: dict[str, list[str]] | None = None):
+    """The candidate rows (``candidate_rows``) of every live load of the
+    library's candidate feeds, from a table kept per load; None when no
+    candidate feed has a live load.
+
+    Normalising every row of the candidate feeds (10M+ at city scale) for a
+    day's few thousand unkeyed records was the largest step of a daily
+    build that grew with the city. Each load's rows are normalised once, when
+    a build first sees it live, and appended with a marker row (key and name
+    null) so that a load without candidates is known as done; a load that is
+    no longer live (a snapshot or a correction replaced it) is deleted. The
+    read is pinned to the version this build left."""
+    import shutil
+
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.incremental import build_digest
+
+    live = live if live is not None else live_load_ids(spark, settings)
+    wanted = {load: feed for feed in spec.resolution.candidates for load in live.get(feed, [])}
+    if not wanted:
+        return None
+    digest = build_digest(spec, settings)
+    path = candidates_path(spec.library, settings, digest)
+    exists = delta_exists(spark, path)
+    have = ({row[0] for row in spark.read.format("delta").load(path).select("_load_id").distinct().collect()}
+            if exists else set())
+    missing: dict[str, list[str]] = {}
+    for load, feed in wanted.items():
+        if load not in have:
+            missing.setdefault(feed, []).append(load)
+    parts = []
+    for feed, loads in sorted(missing.items()):
+        frame = read_silver(spark, feed, settings, loads)
+        markers = spark.createDataFrame([(feed, load) for load in loads], "feed string, _load_id string")
+        parts.append(markers.select("feed", "_load_id", *[F.lit(None).cast(kind).alias(name) for name, kind in (
+            ("candidate_key", "string"), ("name_key", "string"), ("birth", "date"), ("town_code", "string"),
+            ("rep_key", "string"))]))
+        if frame is not None:
+            parts.append(candidate_rows(spec, feed, frame))
+    if parts:
+        (reduce(lambda a, b: a.unionByName(b), parts).write.format("delta").mode("append")
+         .option("userMetadata", f"govlake candidates of {len(sum(missing.values(), []))} loads").save(path))
+    gone = sorted(have - wanted.keys())
+    if gone:
+        DeltaTable.forPath(spark, path).delete(F.col("_load_id").isin(*gone))
+    if settings.lake_is_local and not exists:              # tables of an earlier spec or code are dead
+        for old in settings.local_lake_path("state", "candidates", spec.library).iterdir():
+            if old.name != digest:
+                shutil.rmtree(old, ignore_errors=True)
+    version = delta_version(spark, path)
+    return (spark.read.format("delta").option("versionAsOf", version).load(path)
+            .where(F.col("name_key").isNotNull() & F.col("_load_id").isin(*sorted(wanted))))
+
+
+def candidate_keys(spark, spec: LibrarySpec, settings: Settings, blocks=None,
                    live: dict[str, list[str]] | None = None):
     """Every validated key the city knows for this library, with its comparison
-    attributes (one row per key and distinct attribute combination).
+    attributes (one row per key and distinct attribute combination), or None.
 
     ``blocks`` (column ``name_key``): the names the unkeyed records carry;
     only candidates with one of them are kept, before the distinct. A record
     is only ever compared with candidates of its own name, so the result of
     matching is the same, and the shuffle is of a few thousand rows instead
     of every row of the candidate feeds (10M+ at city scale). ``live``: the
-    live loads per feed, read for a candidate feed that is not a source."""
+    live loads per feed (default: as the manifest says now)."""
     from pyspark.sql import functions as F
 
-    parts = []
-    by_feed = {s.feed: frames[a] for a, s in spec.sources.items() if a in frames}
-    for feed, mapping in spec.resolution.candidates.items():
-        frame = by_feed.get(feed)
-        if frame is None:
-            frame = read_silver(spark, feed, settings, live_loads_of(live, feed))
-            if frame is None:
-                continue
-        key = F.col(mapping["key"])
-        fields = _fields(frame.where(key.isNotNull()), mapping | {"birth": None}, "entity", key)
-        birth = id_birth_date(key) if spec.resolution.profile == "person" else F.lit(None).cast("date")
-        if blocks is not None:
-            fields = fields.join(F.broadcast(blocks), "name_key", "left_semi")
-        parts.append(fields.select(key.alias("candidate_key"), "name_key", birth.alias("birth"),
-                                   "town_code", "rep_key"))
-    if not parts:
+    rows = maintained_candidates(spark, spec, settings, live)
+    if rows is None:
         return None
-    return reduce(lambda a, b: a.unionByName(b), parts).where("name_key is not null").distinct()
+    if blocks is not None:
+        rows = rows.join(F.broadcast(blocks), "name_key", "left_semi")
+    return rows.select("candidate_key", "name_key", "birth", "town_code", "rep_key").distinct()
 
 
 def match_unkeyed(unkeyed, candidates, profile: str):
@@ -339,7 +404,7 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     disagreements = reduce(lambda a, b: a.unionByName(b), disagreement_parts) if disagreement_parts else None
     unkeyed = reduce(lambda a, b: a.unionByName(b), unkeyed_parts).localCheckpoint()
     blocks = unkeyed.where(F.col("name_key").isNotNull()).select("name_key").distinct().localCheckpoint()
-    candidates = candidate_keys(spark, spec, frames, settings, blocks, live)
+    candidates = candidate_keys(spark, spec, settings, blocks, live)
     if candidates is None:
         return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL), disagreements
     links, reviews = match_unkeyed(unkeyed, candidates.localCheckpoint(), resolution.profile)
