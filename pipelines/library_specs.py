@@ -81,6 +81,9 @@ class LibrarySpec:
     # and the column that refers to each library of depends_on (its keys' changes touch ours)
     dated_keys: str | None = None
     references: tuple[tuple[str, str], ...] = ()
+    # derived: "module:function(spark, settings, spec, plan, state)" giving the
+    # keys an incremental build recomputes (column _key); without it, every build is full
+    touched_keys: str | None = None
     # whether the records depend on the build date (a derived library's
     # current_date(), a golden one's dated keys): else a build with nothing
     # new to read leaves the table as it is
@@ -196,6 +199,12 @@ def load_library_spec(library: str, settings: Settings | None = None) -> Library
     kind = document.get("kind", "golden")
     if kind == "derived" and not document.get("build"):
         raise LibrarySpecError(f"{shown}: build: required for a derived library (module:function)")
+    if incremental.get("touched") and kind != "derived":
+        raise LibrarySpecError(f"{shown}: incremental.touched: only for a derived library (a golden one's "
+                               "touched keys follow from its sources)")
+    if incremental.get("touched") and set(document.get("depends_on", [])) - {name for name, _ in references}:
+        raise LibrarySpecError(f"{shown}: incremental.references: every library of depends_on needs one "
+                               "(an incremental build reads what changed in it from its key-change log)")
     return LibrarySpec(library=document["library"], key=document["key"], grain=document.get("grain", ""),
                        sources=sources, authoritative_sources=tuple(document.get("authoritative_sources", [])),
                        attributes=tuple(attributes), kind=kind, build=document.get("build"),
@@ -203,6 +212,7 @@ def load_library_spec(library: str, settings: Settings | None = None) -> Library
                        resolution=resolution, report=document.get("report"),
                        unversioned_columns=tuple(document.get("unversioned_columns", [])),
                        dated_keys=incremental.get("dated"), references=references,
+                       touched_keys=incremental.get("touched"),
                        reads_date=bool(incremental.get("reads_date", kind == "derived" or incremental.get("dated"))),
                        report_reads=tuple(document.get("report_reads", [])),
                        digest=hashlib.sha256(path.read_bytes()).hexdigest()[:16])

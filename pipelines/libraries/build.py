@@ -34,7 +34,7 @@ def read_silver_sources(spark, spec: LibrarySpec, settings: Settings, live: dict
 
 
 def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime | None = None,
-                    plan: BuildPlan | None = None, state: BuildState | None = None) -> tuple:
+                    plan: BuildPlan | None = None, state: BuildState | None = None, full: bool = False) -> tuple:
     """The library's current records as of ``now`` (the build time; computed
     columns such as ``is_deceased`` may depend on the date), and what the
     build found on the way: (records, conflicts or None, resolution (links,
@@ -47,21 +47,27 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
     Conflicts are the sources' disagreements with the authoritative value
     (``golden.attribute_conflicts``) plus what rescued quarantined rows said
     against their own ID number (``resolution.id_disagreements``): those rows
-    are nulled before golden records see them, so only resolution knows."""
+    are nulled before golden records see them, so only resolution knows.
+    ``full`` (``build --full``): resolution's maintained candidates are made afresh too."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     now = now or utc_now()
     if spec.kind == "derived":
-        # a derived build reads the live loads of its feeds and dates what it computes by the build's date
-        return (spec_function(spec.build)(spark, settings, spec, now.date(),
-                                          state.loads if state is not None else None), None, None, None)
+        # a derived build reads the live loads of its feeds and dates what it computes by the build's date;
+        # incrementally, its spec's function names the touched keys and the build computes only theirs
+        live = state.loads if state is not None else None
+        if plan is not None and plan.incremental:
+            touched = spec_function(spec.touched_keys)(spark, settings, spec, plan, state).distinct().localCheckpoint()
+            records = spec_function(spec.build)(spark, settings, spec, now.date(), live, touched=touched)
+            return records, None, None, touched
+        return spec_function(spec.build)(spark, settings, spec, now.date(), live), None, None, None
     frames = read_silver_sources(spark, spec, settings, state.loads if state is not None else None)
     resolution = disagreements = touched = None
     if spec.resolution:
 
         frames, links, reviews, disagreements = resolve_records(spark, spec, frames, settings,
-                                                                state.loads if state is not None else None)
+                                                                state.loads if state is not None else None, full)
         # checkpoints cut the plans short: Spark's cache lookup canonicalises a
         # whole plan, which costs minutes on these many-join plans
         resolution = (links.localCheckpoint(), reviews.localCheckpoint())
@@ -133,7 +139,7 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
         write_state(state, settings)
         result["seconds"] = round(time.monotonic() - started, 1)
         return result
-    records, conflicts, resolution, touched = current_records(spark, spec, settings, now, plan, state)
+    records, conflicts, resolution, touched = current_records(spark, spec, settings, now, plan, state, full)
     records = records.localCheckpoint()
     result = {"library": library, "rows": records.count(), "stages": stages, "mode": plan.mode,
               "mode_reason": plan.reason}

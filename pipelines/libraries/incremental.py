@@ -21,7 +21,14 @@ longer (a correction replaced it, a governor withdrew it); a new delivery of
 standard addresses (every key's address codes are recomputed); an upstream
 library that changed without a declared reference, or whose version of the
 last build can no longer be read (vacuumed); a last build that did not
-finish. Derived libraries are rebuilt in full.
+finish.
+
+A derived library is built incrementally when its spec names a function that
+gives its touched keys (``incremental.touched``): the keys of the new loads'
+rows, the keys whose records read something that changed in an upstream
+library (its key-change log: appeared, changed or left), and those whose
+records change with the date alone. Its build function then computes only
+those keys' records. The others (address, grid) are rebuilt in full.
 
 What a build knew is kept in ``<lake>/state/builds/<library>.json``: the live
 loads per feed, the upstream tables' versions, a digest of what the build is
@@ -306,8 +313,9 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
             return BuildPlan("report", f"only feeds its report reads changed ({', '.join(sorted(changed_feeds))})",
                              previous=previous)
         return BuildPlan("unchanged", "nothing it reads changed since the last build", previous=previous)
-    if spec.kind != "golden":
-        return BuildPlan("full", "derived libraries are rebuilt in full", previous=previous)
+    if spec.kind != "golden" and not spec.touched_keys:
+        return BuildPlan("full", "this derived library is rebuilt in full (no incremental.touched)",
+                         previous=previous)
     live = {load for loads in state.loads.values() for load in loads}
     gone = sorted({load for feed, loads in previous.loads.items() for load in loads} - live)
     gone, change_loads = replacement_chains(gone, replacements or {}, live)
@@ -344,27 +352,29 @@ def key_changes_path(library: str, settings: Settings) -> str:
     return settings.lake_path("state", "key_changes", library)
 
 
-def logged_key_changes(spark, name: str, before: int, settings: Settings):
+def logged_key_changes(spark, name: str, before: int, settings: Settings, include_changed: bool = False):
     """The keys that appeared in or left ``base.<name>`` after version
-    ``before`` (column ``_key``), from its key-change log; None when the log
+    ``before`` (column ``_key``), from its key-change log, and with
+    ``include_changed`` those whose record changed; None when the log
     does not cover every commit since that changed rows (no log yet, or a
     merge whose log entry was not written)."""
     from deltalake import DeltaTable
     from pyspark.sql import functions as F
 
+    path = settings.lake_path("base", name)
+    needed = versions_changing_rows(path, before)
+    if not needed:                      # nothing changed rows since: no log needed
+        return spark.createDataFrame([], "_key string")
     log = key_changes_path(name, settings)
     if not DeltaTable.is_deltatable(log):
         return None
-    path = settings.lake_path("base", name)
-    needed = versions_changing_rows(path, before)
-    if not needed:
-        return spark.createDataFrame([], "_key string")
     entries = (spark.read.format("delta").load(log)
                .where((F.col("table_id") == DeltaTable(path).metadata().id) & F.col("version").isin(*needed))
                .localCheckpoint())
     if {r[0] for r in entries.select("version").distinct().collect()} != set(needed):
         return None
-    return entries.where(F.col("change") != "changed").select(F.col("key").alias("_key")).distinct()
+    kept = entries if include_changed else entries.where(F.col("change") != "changed")
+    return kept.select(F.col("key").alias("_key")).distinct()
 
 
 def compared_key_changes(spark, name: str, key: str, before: int | None, settings: Settings):
@@ -390,6 +400,63 @@ def upstream_changed_keys(spark, name: str, key: str, before: int | None, settin
     more gives the same records."""
     logged = logged_key_changes(spark, name, before, settings) if before is not None else None
     return logged if logged is not None else compared_key_changes(spark, name, key, before, settings)
+
+
+def changed_upstream_keys(spark, name: str, key: str, before: int | None, settings: Settings):
+    """Keys of ``base.<name>`` whose current record appeared, changed or left
+    since version ``before`` (``_key``), for a derived library whose records
+    read the upstream's columns: from its key-change log, or, when the log
+    does not cover the commits since (a merge that died before its entry, a
+    write that was not a merge), every key current at ``before`` or now, so
+    that a key which left is among them (recomputing more keys gives the
+    same records). ``upstream_problems`` has made sure ``before`` is readable."""
+    from pyspark.sql import functions as F
+
+    logged = logged_key_changes(spark, name, before, settings, include_changed=True) if before is not None else None
+    if logged is not None:
+        return logged
+    path = settings.lake_path("base", name)
+    now = spark.read.format("delta").load(path).where("is_current").select(F.col(key).alias("_key"))
+    if before is None:
+        return now
+    then = (spark.read.format("delta").option("versionAsOf", before).load(path).where("is_current")
+            .select(F.col(key).alias("_key")))
+    return now.unionByName(then).distinct()
+
+
+# above this many touched keys a join of them with a table is left to Spark's
+# planner: a broadcast of millions of keys (a fallback to every key) would
+# strain the driver
+BROADCAST_KEYS = 1_000_000
+
+
+def joinable_keys(touched):
+    """``touched`` (checkpointed), hinted for a broadcast join when it is small."""
+    from pyspark.sql import functions as F
+
+    return F.broadcast(touched) if touched.count() <= BROADCAST_KEYS else touched
+
+
+def new_rows(spark, feed: str, plan: BuildPlan, state: BuildState, settings: Settings):
+    """``feed``'s rows that an incremental build has to look at, or None:
+    the rows of its new loads (a diffed snapshot's aside) and the change rows
+    (both sides) of the loads that replaced others. For a derived library's
+    touched keys: the contract's columns are there, lineage and ``_change``
+    columns where the part has them."""
+    from pipelines.lake.delta import read_silver
+
+    parts = []
+    loads = [load for load in state.loads.get(feed, []) if load in plan.new_loads and load not in plan.diffed_loads]
+    if loads:
+        frame = read_silver(spark, feed, settings, loads)
+        if frame is not None:
+            parts.append(frame)
+    changes = change_rows(spark, get_contract(feed, settings.schemas_dir), plan.change_loads, settings)
+    if changes is not None:
+        parts.append(changes)
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1], allowMissingColumns=True)
 
 
 def touched_keys(spark, spec: LibrarySpec, frames: dict, plan: BuildPlan, state: BuildState,

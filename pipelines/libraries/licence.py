@@ -16,6 +16,7 @@ from functools import reduce
 
 from pipelines.lake.delta import live_loads_of, read_silver
 from pipelines.libraries.golden import latest_per_key
+from pipelines.libraries.incremental import joinable_keys
 from pipelines.settings import Settings
 
 DEREGISTERED = ("注销", "吊销", "撤销")
@@ -69,13 +70,57 @@ def licences_from(entities, food, construction, as_of):
                          F.col("_holder").isNotNull().alias("holder_found"))
 
 
-def e_licences(spark, settings: Settings, _spec=None, today=None, live: dict | None = None):
+# licence feed -> (its licence number column, the licence type its key starts with)
+LICENCE_FEEDS = {"amr.food_licence": ("licence_number", "food_business_licence"),
+                 "hud.construction_permit": ("permit_number", "construction_permit")}
+
+
+def e_licences(spark, settings: Settings, _spec=None, today=None, live: dict | None = None, touched=None):
     """base.e_licence from base.legal_person (built first) and the live loads
     (``live``: feed -> load ids; default all of silver) of the licence feeds,
-    expired or not as of ``today`` (the build's date; default: the session's)."""
+    expired or not as of ``today`` (the build's date; default: the session's).
+    ``touched`` (``_key``: licence keys): only those licences (``e_licence_touched``)."""
     from pyspark.sql import functions as F
 
     entities = spark.read.format("delta").load(settings.lake_path("base", "legal_person")).where("is_current")
-    feeds = [read_silver(spark, feed, settings, live_loads_of(live, feed))
-             for feed in ("amr.food_licence", "hud.construction_permit")]
-    return licences_from(entities, *feeds, F.lit(today).cast("date") if today is not None else F.current_date())
+    feeds = [read_silver(spark, feed, settings, live_loads_of(live, feed)) for feed in LICENCE_FEEDS]
+    if touched is not None:
+        keys = joinable_keys(touched)
+        feeds = [None if frame is None else frame.join(
+            keys, F.concat(F.lit(kind + ":"), F.col(column)) == keys["_key"], "left_semi")
+            for frame, (column, kind) in zip(feeds, LICENCE_FEEDS.values())]
+    licences = licences_from(entities, *feeds, F.lit(today).cast("date") if today is not None else F.current_date())
+    if touched is not None:           # the business licences of the touched entities only
+        licences = licences.join(keys, licences["licence_key"] == keys["_key"], "left_semi")
+    return licences
+
+
+def e_licence_touched(spark, settings: Settings, _spec, plan, state):
+    """The licence keys an incremental build of base.e_licence recomputes
+    (``_key``): the business licence of every entity whose base.legal_person
+    record appeared, changed or left, and every current licence it holds
+    (holder status); the licences of the new loads' rows (and a replacing
+    snapshot's change rows); and, when the date moved, the current licences
+    that expired in between (``expires_on`` from the last build's date up to
+    today's: valid then, expired now)."""
+    from datetime import date
+
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.incremental import changed_upstream_keys, new_rows
+
+    before = plan.previous.upstream.get("legal_person") if plan.previous is not None else None
+    entities = changed_upstream_keys(spark, "legal_person", "uscc", before, settings).localCheckpoint()
+    current = spark.read.format("delta").load(settings.lake_path("base", "e_licence")).where("is_current")
+    parts = [entities.select(F.concat(F.lit("business_licence:"), "_key").alias("_key")),
+             current.join(entities, current["holder_id"] == entities["_key"], "left_semi")
+             .select(F.col("licence_key").alias("_key"))]
+    for feed, (column, kind) in LICENCE_FEEDS.items():
+        rows = new_rows(spark, feed, plan, state, settings)
+        if rows is not None:
+            parts.append(rows.select(F.concat(F.lit(kind + ":"), F.col(column)).alias("_key")))
+    since, today = date.fromisoformat(plan.previous.as_of), date.fromisoformat(state.as_of)
+    if since != today:
+        parts.append(current.where((F.col("expires_on") >= F.lit(since)) & (F.col("expires_on") < F.lit(today)))
+                     .select(F.col("licence_key").alias("_key")))
+    return reduce(lambda a, b: a.unionByName(b), parts).where(F.col("_key").isNotNull())

@@ -192,7 +192,7 @@ def candidates_path(library: str, settings: Settings, digest: str) -> str:
 
 
 def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
-                          live: dict[str, list[str]] | None = None):
+                          live: dict[str, list[str]] | None = None, fresh: bool = False):
     """The candidate rows (``candidate_rows``) of every live load of the
     library's candidate feeds, from a table kept per load; None when no
     candidate feed has a live load.
@@ -203,7 +203,8 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
     a build first sees it live, and appended with a marker row (key and name
     null) so that a load without candidates is known as done; a load that is
     no longer live (a snapshot or a correction replaced it) is deleted. The
-    read is pinned to the version this build left."""
+    read is pinned to the version this build left. ``fresh`` (``build
+    --full``): every live load is normalised again, replacing the table."""
     import shutil
 
     from delta.tables import DeltaTable
@@ -219,7 +220,7 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
     path = candidates_path(spec.library, settings, digest)
     exists = delta_exists(spark, path)
     have = ({row[0] for row in spark.read.format("delta").load(path).select("_load_id").distinct().collect()}
-            if exists else set())
+            if exists and not fresh else set())
     missing: dict[str, list[str]] = {}
     for load, feed in wanted.items():
         if load not in have:
@@ -234,22 +235,24 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
         if frame is not None:
             parts.append(candidate_rows(spec, feed, frame))
     if parts:
-        (reduce(lambda a, b: a.unionByName(b), parts).write.format("delta").mode("append")
+        (reduce(lambda a, b: a.unionByName(b), parts).write.format("delta").mode("overwrite" if fresh else "append")
          .option("userMetadata", f"govlake candidates of {len(sum(missing.values(), []))} loads").save(path))
     gone = sorted(have - wanted.keys())
     if gone:
         DeltaTable.forPath(spark, path).delete(F.col("_load_id").isin(*gone))
-    if settings.lake_is_local and not exists:              # tables of an earlier spec or code are dead
+    if settings.lake_is_local:
+        # tables of an earlier spec or code are dead: each is renamed first, so none is ever half there
         for old in settings.local_lake_path("state", "candidates", spec.library).iterdir():
             if old.name != digest:
-                shutil.rmtree(old, ignore_errors=True)
+                doomed = old if old.name.endswith(".deleted") else old.rename(old.with_name(old.name + ".deleted"))
+                shutil.rmtree(doomed, ignore_errors=True)
     version = delta_version(spark, path)
     return (spark.read.format("delta").option("versionAsOf", version).load(path)
             .where(F.col("name_key").isNotNull() & F.col("_load_id").isin(*sorted(wanted))))
 
 
 def candidate_keys(spark, spec: LibrarySpec, settings: Settings, blocks=None,
-                   live: dict[str, list[str]] | None = None):
+                   live: dict[str, list[str]] | None = None, fresh: bool = False):
     """Every validated key the city knows for this library, with its comparison
     attributes (one row per key and distinct attribute combination), or None.
 
@@ -258,10 +261,11 @@ def candidate_keys(spark, spec: LibrarySpec, settings: Settings, blocks=None,
     is only ever compared with candidates of its own name, so the result of
     matching is the same, and the shuffle is of a few thousand rows instead
     of every row of the candidate feeds (10M+ at city scale). ``live``: the
-    live loads per feed (default: as the manifest says now)."""
+    live loads per feed (default: as the manifest says now); ``fresh``:
+    normalise them all again (``maintained_candidates``)."""
     from pyspark.sql import functions as F
 
-    rows = maintained_candidates(spark, spec, settings, live)
+    rows = maintained_candidates(spark, spec, settings, live, fresh)
     if rows is None:
         return None
     if blocks is not None:
@@ -361,11 +365,13 @@ def id_disagreements(spec: LibrarySpec, alias: str, rescued):
 
 
 def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
-                    live: dict[str, list[str]] | None = None):
+                    live: dict[str, list[str]] | None = None, fresh_candidates: bool = False):
     """Add the resolvable quarantined rows of the ``rescue`` sources to
     ``frames`` (by source alias). Returns (frames, links, reviews,
     disagreements): ``disagreements`` are the rescued rows' values that
     contradicted their own ID number (``id_disagreements``), or None.
+    ``fresh_candidates`` (``build --full``): the candidates are normalised
+    again from every live load, not read from their maintained table.
 
     Checkpointed at the few points that are reused: on small deliveries a
     Spark action costs seconds whatever its size, so there are few of them."""
@@ -404,7 +410,7 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     disagreements = reduce(lambda a, b: a.unionByName(b), disagreement_parts) if disagreement_parts else None
     unkeyed = reduce(lambda a, b: a.unionByName(b), unkeyed_parts).localCheckpoint()
     blocks = unkeyed.where(F.col("name_key").isNotNull()).select("name_key").distinct().localCheckpoint()
-    candidates = candidate_keys(spark, spec, settings, blocks, live)
+    candidates = candidate_keys(spark, spec, settings, blocks, live, fresh_candidates)
     if candidates is None:
         return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL), disagreements
     links, reviews = match_unkeyed(unkeyed, candidates.localCheckpoint(), resolution.profile)

@@ -6,6 +6,7 @@ import dataclasses
 
 from pipelines.libraries.incremental import BuildState, plan_build, replacement_chains, spec_feeds, unfinished
 from pipelines.library_specs import load_library_spec
+from pipelines.settings import get_settings
 
 SPEC = load_library_spec("population")
 
@@ -49,7 +50,12 @@ def test_whatever_the_state_cannot_vouch_for_is_a_full_build():
     assert replaced.reason == ("1 delivery of the last build is no longer live and not replaced with recorded "
                                "changes (withdrawn, or replaced before change tables), e.g. hukou-1")
     derived = dataclasses.replace(SPEC, kind="derived")
-    assert plan_build(derived, now, state(), True, False).reason == "derived libraries are rebuilt in full"
+    assert plan_build(derived, now, state(), True, False).reason == ("this derived library is rebuilt in full "
+                                                                     "(no incremental.touched)")
+    touched = dataclasses.replace(derived, touched_keys="pipelines.libraries.licence:e_licence_touched")
+    assert plan_build(touched, state("2026-12-03", loads={"psb.hukou": ["hukou-1", "hukou-2"],
+                                                          "mca.death": ["death-1"]}),
+                      state(), True, False).mode == "incremental"
 
 
 def test_an_unfinished_state_holds_the_loads_of_both_builds():
@@ -63,6 +69,28 @@ def test_an_unfinished_state_holds_the_loads_of_both_builds():
 def test_specs_declare_what_else_an_incremental_build_recomputes():
     assert SPEC.dated_keys == "pipelines.libraries.enrich:permits_lapsed"
     assert load_library_spec("legal_person").references == (("population", "legal_representative_id"),)
+    # the derived libraries built incrementally name their touched keys and reference every upstream
+    for name in ("credit_record", "credit_rating", "e_licence"):
+        derived = load_library_spec(name)
+        assert derived.touched_keys and {n for n, _ in derived.references} == set(derived.depends_on)
+    assert load_library_spec("address").touched_keys is None
+
+
+def test_an_incremental_derived_library_must_reference_every_upstream(tmp_path):
+    import shutil
+
+    import pytest
+
+    from pipelines.library_specs import LibrarySpecError
+    from pipelines.settings import PROJECT_ROOT
+
+    spec = PROJECT_ROOT / "schemas" / "libraries" / "e_licence.yaml"
+    text = spec.read_text(encoding="utf-8").replace("  references: {legal_person: holder_id}\n", "")
+    shutil.copytree(PROJECT_ROOT / "schemas", tmp_path / "schemas")
+    (tmp_path / "schemas" / "libraries" / "e_licence.yaml").write_text(text, encoding="utf-8")
+    settings = dataclasses.replace(get_settings(), schemas_dir=tmp_path / "schemas")
+    with pytest.raises(LibrarySpecError, match="incremental.references: every library of depends_on needs one"):
+        load_library_spec("e_licence", settings)
 
 
 def test_a_delivery_replaced_with_recorded_changes_keeps_the_build_incremental():
@@ -127,5 +155,7 @@ def test_a_library_with_nothing_new_to_read_is_left_as_it_is():
     rating = load_library_spec("credit_rating")
     assert rating.reads_date
     rated = dataclasses.replace(state(loads={f: ["x"] for f in spec_feeds(rating)}), library="credit_rating")
+    # a new day alone: the grades a rule reads the date for are computed again (credit_rating_touched)
     assert plan_build(rating, dataclasses.replace(rated, as_of="2026-12-03"), rated, True, False,
-                      changed_upstream=[]).mode == "full"
+                      changed_upstream=[]).mode == "incremental"
+    assert plan_build(rating, rated, rated, True, False, changed_upstream=[]).mode == "unchanged"
