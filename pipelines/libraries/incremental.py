@@ -377,18 +377,26 @@ def logged_key_changes(spark, name: str, before: int, settings: Settings, includ
     return kept.select(F.col("key").alias("_key")).distinct()
 
 
+def _current_keys_then_and_now(spark, name: str, key: str, before: int | None, settings: Settings):
+    """(keys current in ``base.<name>`` now, at version ``before`` or None), as ``_key``."""
+    from pyspark.sql import functions as F
+
+    path = settings.lake_path("base", name)
+
+    def current(reader):
+        return reader.load(path).where("is_current").select(F.col(key).alias("_key"))
+
+    now = current(spark.read.format("delta"))
+    return now, (None if before is None else current(spark.read.format("delta").option("versionAsOf", before)))
+
+
 def compared_key_changes(spark, name: str, key: str, before: int | None, settings: Settings):
     """Keys current in ``base.<name>`` at version ``before`` or now, not both
     (appeared or left), as ``_key``, by comparing the two versions (two
     scans of the table); every current key without ``before``."""
-    from pyspark.sql import functions as F
-
-    path = settings.lake_path("base", name)
-    now = spark.read.format("delta").load(path).where("is_current").select(F.col(key).alias("_key"))
-    if before is None:
+    now, then = _current_keys_then_and_now(spark, name, key, before, settings)
+    if then is None:
         return now
-    then = (spark.read.format("delta").option("versionAsOf", before).load(path).where("is_current")
-            .select(F.col(key).alias("_key")))
     return now.join(then, "_key", "left_anti").unionByName(then.join(now, "_key", "left_anti"))
 
 
@@ -410,18 +418,11 @@ def changed_upstream_keys(spark, name: str, key: str, before: int | None, settin
     write that was not a merge), every key current at ``before`` or now, so
     that a key which left is among them (recomputing more keys gives the
     same records). ``upstream_problems`` has made sure ``before`` is readable."""
-    from pyspark.sql import functions as F
-
     logged = logged_key_changes(spark, name, before, settings, include_changed=True) if before is not None else None
     if logged is not None:
         return logged
-    path = settings.lake_path("base", name)
-    now = spark.read.format("delta").load(path).where("is_current").select(F.col(key).alias("_key"))
-    if before is None:
-        return now
-    then = (spark.read.format("delta").option("versionAsOf", before).load(path).where("is_current")
-            .select(F.col(key).alias("_key")))
-    return now.unionByName(then).distinct()
+    now, then = _current_keys_then_and_now(spark, name, key, before, settings)
+    return now if then is None else now.unionByName(then).distinct()
 
 
 # above this many touched keys a join of them with a table is left to Spark's
