@@ -76,15 +76,18 @@ def _json_only_on_stdout() -> None:
 
     Why: a JVM started by the command (Spark) inherits file descriptor 1, and
     Delta's VACUUM prints "Deleted N files and directories ..." on it with
-    ``println``, which no Python setting can silence. So the real stdout is
-    kept on a new descriptor for Python's ``sys.stdout`` (the JSON), and
-    descriptor 1 is pointed at stderr before anything starts: whatever a
-    library or child process writes there lands with the logs.
+    ``println``, which no Python setting can silence; Airflow's task logs go
+    to ``sys.stdout``. So the real stdout is kept on a new descriptor that
+    only ``emit_json`` writes to, and descriptor 1 (``sys.stdout`` too) is
+    pointed at stderr before anything starts: whatever else is printed lands
+    with the logs.
     """
+    from pipelines.cli import common
+
     sys.stdout.flush()
     json_fd = os.dup(1)
     os.dup2(2, 1)
-    sys.stdout = os.fdopen(json_fd, "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors)
+    common.json_stream = os.fdopen(json_fd, "w", encoding="utf-8")
 
 
 def run() -> None:

@@ -20,8 +20,18 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 
 
+# With ``--json``, the real stdout, kept by ``pipelines.cli.run`` for the JSON
+# alone (descriptor 1 then points at stderr); None in-process (``CliRunner``).
+json_stream = None
+
+
 def emit_json(data) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    text = json.dumps(data, ensure_ascii=False, indent=2, default=str)
+    if json_stream is None:
+        click.echo(text)
+        return
+    json_stream.write(text + "\n")
+    json_stream.flush()
 
 
 def table(title: str, columns: list[str], rows: list[list], justify_right: set[str] = frozenset()) -> Table:
