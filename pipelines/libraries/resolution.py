@@ -273,12 +273,14 @@ def candidate_keys(spark, spec: LibrarySpec, settings: Settings, blocks=None,
     return rows.select("candidate_key", "name_key", "birth", "town_code", "rep_key").distinct()
 
 
-def match_unkeyed(unkeyed, candidates, profile: str):
+def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     """Link each unkeyed record to at most one candidate key. Pure.
 
     ``unkeyed``: ``_record_id`` plus the comparison attributes. Returns
     (links: ``_record_id, key, method, score``; reviews: ``_record_id, reason,
-    candidate_keys``)."""
+    candidate_keys``). Both come from one comparison of every record with its
+    block's candidates; ``materialise`` (e.g. a checkpoint) is applied to it,
+    so a caller that uses both does not compare twice."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -308,6 +310,7 @@ def match_unkeyed(unkeyed, candidates, profile: str):
         F.max_by("candidate_key", "score").alias("key"),
         F.max_by("contradicts", "score").alias("best_contradicts"),
         F.slice(F.sort_array(F.collect_list("candidate_key")), 1, 10).alias("candidate_keys"))
+    summary = materialise(summary) if materialise is not None else summary
     method = F.lit(f"{profile}:" + "+".join(block + ["score"]))
     # one best candidate that no compared attribute contradicts: an agreeing
     # town does not outweigh a disagreeing representative
@@ -413,7 +416,8 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     candidates = candidate_keys(spark, spec, settings, blocks, live, fresh_candidates)
     if candidates is None:
         return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL), disagreements
-    links, reviews = match_unkeyed(unkeyed, candidates.localCheckpoint(), resolution.profile)
+    links, reviews = match_unkeyed(unkeyed, candidates.localCheckpoint(), resolution.profile,
+                                   materialise=lambda frame: frame.localCheckpoint())
     lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
     matched = unkeyed.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score").localCheckpoint()
     record = F.create_map(*[x for name in ("name_key", "birth", "town_code", "rep_key", "delivered_key")

@@ -157,7 +157,8 @@ def resources_from_contracts(contracts: dict[str, Contract] | None = None) -> di
 
 PLATFORM_BUREAU = "dsj"            # 市政务服务数据管理局 curates the base libraries
 HISTORY_COLUMNS = (
-    ("record_hash", "code", "SHA-256 of the record's attributes (not provenance): a new version only when it changes"),
+    ("record_hash", "integer", "64-bit hash (xxhash64) of the record's attributes (not provenance): a new version "
+                               "only when it changes"),
     ("valid_from", "timestamp", "the build that opened this version"),
     ("valid_to", "timestamp", "the build that closed this version; null while current"),
     ("is_current", "boolean", "true for the current version of the record"))

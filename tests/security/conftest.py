@@ -54,7 +54,7 @@ def population_rows() -> list[dict]:
     rows = []
     built = datetime(2026, 11, 1)
     for person in people:
-        row = dict(person, ethnicity=ETHNICITY, is_known_to_authority=True, record_hash="h" * 64,
+        row = dict(person, ethnicity=ETHNICITY, is_known_to_authority=True, record_hash=0x5EED,
                    valid_from=built, valid_to=None, is_current=True)
         for name, value in list(person.items()):
             if name not in ("person_id", "known_to", "town_code", "is_deceased") and value is not None:

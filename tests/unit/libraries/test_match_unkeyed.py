@@ -14,10 +14,10 @@ NANCHENG, DONGCHENG = "441900004", "441900003"
 D1, D2, D3 = date(1990, 1, 1), date(1985, 5, 5), date(1970, 7, 7)
 
 
-def run(spark, unkeyed_rows, candidate_rows, profile):
+def run(spark, unkeyed_rows, candidate_rows, profile, materialise=None):
     unkeyed = spark.createDataFrame(unkeyed_rows, f"_record_id string, {FIELDS}")
     candidates = spark.createDataFrame(candidate_rows, f"candidate_key string, {FIELDS}")
-    links, reviews = match_unkeyed(unkeyed, candidates, profile)
+    links, reviews = match_unkeyed(unkeyed, candidates, profile, materialise)
     return ({r["_record_id"]: r.asDict() for r in links.collect()},
             {r["_record_id"]: r.asDict() for r in reviews.collect()})
 
@@ -39,7 +39,8 @@ def persons(spark):
         ("K5", "王五", D3, DONGCHENG, None),
         ("K7", "王五", D1, NANCHENG, None),           # another birth date: not a candidate for "contradicts"
     ]
-    return run(spark, unkeyed, candidates, "person")
+    # checkpointed once between the comparison and the split, as resolve_records does
+    return run(spark, unkeyed, candidates, "person", materialise=lambda frame: frame.localCheckpoint())
 
 
 def test_exactly_one_best_candidate_links(persons):
