@@ -247,6 +247,9 @@ def _enable_deletion_vectors(spark, path: str) -> None:
 # per change. It was SHA-256 in hex: 64 random characters a row that no
 # codec compresses, half of base.population's bytes, which every MERGE reads.
 RECORD_HASH = "record_hash"
+# the userMetadata of a rehash commit: no attribute changes, so readers of the
+# table's changes skip it (``incremental.versions_changing_rows``)
+REHASHED = "govlake: record_hash recomputed as xxhash64"
 
 
 def record_hash(attributes: list[str]):
@@ -278,7 +281,7 @@ def rehash_older_table(spark, path: str, key: str, unversioned: tuple[str, ...] 
     table = spark.read.format("delta").load(path)
     (table.withColumn(RECORD_HASH, record_hash(versioned_attributes(table.columns, key, unversioned)))
      .write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-     .option("userMetadata", "govlake: record_hash recomputed as xxhash64").save(path))
+     .option("userMetadata", REHASHED).save(path))
     return True
 
 

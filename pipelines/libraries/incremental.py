@@ -50,6 +50,7 @@ from pipelines.contracts import get_contract
 from pipelines.lake.changes import change_rows
 from pipelines.lake.delta import delta_version
 from pipelines.lake.upkeep import CLUSTERED
+from pipelines.libraries.golden import REHASHED
 from pipelines.library_specs import LibrarySpec, load_library_spec, spec_function
 from pipelines.settings import PROJECT_ROOT, Settings
 
@@ -186,8 +187,10 @@ def unfinished(state: BuildState, previous: BuildState | None) -> BuildState:
 
 def versions_changing_rows(path: str, version: int) -> list[int]:
     """The commits after ``version`` of the Delta table at ``path`` that
-    changed rows. A MERGE that inserted, updated and deleted nothing and
-    upkeep (OPTIMIZE, VACUUM, clustering) do not count."""
+    changed rows. A MERGE that inserted, updated and deleted nothing,
+    upkeep (OPTIMIZE, VACUUM, clustering), table properties (deletion
+    vectors turned on) and the one-off rehash of an older table
+    (``golden.rehash_older_table``) do not count."""
     from deltalake import DeltaTable
 
     quiet = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
@@ -196,9 +199,9 @@ def versions_changing_rows(path: str, version: int) -> list[int]:
         if commit.get("version", 0) <= version:
             break
         operation, metrics = commit.get("operation", ""), commit.get("operationMetrics") or {}
-        if operation in ("OPTIMIZE", "VACUUM START", "VACUUM END"):
+        if operation in ("OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"):
             continue
-        if str(commit.get("userMetadata") or "").startswith(CLUSTERED):
+        if str(commit.get("userMetadata") or "").startswith((CLUSTERED, REHASHED)):
             continue
         if operation != "MERGE" or any(int(metrics.get(name, 0)) for name in quiet):
             changing.append(commit["version"])

@@ -38,7 +38,8 @@ SECURITY_PORT = 18446
 
 
 def _spark_type(kind: str) -> str:
-    return {"date": "date", "timestamp": "timestamp", "boolean": "boolean", "array": "array<string>"}.get(kind, "string")
+    return {"date": "date", "timestamp": "timestamp", "boolean": "boolean", "array": "array<string>",
+            "integer": "bigint"}.get(kind, "string")
 
 
 def population_rows() -> list[dict]:

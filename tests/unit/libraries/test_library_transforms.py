@@ -125,23 +125,37 @@ def test_the_record_hash_tells_a_value_moved_to_another_column_and_older_tables_
     assert moved.select(record_hash(["hukou_town", "residence_town"])).first()[0] == first
 
     path = str(tmp_path / "gold")
-    schema = "person_id string, full_name string, full_name_source string, full_name_load_id string"
-    rows = [("A", "张三", "psb.hukou", "l1"), ("B", "李四", "psb.hukou", "l1")]
-    older = spark.createDataFrame(rows, schema).select(
-        "*", F.sha2(F.to_json(F.struct("full_name", "full_name_source")), 256).alias("record_hash"),
-        F.lit(datetime(2026, 11, 1)).alias("valid_from"), F.lit(None).cast("timestamp").alias("valid_to"),
-        F.lit(True).alias("is_current"))
-    older.write.format("delta").save(path)
-    same = merge_with_history(spark, spark.createDataFrame(rows, schema), path, "person_id", datetime(2026, 11, 2))
+    # rated_on is unversioned: a record with only another date is the same version
+    schema = ("person_id string, full_name string, full_name_source string, full_name_load_id string, "
+              "rated_on date")
+    rows = [("A", "张三", "psb.hukou", "l1", date(2026, 11, 1)), ("B", "李四", "psb.hukou", "l1", date(2026, 11, 1))]
+    past = [("A", "张山", "psb.hukou", "l0", date(2026, 10, 1))]     # A's closed version: history is kept
+
+    def stored(data, current, valid_to):
+        return spark.createDataFrame(data, schema).select(
+            "*", F.sha2(F.to_json(F.struct("full_name", "full_name_source")), 256).alias("record_hash"),
+            F.lit(datetime(2026, 10, 1) if not current else datetime(2026, 11, 1)).alias("valid_from"),
+            F.lit(valid_to).cast("timestamp").alias("valid_to"), F.lit(current).alias("is_current"))
+
+    stored(rows, True, None).unionByName(stored(past, False, datetime(2026, 11, 1))).write.format("delta").save(path)
+    again = [row[:4] + (date(2026, 11, 2),) for row in rows]
+    same = merge_with_history(spark, spark.createDataFrame(again, schema), path, "person_id", datetime(2026, 11, 2),
+                              unversioned=("rated_on",))
     assert same == {"inserted": 0, "changed": 0, "unchanged": 2, "removed": 0}
     table = spark.read.format("delta").load(path)
-    assert dict(table.dtypes)["record_hash"] == "bigint" and table.count() == 2
+    assert dict(table.dtypes)["record_hash"] == "bigint"
+    assert sorted((r["person_id"], r["full_name"], r["is_current"]) for r in table.collect()) == [
+        ("A", "张三", True), ("A", "张山", False), ("B", "李四", True)]
     # the rehash (and turning deletion vectors on) are the commits: the merge wrote nothing
     assert "MERGE" not in [c["operation"] for c in DeltaTable(path).history()]
     touched = spark.createDataFrame([("A",)], "_key string")
-    changed = merge_with_history(spark, spark.createDataFrame([("A", "张叁", "psb.hukou", "l2")], schema), path,
-                                 "person_id", datetime(2026, 11, 3), touched=touched)
+    changed = merge_with_history(spark, spark.createDataFrame([("A", "张叁", "psb.hukou", "l2", None)], schema), path,
+                                 "person_id", datetime(2026, 11, 3), unversioned=("rated_on",), touched=touched)
     assert changed == {"inserted": 0, "changed": 1, "unchanged": 1, "removed": 0}
+    # readers of the table's changes see the merge, not the rehash
+    from pipelines.libraries.incremental import versions_changing_rows
+
+    assert versions_changing_rows(path, 0) == [DeltaTable(path).version()]
 
 
 def test_each_merge_logs_the_keys_it_opened_changed_and_closed(spark, tmp_path):

@@ -67,6 +67,19 @@ def test_a_contradicting_attribute_goes_to_review(persons):
     assert reviews["contradicts"]["candidate_keys"] == ["K5"]
 
 
+def test_links_and_reviews_both_come_from_the_one_materialised_comparison(spark):
+    """``materialise`` is applied once, to the comparison both outputs are
+    cut from: a comparison it drops a record from is missing from the links
+    and the record is reviewed as without candidate."""
+    unkeyed = [("best", "张三", D1, NANCHENG, None), ("tie", "李四", D2, None, None)]
+    candidates = [("K1", "张三", D1, NANCHENG, None), ("K3", "李四", D2, None, None), ("K4", "李四", D2, None, None)]
+    links, reviews = run(spark, unkeyed, candidates, "person",
+                         materialise=lambda frame: frame.where("_record_id != 'best'"))
+    assert links == {}
+    assert reviews["best"]["reason"] == "no candidate with the same name_key and birth"
+    assert reviews["tie"]["reason"] == "ambiguous: several candidates score the same"
+
+
 def test_records_without_a_candidate_say_why(persons):
     _, reviews = persons
     assert reviews["other_birth"]["reason"] == "no candidate with the same name_key and birth"
