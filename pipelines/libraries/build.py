@@ -64,15 +64,16 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
         return spec_function(spec.build)(spark, settings, spec, now.date(), live), None, None, None
     frames = read_silver_sources(spark, spec, settings, state.loads if state is not None else None)
     resolution = disagreements = touched = None
+    incremental = plan is not None and plan.incremental
+    links_before = read_links(spark, spec.library, settings) if incremental and spec.resolution else None
     if spec.resolution:
-
-        frames, links, reviews, disagreements = resolve_records(spark, spec, frames, settings,
-                                                                state.loads if state is not None else None, full)
+        frames, links, reviews, disagreements = resolve_records(
+            spark, spec, frames, settings, state.loads if state is not None else None, full,
+            plan if incremental else None, state, links_before)
         # checkpoints cut the plans short: Spark's cache lookup canonicalises a
         # whole plan, which costs minutes on these many-join plans
         resolution = (links.localCheckpoint(), reviews.localCheckpoint())
-    if plan is not None and plan.incremental:
-        links_before = read_links(spark, spec.library, settings) if spec.resolution else None
+    if incremental:
         touched = touched_keys(spark, spec, frames, plan, state, links_before,
                                resolution[0] if resolution else None, settings, disagreements).localCheckpoint()
         frames = restrict(spec, frames, touched)

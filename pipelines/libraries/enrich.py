@@ -113,8 +113,15 @@ def legal_person(spark, records, frames: dict, settings: Settings, as_of: date):
         records = records.withColumn("insured_employees", F.lit(None).cast("long"))
     population_path = settings.lake_path("base", "population")
     if delta_exists(spark, population_path):
+        # the representatives' IDs first cut base.population's current persons (a semi-join Spark can
+        # broadcast on a day's few thousand entities), so the persons are not shuffled for the join
+        records = records.localCheckpoint()
+        wanted = (records.where(F.col("legal_representative_id").isNotNull())
+                  .select(F.col("legal_representative_id").alias("_rep_id")).distinct())
         persons = (spark.read.format("delta").load(population_path).where("is_current")
-                   .select(F.col("person_id").alias("_rep_id"), F.lit(True).alias("_rep_found")))
+                   .select(F.col("person_id").alias("_rep_id"))
+                   .join(wanted, "_rep_id", "left_semi")
+                   .select("_rep_id", F.lit(True).alias("_rep_found")))
         records = (records.join(persons, records["legal_representative_id"] == persons["_rep_id"], "left")
                    .withColumn("legal_representative_found", F.coalesce("_rep_found", F.lit(False)))
                    .drop("_rep_id", "_rep_found"))

@@ -5,9 +5,11 @@ key (``golden.latest_per_key``), so a build after day k's deliveries needs
 the keys those deliveries carry, plus the keys whose record changes for
 other reasons:
 
-- entity resolution: resolution runs over every quarantined row as before
-  (a new key can make an old unkeyed row linkable, or ambiguous); the keys
-  of every link that differs from the last build's are touched;
+- entity resolution: a new key can make an earlier unkeyed record
+  linkable, or ambiguous. Resolution matches the records that can have a
+  new result (``resolution.resolve_records``: new loads' records and those
+  in a block whose candidates changed); the keys of every link that
+  differs from the last build's are touched;
 - the date alone (``incremental.dated`` in the spec): e.g. a residence
   permit that lapsed since the last build changes ``is_deceased``;
 - a library of ``depends_on`` (``incremental.references``): the keys that

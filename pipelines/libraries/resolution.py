@@ -149,6 +149,99 @@ def rescued_rows(quarantined, feed: str, settings: Settings):
     return quarantined.sparkSession.createDataFrame(pa.table(out))
 
 
+def rescued_path(library: str, alias: str, settings: Settings, digest: str) -> str:
+    """``<lake>/state/rescued/<library>/<build digest>/<alias>``: the rows
+    depend on the contract and the ingest rules, both in the digest."""
+    return settings.lake_path("state", "rescued", library, digest, alias)
+
+
+def _drop_other_digests(spark, settings: Settings, kind: str, library: str, digest: str) -> None:
+    """Delete ``<lake>/state/<kind>/<library>/<other digest>``: tables of an
+    earlier spec or code are dead. Each is renamed first, so none is ever half there."""
+    import shutil
+
+    if not settings.lake_is_local:
+        return
+    folder = settings.local_lake_path("state", kind, library)
+    for old in folder.iterdir() if folder.exists() else []:
+        if old.name != digest:
+            doomed = old if old.name.endswith(".deleted") else old.rename(old.with_name(old.name + ".deleted"))
+            shutil.rmtree(doomed, ignore_errors=True)
+
+
+def maintained_rescued(spark, spec: LibrarySpec, alias: str, settings: Settings,
+                       live: dict[str, list[str]] | None = None, fresh: bool = False):
+    """The rescued quarantined rows (``rescued_rows``, with ``_record_id``)
+    of every live load of source ``alias``'s feed, from a table kept per
+    load; and the loads rescued by this call. (None, set()) when the feed has
+    no live load.
+
+    Re-standardising every live load's quarantined rows through Arrow on
+    every build was the largest part of a day's resolution at city scale
+    (about 33 s of base.population's daily build at scale 1.0, for a few dozen
+    new rows). Each load's rows are rescued once, when a build first sees it
+    live, and appended with a marker row (``_row_number`` null) so that a
+    load without quarantined rows is known as done; a load no longer live is
+    deleted. The read is pinned to the version this call left. ``fresh``
+    (``build --full``): every live load is rescued again, replacing the table."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from pipelines.lake.tables import QUARANTINE_DDL
+    from pipelines.libraries.incremental import build_digest
+
+    feed = spec.sources[alias].feed
+    live = live if live is not None else live_load_ids(spark, settings)
+    wanted = sorted(live.get(feed, []))
+    if not wanted:
+        return None, set()
+    digest = build_digest(spec, settings)
+    path = rescued_path(spec.library, alias, settings, digest)
+    exists = delta_exists(spark, path)
+    have = ({row[0] for row in spark.read.format("delta").load(path).select("_load_id").distinct().collect()}
+            if exists and not fresh else set())
+    missing = sorted(set(wanted) - have)
+    if missing:
+        quarantined = (quarantined_rows(spark, [feed], settings, {feed: missing})
+                       or spark.createDataFrame([], QUARANTINE_DDL))
+        rows = rescued_rows(quarantined, feed, settings).withColumn(
+            "_record_id", F.concat_ws(":", F.lit(alias), "_load_id", F.col("_row_number").cast("string")))
+        markers = spark.createDataFrame([(load,) for load in missing], "_load_id string")
+        (rows.unionByName(markers, allowMissingColumns=True).write.format("delta")
+         .mode("overwrite" if fresh or not exists else "append")
+         .option("userMetadata", f"govlake rescued rows of {len(missing)} loads").save(path))
+    gone = sorted(have - set(wanted))
+    if gone:
+        DeltaTable.forPath(spark, path).delete(F.col("_load_id").isin(*gone))
+    _drop_other_digests(spark, settings, "rescued", spec.library, digest)
+    version = delta_version(spark, path)
+    rescued = (spark.read.format("delta").option("versionAsOf", version).load(path)
+               .where(F.col("_row_number").isNotNull() & F.col("_load_id").isin(*wanted)))
+    return rescued, set(missing)
+
+
+def changed_blocks(spark, spec: LibrarySpec, plan, state, settings: Settings):
+    """The name keys (``name_key``) whose candidates may differ from those the
+    last build matched against, for an incremental ``plan``: the names of
+    the candidate feeds' rows it has to look at (``incremental.new_rows``:
+    new loads' rows and both sides of a replacing load's changes). A record
+    is only compared with candidates of its own name (``match_unkeyed``), so
+    an earlier record whose name is not among these keeps its last result."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.incremental import new_rows
+
+    parts = []
+    for feed, mapping in sorted(spec.resolution.candidates.items()):
+        rows = new_rows(spark, feed, plan, state, settings)
+        if rows is not None:
+            parts.append(rows.where(F.col(mapping["key"]).isNotNull()).select(
+                normalise_for_matching(F.col(mapping["name"]).cast("string")).alias("name_key")))
+    if not parts:
+        return spark.createDataFrame([], "name_key string")
+    return reduce(lambda a, b: a.unionByName(b), parts).where(F.col("name_key").isNotNull()).distinct()
+
+
 def _fields(frame, mapping: dict, profile: str, key_expr):
     """The attributes records are compared on: ``name_key``, ``birth``,
     ``town_code``, ``rep_key``."""
@@ -205,8 +298,6 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
     no longer live (a snapshot or a correction replaced it) is deleted. The
     read is pinned to the version this build left. ``fresh`` (``build
     --full``): every live load is normalised again, replacing the table."""
-    import shutil
-
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
@@ -240,37 +331,27 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
     gone = sorted(have - wanted.keys())
     if gone:
         DeltaTable.forPath(spark, path).delete(F.col("_load_id").isin(*gone))
-    if settings.lake_is_local:
-        # tables of an earlier spec or code are dead: each is renamed first, so none is ever half there
-        for old in settings.local_lake_path("state", "candidates", spec.library).iterdir():
-            if old.name != digest:
-                doomed = old if old.name.endswith(".deleted") else old.rename(old.with_name(old.name + ".deleted"))
-                shutil.rmtree(doomed, ignore_errors=True)
+    _drop_other_digests(spark, settings, "candidates", spec.library, digest)
     version = delta_version(spark, path)
     return (spark.read.format("delta").option("versionAsOf", version).load(path)
             .where(F.col("name_key").isNotNull() & F.col("_load_id").isin(*sorted(wanted))))
 
 
-def candidate_keys(spark, spec: LibrarySpec, settings: Settings, blocks=None,
-                   live: dict[str, list[str]] | None = None, fresh: bool = False):
-    """Every validated key the city knows for this library, with its comparison
-    attributes (one row per key and distinct attribute combination), or None.
+def candidate_keys(rows, blocks):
+    """Every validated key the city knows for this library, with its
+    comparison attributes (one row per key and distinct attribute
+    combination), from the maintained candidate ``rows``
+    (``maintained_candidates``). Pure.
 
-    ``blocks`` (column ``name_key``): the names the unkeyed records carry;
+    ``blocks`` (column ``name_key``): the names the records to match carry;
     only candidates with one of them are kept, before the distinct. A record
     is only ever compared with candidates of its own name, so the result of
     matching is the same, and the shuffle is of a few thousand rows instead
-    of every row of the candidate feeds (10M+ at city scale). ``live``: the
-    live loads per feed (default: as the manifest says now); ``fresh``:
-    normalise them all again (``maintained_candidates``)."""
+    of every row of the candidate feeds (10M+ at city scale)."""
     from pyspark.sql import functions as F
 
-    rows = maintained_candidates(spark, spec, settings, live, fresh)
-    if rows is None:
-        return None
-    if blocks is not None:
-        rows = rows.join(F.broadcast(blocks), "name_key", "left_semi")
-    return rows.select("candidate_key", "name_key", "birth", "town_code", "rep_key").distinct()
+    return (rows.join(F.broadcast(blocks), "name_key", "left_semi")
+            .select("candidate_key", "name_key", "birth", "town_code", "rep_key").distinct())
 
 
 def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
@@ -368,13 +449,23 @@ def id_disagreements(spec: LibrarySpec, alias: str, rescued):
 
 
 def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
-                    live: dict[str, list[str]] | None = None, fresh_candidates: bool = False):
+                    live: dict[str, list[str]] | None = None, fresh_candidates: bool = False,
+                    plan=None, state=None, links_before=None):
     """Add the resolvable quarantined rows of the ``rescue`` sources to
     ``frames`` (by source alias). Returns (frames, links, reviews,
     disagreements): ``disagreements`` are the rescued rows' values that
     contradicted their own ID number (``id_disagreements``), or None.
-    ``fresh_candidates`` (``build --full``): the candidates are normalised
-    again from every live load, not read from their maintained table.
+    ``fresh_candidates`` (``build --full``): the candidates and rescued rows
+    are made again from every live load, not read from their maintained tables.
+
+    With an incremental ``plan`` (and its ``state`` and ``links_before``, the
+    library's entity links as the last build left them), only the unkeyed
+    records that can have a new result are matched: those of the plan's new
+    loads, those whose name is in a changed block (``changed_blocks``) and
+    any without a result from the last build. Every other one keeps its
+    link or open review (with the review's ``found_at``); the result is the
+    same as matching them all, since a record is only compared with the
+    candidates of its own name.
 
     Checkpointed at the few points that are reused: on small deliveries a
     Spark action costs seconds whatever its size, so there are few of them."""
@@ -382,19 +473,16 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
 
     resolution = spec.resolution
     out = dict(frames)
-    feeds = sorted({spec.sources[alias].feed for alias in resolution.rescue})
-    quarantined = quarantined_rows(spark, feeds, settings, live)
-    if quarantined is None:
-        return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL), None
-    quarantined = quarantined.localCheckpoint()
-    rescued_by_alias, unkeyed_parts, links_parts, disagreement_parts = {}, [], [], []
+    rescued_by_alias = {}
     for alias in resolution.rescue:
+        rescued, _ = maintained_rescued(spark, spec, alias, settings, live, fresh_candidates)
+        if rescued is not None:
+            rescued_by_alias[alias] = rescued.localCheckpoint()
+    if not rescued_by_alias:
+        return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL), None
+    unkeyed_parts, links_parts, disagreement_parts = [], [], []
+    for alias, rescued in rescued_by_alias.items():
         source = spec.sources[alias]
-        rescued = (rescued_rows(quarantined, source.feed, settings)
-                   .withColumn("_record_id", F.concat_ws(":", F.lit(alias), "_load_id",
-                                                         F.col("_row_number").cast("string")))
-                   .localCheckpoint())
-        rescued_by_alias[alias] = rescued
         found = id_disagreements(spec, alias, rescued)
         if found is not None:
             disagreement_parts.append(found)
@@ -412,19 +500,34 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     # several per (subject, attribute, other feed) are reduced in order by the build (build.current_records)
     disagreements = reduce(lambda a, b: a.unionByName(b), disagreement_parts) if disagreement_parts else None
     unkeyed = reduce(lambda a, b: a.unionByName(b), unkeyed_parts).localCheckpoint()
-    blocks = unkeyed.where(F.col("name_key").isNotNull()).select("name_key").distinct().localCheckpoint()
-    candidates = candidate_keys(spark, spec, settings, blocks, live, fresh_candidates)
-    if candidates is None:
-        return out, spark.createDataFrame([], LINKS_DDL), spark.createDataFrame([], REVIEW_DDL), disagreements
-    links, reviews = match_unkeyed(unkeyed, candidates.localCheckpoint(), resolution.profile,
-                                   materialise=lambda frame: frame.localCheckpoint())
     lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
-    matched = unkeyed.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score").localCheckpoint()
-    record = F.create_map(*[x for name in ("name_key", "birth", "town_code", "rep_key", "delivered_key")
-                            for x in (F.lit(name), F.col(name).cast("string"))])
-    review_rows = unkeyed.join(reviews, "_record_id").select(
-        *lineage, "reason", record.alias("record"), "candidate_keys", F.lit("open").alias("status"),
-        F.current_timestamp().alias("found_at"))
+    kept_links = kept_reviews = None
+    to_match = unkeyed
+    if plan is not None:
+        to_match, kept_links, kept_reviews = _split_by_last_result(
+            spark, spec, unkeyed, plan, state, links_before, settings)
+    # the candidate table is kept up to date on every build, whether or not a record is matched now
+    candidates = maintained_candidates(spark, spec, settings, live, fresh_candidates)
+    matched_now = review_now = None
+    if to_match.limit(1).count():
+        blocks = to_match.where(F.col("name_key").isNotNull()).select("name_key").distinct().localCheckpoint()
+        candidates = (candidate_keys(candidates, blocks) if candidates is not None
+                      else spark.createDataFrame([], "candidate_key string, name_key string, birth date, "
+                                                      "town_code string, rep_key string"))
+        links, reviews = match_unkeyed(to_match, candidates.localCheckpoint(), resolution.profile,
+                                       materialise=lambda frame: frame.localCheckpoint())
+        matched_now = to_match.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score")
+        record = F.create_map(*[x for name in ("name_key", "birth", "town_code", "rep_key", "delivered_key")
+                                for x in (F.lit(name), F.col(name).cast("string"))])
+        review_now = to_match.join(reviews, "_record_id").select(
+            *lineage, "reason", record.alias("record"), "candidate_keys", F.lit("open").alias("status"),
+            F.current_timestamp().alias("found_at"))
+    matched_parts = [frame for frame in (matched_now, kept_links) if frame is not None]
+    review_parts = [frame for frame in (review_now, kept_reviews) if frame is not None]
+    matched = (reduce(lambda a, b: a.unionByName(b), matched_parts) if matched_parts else
+               spark.createDataFrame([], "_record_id string, " + LINKS_DDL)).localCheckpoint()
+    review_rows = (reduce(lambda a, b: a.unionByName(b), review_parts) if review_parts
+                   else spark.createDataFrame([], REVIEW_DDL))
     for alias, rescued in rescued_by_alias.items():
         source = spec.sources[alias]
         mine = matched.where(F.col("source_alias") == alias).select("_record_id", F.col("key").alias("_matched_key"))
@@ -432,11 +535,43 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
                     .withColumn(source.key, F.coalesce(F.col(source.key), F.col("_matched_key")))
                     .where(F.col(source.key).isNotNull()))
         columns = frames[alias].columns if alias in frames else [
-            c for c in rescued.columns if not c.startswith("_raw_") and c != "_id_disagreements"]
+            c for c in rescued.columns if not c.startswith("_raw_") and c not in ("_id_disagreements", "_record_id")]
         resolved = resolved.select(*[F.col(c) if c in resolved.columns else F.lit(None).alias(c) for c in columns])
         out[alias] = out[alias].unionByName(resolved) if alias in out else resolved
     links = reduce(lambda a, b: a.unionByName(b), links_parts + [matched.drop("_record_id")])
     return out, links, review_rows, disagreements
+
+
+def _split_by_last_result(spark, spec: LibrarySpec, unkeyed, plan, state, links_before, settings: Settings):
+    """For an incremental build: (the unkeyed records to match now, the
+    others' links and their open reviews as the last build left them). See
+    ``resolve_records``."""
+    from pyspark.sql import functions as F
+
+    lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
+    record_id = F.concat_ws(":", "source_alias", "_load_id", F.col("_row_number").cast("string")).alias("_record_id")
+    links = (links_before.where(F.col("method") != "key").select(record_id, "key", "method", "score")
+             if links_before is not None else spark.createDataFrame([], "_record_id string, key string, "
+                                                                        "method string, score int"))
+    reviews = read_reviews(spark, spec.library, settings)
+    reviews = (reviews.select(record_id, "reason", "record", "candidate_keys", "status", "found_at")
+               if reviews is not None else None)
+    known = links.select("_record_id")
+    if reviews is not None:
+        known = known.unionByName(reviews.select("_record_id"))
+    blocks = changed_blocks(spark, spec, plan, state, settings)
+    new = F.col("_load_id").isin(*plan.new_loads) if plan.new_loads else F.lit(False)
+    again = (unkeyed.where(new).select("_record_id")
+             .unionByName(unkeyed.join(blocks, "name_key", "left_semi").select("_record_id"))
+             .unionByName(unkeyed.join(known, "_record_id", "left_anti").select("_record_id"))
+             .distinct().localCheckpoint())
+    to_match = unkeyed.join(again, "_record_id", "left_semi").localCheckpoint()
+    rest = unkeyed.join(again, "_record_id", "left_anti").select("_record_id", *lineage)
+    kept_links = rest.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score")
+    kept_reviews = (rest.join(reviews, "_record_id").select(*lineage, "reason", "record", "candidate_keys",
+                                                             "status", "found_at")
+                    if reviews is not None else None)
+    return to_match, kept_links, kept_reviews
 
 
 def write_resolution(spark, library: str, links, reviews, settings: Settings) -> dict:
@@ -450,6 +585,17 @@ def write_resolution(spark, library: str, links, reviews, settings: Settings) ->
          .option("replaceWhere", f"library = '{library}'").save(path))
         counts[name] = spark.read.format("delta").load(path).where(f"library = '{library}'").count()
     return counts
+
+
+def read_reviews(spark, library: str, settings: Settings):
+    """The library's open reviews in governance.match_review as its last
+    build wrote them (a checkpoint: this build replaces them), or None before any."""
+    from pyspark.sql import functions as F
+
+    path = governance_path("match_review", settings)
+    if not delta_exists(spark, path):
+        return None
+    return spark.read.format("delta").load(path).where(F.col("library") == library).localCheckpoint()
 
 
 def read_links(spark, library: str, settings: Settings):

@@ -389,6 +389,34 @@ def _candidates_equal_a_fresh_normalisation(spark, settings, library) -> None:
     assert loads == {load for feed in spec.resolution.candidates for load in live.get(feed, [])}
 
 
+# a person whose first delivery (day 1) carries an ID with a wrong check
+# character and whose valid ID arrives on day 2: the day-1 record waits for
+# review, and day 2's incremental build has to match it again (its block changed)
+LATE_NAME, LATE_BIRTH, LATE_TOWN = "测试晚到", "19310203", "谢岗镇"
+LATE_ID = f"441900{LATE_BIRTH}991"
+LATE_ID += id_check_char(LATE_ID)
+
+
+def _plant_late_candidate(days_root) -> None:
+    """Append the late person's hukou rows to days 1 (bad ID) and 2 (valid ID)."""
+    wrong = LATE_ID[:-1] + ("0" if LATE_ID[-1] != "0" else "1")
+    for day, id_number in ((1, wrong), (2, LATE_ID)):
+        (path,) = (days_root / "days" / str(day) / "psb" / "hukou").glob("*.csv")
+        birth = f"{LATE_BIRTH[:4]}-{LATE_BIRTH[4:6]}-{LATE_BIRTH[6:]}"
+        row = [id_number, LATE_NAME, "男", "汉族", birth, f"东莞市{LATE_TOWN}测试路1号", "199900000001", "户主",
+               birth, "正常"]
+        with path.open("ab") as handle:
+            handle.write((",".join(row) + "\r\n").encode("gb18030"))
+
+
+def _resolution_rows(spark, settings, table: str) -> list[tuple]:
+    """governance.<table> (entity_links, match_review) as sorted tuples, without ``found_at``
+    (an open review keeps the time it was first found; a full build finds it again)."""
+    frame = spark.read.format("delta").load(settings.lake_path("governance", table))
+    columns = sorted(c for c in frame.columns if c != "found_at")
+    return sorted(tuple(str(v) for v in row) for row in frame.select(*columns).collect())
+
+
 def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, city, tmp_path):
     """Issue 15 items 1-2: three days of generated change deliveries (births,
     deaths, moves, new permits, new and dissolved firms; on day 3, 1
@@ -415,6 +443,7 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
     # the month's taxpayer snapshot (day 3 is 1 December) starts from day 0's
     shutil.copytree(root / "deliveries" / "tax", days_root / "deliveries" / "tax")
     summary = generate_days(days_root, INCREMENT_DAYS, scale=0.002, seed=3)
+    _plant_late_candidate(days_root)
     assert all(summary.events[event] >= INCREMENT_DAYS for event in
                ("birth", "death", "move", "new_permit", "new_firm", "dissolved_firm"))
     assert all(summary.events[event] >= 1 for event in
@@ -465,6 +494,18 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
         conflicts = [sorted(tuple(map(str, r)) for r in spark.read.format("delta")
                             .load(lake.lake_path("governance", "conflicts")).collect()) for lake in lakes.values()]
         assert conflicts[0] == conflicts[1]
+        # entity resolution matched only the records that could have a new result, with the same outcome
+        for table in ("entity_links", "match_review"):
+            assert _resolution_rows(spark, lakes["incremental"], table) == _resolution_rows(spark, lakes["full"], table)
+        links, reviews = ([r.asDict() for r in spark.read.format("delta").load(
+            lakes["incremental"].lake_path("governance", table)).where("library = 'population'").collect()]
+            for table in ("entity_links", "match_review"))
+        late_links = [(r["method"], r["score"]) for r in links if r["key"] == LATE_ID]
+        late_reviews = [r["reason"] for r in reviews if (r["record"] or {}).get("name_key") == LATE_NAME]
+        if day == 1:
+            assert not late_links and late_reviews == ["no candidate with the same name_key and birth"]
+        else:       # day 2's valid ID links the day-1 record (day 2's own row is keyed: no link row)
+            assert not late_reviews and late_links == [("person:name_key+birth+score", 1)], (late_reviews, late_links)
         # the persons who appeared or left today, as legal_person read them: population's key-change
         # log covers the day and names exactly the keys comparing the two versions finds
         logged = logged_key_changes(spark, "population", versions_before["population"], lakes["incremental"])
