@@ -621,7 +621,6 @@ def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: 
         raise LookupError(f"no load {load_id} in governance.load_manifest")
     contract = get_contract(event["feed"], settings.schemas_dir)
     pending_path = table_path("pending", contract, settings)
-    silver_path = table_path("silver", contract, settings)
     if event["status"] != "blocked":
         if event["status"] == "loaded" and table_exists(pending_path):
             # an approval that died after recording itself, before clearing pending

@@ -20,12 +20,13 @@ def delta_exists(spark, path: str) -> bool:
 
 
 def delta_version(spark, path: str) -> int | None:
-    """The table's current version, or None if there is no table yet."""
-    from delta.tables import DeltaTable
+    """The table's current version, or None if there is no table yet. Read
+    from the log with delta-rs: a Spark history query is a job of its own."""
+    from deltalake import DeltaTable as LogTable
 
     if not delta_exists(spark, path):
         return None
-    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+    return LogTable(path).version()
 
 
 def read_table(spark, name: str, settings: Settings | None = None):

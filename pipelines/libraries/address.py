@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from pipelines.lake.delta import delta_exists, live_loads_of, read_silver, read_table
+from pipelines.lake.delta import delta_exists, delta_version, live_loads_of, read_silver, read_table
 from pipelines.lake.paths import governance_path
 from pipelines.libraries.columns import fold_digits
 from pipelines.libraries.golden import latest_per_key
@@ -197,7 +197,7 @@ def address_keys_from_lake(spark, settings: Settings, live: list[str] | None = N
     from pipelines.libraries.resolution import live_load_ids
 
     if live is None:
-        live = live_load_ids(spark, settings).get("nr.standard_address", [])
+        live = live_load_ids(settings).get("nr.standard_address", [])
     addresses = read_silver(spark, "nr.standard_address", settings, live)
     if addresses is None:
         return None
@@ -264,7 +264,7 @@ def report_after_build(spark, settings: Settings) -> list[dict]:
 
     from pipelines.libraries.resolution import live_load_ids
 
-    live = live_load_ids(spark, settings)
+    live = live_load_ids(settings)
     standard = sorted(live.get("nr.standard_address", []))
     if not standard or read_silver(spark, "nr.standard_address", settings) is None:
         return []
@@ -273,33 +273,48 @@ def report_after_build(spark, settings: Settings) -> list[dict]:
     paths = {name: settings.lake_path("state", "address_report", name) for name in ("rates", "unmatched")}
     wanted = spark.createDataFrame([(feed, load) for feed, _ in MATCHED_ADDRESS_COLUMNS for load in live.get(feed, [])],
                                    "feed string, load_id string")
-    kept, dropped = {}, False
+    live_pairs = {(feed, load) for feed, _ in MATCHED_ADDRESS_COLUMNS for load in live.get(feed, [])}
+    kept, measured, dropped = {}, set(), False
     for name, path in paths.items():
         if delta_exists(spark, path):
-            cached = spark.read.format("delta").load(path)
-            kept[name] = (cached.where(F.col("signature") == signature)
-                          .join(wanted, ["feed", "load_id"], "left_semi").localCheckpoint())
-            dropped = dropped or kept[name].count() < cached.count()
-    measured = ({(r["feed"], r["load_id"]) for r in kept["rates"].select("feed", "load_id").collect()}
-                if "rates" in kept else set())
-    new_rates, new_unmatched, keys = [], [], None
+            # pinned: the usual day appends to the table and then reads what it kept
+            cached = spark.read.format("delta").option("versionAsOf", delta_version(spark, path)).load(path)
+            kept[name] = cached.where(F.col("signature") == signature).join(wanted, ["feed", "load_id"], "left_semi")
+    if "rates" in kept:
+        # one row per measured delivery: whether any is stale (another signature, no longer live) is read
+        # from it alone; the unmatched texts were written with the same deliveries' rates
+        for row in spark.read.format("delta").load(paths["rates"]).select("feed", "load_id", "signature").collect():
+            current = row["signature"] == signature and (row["feed"], row["load_id"]) in live_pairs
+            measured |= {(row["feed"], row["load_id"])} if current else set()
+            dropped = dropped or not current
+    if dropped:
+        kept = {name: frame.localCheckpoint() for name, frame in kept.items()}
+    # every feed's new deliveries matched in one join: on a usual day a few
+    # hundred texts, for which a Spark job per feed cost more than the matching
+    new_rates, new_unmatched, texts = [], [], []
     for feed, column in MATCHED_ADDRESS_COLUMNS:
         loads = [load for load in live.get(feed, []) if (feed, load) not in measured]
         silver = read_silver(spark, feed, settings) if loads else None
         if silver is None:
             continue
-        keys = keys if keys is not None else address_keys_from_lake(spark, settings, standard)
-        texts = silver.where(F.col("_load_id").isin(*loads) & F.col(column).isNotNull()).select("_load_id", column)
-        matched = match_addresses(texts, column, keys, "address_code").localCheckpoint()
-        counted = {r["_load_id"]: (r["rows"], r["matched"]) for r in matched.groupBy("_load_id").agg(
-            F.count("*").alias("rows"), F.count("address_code").alias("matched")).collect()}
+        texts.append(silver.where(F.col("_load_id").isin(*loads) & F.col(column).isNotNull()).select(
+            F.lit(feed).alias("feed"), F.lit(column).alias("column_name"), "_load_id",
+            F.col(column).alias("address_text")))
         # a delivery without one address is measured too (0 of 0), so it is not measured again
-        new_rates += [(feed, column, load, *counted.get(load, (0, 0)), signature) for load in loads]
+        new_rates += [(feed, column, load, 0, 0, signature) for load in loads]
+    if texts:
+        keys = address_keys_from_lake(spark, settings, standard)
+        matched = match_addresses(reduce(lambda a, b: a.unionByName(b), texts), "address_text", keys,
+                                  "address_code").localCheckpoint()
+        counted = {(r["feed"], r["_load_id"]): (r["rows"], r["matched"]) for r in matched.groupBy(
+            "feed", "_load_id").agg(F.count("*").alias("rows"), F.count("address_code").alias("matched")).collect()}
+        new_rates = [(feed, column, load, *counted.get((feed, load), (0, 0)), signature)
+                     for feed, column, load, *_ in new_rates]
         new_unmatched.append(matched.where(F.col("address_code").isNull())
-                             .groupBy(F.col("_load_id").alias("load_id"), F.col(column).alias("address_text"))
+                             .groupBy("feed", "column_name", F.col("_load_id").alias("load_id"), "address_text")
                              .agg(F.count("*").alias("rows"))
-                             .select(F.lit(feed).alias("feed"), F.lit(column).alias("column_name"), "load_id",
-                                     "address_text", "rows", F.lit(signature).alias("signature")))
+                             .select("feed", "column_name", "load_id", "address_text", "rows",
+                                     F.lit(signature).alias("signature")))
     frames = {"rates": [spark.createDataFrame(new_rates, REPORT_RATES_DDL)] if new_rates else [],
               "unmatched": new_unmatched}
     every = {}

@@ -119,7 +119,7 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
 
     spec = load_library_spec(library, settings)
     path = settings.lake_path("base", library)
-    state = current_state(spark, spec, live_load_ids(spark, settings), now, settings)
+    state = current_state(spark, spec, live_load_ids(settings), now, settings)
     previous = read_state(library, settings)
     exists = delta_exists(spark, path)
     plan = plan_build(spec, state, previous, exists, full,

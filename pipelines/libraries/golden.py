@@ -5,8 +5,8 @@ feed and key column of every source, and per attribute its sources in order of
 authority. ``golden_records`` picks, per key and attribute, the first source
 that has a value (the authoritative bureau first) and records which feed and
 load it came from. ``merge_with_history`` applies the result to the gold table
-with one Delta MERGE: unchanged records are left alone, changed ones get their
-current version closed (``valid_to``) and a new one opened, new keys are
+with at most three commits: unchanged records are left alone, changed ones get
+their current version closed (``valid_to``) and a new one opened, new keys are
 inserted. "What did we know on date D" is
 ``valid_from <= D and (valid_to is null or valid_to > D)``.
 
@@ -22,7 +22,7 @@ from datetime import datetime
 from pipelines.lake.delta import delta_exists
 from pipelines.libraries.columns import id_birth_date, id_gender
 from pipelines.libraries.matching import normalise_for_matching
-from pipelines.library_specs import Attribute, LibrarySpec, LibrarySpecError
+from pipelines.library_specs import HISTORY_COLUMNS, Attribute, LibrarySpec, LibrarySpecError
 from pipelines.reference import ID_SHAPE
 from pipelines.settings import utc_now
 
@@ -262,8 +262,6 @@ def record_hash(attributes: list[str]):
 def versioned_attributes(columns: list[str], key: str, unversioned: tuple[str, ...] = ()) -> list[str]:
     """The columns whose values make a record's version: all but the key,
     provenance (``*_load_id``), ``unversioned`` ones and the history columns."""
-    from pipelines.library_specs import HISTORY_COLUMNS
-
     return [c for c in columns if c != key and not c.endswith("_load_id") and c not in unversioned
             and c not in HISTORY_COLUMNS]
 
@@ -285,6 +283,11 @@ def rehash_older_table(spark, path: str, key: str, unversioned: tuple[str, ...] 
     return True
 
 
+# a day's changed keys (a few thousand at city scale) are broadcast to the
+# table's scan; a full rebuild that changes millions is joined as Spark plans it
+BROADCAST_ROWS = 1_000_000
+
+
 class MergeMismatchError(RuntimeError):
     """The MERGE wrote other counts than the comparison before it found."""
 
@@ -296,10 +299,10 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
 
     Only what changed is written. The records' hashes are compared with the
     current versions' once, and only the difference (new, changed and gone
-    keys, a small frame on a usual day) goes into one MERGE: it closes the
-    current version of a changed or gone key (``valid_to``) and inserts the
-    new versions; every unchanged row is left alone, and a build that
-    changed nothing commits nothing. Provenance (``*_load_id``) and
+    keys, a small frame on a usual day) is written (``_apply_diff``): the
+    current version of a changed or gone key is closed (``valid_to``) and
+    the new versions are opened; every unchanged row is left alone, and a
+    build that changed nothing commits nothing. Provenance (``*_load_id``) and
     ``unversioned`` columns are not part of a record's content: a new
     delivery with the same values does not make a new version.
 
@@ -307,18 +310,18 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     holds only theirs, and only they are compared: a touched key with a
     current version and no record is closed, every other key is left alone.
     Without it, ``records`` is every key and a current key without a record
-    is closed (e.g. its delivery was replaced). The MERGE's own counts are
+    is closed (e.g. its delivery was replaced). Each commit's own counts are
     checked against the comparison's.
 
-    ``key_changes``: a Delta table that gets, after each MERGE, its version
-    and every key it opened (``appeared``), changed or closed (``left``), so
+    ``key_changes``: a Delta table that gets, after the commits, each one's
+    version and every key it opened (``appeared``), changed or closed
+    (``left``) (one entry without a key for the closed copies), so
     a library that references this one reads a day's changed keys instead
     of comparing two versions of the table (``incremental.logged_key_changes``;
     a merge that dies before its entry leaves a gap, and the reader compares)."""
     from uuid import uuid4
 
     from deltalake import DeltaTable as LogTable
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     now = now or utc_now()
@@ -331,6 +334,7 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
         return {"inserted": inserted, "changed": 0, "unchanged": 0, "removed": 0}
     rehash_older_table(spark, path, key, unversioned)
     _enable_deletion_vectors(spark, path)
+    _remove_unfinished_copies(spark, path)
     current_rows = spark.read.format("delta").load(path).where("is_current")
     current = current_rows.select(key, F.col("record_hash").alias("_old_hash"))
     if touched is not None:
@@ -352,39 +356,139 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     counts["unchanged"] = current_before - counts["changed"] - counts["removed"]
     if not counts["inserted"] + counts["changed"] + counts["removed"]:
         return counts
-    closes = diff.where(F.col("_old_hash").isNotNull()).select(F.col(key).cast("string").alias("_merge_key"))
-    opens = hashed.join(diff.where(F.col("_new_hash").isNotNull()).select(key), key, "left_semi")
-    staged = closes.unionByName(opens.select(F.lit(None).cast("string").alias("_merge_key"), "*"),
-                                allowMissingColumns=True)
-    closed = {"valid_to": F.lit(now).cast("timestamp"), "is_current": F.lit(False)}
-    # the commit is found again by its tag: upkeep may commit to the table just after it
-    tag, setting = f"govlake merge {uuid4()}", "spark.databricks.delta.commitInfo.userMetadata"
-    spark.conf.set(setting, tag)
-    try:
-        (DeltaTable.forPath(spark, path).alias("t")
-         .merge(staged.alias("s"), f"t.{key} = s._merge_key AND t.is_current")
-         .whenMatchedUpdate(set=closed)
-         .whenNotMatchedInsert(condition="s._merge_key IS NULL",
-                               values={c: f"s.{c}" for c in hashed.columns}
-                               | {"valid_from": F.lit(now).cast("timestamp"),
-                                  "valid_to": F.lit(None).cast("timestamp"), "is_current": F.lit(True)})
-         .execute())
-    finally:
-        spark.conf.unset(setting)
-    log = LogTable(path)
-    commit = next((c for c in log.history(20) if c.get("userMetadata") == tag), {})
-    metrics = commit.get("operationMetrics") or {}
-    wrote = (int(metrics.get("numTargetRowsInserted", -1)), int(metrics.get("numTargetRowsUpdated", -1)))
-    expected = (counts["inserted"] + counts["changed"], counts["changed"] + counts["removed"])
-    if wrote != expected:
-        raise MergeMismatchError(f"{path}: the MERGE inserted {wrote[0]} and closed {wrote[1]} rows, the "
-                                 f"comparison before it expected {expected[0]} and {expected[1]} (was the table "
-                                 "written by another process meanwhile?)")
+    tag = f"{MERGE_TAG}{uuid4()} at {now.isoformat()}"
+    written = _apply_diff(spark, path, key, diff, hashed, current_rows, counts, now, tag)
     if key_changes is not None:
-        # entries name the table (its Delta id) as well as the version: a table created anew restarts its versions
+        # entries name the table (its Delta id) as well as the version: a table created anew restarts its
+        # versions. Each commit's own keys (the closed copies change no current record: one entry, no key)
         change = (F.when(F.col("_old_hash").isNull(), F.lit("appeared"))
                   .when(F.col("_new_hash").isNull(), F.lit("left")).otherwise(F.lit("changed")))
-        diff.select(F.lit(log.metadata().id).alias("table_id"), F.lit(commit["version"]).cast("long").alias("version"),
-                    F.col(key).cast("string").alias("key"), change.alias("change")).write.format("delta").mode(
-            "append").save(key_changes)
+        version = F.when(F.col("_old_hash").isNull(), F.lit(written.get("new keys"))).otherwise(
+            F.lit(written.get("in place")))
+        entries = diff.select(version.cast("long").alias("version"), F.col(key).cast("string").alias("key"),
+                              change.alias("change"))
+        if "closed copies" in written:
+            entries = entries.unionByName(spark.createDataFrame(
+                [(written["closed copies"], None, "copies")], "version long, key string, change string"))
+        entries.select(F.lit(LogTable(path).metadata().id).alias("table_id"), "version", "key", "change").write.format(
+            "delta").mode("append").save(key_changes)
     return counts
+
+
+# the userMetadata of a merge's commits: MERGE_TAG, an id and the build time, ": " and the part
+MERGE_TAG = "govlake merge "
+
+
+def _remove_unfinished_copies(spark, path: str) -> bool:
+    """Delete the closed copies a merge appended when its next commit (the
+    changes in place, ``_apply_diff``) never came, e.g. the process died in
+    between: each such key has its old version twice, closed and current,
+    and the next build would copy it again. The copies are the closed rows
+    with that merge's time as ``valid_to`` (its changes in place, which would
+    close rows at that time too, were not committed). True when it deleted."""
+    from datetime import datetime
+
+    from deltalake import DeltaTable as LogTable
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    for commit in LogTable(path).history(100):             # newest first
+        written = str(commit.get("userMetadata") or "")
+        if not written.startswith(MERGE_TAG):
+            continue
+        if not written.endswith(": closed copies"):
+            return False
+        at = datetime.fromisoformat(written[len(MERGE_TAG):].split(" at ", 1)[1].rsplit(": ", 1)[0])
+        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata",
+                       f"{MERGE_TAG}repair: closed copies of an unfinished merge at {at.isoformat()} deleted")
+        try:
+            DeltaTable.forPath(spark, path).delete(~F.col("is_current") & (F.col("valid_to") == F.lit(at)))
+        finally:
+            spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+        return True
+    return False
+
+
+def _apply_diff(spark, path: str, key: str, diff, hashed, current_rows, counts: dict, now: datetime,
+                tag: str) -> dict[str, int]:
+    """Write ``diff`` (``merge_with_history``'s changed keys) to the table at
+    ``path`` in up to three commits, each tagged ``tag: <part>``, and return
+    the version of each part written:
+
+    - ``closed copies``: the current versions of the changed keys, appended
+      closed (``valid_to``, not current), as history rows;
+    - ``in place``: one MERGE that gives each changed key's current row its
+      new version and closes each gone key's;
+    - ``new keys``: the new keys' rows, appended.
+
+    Why not one MERGE that closes and inserts: a MERGE with insert clauses
+    joins its source to the target with an outer join, which shuffles every
+    column of every row of every file it touches, and a day's changed keys
+    are spread over all files (49 of the 61 s of base.population's daily
+    MERGE at scale 1.0). A MERGE with only update clauses is an inner join
+    of the small source, broadcast, with a scan of the table. Every commit
+    leaves each key exactly one current row; between the first two, a
+    question about an earlier date sees a changed key's old version twice
+    (the copy and the row not updated yet), for the seconds the MERGE takes.
+
+    Each part's own counts (rows appended, rows updated) are checked against
+    the comparison's."""
+    from deltalake import DeltaTable as LogTable
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    columns = current_rows.columns
+    unknown = sorted(set(hashed.columns) - set(columns))
+    if unknown:
+        raise ValueError(f"{path}: the records have columns the table has not ({', '.join(unknown)}): a library "
+                         "whose columns changed needs its table written anew")
+    changed = diff.where(F.col("_old_hash").isNotNull() & F.col("_new_hash").isNotNull()).select(key)
+    gone = diff.where(F.col("_new_hash").isNull()).select(key)
+    new = diff.where(F.col("_old_hash").isNull()).select(key)
+    at = F.lit(now).cast("timestamp")
+    expected: dict[str, tuple[str, int]] = {}
+    if counts["changed"]:
+        few = counts["changed"] <= BROADCAST_ROWS
+        copies = (current_rows.join(F.broadcast(changed) if few else changed, key, "left_semi")
+                  .withColumn("valid_to", at).withColumn("is_current", F.lit(False)).select(*columns))
+        copies.write.format("delta").mode("append").option("userMetadata", f"{tag}: closed copies").save(path)
+        expected["closed copies"] = ("numOutputRows", counts["changed"])
+    if counts["changed"] or counts["removed"]:
+        # limited to its known row count, so that Spark's estimate of its size is that count's: a
+        # day's changed rows are under autoBroadcastJoinThreshold and are broadcast to the table's
+        # scan. Estimated from the records' lineage (43 TB for 2,499 rows) they were not, and the join
+        # shuffled every row of the table (32 of a 45 s MERGE on 10.4M rows). Raising the threshold
+        # instead made Spark broadcast the table (its file size looked small): 17 s at scale 0.2.
+        staged = (hashed.join(changed, key, "left_semi").withColumn("_close", F.lit(False))
+                  .unionByName(gone.withColumn("_close", F.lit(True)), allowMissingColumns=True)
+                  .limit(counts["changed"] + counts["removed"]).localCheckpoint())
+        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", f"{tag}: in place")
+        # a column the records no longer have is null in the new version, as a MERGE's insert leaves it
+        dropped = {c: F.lit(None) for c in columns if c not in hashed.columns and c not in HISTORY_COLUMNS}
+        try:
+            (DeltaTable.forPath(spark, path).alias("t")
+             .merge(staged.alias("s"), f"t.{key} = s.{key} AND t.is_current")
+             .whenMatchedUpdate(condition="NOT s._close",
+                                set={c: f"s.{c}" for c in hashed.columns} | dropped | {"valid_from": at})
+             .whenMatchedUpdate(condition="s._close", set={"valid_to": at, "is_current": F.lit(False)})
+             .execute())
+        finally:
+            spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+        expected["in place"] = ("numTargetRowsUpdated", counts["changed"] + counts["removed"])
+    if counts["inserted"]:
+        opened = hashed.join(new, key, "left_semi").select(
+            "*", at.alias("valid_from"), F.lit(None).cast("timestamp").alias("valid_to"),
+            F.lit(True).alias("is_current"))
+        # a column the records no longer have stays null, as a MERGE's insert leaves it
+        types = dict(current_rows.dtypes)
+        (opened.select(*[F.col(c) if c in opened.columns else F.lit(None).cast(types[c]).alias(c) for c in columns])
+         .write.format("delta").mode("append").option("userMetadata", f"{tag}: new keys").save(path))
+        expected["new keys"] = ("numOutputRows", counts["inserted"])
+    commits = {str(c.get("userMetadata"))[len(tag) + 2:]: c for c in LogTable(path).history(20)
+               if str(c.get("userMetadata") or "").startswith(tag + ": ")}
+    for part, (metric, rows) in expected.items():
+        wrote = int(((commits.get(part) or {}).get("operationMetrics") or {}).get(metric, -1))
+        if wrote != rows:
+            raise MergeMismatchError(f"{path}: the {part} commit wrote {wrote} rows, the comparison before it "
+                                     f"expected {rows} (was the table written by another process meanwhile?)")
+    return {part: commits[part]["version"] for part in expected}

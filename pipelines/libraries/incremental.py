@@ -352,8 +352,9 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
 
 
 def key_changes_path(library: str, settings: Settings) -> str:
-    """The key-change log of ``base.<library>``: per MERGE version, the keys
-    it opened (appeared), changed or closed (left) (``golden.merge_with_history``)."""
+    """The key-change log of ``base.<library>``: per version a build
+    committed, the keys it opened (appeared), changed or closed (left)
+    (``golden.merge_with_history``)."""
     return settings.lake_path("state", "key_changes", library)
 
 
@@ -378,7 +379,9 @@ def logged_key_changes(spark, name: str, before: int, settings: Settings, includ
                .localCheckpoint())
     if {r[0] for r in entries.select("version").distinct().collect()} != set(needed):
         return None
-    kept = entries if include_changed else entries.where(F.col("change") != "changed")
+    # an entry without a key only says its commit was logged (golden: the closed copies change no current record)
+    kept = entries.where(F.col("key").isNotNull())
+    kept = kept if include_changed else kept.where(F.col("change") != "changed")
     return kept.select(F.col("key").alias("_key")).distinct()
 
 

@@ -37,7 +37,6 @@ from functools import reduce
 from pipelines.contracts import get_contract
 from pipelines.ingest.rules import standardise_table
 from pipelines.lake.delta import delta_exists, delta_version, read_silver
-from pipelines.lake.manifest import read_manifest
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import LINKS_DDL, REVIEW_DDL
 from pipelines.libraries.columns import clean_text, fold_code, id_birth_date
@@ -49,13 +48,17 @@ from pipelines.settings import Settings
 SKIPPED_RULES = ("repeated_header", "malformed_row", "missing_required_column")
 
 
-def live_load_ids(spark, settings: Settings) -> dict[str, list[str]]:
-    """Loads per feed whose latest status is ``loaded`` (not replaced, blocked or rejected)."""
-    from pyspark.sql import functions as F
+def live_load_ids(settings: Settings) -> dict[str, list[str]]:
+    """Loads per feed whose latest status is ``loaded`` (not replaced, blocked
+    or rejected), in load id order. Read from the manifest with delta-rs: it
+    is a few rows per delivery, and a Spark job per question cost about half
+    a second, asked some twenty times a build."""
+    from pipelines.lake.manifest import latest_events
 
     live: dict[str, list[str]] = {}
-    for row in read_manifest(spark, settings).where(F.col("status") == "loaded").select("feed", "load_id").collect():
-        live.setdefault(row["feed"], []).append(row["load_id"])
+    for load_id, event in sorted(latest_events(settings).items()):
+        if event["status"] == "loaded":
+            live.setdefault(event["feed"], []).append(load_id)
     return live
 
 
@@ -66,7 +69,7 @@ def quarantined_rows(spark, feeds: list[str], settings: Settings, live: dict[str
     from pyspark.sql import functions as F
 
     path = governance_path("quarantine", settings)
-    live = live if live is not None else live_load_ids(spark, settings)
+    live = live if live is not None else live_load_ids(settings)
     loads = [load for feed in feeds for load in live.get(feed, [])]
     if not loads or not delta_exists(spark, path):
         return None
@@ -169,71 +172,108 @@ def _drop_other_digests(spark, settings: Settings, kind: str, library: str, dige
             shutil.rmtree(doomed, ignore_errors=True)
 
 
+def kept_per_load(spark, path: str, wanted: dict[str, str], make_rows, marker, fresh: bool, what: str):
+    """Rows made once per load and kept in the Delta table at ``path``, as
+    a frame pinned to the version this call leaves: the rows of every
+    ``wanted`` load (load id -> feed), marker rows left out.
+
+    ``make_rows(missing)`` (feed -> load ids the table does not hold yet)
+    gives those loads' rows plus one marker row per load (``marker``, a
+    column expression, true on it and only it), so that a load without rows
+    is known as held; they are appended. Loads held but no longer wanted (a
+    snapshot or a correction replaced them) are deleted. ``fresh`` (``build
+    --full``): every wanted load is made again, replacing the table.
+
+    Which loads are held is read from the marker rows alone. They are the
+    last part of the union appended and usually land in files of their own,
+    which Delta's file statistics (null counts) let a read skip straight to,
+    so finding what is missing does not scan the table's rows."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    exists = delta_exists(spark, path)
+    held = ({row[0] for row in spark.read.format("delta").load(path).where(marker).select("_load_id").collect()}
+            if exists and not fresh else set())
+    missing: dict[str, list[str]] = {}
+    for load, feed in sorted(wanted.items()):
+        if load not in held:
+            missing.setdefault(feed, []).append(load)
+    if missing:
+        count = sum(len(loads) for loads in missing.values())
+        (make_rows(missing).write.format("delta").mode("overwrite" if fresh or not exists else "append")
+         .option("userMetadata", f"govlake {what} of {count} loads").save(path))
+    gone = sorted(held - wanted.keys())
+    if gone:
+        DeltaTable.forPath(spark, path).delete(F.col("_load_id").isin(*gone))
+    version = delta_version(spark, path)
+    return (spark.read.format("delta").option("versionAsOf", version).load(path)
+            .where(~marker & F.col("_load_id").isin(*sorted(wanted))))
+
+
 def maintained_rescued(spark, spec: LibrarySpec, alias: str, settings: Settings,
                        live: dict[str, list[str]] | None = None, fresh: bool = False):
     """The rescued quarantined rows (``rescued_rows``, with ``_record_id``)
-    of every live load of source ``alias``'s feed, from a table kept per
-    load; and the loads rescued by this call. (None, set()) when the feed has
-    no live load.
+    of every live load of source ``alias``'s feed, kept per load
+    (``kept_per_load``; a load's marker row has ``_row_number`` null); None
+    when the feed has no live load.
 
     Re-standardising every live load's quarantined rows through Arrow on
     every build was the largest part of a day's resolution at city scale
-    (about 33 s of base.population's daily build at scale 1.0, for a few dozen
-    new rows). Each load's rows are rescued once, when a build first sees it
-    live, and appended with a marker row (``_row_number`` null) so that a
-    load without quarantined rows is known as done; a load no longer live is
-    deleted. The read is pinned to the version this call left. ``fresh``
-    (``build --full``): every live load is rescued again, replacing the table."""
-    from delta.tables import DeltaTable
+    (about 33 s of base.population's daily build at scale 1.0, for a few
+    dozen new rows): each load's rows are rescued once, when a build first
+    sees it live."""
     from pyspark.sql import functions as F
 
     from pipelines.lake.tables import QUARANTINE_DDL
     from pipelines.libraries.incremental import build_digest
 
     feed = spec.sources[alias].feed
-    live = live if live is not None else live_load_ids(spark, settings)
-    wanted = sorted(live.get(feed, []))
+    live = live if live is not None else live_load_ids(settings)
+    wanted = {load: feed for load in live.get(feed, [])}
     if not wanted:
-        return None, set()
-    digest = build_digest(spec, settings)
-    path = rescued_path(spec.library, alias, settings, digest)
-    exists = delta_exists(spark, path)
-    have = ({row[0] for row in spark.read.format("delta").load(path).select("_load_id").distinct().collect()}
-            if exists and not fresh else set())
-    missing = sorted(set(wanted) - have)
-    if missing:
-        quarantined = (quarantined_rows(spark, [feed], settings, {feed: missing})
+        return None
+
+    def rescue(missing: dict[str, list[str]]):
+        loads = missing[feed]
+        quarantined = (quarantined_rows(spark, [feed], settings, {feed: loads})
                        or spark.createDataFrame([], QUARANTINE_DDL))
         rows = rescued_rows(quarantined, feed, settings).withColumn(
             "_record_id", F.concat_ws(":", F.lit(alias), "_load_id", F.col("_row_number").cast("string")))
-        markers = spark.createDataFrame([(load,) for load in missing], "_load_id string")
-        (rows.unionByName(markers, allowMissingColumns=True).write.format("delta")
-         .mode("overwrite" if fresh or not exists else "append")
-         .option("userMetadata", f"govlake rescued rows of {len(missing)} loads").save(path))
-    gone = sorted(have - set(wanted))
-    if gone:
-        DeltaTable.forPath(spark, path).delete(F.col("_load_id").isin(*gone))
+        markers = spark.createDataFrame([(load,) for load in loads], "_load_id string")
+        return rows.unionByName(markers, allowMissingColumns=True)
+
+    digest = build_digest(spec, settings)
+    rescued = kept_per_load(spark, rescued_path(spec.library, alias, settings, digest), wanted, rescue,
+                            F.col("_row_number").isNull(), fresh, "rescued rows")
     _drop_other_digests(spark, settings, "rescued", spec.library, digest)
-    version = delta_version(spark, path)
-    rescued = (spark.read.format("delta").option("versionAsOf", version).load(path)
-               .where(F.col("_row_number").isNotNull() & F.col("_load_id").isin(*wanted)))
-    return rescued, set(missing)
+    return rescued
 
 
-def changed_blocks(spark, spec: LibrarySpec, plan, state, settings: Settings):
+def changed_blocks(spark, spec: LibrarySpec, plan, state, settings: Settings, candidates):
     """The name keys (``name_key``) whose candidates may differ from those the
     last build matched against, for an incremental ``plan``: the names of
-    the candidate feeds' rows it has to look at (``incremental.new_rows``:
-    new loads' rows and both sides of a replacing load's changes). A record
-    is only compared with candidates of its own name (``match_unkeyed``), so
-    an earlier record whose name is not among these keeps its last result."""
+    the candidate feeds' rows it has to look at (as ``incremental.new_rows``
+    has them: new loads' rows and both sides of a replacing load's changes).
+    A record is only compared with candidates of its own name
+    (``match_unkeyed``), so an earlier record whose name is not among these
+    keeps its last result.
+
+    New loads' names are read from ``candidates`` (``maintained_candidates``,
+    where they are normalised already) rather than from silver, one read for
+    every feed; only change rows (replacing loads, a few a month) are
+    normalised here."""
     from pyspark.sql import functions as F
 
-    from pipelines.libraries.incremental import new_rows
+    from pipelines.lake.changes import change_rows
 
+    feeds = spec.resolution.candidates
+    new_loads = sorted(load for feed in feeds for load in state.loads.get(feed, [])
+                       if load in plan.new_loads and load not in plan.diffed_loads)
     parts = []
-    for feed, mapping in sorted(spec.resolution.candidates.items()):
-        rows = new_rows(spark, feed, plan, state, settings)
+    if new_loads and candidates is not None:
+        parts.append(candidates.where(F.col("_load_id").isin(*new_loads)).select("name_key"))
+    for feed, mapping in sorted(feeds.items()) if plan.change_loads else ():
+        rows = change_rows(spark, get_contract(feed, settings.schemas_dir), plan.change_loads, settings)
         if rows is not None:
             parts.append(rows.where(F.col(mapping["key"]).isNotNull()).select(
                 normalise_for_matching(F.col(mapping["name"]).cast("string")).alias("name_key")))
@@ -287,54 +327,41 @@ def candidates_path(library: str, settings: Settings, digest: str) -> str:
 def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
                           live: dict[str, list[str]] | None = None, fresh: bool = False):
     """The candidate rows (``candidate_rows``) of every live load of the
-    library's candidate feeds, from a table kept per load; None when no
-    candidate feed has a live load.
+    library's candidate feeds, kept per load (``kept_per_load``; a load's
+    marker row has ``candidate_key`` null); None when no candidate feed has
+    a live load.
 
     Normalising every row of the candidate feeds (10M+ at city scale) for a
     day's few thousand unkeyed records was the largest step of a daily
-    build that grew with the city. Each load's rows are normalised once, when
-    a build first sees it live, and appended with a marker row (key and name
-    null) so that a load without candidates is known as done; a load that is
-    no longer live (a snapshot or a correction replaced it) is deleted. The
-    read is pinned to the version this build left. ``fresh`` (``build
-    --full``): every live load is normalised again, replacing the table."""
-    from delta.tables import DeltaTable
+    build that grew with the city: each load's rows are normalised once,
+    when a build first sees it live."""
     from pyspark.sql import functions as F
 
     from pipelines.libraries.incremental import build_digest
 
-    live = live if live is not None else live_load_ids(spark, settings)
+    live = live if live is not None else live_load_ids(settings)
     wanted = {load: feed for feed in spec.resolution.candidates for load in live.get(feed, [])}
     if not wanted:
         return None
-    digest = build_digest(spec, settings)
-    path = candidates_path(spec.library, settings, digest)
-    exists = delta_exists(spark, path)
-    have = ({row[0] for row in spark.read.format("delta").load(path).select("_load_id").distinct().collect()}
-            if exists and not fresh else set())
-    missing: dict[str, list[str]] = {}
-    for load, feed in wanted.items():
-        if load not in have:
-            missing.setdefault(feed, []).append(load)
-    parts = []
-    for feed, loads in sorted(missing.items()):
-        frame = read_silver(spark, feed, settings, loads)
-        markers = spark.createDataFrame([(feed, load) for load in loads], "feed string, _load_id string")
+
+    def normalise(missing: dict[str, list[str]]):
+        parts = []
+        for feed, loads in sorted(missing.items()):
+            frame = read_silver(spark, feed, settings, loads)
+            if frame is not None:
+                parts.append(candidate_rows(spec, feed, frame))
+        markers = spark.createDataFrame([(feed, load) for feed, loads in sorted(missing.items()) for load in loads],
+                                        "feed string, _load_id string")
         parts.append(markers.select("feed", "_load_id", *[F.lit(None).cast(kind).alias(name) for name, kind in (
             ("candidate_key", "string"), ("name_key", "string"), ("birth", "date"), ("town_code", "string"),
             ("rep_key", "string"))]))
-        if frame is not None:
-            parts.append(candidate_rows(spec, feed, frame))
-    if parts:
-        (reduce(lambda a, b: a.unionByName(b), parts).write.format("delta").mode("overwrite" if fresh else "append")
-         .option("userMetadata", f"govlake candidates of {len(sum(missing.values(), []))} loads").save(path))
-    gone = sorted(have - wanted.keys())
-    if gone:
-        DeltaTable.forPath(spark, path).delete(F.col("_load_id").isin(*gone))
+        return reduce(lambda a, b: a.unionByName(b), parts)
+
+    digest = build_digest(spec, settings)
+    rows = kept_per_load(spark, candidates_path(spec.library, settings, digest), wanted, normalise,
+                         F.col("candidate_key").isNull(), fresh, "candidates")
     _drop_other_digests(spark, settings, "candidates", spec.library, digest)
-    version = delta_version(spark, path)
-    return (spark.read.format("delta").option("versionAsOf", version).load(path)
-            .where(F.col("name_key").isNotNull() & F.col("_load_id").isin(*sorted(wanted))))
+    return rows.where(F.col("name_key").isNotNull())
 
 
 def candidate_keys(rows, blocks):
@@ -475,7 +502,7 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     out = dict(frames)
     rescued_by_alias = {}
     for alias in resolution.rescue:
-        rescued, _ = maintained_rescued(spark, spec, alias, settings, live, fresh_candidates)
+        rescued = maintained_rescued(spark, spec, alias, settings, live, fresh_candidates)
         if rescued is not None:
             rescued_by_alias[alias] = rescued.localCheckpoint()
     if not rescued_by_alias:
@@ -501,13 +528,13 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     disagreements = reduce(lambda a, b: a.unionByName(b), disagreement_parts) if disagreement_parts else None
     unkeyed = reduce(lambda a, b: a.unionByName(b), unkeyed_parts).localCheckpoint()
     lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
+    # the candidate table is kept up to date on every build, whether or not a record is matched now
+    candidates = maintained_candidates(spark, spec, settings, live, fresh_candidates)
     kept_links = kept_reviews = None
     to_match = unkeyed
     if plan is not None:
         to_match, kept_links, kept_reviews = _split_by_last_result(
-            spark, spec, unkeyed, plan, state, links_before, settings)
-    # the candidate table is kept up to date on every build, whether or not a record is matched now
-    candidates = maintained_candidates(spark, spec, settings, live, fresh_candidates)
+            spark, spec, unkeyed, plan, state, links_before, settings, candidates)
     matched_now = review_now = None
     if to_match.limit(1).count():
         blocks = to_match.where(F.col("name_key").isNotNull()).select("name_key").distinct().localCheckpoint()
@@ -542,10 +569,11 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     return out, links, review_rows, disagreements
 
 
-def _split_by_last_result(spark, spec: LibrarySpec, unkeyed, plan, state, links_before, settings: Settings):
+def _split_by_last_result(spark, spec: LibrarySpec, unkeyed, plan, state, links_before, settings: Settings,
+                          candidates):
     """For an incremental build: (the unkeyed records to match now, the
     others' links and their open reviews as the last build left them). See
-    ``resolve_records``."""
+    ``resolve_records``; ``candidates``: ``maintained_candidates``'s rows."""
     from pyspark.sql import functions as F
 
     lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
@@ -559,7 +587,7 @@ def _split_by_last_result(spark, spec: LibrarySpec, unkeyed, plan, state, links_
     known = links.select("_record_id")
     if reviews is not None:
         known = known.unionByName(reviews.select("_record_id"))
-    blocks = changed_blocks(spark, spec, plan, state, settings)
+    blocks = changed_blocks(spark, spec, plan, state, settings, candidates)
     new = F.col("_load_id").isin(*plan.new_loads) if plan.new_loads else F.lit(False)
     again = (unkeyed.where(new).select("_record_id")
              .unionByName(unkeyed.join(blocks, "name_key", "left_semi").select("_record_id"))

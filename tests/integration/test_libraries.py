@@ -142,7 +142,7 @@ def test_standard_address_keys_are_kept_until_the_standard_addresses_change(spar
 
     _, settings, _ = city
     path = settings.lake_path("state", "address_keys")
-    live = live_load_ids(spark, settings)["nr.standard_address"]
+    live = live_load_ids(settings)["nr.standard_address"]
     fresh = standard_address_keys(latest_per_key(
         read_silver(spark, "nr.standard_address", settings, live), "address_code",
         ["town_name", "community", "street", "house_number"]).withColumnRenamed("_key", "address_code"))
@@ -244,6 +244,7 @@ def test_a_days_delivery_changes_only_its_records_and_equals_a_full_rebuild(spar
     movers, newcomers = _day_two_hukou(delivery, truth_rows, changed=DAY_TWO_MOVERS, new=3)
     assert ingest_file(get_contract("psb.hukou"), delivery, settings=settings, run_gate=False).status == "loaded"
 
+    version_before = DeltaTable(path).version()
     result = build_libraries(spark, ["population"], settings=settings)[0]
     assert (result["changed"], result["inserted"], result["removed"]) == (5, 3, 0)
     assert result["unchanged"] == len(before) - 5
@@ -255,10 +256,10 @@ def test_a_days_delivery_changes_only_its_records_and_equals_a_full_rebuild(spar
     assert all(now[p]["population_status"] == "迁出" for p in movers) and newcomers <= set(now)
     before_hash = {r["person_id"]: r["record_hash"] for r in before}
     assert all(now[p]["record_hash"] == h for p, h in before_hash.items() if p not in movers)
-    # Delta time travel: the previous version is still there
-    version = result["version"]
-    old = spark.read.format("delta").option("versionAsOf", version - 1).load(path).where("is_current")
-    assert old.count() == len(before)
+    # Delta time travel: the version before the build's commits (closed copies, changes, new keys) is still there
+    assert result["version"] == version_before + 3
+    old = spark.read.format("delta").option("versionAsOf", version_before).load(path).where("is_current")
+    assert old.count() == len(before) and not old.where(old.person_id.isin(*newcomers)).count()
 
     # a full rebuild from the same silver into an empty gold layer gives the same current records
     rebuild_home = tmp_path / "rebuild"
@@ -376,7 +377,7 @@ def _candidates_equal_a_fresh_normalisation(spark, settings, library) -> None:
     from pipelines.library_specs import load_library_spec
 
     spec = load_library_spec(library, settings)
-    live = live_load_ids(spark, settings)
+    live = live_load_ids(settings)
     path = candidates_path(library, settings, build_digest(spec, settings))
     version = DeltaTable(path).version()
     kept = maintained_candidates(spark, spec, settings, live)
@@ -481,14 +482,19 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
             counts = ("inserted", "changed", "removed", "unchanged")
             assert [increment[c] for c in counts] == [full[c] for c in counts]
             assert _all_rows(spark, lakes["incremental"], library) == _all_rows(spark, lakes["full"], library)
-            # a changed key's old row is closed with a deletion vector: the MERGE copied no unchanged row
+            # a changed key's row is updated with a deletion vector: the MERGE copied no unchanged row
             # (copy-on-write rewrote every file holding a touched key, so about the whole table each day);
-            # a build that changed nothing commits nothing
-            merge = DeltaTable(lakes["incremental"].lake_path("base", library)).history(1)[0]
+            # the closed copies and the new keys are appended; a build that changed nothing commits nothing
+            commits = [c for c in DeltaTable(lakes["incremental"].lake_path("base", library)).history()
+                       if c["version"] > versions_before[library]]
             if increment["inserted"] or increment["changed"] or increment["removed"]:
-                assert merge["operation"] == "MERGE" and int(merge["operationMetrics"]["numTargetRowsCopied"]) == 0
-                assert (int(merge["operationMetrics"]["numTargetDeletionVectorsAdded"]) > 0
-                        or not (increment["changed"] or increment["removed"]))
+                merges = [c["operationMetrics"] for c in commits if c["operation"] == "MERGE"]
+                assert len(merges) == (1 if increment["changed"] or increment["removed"] else 0)
+                assert all(int(m["numTargetRowsCopied"]) == 0 and int(m["numTargetDeletionVectorsAdded"]) > 0
+                           for m in merges)
+                appended = sum(int(c["operationMetrics"]["numOutputRows"]) for c in commits
+                               if c["operation"] == "WRITE")
+                assert appended == increment["changed"] + increment["inserted"]
             else:
                 assert increment["version"] == versions_before[library]
         conflicts = [sorted(tuple(map(str, r)) for r in spark.read.format("delta")

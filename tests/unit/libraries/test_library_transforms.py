@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
 from pyspark.sql import functions as F
 
 from pipelines.settings import get_settings
@@ -104,6 +105,15 @@ def test_history_keeps_what_we_knew_on_a_date(spark, tmp_path):
     assert known_on(day4) == {"A": "张三丰", "C": "王五"}
     assert known_on(day2) == {"A": "张叁", "B": "李四", "C": "王五"}
     assert table.count() == 5
+    # a merge commits up to three times (closed copies, changes in place, new keys): every version a reader
+    # can see has exactly one current row per key, the gone key's closed one aside
+    parts = [c["userMetadata"].split(": ")[-1] for c in reversed(DeltaTable(path).history())
+             if (c.get("userMetadata") or "").startswith("govlake merge")]
+    assert parts == ["closed copies", "in place", "new keys", "closed copies", "in place"]
+    for version in range(1, DeltaTable(path).version() + 1):
+        then = spark.read.format("delta").option("versionAsOf", version).load(path).where("is_current")
+        assert then.groupBy("person_id").count().where("count > 1").count() == 0, version
+        assert then.count() in (2, 3)
 
 
 def test_the_record_hash_tells_a_value_moved_to_another_column_and_older_tables_are_rehashed(spark, tmp_path):
@@ -155,7 +165,9 @@ def test_the_record_hash_tells_a_value_moved_to_another_column_and_older_tables_
     # readers of the table's changes see the merge, not the rehash
     from pipelines.libraries.incremental import versions_changing_rows
 
-    assert versions_changing_rows(path, 0) == [DeltaTable(path).version()]
+    merged = sorted(c["version"] for c in DeltaTable(path).history()
+                    if (c.get("userMetadata") or "").startswith("govlake merge"))
+    assert versions_changing_rows(path, 0) == merged and len(merged) == 2     # the closed copy, the change
 
 
 def test_each_merge_logs_the_keys_it_opened_changed_and_closed(spark, tmp_path):
@@ -177,20 +189,21 @@ def test_each_merge_logs_the_keys_it_opened_changed_and_closed(spark, tmp_path):
                                   datetime(2026, 11, day), touched=keys, key_changes=log)
 
     merge([("A", "张三"), ("B", "李四")], 1)                          # version 0: the table is created
-    merge([("A", "张叁"), ("B", "李四"), ("C", "王五")], 2)            # version 1: A changed, C appeared
-    assert merge([("A", "张叁")], 3, touched=["A", "B"])["removed"] == 1   # version 2: B left
-    assert merge([("A", "张叁")], 4, touched=["A"])["changed"] == 0       # nothing changed: no version 3
+    # versions 1-3: A's closed copy, A changed in place, C appeared
+    merge([("A", "张叁"), ("B", "李四"), ("C", "王五")], 2)
+    assert merge([("A", "张叁")], 3, touched=["A", "B"])["removed"] == 1   # version 4: B left
+    assert merge([("A", "张叁")], 4, touched=["A"])["changed"] == 0       # nothing changed: no version 5
     entries = {(r["version"], r["key"], r["change"]) for r in spark.read.format("delta").load(log).collect()}
-    assert entries == {(1, "A", "changed"), (1, "C", "appeared"), (2, "B", "left")}
+    assert entries == {(1, None, "copies"), (2, "A", "changed"), (3, "C", "appeared"), (4, "B", "left")}
 
     def logged(before):
         found = logged_key_changes(spark, "population", before, settings)
         return None if found is None else sorted(r["_key"] for r in found.collect())
 
-    assert (logged(0), logged(1), logged(2)) == (["B", "C"], ["B"], [])
+    assert (logged(0), logged(1), logged(3), logged(4)) == (["B", "C"], ["B", "C"], ["B"], [])
     # a merge whose entry was not written (the process died after its commit): the log is not used
-    spark.read.format("delta").load(log).where("version != 2").write.format("delta").mode("overwrite").save(log)
-    assert logged(1) is None and logged(0) is None
+    spark.read.format("delta").load(log).where("version != 4").write.format("delta").mode("overwrite").save(log)
+    assert logged(3) is None and logged(0) is None
 
 
 def test_is_deceased_true_with_a_death_record_false_with_a_live_registration_else_null(spark):
@@ -237,3 +250,41 @@ def test_a_snapshot_source_picks_a_keys_record_by_its_values_not_its_row(spark):
     swapped = [(u, n, load, t, 3 - r) for u, n, load, t, r in rows]        # the same rows, the other order
     assert (pick(rows, False), pick(swapped, False)) == ("甲有限公司", "甲公司")
     assert pick(rows, True) == pick(swapped, True)
+
+
+def test_a_merge_that_died_after_its_closed_copies_is_undone_by_the_next(spark, tmp_path, monkeypatch):
+    """The closed copies are the first of a merge's commits; when the changes
+    in place never follow (the process died), the next merge deletes them
+    first, and the table ends as if the unfinished merge had not run."""
+    from datetime import datetime
+
+    from delta.tables import DeltaMergeBuilder
+
+    from pipelines.libraries.golden import merge_with_history
+
+    schema = "person_id string, full_name string"
+
+    def merge(path, rows, day):
+        return merge_with_history(spark, spark.createDataFrame(rows, schema), path, "person_id",
+                                  datetime(2026, 11, day))
+
+    def killed(self):
+        raise RuntimeError("killed between the closed copies and the changes in place")
+
+    def run(path, dies):
+        merge(path, [("A", "张三"), ("B", "李四")], 1)
+        if dies:
+            with monkeypatch.context() as patch:
+                patch.setattr(DeltaMergeBuilder, "execute", killed)
+                with pytest.raises(RuntimeError, match="killed"):
+                    merge(path, [("A", "张叁"), ("B", "李四")], 2)
+            table = spark.read.format("delta").load(path)
+            assert sorted((r["full_name"], r["is_current"]) for r in table.where("person_id = 'A'").collect()) == [
+                ("张三", False), ("张三", True)]                   # the old version twice
+        assert merge(path, [("A", "张叁"), ("B", "李四"), ("C", "王五")], 3) == {
+            "inserted": 1, "changed": 1, "unchanged": 1, "removed": 0}
+        table = spark.read.format("delta").load(path)
+        return sorted(tuple(map(str, r)) for r in table.select("person_id", "full_name", "valid_from", "valid_to",
+                                                                "is_current").collect())
+
+    assert run(str(tmp_path / "died"), dies=True) == run(str(tmp_path / "clean"), dies=False)

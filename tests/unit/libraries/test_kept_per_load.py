@@ -1,0 +1,76 @@
+"""``libraries.resolution.kept_per_load`` on a tiny Delta table: each load's
+rows are made once, a load that is no longer wanted is deleted, a load
+without rows is known by its marker, and the frame returned is pinned."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.libraries.resolution import kept_per_load
+
+SCHEMA = "feed string, _load_id string, value string"
+
+
+@pytest.fixture
+def table(spark, tmp_path):
+    """(path, keep(wanted, fresh=False) -> sorted (load, value) rows, calls: what make_rows was asked for)."""
+    from pyspark.sql import functions as F
+
+    path = str(tmp_path / "kept")
+    calls: list[dict] = []
+    # two rows per load, except load "empty", which has none
+    rows_of = {load: [(load, f"{load}-1"), (load, f"{load}-2")] for load in ("a", "b", "c")} | {"empty": []}
+
+    def make_rows(missing):
+        calls.append({feed: sorted(loads) for feed, loads in missing.items()})
+        data = [("f", load, value) for loads in missing.values() for load in loads for _, value in rows_of[load]]
+        markers = [("f", load, None) for loads in missing.values() for load in loads]
+        return spark.createDataFrame(data, SCHEMA).unionByName(spark.createDataFrame(markers, SCHEMA))
+
+    def keep(wanted, fresh=False):
+        frame = kept_per_load(spark, path, {load: "f" for load in wanted}, make_rows, F.col("value").isNull(),
+                              fresh, "test rows")
+        return frame, sorted((r["_load_id"], r["value"]) for r in frame.collect())
+
+    return path, keep, calls
+
+
+def test_each_load_is_made_once_and_a_load_no_longer_wanted_is_deleted(spark, table):
+    path, keep, calls = table
+    _, rows = keep(["a", "empty"])
+    assert rows == [("a", "a-1"), ("a", "a-2")]
+    _, rows = keep(["a", "b", "empty"])
+    assert rows == [("a", "a-1"), ("a", "a-2"), ("b", "b-1"), ("b", "b-2")]
+    # "empty" had no rows: its marker says it is held, so it was not made again
+    assert calls == [{"f": ["a", "empty"]}, {"f": ["b"]}]
+    _, rows = keep(["b", "c"])
+    assert rows == [("b", "b-1"), ("b", "b-2"), ("c", "c-1"), ("c", "c-2")]
+    assert calls[-1] == {"f": ["c"]}
+    held = {r[0] for r in spark.read.format("delta").load(path).select("_load_id").distinct().collect()}
+    assert held == {"b", "c"}                      # "a" and "empty" are gone, markers and all
+
+
+def test_nothing_is_written_when_every_load_is_held(spark, table):
+    from deltalake import DeltaTable
+
+    path, keep, calls = table
+    keep(["a", "b"])
+    version = DeltaTable(path).version()
+    _, rows = keep(["a", "b"])
+    assert DeltaTable(path).version() == version and len(calls) == 1 and len(rows) == 4
+
+
+def test_fresh_makes_every_load_again_and_replaces_the_table(spark, table):
+    path, keep, calls = table
+    keep(["a", "b"])
+    _, rows = keep(["b", "c"], fresh=True)
+    assert calls[-1] == {"f": ["b", "c"]}
+    assert rows == [("b", "b-1"), ("b", "b-2"), ("c", "c-1"), ("c", "c-2")]
+    assert spark.read.format("delta").load(path).count() == 6    # 4 rows and 2 markers: nothing of "a" left
+
+
+def test_the_frame_is_pinned_to_the_version_the_call_left(spark, table):
+    path, keep, _ = table
+    frame, _ = keep(["a"])
+    spark.createDataFrame([("f", "a", "late")], SCHEMA).write.format("delta").mode("append").save(path)
+    assert sorted(r["value"] for r in frame.collect()) == ["a-1", "a-2"]
