@@ -61,7 +61,7 @@ from pipelines.ingest.readers import DeliveryError, read_delivery
 from pipelines.lake.changes import record_changes
 from pipelines.lake.delta import committed_rows, delete_rows, rows_table, table_exists, write_arrow_replacing
 from pipelines.lake.manifest import append_manifest, latest_events, latest_status
-from pipelines.lake.paths import governance_path, table_path
+from pipelines.lake.paths import governance_path, state_lock, table_path
 from pipelines.lake.tables import APPROVALS_DDL
 from pipelines.quality.gate import blocked_message, build_data_docs, record_results, start_gx_import, validate_delivery
 from pipelines.quality.suites import row_count_parameters
@@ -199,20 +199,10 @@ def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
         return _ingest_file(contract, path, replaces, settings, known, run_gate)
 
 
-@contextlib.contextmanager
-def feed_lock(feed: str, settings: Settings) -> Iterator[None]:
-    """An exclusive lock per feed (a lock file under ``<lake>/state/locks``),
-    held from deciding what a snapshot supersedes until the old rows are gone."""
-    import fcntl
-
-    folder = settings.local_lake_path("state", "locks")
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{feed}.lock").open("wb") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def feed_lock(feed: str, settings: Settings):
+    """An exclusive lock per feed (``lake.paths.state_lock``), held from
+    deciding what a snapshot supersedes until the old rows are gone."""
+    return state_lock(feed, settings)
 
 
 def _ingest_file(contract: Contract, path: Path, replaces: str | None, settings: Settings,

@@ -17,6 +17,9 @@ Layout under ``GOVLAKE_HOME``::
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from pipelines.contracts import Contract
 from pipelines.settings import Settings, get_settings
 
@@ -29,3 +32,20 @@ def table_path(layer: str, contract: Contract, settings: Settings | None = None)
 def governance_path(table: str, settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     return settings.lake_path("governance", table)
+
+
+@contextlib.contextmanager
+def state_lock(name: str, settings: Settings) -> Iterator[None]:
+    """An exclusive lock on ``name`` between processes on this machine (a
+    lock file ``<lake>/state/locks/<name>.lock``, flock): ingest holds one per
+    feed, a library build one per library. Local lakes only."""
+    import fcntl
+
+    folder = settings.local_lake_path("state", "locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{name}.lock").open("wb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -306,9 +306,10 @@ def report_after_build(spark, settings: Settings) -> list[dict]:
         keys = address_keys_from_lake(spark, settings, standard)
         matched = match_addresses(reduce(lambda a, b: a.unionByName(b), texts), "address_text", keys,
                                   "address_code").localCheckpoint()
-        counted = {(r["feed"], r["_load_id"]): (r["rows"], r["matched"]) for r in matched.groupBy(
-            "feed", "_load_id").agg(F.count("*").alias("rows"), F.count("address_code").alias("matched")).collect()}
-        new_rates = [(feed, column, load, *counted.get((feed, load), (0, 0)), signature)
+        counted = {(r["feed"], r["column_name"], r["_load_id"]): (r["rows"], r["matched"]) for r in matched.groupBy(
+            "feed", "column_name", "_load_id").agg(F.count("*").alias("rows"),
+                                                   F.count("address_code").alias("matched")).collect()}
+        new_rates = [(feed, column, load, *counted.get((feed, column, load), (0, 0)), signature)
                      for feed, column, load, *_ in new_rates]
         new_unmatched.append(matched.where(F.col("address_code").isNull())
                              .groupBy("feed", "column_name", F.col("_load_id").alias("load_id"), "address_text")

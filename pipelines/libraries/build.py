@@ -9,7 +9,7 @@ from pipelines.contracts import get_contract
 from pipelines.lake.changes import read_replacements
 from pipelines.lake.delta import delta_exists, delta_version, live_loads_of, read_silver, table_exists
 from pipelines.lake.manifest import latest_events
-from pipelines.lake.paths import table_path
+from pipelines.lake.paths import state_lock, table_path
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.incremental import (
@@ -106,10 +106,22 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
     A golden library is built incrementally when its last build's state
     allows (``pipelines.libraries.incremental``): only the keys the loads
     since touched are recomputed, gated and merged; ``full`` recomputes
-    every key. Both give the same records."""
+    every key. Both give the same records.
+
+    One build of a library at a time (``state_lock`` on ``base.<library>``):
+    a second waits, then finds what the first left (a build's merge spans
+    several commits, ``golden._apply_diff``, and its state file is rewritten)."""
+    settings = settings or get_settings()
+    if not settings.lake_is_local:
+        return _build_library(spark, library, settings, gate, now, full)
+    with state_lock(f"base.{library}", settings):
+        return _build_library(spark, library, settings, gate, now, full)
+
+
+def _build_library(spark, library: str, settings: Settings, gate: bool, now: datetime | None,
+                   full: bool) -> dict:
     import time
 
-    settings = settings or get_settings()
     now = now or utc_now()
     started = time.monotonic()
     stages: dict[str, float] = {}

@@ -289,7 +289,7 @@ BROADCAST_ROWS = 1_000_000
 
 
 class MergeMismatchError(RuntimeError):
-    """The MERGE wrote other counts than the comparison before it found."""
+    """A merge's commit wrote other counts than the comparison before it found."""
 
 
 def merge_with_history(spark, records, path: str, key: str, now: datetime | None = None,
@@ -356,7 +356,9 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     counts["unchanged"] = current_before - counts["changed"] - counts["removed"]
     if not counts["inserted"] + counts["changed"] + counts["removed"]:
         return counts
-    tag = f"{MERGE_TAG}{uuid4()} at {now.isoformat()}"
+    # the build time as Spark stores it (µs since the epoch): a repair matches it, whatever its time zone
+    micros = spark.range(1).select(F.unix_micros(F.lit(now).cast("timestamp"))).first()[0]
+    tag = f"{MERGE_TAG}{uuid4()} at {micros}"
     written = _apply_diff(spark, path, key, diff, hashed, current_rows, counts, now, tag)
     if key_changes is not None:
         # entries name the table (its Delta id) as well as the version: a table created anew restarts its
@@ -375,7 +377,7 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     return counts
 
 
-# the userMetadata of a merge's commits: MERGE_TAG, an id and the build time, ": " and the part
+# the userMetadata of a merge's commits: MERGE_TAG, an id, "at" the build time (µs), ": " and the part
 MERGE_TAG = "govlake merge "
 
 
@@ -385,26 +387,33 @@ def _remove_unfinished_copies(spark, path: str) -> bool:
     between: each such key has its old version twice, closed and current,
     and the next build would copy it again. The copies are the closed rows
     with that merge's time as ``valid_to`` (its changes in place, which would
-    close rows at that time too, were not committed). True when it deleted."""
-    from datetime import datetime
-
+    close rows at that time too, were not committed): the merge's tag holds
+    that time as microseconds since the epoch, as Spark stored it, so the
+    match does not depend on the time zone of the process that repairs.
+    True when it deleted."""
     from deltalake import DeltaTable as LogTable
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    for commit in LogTable(path).history(100):             # newest first
+    # newest first; a library that rarely changes gathers upkeep commits between its merges
+    for commit in LogTable(path).history(1000):
         written = str(commit.get("userMetadata") or "")
         if not written.startswith(MERGE_TAG):
             continue
         if not written.endswith(": closed copies"):
             return False
-        at = datetime.fromisoformat(written[len(MERGE_TAG):].split(" at ", 1)[1].rsplit(": ", 1)[0])
+        micros = int(written[len(MERGE_TAG):].split(" at ", 1)[1].rsplit(": ", 1)[0])
         spark.conf.set("spark.databricks.delta.commitInfo.userMetadata",
-                       f"{MERGE_TAG}repair: closed copies of an unfinished merge at {at.isoformat()} deleted")
+                       f"{MERGE_TAG}repair: closed copies of an unfinished merge ({micros} µs) deleted")
         try:
-            DeltaTable.forPath(spark, path).delete(~F.col("is_current") & (F.col("valid_to") == F.lit(at)))
+            DeltaTable.forPath(spark, path).delete(~F.col("is_current") & (F.unix_micros("valid_to") == micros))
         finally:
             spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+        deleted = int((LogTable(path).history(1)[0].get("operationMetrics") or {}).get("numDeletedRows", -1))
+        copied = int((commit.get("operationMetrics") or {}).get("numOutputRows", -2))
+        if deleted != copied:
+            raise MergeMismatchError(f"{path}: removing the closed copies of an unfinished merge deleted {deleted} "
+                                     f"rows, the merge had appended {copied}")
         return True
     return False
 
@@ -460,8 +469,12 @@ def _apply_diff(spark, path: str, key: str, diff, hashed, current_rows, counts: 
         # shuffled every row of the table (32 of a 45 s MERGE on 10.4M rows). Raising the threshold
         # instead made Spark broadcast the table (its file size looked small): 17 s at scale 0.2.
         staged = (hashed.join(changed, key, "left_semi").withColumn("_close", F.lit(False))
-                  .unionByName(gone.withColumn("_close", F.lit(True)), allowMissingColumns=True)
-                  .limit(counts["changed"] + counts["removed"]).localCheckpoint())
+                  .unionByName(gone.withColumn("_close", F.lit(True)), allowMissingColumns=True)).localCheckpoint()
+        rows = staged.count()
+        if rows != counts["changed"] + counts["removed"]:
+            raise MergeMismatchError(f"{path}: {rows} rows staged for {counts['changed'] + counts['removed']} "
+                                     f"changed and gone keys (records with a {key} twice?)")
+        staged = staged.limit(rows)
         spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", f"{tag}: in place")
         # a column the records no longer have is null in the new version, as a MERGE's insert leaves it
         dropped = {c: F.lit(None) for c in columns if c not in hashed.columns and c not in HISTORY_COLUMNS}
