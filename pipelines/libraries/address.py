@@ -271,19 +271,19 @@ def report_after_build(spark, settings: Settings) -> list[dict]:
     # what a measurement depends on: the standard addresses and the matching code
     signature = _standard_signature(settings, standard)
     paths = {name: settings.lake_path("state", "address_report", name) for name in ("rates", "unmatched")}
-    wanted = spark.createDataFrame([(feed, load) for feed, _ in MATCHED_ADDRESS_COLUMNS for load in live.get(feed, [])],
-                                   "feed string, load_id string")
     live_pairs = {(feed, load) for feed, _ in MATCHED_ADDRESS_COLUMNS for load in live.get(feed, [])}
-    kept, measured, dropped = {}, set(), False
+    wanted = spark.createDataFrame(sorted(live_pairs), "feed string, load_id string")
+    cached, kept, measured, dropped = {}, {}, set(), False
     for name, path in paths.items():
         if delta_exists(spark, path):
             # pinned: the usual day appends to the table and then reads what it kept
-            cached = spark.read.format("delta").option("versionAsOf", delta_version(spark, path)).load(path)
-            kept[name] = cached.where(F.col("signature") == signature).join(wanted, ["feed", "load_id"], "left_semi")
-    if "rates" in kept:
+            cached[name] = spark.read.format("delta").option("versionAsOf", delta_version(spark, path)).load(path)
+            kept[name] = (cached[name].where(F.col("signature") == signature)
+                          .join(wanted, ["feed", "load_id"], "left_semi"))
+    if "rates" in cached:
         # one row per measured delivery: whether any is stale (another signature, no longer live) is read
         # from it alone; the unmatched texts were written with the same deliveries' rates
-        for row in spark.read.format("delta").load(paths["rates"]).select("feed", "load_id", "signature").collect():
+        for row in cached["rates"].select("feed", "load_id", "signature").collect():
             current = row["signature"] == signature and (row["feed"], row["load_id"]) in live_pairs
             measured |= {(row["feed"], row["load_id"])} if current else set()
             dropped = dropped or not current
