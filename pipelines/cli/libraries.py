@@ -20,8 +20,14 @@ def _library_choices() -> list[str]:
               help="A base library to build (repeatable). Default: all, in dependency order.")
 @click.option("--full", is_flag=True, help="Recompute every key (default: only the keys the deliveries since "
                                            "the last build touched, where its recorded state allows).")
+@click.option("--accept-code-change", "accept_code", is_flag=True,
+              help="The build code changed since the last builds without changing what they compute: keep them "
+                   "incremental (refused, and recorded, where anything else changed; needs --reason).")
+@click.option("--reason", default=None, help="Why the code change leaves the records as they were (recorded).")
+@click.option("--by", "decided_by", default=None, help="Who accepts it (default: the OS user).")
 @json_option
-def build_command(libraries: tuple[str, ...], full: bool, as_json: bool) -> None:
+def build_command(libraries: tuple[str, ...], full: bool, accept_code: bool, reason: str | None,
+                  decided_by: str | None, as_json: bool) -> None:
     """Build or refresh base libraries from silver (gated; history kept; only changes written).
 
     A golden library is built incrementally: the keys the deliveries since
@@ -35,10 +41,28 @@ def build_command(libraries: tuple[str, ...], full: bool, as_json: bool) -> None
     whose upstream library is not built) is skipped with the reason, before
     any Spark work; the others build. Exits 1 if a library was skipped or
     blocked by its gate; with --library, a library that cannot be built fails.
-    """
-    from pipelines.libraries.build import build_ready
 
-    results, skipped = build_ready(spark, list(libraries) or None, full=full)
+    A change of the build code (pipelines/libraries, ...) makes the next
+    build of every library a full one, since rows left alone were computed
+    by the old code. --accept-code-change --reason R records an operator's
+    word that it computes the same records (a refactoring, a speed-up the
+    incremental-equals-full test covers): the builds stay incremental. It is
+    refused, and the refusal recorded, for a library whose spec, contracts,
+    suite or rules changed too, or whose last build did not finish. The
+    decisions are kept in <lake>/state/build_overrides.
+    """
+    import getpass
+
+    from pipelines.libraries.build import BuildRefused, build_ready
+
+    if reason is not None and not accept_code:
+        raise click.UsageError("--reason goes with --accept-code-change")
+    try:
+        results, skipped = build_ready(spark, list(libraries) or None, full=full,
+                                       accept_code=(reason or "", decided_by or getpass.getuser())
+                                       if accept_code else None)
+    except BuildRefused as exc:
+        raise click.ClickException(str(exc)) from None
     if libraries and skipped:
         raise click.ClickException("; ".join(check.describe() for check in skipped))
     for check in skipped:

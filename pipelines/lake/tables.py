@@ -100,6 +100,12 @@ ADDRESS_MATCH_RATES_DDL = ("feed string, column_name string, rows long, matched 
 UNMATCHED_ADDRESSES_DDL = "feed string, column_name string, address_text string, rows long"
 
 
+# Not a governance table: the operators' log under ``state/build_overrides``
+# (``pipelines.libraries.build.accept_code_change``), one row per library per decision.
+BUILD_OVERRIDES_DDL = ("library string, decision string, changed_files array<string>, previous_digest string, "
+                       "digest string, reason string, decided_by string, refusal string, decided_at timestamp")
+
+
 GOVERNANCE_TABLES = {
     "load_manifest": MANIFEST_DDL,
     "quarantine": QUARANTINE_DDL,

@@ -7,14 +7,15 @@ from datetime import datetime
 
 from pipelines.contracts import get_contract
 from pipelines.lake.changes import read_replacements
-from pipelines.lake.delta import delta_exists, delta_version, live_loads_of, read_silver, table_exists
+from pipelines.lake.delta import append_rows, delta_exists, delta_version, live_loads_of, read_silver, table_exists
 from pipelines.lake.manifest import latest_events
 from pipelines.lake.paths import state_lock, table_path
+from pipelines.lake.tables import BUILD_OVERRIDES_DDL
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.incremental import (
-    BuildPlan, BuildState, current_state, key_changes_path, plan_build, read_state, restrict, touched_keys,
-    unfinished, upstream_changed, upstream_problems, write_state,
+    BuildPlan, BuildState, build_digest, code_change_acceptance, current_state, digest_parts, key_changes_path,
+    plan_build, read_state, restrict, touched_keys, unfinished, upstream_changed, upstream_problems, write_state,
 )
 from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec, spec_function
@@ -98,7 +99,7 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
 
 
 def build_library(spark, library: str, settings: Settings | None = None, gate: bool = True,
-                  now: datetime | None = None, full: bool = False) -> dict:
+                  now: datetime | None = None, full: bool = False, code_accepted: bool = False) -> dict:
     """Build or refresh one base library; its suite gates the result before it
     is merged (a blocked build leaves the gold table and the governance tables
     as they were). Conflicts, entity links and match reviews are recorded with it.
@@ -110,16 +111,19 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
 
     One build of a library at a time (``state_lock`` on ``base.<library>``):
     a second waits, then finds what the first left (a build's merge spans
-    several commits, ``golden._apply_diff``, and its state file is rewritten)."""
+    several commits, ``golden._apply_diff``, and its state file is rewritten).
+
+    ``code_accepted``: an operator accepted a change of build code alone
+    (``accept_code_change``), so it does not force a full build."""
     settings = settings or get_settings()
     if not settings.lake_is_local:
-        return _build_library(spark, library, settings, gate, now, full)
+        return _build_library(spark, library, settings, gate, now, full, code_accepted)
     with state_lock(f"base.{library}", settings):
-        return _build_library(spark, library, settings, gate, now, full)
+        return _build_library(spark, library, settings, gate, now, full, code_accepted)
 
 
 def _build_library(spark, library: str, settings: Settings, gate: bool, now: datetime | None,
-                   full: bool) -> dict:
+                   full: bool, code_accepted: bool = False) -> dict:
     import time
 
     now = now or utc_now()
@@ -138,7 +142,8 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
                       upstream_problems(spec, state, previous, settings) if not full else [],
                       {old: new for feed in state.loads
                        for old, new in read_replacements(get_contract(feed, settings.schemas_dir), settings).items()},
-                      upstream_changed(spec, state, previous, settings) if exists and not full else None)
+                      upstream_changed(spec, state, previous, settings) if exists and not full else None,
+                      code_accepted)
     if plan.mode in ("unchanged", "report"):
         # nothing the records are made of changed: the table stays as it is
         result = {"library": library, "status": "built", "mode": plan.mode, "mode_reason": plan.reason,
@@ -196,6 +201,65 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
     write_state(state, settings)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
+
+
+class BuildRefused(ValueError):
+    """An operator's request a build refuses; the message names each library and why."""
+
+
+def overrides_path(settings: Settings) -> str:
+    """The operators' log of accepted and refused code changes (``accept_code_change``)."""
+    return settings.lake_path("state", "build_overrides")
+
+
+def accept_code_change(libraries: list[str] | None, reason: str, decided_by: str,
+                       settings: Settings | None = None) -> list[dict]:
+    """Record an operator's word that the build code changed since the last
+    builds of ``libraries`` (default: all) without changing what they
+    compute, so that their next builds stay incremental instead of
+    recomputing every key (at city scale, most of an hour).
+
+    Checked per library (``incremental.code_change_acceptance``): only a
+    change of build code alone is accepted; a change of a spec, contract,
+    suite or rule set, an unfinished last build, or a state that does not
+    say what it was made of is refused, and then nothing is accepted (the
+    others are recorded "not applied"). Every decision, refusals included,
+    is appended to ``state/build_overrides`` (who, why, which files, the
+    digests before and now); a library whose build code did not change, or
+    that was never built, needs none and is left out. Any refusal raises
+    ``BuildRefused`` naming each library and why, before anything is built.
+    Returns the recorded rows."""
+    settings = settings or get_settings()
+    if not reason or not reason.strip():
+        raise BuildRefused("accepting a code change needs a reason (--reason): it is recorded with the builds")
+    order = library_names(settings)
+    wanted = order if not libraries else [name for name in order if name in libraries]
+    now = utc_now()
+    rows = []
+    for name in wanted:
+        spec = load_library_spec(name, settings)
+        previous = read_state(name, settings)
+        parts = digest_parts(spec, settings)
+        state = BuildState(library=name, built_at=now.isoformat(), as_of=now.date().isoformat(),
+                           spec_digest=build_digest(spec, settings, parts), digest_parts=parts)
+        if previous is None or previous.spec_digest == state.spec_digest:
+            continue
+        changed, refusal = code_change_acceptance(previous, state)
+        rows.append({"library": name, "decision": "refused" if refusal else "accepted", "changed_files": changed,
+                     "previous_digest": previous.spec_digest, "digest": state.spec_digest, "reason": reason.strip(),
+                     "decided_by": decided_by, "refusal": refusal, "decided_at": now})
+    refused = [row for row in rows if row["refusal"]]
+    if refused:          # nothing is built: the acceptable ones were not applied either
+        rows = [row if row["refusal"] else row | {"decision": "not applied",
+                                                  "refusal": "refused for another library in the same run"}
+                for row in rows]
+    if rows:
+        append_rows(overrides_path(settings), rows, BUILD_OVERRIDES_DDL)
+    if refused:
+        raise BuildRefused("; ".join(f"base.{row['library']}: {row['refusal']}" for row in refused)
+                           + ": build without --accept-code-change (a full build of those), or name the "
+                             "others with --library")
+    return rows
 
 
 def build_libraries(spark, libraries: list[str] | None = None, settings: Settings | None = None,
@@ -283,15 +347,22 @@ def source_readiness(libraries: list[str] | None = None, settings: Settings | No
 
 
 def build_ready(session_of, libraries: list[str] | None = None, settings: Settings | None = None,
-                full: bool = False) -> tuple[list[dict], list[Readiness]]:
+                full: bool = False, accept_code: tuple[str, str] | None = None) -> tuple[list[dict], list[Readiness]]:
     """Build ``libraries`` (default: all) in dependency order, skipping before
     any Spark work those whose sources are not in the lake (``source_readiness``)
     and, during the run, those whose upstream library the gate blocked.
     ``session_of()`` gives the Spark session, called only when a library is
     built. Returns the build results (skipped ones with ``status`` skipped and
     the reason) and the readiness checks that failed. ``full``: rebuild
-    every key (else incrementally where the last build allows)."""
+    every key (else incrementally where the last build allows);
+    ``accept_code`` (reason, by whom): ``accept_code_change`` first, whose
+    refusal stops the run before anything is built."""
     settings = settings or get_settings()
+    if accept_code is not None:
+        if full:
+            raise BuildRefused("--accept-code-change keeps builds incremental; --full recomputes every key: "
+                               "ask for one or the other")
+        accept_code_change(libraries, *accept_code, settings)
     now = utc_now()
     readiness = source_readiness(libraries, settings)
     not_built: set[str] = {check.library for check in readiness if not check.ready}
@@ -306,7 +377,8 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
                             "reason": f"upstream {', '.join('base.' + n for n in upstream)} not built in this run"})
             continue
         session = session or session_of()
-        result = build_library(session, check.library, settings, now=now, full=full)
+        result = build_library(session, check.library, settings, now=now, full=full,
+                               code_accepted=accept_code is not None)
         if result["status"] != "built":
             not_built.add(check.library)
         results.append(result)

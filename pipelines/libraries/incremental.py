@@ -78,6 +78,10 @@ class BuildState:
     # no manifest event vouches for) makes a build look at it again
     silver: dict[str, int | None] = field(default_factory=dict)
     snapshot_feeds: list[str] = field(default_factory=list)   # feeds that deliver whole registers
+    # what spec_digest is made of, part by part (``digest_parts``): a full
+    # build's reason names the files that changed, and an operator may accept
+    # a change of code alone (``code_change_acceptance``)
+    digest_parts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,22 +136,73 @@ def spec_feeds(spec: LibrarySpec) -> list[str]:
     return sorted(feeds)
 
 
-def build_digest(spec: LibrarySpec, settings: Settings) -> str:
-    """A digest of what a build of ``spec`` is made of: the spec, the
-    contracts of its feeds, its quality suite, the build code and the
-    reference data. Rows an incremental build leaves alone were computed by
-    the code of their time; when any of this changes, every key is recomputed."""
+def digest_parts(spec: LibrarySpec, settings: Settings) -> dict[str, str]:
+    """What a build of ``spec`` is made of, part by part, each with a digest
+    of its content: ``spec`` (the library spec), the contracts of its feeds
+    (``schemas/feeds/...``), its quality suite (``quality/libraries/...``),
+    the rule sets (``schemas/rules/...``), and the build code (``BUILD_CODE``,
+    paths from the project root). A part that does not exist is ``<none>``."""
     import hashlib
 
-    paths = [Path(settings.schemas_dir) / "feeds" / feed.split(".")[0] / f"{feed.split('.')[1]}.yaml"
-             for feed in spec_feeds(spec)]
-    paths.append(PROJECT_ROOT / "quality" / "libraries" / f"{spec.library}.yaml")
-    paths += sorted((Path(settings.schemas_dir) / "rules").glob("*.yaml"))       # e.g. the credit rule set
-    paths += sorted(path for pattern in BUILD_CODE for path in PROJECT_ROOT.glob(pattern))
-    digest = hashlib.sha256(spec.digest.encode())
-    for path in paths:
-        digest.update(str(path.name).encode() + (path.read_bytes() if path.is_file() else b"<none>"))
-    return digest.hexdigest()[:16]
+    def digest(content: bytes) -> str:
+        return hashlib.sha256(content).hexdigest()[:16]
+
+    schemas = Path(settings.schemas_dir)
+    files = {f"schemas/feeds/{feed.split('.')[0]}/{feed.split('.')[1]}.yaml":
+             schemas / "feeds" / feed.split(".")[0] / f"{feed.split('.')[1]}.yaml" for feed in spec_feeds(spec)}
+    files[f"quality/libraries/{spec.library}.yaml"] = PROJECT_ROOT / "quality" / "libraries" / f"{spec.library}.yaml"
+    files |= {f"schemas/rules/{path.name}": path for path in (schemas / "rules").glob("*.yaml")}  # e.g. credit rules
+    files |= {path.relative_to(PROJECT_ROOT).as_posix(): path
+              for pattern in BUILD_CODE for path in PROJECT_ROOT.glob(pattern)}
+    parts = {"spec": digest(spec.digest.encode())}
+    parts |= {name: digest(path.read_bytes()) if path.is_file() else "<none>" for name, path in sorted(files.items())}
+    return parts
+
+
+def build_digest(spec: LibrarySpec, settings: Settings, parts: dict[str, str] | None = None) -> str:
+    """A digest of what a build of ``spec`` is made of (``digest_parts``).
+    Rows an incremental build leaves alone were computed by the code of
+    their time; when any part changes, every key is recomputed."""
+    import hashlib
+
+    parts = parts if parts is not None else digest_parts(spec, settings)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_code_part(name: str) -> bool:
+    """Is the digest part ``name`` build code (``BUILD_CODE``), not a spec, contract, suite or rule set?"""
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name, pattern) for pattern in BUILD_CODE)
+
+
+def changed_parts(before: dict[str, str], now: dict[str, str]) -> list[str]:
+    """The digest parts that differ between two builds (added, removed or changed), sorted. Pure."""
+    return sorted(name for name in set(before) | set(now) if before.get(name) != now.get(name))
+
+
+def code_change_acceptance(previous: BuildState | None, state: BuildState) -> tuple[list[str], str | None]:
+    """Whether an operator may accept that what changed since ``previous``
+    (the last build) is build code that leaves the records as they were,
+    so the build stays incremental: (the code files that changed, why not
+    or None). Refused when there is no finished last build, when its state
+    predates per-part digests (what changed is unknown), or when anything
+    besides code changed: a spec, contract, suite or rule set says what the
+    records are, and only a full build applies it to every key. Pure."""
+    if previous is None:
+        return [], "it has no finished build to compare with"
+    if not previous.finished:
+        return [], "its last build did not finish (the next build is a full one whatever the code)"
+    if previous.spec_digest == state.spec_digest:
+        return [], None
+    if not previous.digest_parts:
+        return [], "its last build's state does not say which files it was made of (built before per-file digests)"
+    changed = changed_parts(previous.digest_parts, state.digest_parts)
+    data = [name for name in changed if not is_code_part(name)]
+    if data:
+        shown = ", ".join(data[:3]) + (f" and {len(data) - 3} more" if len(data) > 3 else "")
+        return changed, f"not only build code changed since its last build: {shown} (what the records are made of)"
+    return changed, None
 
 
 def upstream_versions(spark, spec: LibrarySpec, settings: Settings) -> dict[str, int | None]:
@@ -169,8 +224,9 @@ def silver_versions(spec: LibrarySpec, settings: Settings) -> dict[str, int | No
 
 def current_state(spark, spec: LibrarySpec, live: dict[str, list[str]], now: datetime,
                   settings: Settings) -> BuildState:
+    parts = digest_parts(spec, settings)
     return BuildState(library=spec.library, built_at=now.isoformat(), as_of=now.date().isoformat(),
-                      spec_digest=build_digest(spec, settings),
+                      spec_digest=build_digest(spec, settings, parts), digest_parts=parts,
                       loads={feed: sorted(live.get(feed, [])) for feed in spec_feeds(spec)},
                       upstream=upstream_versions(spark, spec, settings),
                       silver=silver_versions(spec, settings),
@@ -289,23 +345,31 @@ def upstream_changed(spec: LibrarySpec, state: BuildState, previous: BuildState 
 
 def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None, path_exists: bool,
                full: bool, upstream: list[str] = (), replacements: dict[str, str] | None = None,
-               changed_upstream: list[str] | None = None) -> BuildPlan:
+               changed_upstream: list[str] | None = None, code_accepted: bool = False) -> BuildPlan:
     """Incremental when the last build's state says exactly what changed
     since; ``unchanged`` (nothing to compute) when nothing the library reads
     did, ``report`` when only its report's feeds did. Pure.
     ``upstream``: ``upstream_problems``'s answer; ``replacements``: replaced
     load -> the load that replaced it, from the feeds' change tables
     (``pipelines.lake.changes.read_replacements``); ``changed_upstream``:
-    ``upstream_changed``'s answer (None: assume every upstream changed)."""
+    ``upstream_changed``'s answer (None: assume every upstream changed);
+    ``code_accepted``: an operator accepted a change of build code alone as
+    leaving the records as they were (``code_change_acceptance``)."""
     if full:
         return BuildPlan("full", "asked for (--full)", previous=previous)
     if previous is None or not path_exists:
         return BuildPlan("full", "first build", previous=previous)
     if not previous.finished:
         return BuildPlan("full", "the last build did not finish", previous=previous)
+    accepted = ""
     if previous.spec_digest != state.spec_digest:
-        return BuildPlan("full", "the library spec, its feeds' contracts, its suite or the build code changed "
-                                 "since the last build", previous=previous)
+        changed = changed_parts(previous.digest_parts, state.digest_parts) if previous.digest_parts else []
+        if not (code_accepted and code_change_acceptance(previous, state)[1] is None):
+            named = (f" ({', '.join(changed[:3])}{f' and {len(changed) - 3} more' if len(changed) > 3 else ''})"
+                     if changed else "")
+            return BuildPlan("full", "the library spec, its feeds' contracts, its suite or the build code changed "
+                                     f"since the last build{named}", previous=previous)
+        accepted = f"; the change of {', '.join(changed)} accepted as leaving the records as they were"
     if date.fromisoformat(state.as_of) < date.fromisoformat(previous.as_of):
         return BuildPlan("full", "the build date is before the last build's", previous=previous)
     changed_feeds = {feed for feed in set(state.loads) | set(previous.loads)
@@ -315,9 +379,9 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
     if (changed_upstream is not None and not changed_upstream and not changed_feeds & read_by_build
             and (not spec.reads_date or state.as_of == previous.as_of)):
         if changed_feeds:
-            return BuildPlan("report", f"only feeds its report reads changed ({', '.join(sorted(changed_feeds))})",
-                             previous=previous)
-        return BuildPlan("unchanged", "nothing it reads changed since the last build", previous=previous)
+            return BuildPlan("report", f"only feeds its report reads changed ({', '.join(sorted(changed_feeds))})"
+                                       + accepted, previous=previous)
+        return BuildPlan("unchanged", "nothing it reads changed since the last build" + accepted, previous=previous)
     if spec.kind != "golden" and not spec.touched_keys:
         return BuildPlan("full", "this derived library is rebuilt in full (no incremental.touched)",
                          previous=previous)
@@ -347,7 +411,7 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
         replaced_by.setdefault(load, set()).add(old)
     diffed = sorted(load for load in new if load in snapshots and load in replaced_by and replaced_by[load] <= seen)
     change_loads = sorted(set(change_loads) | set(diffed))
-    return BuildPlan("incremental", f"{len(new)} new deliveries since the last build", new, previous,
+    return BuildPlan("incremental", f"{len(new)} new deliveries since the last build{accepted}", new, previous,
                      change_loads, diffed)
 
 

@@ -148,6 +148,56 @@ def test_source_readiness_lets_a_library_build_after_its_dependency_in_the_same_
     assert ready["e_licence"].missing_libraries == ["legal_person"]
 
 
+def _built_state(library: str, changed: dict[str, str], finished: bool = True) -> None:
+    """A last build of ``library`` recorded as if the files in ``changed`` had other content then."""
+    from pipelines.libraries.incremental import BuildState, build_digest, digest_parts, write_state
+    from pipelines.library_specs import load_library_spec
+
+    settings = get_settings()
+    spec = load_library_spec(library, settings)
+    parts = digest_parts(spec, settings) | changed
+    write_state(BuildState(library=library, built_at="2026-12-02T20:00:00+00:00", as_of="2026-12-02",
+                           spec_digest=build_digest(spec, settings, parts), digest_parts=parts,
+                           finished=finished), settings)
+
+
+def _overrides() -> list[dict]:
+    from pipelines.lake.delta import read_delta_rows
+    from pipelines.libraries.build import overrides_path
+
+    return read_delta_rows(overrides_path(get_settings()))
+
+
+def test_accepting_a_code_change_is_recorded_and_refused_where_more_than_code_changed(lake):
+    """An operator's --accept-code-change: refused before any build (and
+    before Spark) where a contract changed too or the last build died, each
+    refusal recorded with who and why; accepted where code alone changed."""
+    _built_state("population", {"pipelines/libraries/golden.py": "old", "schemas/feeds/psb/hukou.yaml": "old"})
+    _built_state("legal_person", {"pipelines/libraries/golden.py": "old"}, finished=False)
+    _built_state("grid", {"pipelines/libraries/address.py": "old"})
+    assert _run("build", "--library", "grid", "--reason", "x").exit_code == 2       # --reason alone: a usage error
+    _assert_clean_failure(_run("build", "--library", "grid", "--accept-code-change"),
+                          "accepting a code change needs a reason (--reason)")
+    refused = _run("build", "--accept-code-change", "--reason", "a refactoring", "--by", "ops1")
+    _assert_clean_failure(refused, "base.population: not only build code changed since its last build: "
+                                   "schemas/feeds/psb/hukou.yaml", "base.legal_person: its last build did not finish")
+    assert lake[1] == []                                                            # before Spark
+    rows = {row["library"]: row for row in _overrides()}
+    assert {name: row["decision"] for name, row in rows.items()} == {
+        "population": "refused", "legal_person": "refused", "grid": "not applied"}  # never-built ones: no row
+    assert rows["population"]["changed_files"] == ["pipelines/libraries/golden.py", "schemas/feeds/psb/hukou.yaml"]
+    assert (rows["grid"]["decided_by"], rows["grid"]["reason"]) == ("ops1", "a refactoring")
+    accepted = _run("build", "--library", "grid", "--accept-code-change", "--reason", "a refactoring")
+    # accepted, then skipped for want of sources (this lake has none), still before Spark
+    _assert_clean_failure(accepted, "base.grid skipped: grid.cell has no silver table")
+    grid = sorted((row["decided_at"], row["decision"], row["refusal"]) for row in _overrides()
+                  if row["library"] == "grid")
+    assert [(decision, refusal) for _, decision, refusal in grid] == [
+        ("not applied", "refused for another library in the same run"), ("accepted", None)]
+    _assert_clean_failure(_run("build", "--full", "--accept-code-change", "--reason", "x"),
+                          "ask for one or the other")
+
+
 # ---------------------------------------------------------------------- --debug
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_trace(lake, monkeypatch):
     def broken():

@@ -159,3 +159,51 @@ def test_a_library_with_nothing_new_to_read_is_left_as_it_is():
     assert plan_build(rating, dataclasses.replace(rated, as_of="2026-12-03"), rated, True, False,
                       changed_upstream=[]).mode == "incremental"
     assert plan_build(rating, rated, rated, True, False, changed_upstream=[]).mode == "unchanged"
+
+
+def test_a_full_build_for_changed_code_names_the_files_and_an_operator_may_accept_code_alone():
+    """The state keeps a digest per part (spec, contracts, suite, rules, code
+    files): a full build's reason names what changed. An operator's
+    acceptance keeps the build incremental only where code alone changed."""
+    from pipelines.libraries.incremental import (
+        build_digest, changed_parts, code_change_acceptance, digest_parts, is_code_part,
+    )
+
+    settings = get_settings()
+    parts = digest_parts(SPEC, settings)
+    assert parts["spec"] and "pipelines/libraries/golden.py" in parts and "schemas/feeds/psb/hukou.yaml" in parts
+    assert "quality/libraries/population.yaml" in parts
+    assert build_digest(SPEC, settings) == build_digest(SPEC, settings, parts)
+    assert is_code_part("pipelines/libraries/golden.py") and not is_code_part("schemas/feeds/psb/hukou.yaml")
+    assert changed_parts({"a": "1", "b": "2"}, {"b": "3", "c": "4"}) == ["a", "b", "c"]
+
+    def built(changed: dict[str, str], finished: bool = True) -> BuildState:
+        now_parts = parts | changed
+        return dataclasses.replace(state(digest=build_digest(SPEC, settings, now_parts)), digest_parts=now_parts,
+                                   finished=finished)
+
+    previous = built({"pipelines/libraries/golden.py": "old", "pipelines/reference.py": "old"})
+    now = dataclasses.replace(built({}), as_of="2026-12-03", built_at="2026-12-03T20:00:00+00:00",
+                              loads={"psb.hukou": ["hukou-1", "hukou-2"], "mca.death": ["death-1"]})
+    plan = plan_build(SPEC, now, previous, True, False)
+    assert (plan.mode, plan.reason) == ("full", "the library spec, its feeds' contracts, its suite or the build "
+                                                "code changed since the last build (pipelines/libraries/golden.py, "
+                                                "pipelines/reference.py)")
+    assert code_change_acceptance(previous, now) == (["pipelines/libraries/golden.py", "pipelines/reference.py"], None)
+    accepted = plan_build(SPEC, now, previous, True, False, code_accepted=True)
+    assert (accepted.mode, accepted.new_loads) == ("incremental", ["hukou-2"])
+    assert accepted.reason == ("1 new deliveries since the last build; the change of pipelines/libraries/golden.py, "
+                               "pipelines/reference.py accepted as leaving the records as they were")
+    # a contract changed too: acceptance is refused and the plan stays full
+    mixed = built({"pipelines/libraries/golden.py": "old", "schemas/feeds/psb/hukou.yaml": "old"})
+    assert code_change_acceptance(mixed, now)[1] == ("not only build code changed since its last build: "
+                                                     "schemas/feeds/psb/hukou.yaml (what the records are made of)")
+    assert plan_build(SPEC, now, mixed, True, False, code_accepted=True).mode == "full"
+    unfinished_build = built({"pipelines/libraries/golden.py": "old"}, finished=False)
+    assert "did not finish" in code_change_acceptance(unfinished_build, now)[1]
+    assert plan_build(SPEC, now, unfinished_build, True, False, code_accepted=True).mode == "full"
+    older = dataclasses.replace(previous, digest_parts={})         # a state written before per-part digests
+    assert "does not say which files" in code_change_acceptance(older, now)[1]
+    assert plan_build(SPEC, now, older, True, False, code_accepted=True).reason.endswith("since the last build")
+    assert code_change_acceptance(None, now) == ([], "it has no finished build to compare with")
+    assert code_change_acceptance(now, now) == ([], None)          # nothing changed: nothing to accept
