@@ -51,15 +51,15 @@ def build_command(libraries: tuple[str, ...], full: bool, accept_code: bool, rea
     suite or rules changed too, or whose last build did not finish. The
     decisions are kept in <lake>/state/build_overrides.
     """
-    import getpass
+    from pipelines.libraries.build import BuildRefused, build_ready, os_user
 
-    from pipelines.libraries.build import BuildRefused, build_ready
-
-    if reason is not None and not accept_code:
-        raise click.UsageError("--reason goes with --accept-code-change")
+    if (reason is not None or decided_by is not None) and not accept_code:
+        raise click.UsageError("--reason and --by go with --accept-code-change")
+    if accept_code and full:
+        raise click.UsageError("--accept-code-change keeps builds incremental; --full recomputes every key")
     try:
         results, skipped = build_ready(spark, list(libraries) or None, full=full,
-                                       accept_code=(reason or "", decided_by or getpass.getuser())
+                                       accept_code=(reason or "", decided_by or os_user() or "unknown")
                                        if accept_code else None)
     except BuildRefused as exc:
         raise click.ClickException(str(exc)) from None

@@ -102,8 +102,10 @@ UNMATCHED_ADDRESSES_DDL = "feed string, column_name string, address_text string,
 
 # Not a governance table: the operators' log under ``state/build_overrides``
 # (``pipelines.libraries.build.accept_code_change``), one row per library per decision.
+# decision: accepted | refused | not applied | applied (what the build then did, in detail)
 BUILD_OVERRIDES_DDL = ("library string, decision string, changed_files array<string>, previous_digest string, "
-                       "digest string, reason string, decided_by string, refusal string, decided_at timestamp")
+                       "digest string, reason string, decided_by string, os_user string, detail string, "
+                       "decided_at timestamp")
 
 
 GOVERNANCE_TABLES = {

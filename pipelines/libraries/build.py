@@ -14,7 +14,7 @@ from pipelines.lake.tables import BUILD_OVERRIDES_DDL
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.incremental import (
-    BuildPlan, BuildState, build_digest, code_change_acceptance, current_state, digest_parts, key_changes_path,
+    BuildPlan, BuildState, code_change_acceptance, current_state, digest_parts, key_changes_path, parts_digest,
     plan_build, read_state, restrict, touched_keys, unfinished, upstream_changed, upstream_problems, write_state,
 )
 from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
@@ -99,7 +99,7 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
 
 
 def build_library(spark, library: str, settings: Settings | None = None, gate: bool = True,
-                  now: datetime | None = None, full: bool = False, code_accepted: bool = False) -> dict:
+                  now: datetime | None = None, full: bool = False, accepted_digest: str | None = None) -> dict:
     """Build or refresh one base library; its suite gates the result before it
     is merged (a blocked build leaves the gold table and the governance tables
     as they were). Conflicts, entity links and match reviews are recorded with it.
@@ -113,17 +113,17 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
     a second waits, then finds what the first left (a build's merge spans
     several commits, ``golden._apply_diff``, and its state file is rewritten).
 
-    ``code_accepted``: an operator accepted a change of build code alone
-    (``accept_code_change``), so it does not force a full build."""
+    ``accepted_digest``: an operator accepted a change of build code alone,
+    to this digest (``accept_code_change``), so it does not force a full build."""
     settings = settings or get_settings()
     if not settings.lake_is_local:
-        return _build_library(spark, library, settings, gate, now, full, code_accepted)
+        return _build_library(spark, library, settings, gate, now, full, accepted_digest)
     with state_lock(f"base.{library}", settings):
-        return _build_library(spark, library, settings, gate, now, full, code_accepted)
+        return _build_library(spark, library, settings, gate, now, full, accepted_digest)
 
 
 def _build_library(spark, library: str, settings: Settings, gate: bool, now: datetime | None,
-                   full: bool, code_accepted: bool = False) -> dict:
+                   full: bool, accepted_digest: str | None = None) -> dict:
     import time
 
     now = now or utc_now()
@@ -143,7 +143,7 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
                       {old: new for feed in state.loads
                        for old, new in read_replacements(get_contract(feed, settings.schemas_dir), settings).items()},
                       upstream_changed(spec, state, previous, settings) if exists and not full else None,
-                      code_accepted)
+                      accepted_digest)
     if plan.mode in ("unchanged", "report"):
         # nothing the records are made of changed: the table stays as it is
         result = {"library": library, "status": "built", "mode": plan.mode, "mode_reason": plan.reason,
@@ -212,8 +212,26 @@ def overrides_path(settings: Settings) -> str:
     return settings.lake_path("state", "build_overrides")
 
 
+def os_user() -> str | None:
+    """The operating-system user running this process (recorded beside the
+    ``--by`` name an operator gives), or None where there is none to name."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):        # a container user without a passwd entry
+        return None
+
+
+def record_overrides(rows: list[dict], settings: Settings) -> None:
+    """Append decisions to ``state/build_overrides`` (one delta-rs commit)."""
+    if rows:
+        append_rows(overrides_path(settings), [row | {"os_user": os_user(), "decided_at": utc_now()} for row in rows],
+                    BUILD_OVERRIDES_DDL)
+
+
 def accept_code_change(libraries: list[str] | None, reason: str, decided_by: str,
-                       settings: Settings | None = None) -> list[dict]:
+                       settings: Settings | None = None) -> dict[str, dict]:
     """Record an operator's word that the build code changed since the last
     builds of ``libraries`` (default: all) without changing what they
     compute, so that their next builds stay incremental instead of
@@ -221,14 +239,15 @@ def accept_code_change(libraries: list[str] | None, reason: str, decided_by: str
 
     Checked per library (``incremental.code_change_acceptance``): only a
     change of build code alone is accepted; a change of a spec, contract,
-    suite or rule set, an unfinished last build, or a state that does not
-    say what it was made of is refused, and then nothing is accepted (the
-    others are recorded "not applied"). Every decision, refusals included,
-    is appended to ``state/build_overrides`` (who, why, which files, the
-    digests before and now); a library whose build code did not change, or
-    that was never built, needs none and is left out. Any refusal raises
-    ``BuildRefused`` naming each library and why, before anything is built.
-    Returns the recorded rows."""
+    suite, rule set or reference data, an unfinished last build, or a
+    state that does not say what it was made of is refused, and then
+    nothing is accepted (the others are recorded "not applied"). Every
+    decision on a library is appended to ``state/build_overrides`` (who,
+    why, which files, the digests before and now); a library whose code did
+    not change, or that was never built, needs none and is left out. Any
+    refusal raises ``BuildRefused`` naming each library and why, before
+    anything is built. Returns the accepted rows by library: a build holds
+    to the accepted ``digest`` (code that changed again meanwhile is a full build)."""
     settings = settings or get_settings()
     if not reason or not reason.strip():
         raise BuildRefused("accepting a code change needs a reason (--reason): it is recorded with the builds")
@@ -241,25 +260,24 @@ def accept_code_change(libraries: list[str] | None, reason: str, decided_by: str
         previous = read_state(name, settings)
         parts = digest_parts(spec, settings)
         state = BuildState(library=name, built_at=now.isoformat(), as_of=now.date().isoformat(),
-                           spec_digest=build_digest(spec, settings, parts), digest_parts=parts)
+                           spec_digest=parts_digest(parts), digest_parts=parts)
         if previous is None or previous.spec_digest == state.spec_digest:
             continue
         changed, refusal = code_change_acceptance(previous, state)
         rows.append({"library": name, "decision": "refused" if refusal else "accepted", "changed_files": changed,
                      "previous_digest": previous.spec_digest, "digest": state.spec_digest, "reason": reason.strip(),
-                     "decided_by": decided_by, "refusal": refusal, "decided_at": now})
-    refused = [row for row in rows if row["refusal"]]
-    if refused:          # nothing is built: the acceptable ones were not applied either
-        rows = [row if row["refusal"] else row | {"decision": "not applied",
-                                                  "refusal": "refused for another library in the same run"}
+                     "decided_by": decided_by, "detail": refusal})
+    refused = [row for row in rows if row["decision"] == "refused"]
+    if refused:          # nothing is built: the acceptable ones are not applied either
+        rows = [row if row["decision"] == "refused" else
+                row | {"decision": "not applied", "detail": "refused for another library in the same run"}
                 for row in rows]
-    if rows:
-        append_rows(overrides_path(settings), rows, BUILD_OVERRIDES_DDL)
+    record_overrides(rows, settings)
     if refused:
-        raise BuildRefused("; ".join(f"base.{row['library']}: {row['refusal']}" for row in refused)
+        raise BuildRefused("; ".join(f"base.{row['library']}: {row['detail']}" for row in refused)
                            + ": build without --accept-code-change (a full build of those), or name the "
                              "others with --library")
-    return rows
+    return {row["library"]: row for row in rows}
 
 
 def build_libraries(spark, libraries: list[str] | None = None, settings: Settings | None = None,
@@ -356,13 +374,15 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
     the reason) and the readiness checks that failed. ``full``: rebuild
     every key (else incrementally where the last build allows);
     ``accept_code`` (reason, by whom): ``accept_code_change`` first, whose
-    refusal stops the run before anything is built."""
+    refusal stops the run before anything is built; what each accepted
+    library's build then did is recorded beside the acceptance."""
     settings = settings or get_settings()
+    accepted: dict[str, dict] = {}
     if accept_code is not None:
         if full:
             raise BuildRefused("--accept-code-change keeps builds incremental; --full recomputes every key: "
                                "ask for one or the other")
-        accept_code_change(libraries, *accept_code, settings)
+        accepted = accept_code_change(libraries, *accept_code, settings)
     now = utc_now()
     readiness = source_readiness(libraries, settings)
     not_built: set[str] = {check.library for check in readiness if not check.ready}
@@ -377,8 +397,14 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
                             "reason": f"upstream {', '.join('base.' + n for n in upstream)} not built in this run"})
             continue
         session = session or session_of()
+        acceptance = accepted.get(check.library)
         result = build_library(session, check.library, settings, now=now, full=full,
-                               code_accepted=accept_code is not None)
+                               accepted_digest=acceptance["digest"] if acceptance else None)
+        if acceptance:
+            applied = result["status"] == "built" and result.get("mode") != "full"
+            record_overrides([acceptance | {"decision": "applied" if applied else "not applied",
+                                            "detail": f"{result['status']}, {result.get('mode', '-')} build: "
+                                                      f"{result.get('mode_reason', '')}"}], settings)
         if result["status"] != "built":
             not_built.add(check.library)
         results.append(result)

@@ -42,6 +42,7 @@ next build is a full one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -61,6 +62,9 @@ ENRICH_READS_FEEDS = ("nr.standard_address",)
 # what a build is made of besides its spec: a change to any of them is a full build
 BUILD_CODE = ("pipelines/libraries/*.py", "pipelines/reference.py", "pipelines/ingest/rules.py",
               "pipelines/ingest/classify.py")
+# of those, data the rules read (towns, ID shapes, missing-value tokens): like
+# a spec, a change says what the records are, so an operator cannot accept it
+REFERENCE_DATA = ("pipelines/reference.py",)
 
 
 @dataclass
@@ -112,7 +116,9 @@ def read_state(library: str, settings: Settings) -> BuildState | None:
     path = _state_path(library, settings)
     if not path.exists():
         return None
-    return BuildState(**json.loads(path.read_text(encoding="utf-8")))
+    # fields a later version wrote are left out: a rollback still reads the state
+    known = {f.name for f in dataclasses.fields(BuildState)}
+    return BuildState(**{k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if k in known})
 
 
 def write_state(state: BuildState, settings: Settings) -> None:
@@ -138,10 +144,11 @@ def spec_feeds(spec: LibrarySpec) -> list[str]:
 
 def digest_parts(spec: LibrarySpec, settings: Settings) -> dict[str, str]:
     """What a build of ``spec`` is made of, part by part, each with a digest
-    of its content: ``spec`` (the library spec), the contracts of its feeds
-    (``schemas/feeds/...``), its quality suite (``quality/libraries/...``),
-    the rule sets (``schemas/rules/...``), and the build code (``BUILD_CODE``,
-    paths from the project root). A part that does not exist is ``<none>``."""
+    of its content: the library spec (``schemas/libraries/...``), the
+    contracts of its feeds (``schemas/feeds/...``), its quality suite
+    (``quality/libraries/...``), the rule sets (``schemas/rules/...``), and
+    the build code (``BUILD_CODE``, paths from the project root). Names do
+    not depend on where the folders are. A part that does not exist is ``<none>``."""
     import hashlib
 
     def digest(content: bytes) -> str:
@@ -150,30 +157,41 @@ def digest_parts(spec: LibrarySpec, settings: Settings) -> dict[str, str]:
     schemas = Path(settings.schemas_dir)
     files = {f"schemas/feeds/{feed.split('.')[0]}/{feed.split('.')[1]}.yaml":
              schemas / "feeds" / feed.split(".")[0] / f"{feed.split('.')[1]}.yaml" for feed in spec_feeds(spec)}
-    files[f"quality/libraries/{spec.library}.yaml"] = PROJECT_ROOT / "quality" / "libraries" / f"{spec.library}.yaml"
+    files[f"quality/libraries/{spec.library}.yaml"] = Path(settings.quality_dir) / "libraries" / f"{spec.library}.yaml"
     files |= {f"schemas/rules/{path.name}": path for path in (schemas / "rules").glob("*.yaml")}  # e.g. credit rules
     files |= {path.relative_to(PROJECT_ROOT).as_posix(): path
               for pattern in BUILD_CODE for path in PROJECT_ROOT.glob(pattern)}
-    parts = {"spec": digest(spec.digest.encode())}
+    parts = {f"schemas/libraries/{spec.library}.yaml": digest(spec.digest.encode())}
     parts |= {name: digest(path.read_bytes()) if path.is_file() else "<none>" for name, path in sorted(files.items())}
     return parts
 
 
-def build_digest(spec: LibrarySpec, settings: Settings, parts: dict[str, str] | None = None) -> str:
-    """A digest of what a build of ``spec`` is made of (``digest_parts``).
-    Rows an incremental build leaves alone were computed by the code of
-    their time; when any part changes, every key is recomputed."""
+def parts_digest(parts: dict[str, str]) -> str:
+    """One digest of ``digest_parts``' answer. Pure."""
     import hashlib
 
-    parts = parts if parts is not None else digest_parts(spec, settings)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def build_digest(spec: LibrarySpec, settings: Settings) -> str:
+    """A digest of what a build of ``spec`` is made of (``digest_parts``).
+    Rows an incremental build leaves alone were computed by the code of
+    their time; when any part changes, every key is recomputed."""
+    return parts_digest(digest_parts(spec, settings))
+
+
 def is_code_part(name: str) -> bool:
-    """Is the digest part ``name`` build code (``BUILD_CODE``), not a spec, contract, suite or rule set?"""
+    """May the digest part ``name`` change without changing what the records
+    are? Build code (``BUILD_CODE``) only; not reference data, a spec, a
+    contract, a suite or a rule set."""
     from fnmatch import fnmatchcase
 
-    return any(fnmatchcase(name, pattern) for pattern in BUILD_CODE)
+    return name not in REFERENCE_DATA and any(fnmatchcase(name, pattern) for pattern in BUILD_CODE)
+
+
+def named_parts(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 2 more``: digest parts named in a reason. Pure."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def changed_parts(before: dict[str, str], now: dict[str, str]) -> list[str]:
@@ -184,24 +202,26 @@ def changed_parts(before: dict[str, str], now: dict[str, str]) -> list[str]:
 def code_change_acceptance(previous: BuildState | None, state: BuildState) -> tuple[list[str], str | None]:
     """Whether an operator may accept that what changed since ``previous``
     (the last build) is build code that leaves the records as they were,
-    so the build stays incremental: (the code files that changed, why not
-    or None). Refused when there is no finished last build, when its state
-    predates per-part digests (what changed is unknown), or when anything
-    besides code changed: a spec, contract, suite or rule set says what the
-    records are, and only a full build applies it to every key. Pure."""
+    so the build stays incremental: (the files that changed, why not or
+    None). Refused when there is no finished last build; when its state
+    does not say what it was made of (written before per-part digests, or
+    parts that do not give its digest); or when anything besides code
+    changed: a spec, contract, suite, rule set or reference data says what
+    the records are, and only a full build applies it to every key. Pure."""
     if previous is None:
         return [], "it has no finished build to compare with"
     if not previous.finished:
         return [], "its last build did not finish (the next build is a full one whatever the code)"
     if previous.spec_digest == state.spec_digest:
         return [], None
-    if not previous.digest_parts:
-        return [], "its last build's state does not say which files it was made of (built before per-file digests)"
     changed = changed_parts(previous.digest_parts, state.digest_parts)
+    if (not previous.digest_parts or not changed
+            or parts_digest(previous.digest_parts) != previous.spec_digest):
+        return [], "its last build's state does not say which files it was made of (built before per-file digests)"
     data = [name for name in changed if not is_code_part(name)]
     if data:
-        shown = ", ".join(data[:3]) + (f" and {len(data) - 3} more" if len(data) > 3 else "")
-        return changed, f"not only build code changed since its last build: {shown} (what the records are made of)"
+        return changed, (f"not only build code changed since its last build: {named_parts(data)} "
+                         "(what the records are made of)")
     return changed, None
 
 
@@ -226,7 +246,7 @@ def current_state(spark, spec: LibrarySpec, live: dict[str, list[str]], now: dat
                   settings: Settings) -> BuildState:
     parts = digest_parts(spec, settings)
     return BuildState(library=spec.library, built_at=now.isoformat(), as_of=now.date().isoformat(),
-                      spec_digest=build_digest(spec, settings, parts), digest_parts=parts,
+                      spec_digest=parts_digest(parts), digest_parts=parts,
                       loads={feed: sorted(live.get(feed, [])) for feed in spec_feeds(spec)},
                       upstream=upstream_versions(spark, spec, settings),
                       silver=silver_versions(spec, settings),
@@ -345,7 +365,7 @@ def upstream_changed(spec: LibrarySpec, state: BuildState, previous: BuildState 
 
 def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None, path_exists: bool,
                full: bool, upstream: list[str] = (), replacements: dict[str, str] | None = None,
-               changed_upstream: list[str] | None = None, code_accepted: bool = False) -> BuildPlan:
+               changed_upstream: list[str] | None = None, accepted_digest: str | None = None) -> BuildPlan:
     """Incremental when the last build's state says exactly what changed
     since; ``unchanged`` (nothing to compute) when nothing the library reads
     did, ``report`` when only its report's feeds did. Pure.
@@ -353,8 +373,9 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
     load -> the load that replaced it, from the feeds' change tables
     (``pipelines.lake.changes.read_replacements``); ``changed_upstream``:
     ``upstream_changed``'s answer (None: assume every upstream changed);
-    ``code_accepted``: an operator accepted a change of build code alone as
-    leaving the records as they were (``code_change_acceptance``)."""
+    ``accepted_digest``: the digest an operator accepted a change of build
+    code alone to (``build.accept_code_change``); it holds only if the build
+    is made of exactly that, and the change passes ``code_change_acceptance``."""
     if full:
         return BuildPlan("full", "asked for (--full)", previous=previous)
     if previous is None or not path_exists:
@@ -364,12 +385,11 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
     accepted = ""
     if previous.spec_digest != state.spec_digest:
         changed = changed_parts(previous.digest_parts, state.digest_parts) if previous.digest_parts else []
-        if not (code_accepted and code_change_acceptance(previous, state)[1] is None):
-            named = (f" ({', '.join(changed[:3])}{f' and {len(changed) - 3} more' if len(changed) > 3 else ''})"
-                     if changed else "")
+        if accepted_digest != state.spec_digest or code_change_acceptance(previous, state)[1] is not None:
+            named = f" ({named_parts(changed)})" if changed else ""
             return BuildPlan("full", "the library spec, its feeds' contracts, its suite or the build code changed "
                                      f"since the last build{named}", previous=previous)
-        accepted = f"; the change of {', '.join(changed)} accepted as leaving the records as they were"
+        accepted = f"; the change of {named_parts(changed)} accepted as leaving the records as they were"
     if date.fromisoformat(state.as_of) < date.fromisoformat(previous.as_of):
         return BuildPlan("full", "the build date is before the last build's", previous=previous)
     changed_feeds = {feed for feed in set(state.loads) | set(previous.loads)

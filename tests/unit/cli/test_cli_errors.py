@@ -150,34 +150,36 @@ def test_source_readiness_lets_a_library_build_after_its_dependency_in_the_same_
 
 def _built_state(library: str, changed: dict[str, str], finished: bool = True) -> None:
     """A last build of ``library`` recorded as if the files in ``changed`` had other content then."""
-    from pipelines.libraries.incremental import BuildState, build_digest, digest_parts, write_state
+    from pipelines.libraries.incremental import BuildState, digest_parts, parts_digest, write_state
     from pipelines.library_specs import load_library_spec
 
     settings = get_settings()
-    spec = load_library_spec(library, settings)
-    parts = digest_parts(spec, settings) | changed
+    parts = digest_parts(load_library_spec(library, settings), settings) | changed
     write_state(BuildState(library=library, built_at="2026-12-02T20:00:00+00:00", as_of="2026-12-02",
-                           spec_digest=build_digest(spec, settings, parts), digest_parts=parts,
-                           finished=finished), settings)
+                           spec_digest=parts_digest(parts), digest_parts=parts, finished=finished), settings)
 
 
-def _overrides() -> list[dict]:
+def _overrides(library: str | None = None) -> list[dict]:
     from pipelines.lake.delta import read_delta_rows
     from pipelines.libraries.build import overrides_path
 
-    return read_delta_rows(overrides_path(get_settings()))
+    rows = read_delta_rows(overrides_path(get_settings()))
+    return sorted((row for row in rows if library in (None, row["library"])), key=lambda row: row["decided_at"])
 
 
 def test_accepting_a_code_change_is_recorded_and_refused_where_more_than_code_changed(lake):
     """An operator's --accept-code-change: refused before any build (and
     before Spark) where a contract changed too or the last build died, each
-    refusal recorded with who and why; accepted where code alone changed."""
+    refusal recorded with who and why; accepted where code alone changed,
+    and what the build then did is recorded beside it."""
     _built_state("population", {"pipelines/libraries/golden.py": "old", "schemas/feeds/psb/hukou.yaml": "old"})
     _built_state("legal_person", {"pipelines/libraries/golden.py": "old"}, finished=False)
     _built_state("grid", {"pipelines/libraries/address.py": "old"})
-    assert _run("build", "--library", "grid", "--reason", "x").exit_code == 2       # --reason alone: a usage error
+    for misuse in (["--reason", "x"], ["--by", "ops1"], ["--full", "--accept-code-change", "--reason", "x"]):
+        assert _run("build", "--library", "grid", *misuse).exit_code == 2, misuse      # usage errors
     _assert_clean_failure(_run("build", "--library", "grid", "--accept-code-change"),
                           "accepting a code change needs a reason (--reason)")
+    assert _overrides() == []
     refused = _run("build", "--accept-code-change", "--reason", "a refactoring", "--by", "ops1")
     _assert_clean_failure(refused, "base.population: not only build code changed since its last build: "
                                    "schemas/feeds/psb/hukou.yaml", "base.legal_person: its last build did not finish")
@@ -187,15 +189,39 @@ def test_accepting_a_code_change_is_recorded_and_refused_where_more_than_code_ch
         "population": "refused", "legal_person": "refused", "grid": "not applied"}  # never-built ones: no row
     assert rows["population"]["changed_files"] == ["pipelines/libraries/golden.py", "schemas/feeds/psb/hukou.yaml"]
     assert (rows["grid"]["decided_by"], rows["grid"]["reason"]) == ("ops1", "a refactoring")
+    assert rows["grid"]["detail"] == "refused for another library in the same run"
     accepted = _run("build", "--library", "grid", "--accept-code-change", "--reason", "a refactoring")
     # accepted, then skipped for want of sources (this lake has none), still before Spark
     _assert_clean_failure(accepted, "base.grid skipped: grid.cell has no silver table")
-    grid = sorted((row["decided_at"], row["decision"], row["refusal"]) for row in _overrides()
-                  if row["library"] == "grid")
-    assert [(decision, refusal) for _, decision, refusal in grid] == [
-        ("not applied", "refused for another library in the same run"), ("accepted", None)]
-    _assert_clean_failure(_run("build", "--full", "--accept-code-change", "--reason", "x"),
-                          "ask for one or the other")
+    assert [row["decision"] for row in _overrides("grid")] == ["not applied", "accepted"]
+
+
+def test_an_accepted_code_change_keeps_the_build_incremental_and_says_so(lake, monkeypatch):
+    """What the build did with an acceptance is recorded: the plan it got
+    (here through a stand-in for the Spark build, which ``plan_build``'s
+    tests cover), against the digest accepted."""
+    from pipelines.libraries import build
+
+    _built_state("grid", {"pipelines/libraries/address.py": "old"})
+    monkeypatch.setattr(build, "source_readiness", lambda libraries, settings: [build.Readiness("grid")])
+    seen = {}
+
+    def fake_build(spark, library, settings, now=None, full=False, accepted_digest=None):
+        seen[library] = accepted_digest
+        return {"library": library, "status": "built", "mode": "unchanged", "rows": 0,
+                "mode_reason": "nothing it reads changed since the last build; the change of "
+                               "pipelines/libraries/address.py accepted as leaving the records as they were"}
+
+    monkeypatch.setattr(build, "build_library", fake_build)
+    monkeypatch.setattr("pipelines.cli.libraries.spark", lambda: None)
+    result = _run("build", "--library", "grid", "--accept-code-change", "--reason", "a refactoring")
+    assert result.exit_code == 0, result.output
+    accepted, applied = _overrides("grid")
+    assert seen == {"grid": accepted["digest"]}
+    assert (accepted["decision"], applied["decision"]) == ("accepted", "applied")
+    assert applied["detail"].startswith("built, unchanged build: nothing it reads changed since the last build; "
+                                        "the change of pipelines/libraries/address.py accepted")
+    assert applied["os_user"] and applied["decided_by"] == accepted["decided_by"]
 
 
 # ---------------------------------------------------------------------- --debug

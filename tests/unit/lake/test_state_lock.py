@@ -7,6 +7,8 @@ import dataclasses
 import threading
 import time
 
+import pytest
+
 from pipelines.lake.paths import state_lock
 from pipelines.settings import get_settings
 
@@ -15,43 +17,63 @@ def _settings(tmp_path):
     return dataclasses.replace(get_settings(), home=str(tmp_path / "lake"))
 
 
-def _second_holder_waits(tmp_path, enter_second) -> list[str]:
-    """Hold ``base.population``'s lock, start ``enter_second`` in a thread,
-    release after a pause; the order in which things happened."""
+def _while_held(tmp_path, name: str, enter_second) -> tuple[list[str], list[str]]:
+    """Hold the lock ``name``, run ``enter_second(settings, events)`` in a
+    thread, release once it has started and had time to get in: (what had
+    happened while the lock was held, everything in order)."""
     settings = _settings(tmp_path)
     events: list[str] = []
-    with state_lock("base.population", settings):
+    started = threading.Event()
+
+    def second():
+        started.set()
+        enter_second(settings, events)
+
+    with state_lock(name, settings):
         events.append("first holds")
-        second = threading.Thread(target=enter_second, args=(settings, events))
-        second.start()
-        time.sleep(0.5)                      # the second would be in by now if it did not wait
+        thread = threading.Thread(target=second, daemon=True)
+        thread.start()
+        assert started.wait(timeout=10)
+        time.sleep(0.5)                      # without a lock the second is in long before this
+        while_held = list(events)
         events.append("first releases")
-    second.join(timeout=10)
-    return events
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the second holder never got the lock"
+    return while_held, events
 
 
-def test_a_second_holder_of_the_same_lock_waits_for_the_first(tmp_path):
+@pytest.mark.parametrize("lock,name", [("state_lock", "base.population"), ("feed_lock", "psb.hukou")])
+def test_a_second_holder_of_the_same_lock_waits_for_the_first(tmp_path, lock, name):
+    from pipelines.ingest.load import feed_lock
+
+    take = {"state_lock": state_lock, "feed_lock": feed_lock}[lock]
+
     def enter(settings, events):
-        with state_lock("base.population", settings):
+        with take(name, settings):
             events.append("second holds")
 
-    assert _second_holder_waits(tmp_path, enter) == ["first holds", "first releases", "second holds"]
-    # another name is another lock: no wait
-    settings = _settings(tmp_path)
-    with state_lock("base.population", settings), state_lock("base.legal_person", settings):
-        pass
+    while_held, events = _while_held(tmp_path, name, enter)
+    assert while_held == ["first holds"]
+    assert events == ["first holds", "first releases", "second holds"]
+
+
+def test_another_name_is_another_lock(tmp_path):
+    def enter(settings, events):
+        with state_lock("base.legal_person", settings):
+            events.append("second holds")
+
+    while_held, _ = _while_held(tmp_path, "base.population", enter)
+    assert while_held == ["first holds", "second holds"]
 
 
 def test_a_library_build_takes_its_library_lock(tmp_path, monkeypatch):
     from pipelines.libraries import build
 
-    def fake_build(spark, library, settings, gate, now, full, code_accepted=False):
-        return {"library": library}
-
-    monkeypatch.setattr(build, "_build_library", fake_build)
+    monkeypatch.setattr(build, "_build_library", lambda spark, library, *args: {"library": library})
 
     def enter(settings, events):
         build.build_library(None, "population", settings)
         events.append("build ran")
 
-    assert _second_holder_waits(tmp_path, enter) == ["first holds", "first releases", "build ran"]
+    while_held, events = _while_held(tmp_path, "base.population", enter)
+    assert while_held == ["first holds"] and events[-1] == "build ran"

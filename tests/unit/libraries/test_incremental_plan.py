@@ -164,46 +164,68 @@ def test_a_library_with_nothing_new_to_read_is_left_as_it_is():
 def test_a_full_build_for_changed_code_names_the_files_and_an_operator_may_accept_code_alone():
     """The state keeps a digest per part (spec, contracts, suite, rules, code
     files): a full build's reason names what changed. An operator's
-    acceptance keeps the build incremental only where code alone changed."""
+    acceptance keeps the build incremental only where code alone changed,
+    and only for the digest accepted."""
     from pipelines.libraries.incremental import (
-        build_digest, changed_parts, code_change_acceptance, digest_parts, is_code_part,
+        build_digest, changed_parts, code_change_acceptance, digest_parts, is_code_part, parts_digest,
     )
 
     settings = get_settings()
     parts = digest_parts(SPEC, settings)
-    assert parts["spec"] and "pipelines/libraries/golden.py" in parts and "schemas/feeds/psb/hukou.yaml" in parts
-    assert "quality/libraries/population.yaml" in parts
-    assert build_digest(SPEC, settings) == build_digest(SPEC, settings, parts)
-    assert is_code_part("pipelines/libraries/golden.py") and not is_code_part("schemas/feeds/psb/hukou.yaml")
+    assert {"schemas/libraries/population.yaml", "pipelines/libraries/golden.py", "schemas/feeds/psb/hukou.yaml",
+            "quality/libraries/population.yaml", "pipelines/reference.py"} <= set(parts)
+    assert build_digest(SPEC, settings) == parts_digest(parts)
+    assert is_code_part("pipelines/libraries/golden.py") and is_code_part("pipelines/ingest/rules.py")
+    assert not any(map(is_code_part, ("schemas/feeds/psb/hukou.yaml", "pipelines/reference.py",
+                                      "schemas/libraries/population.yaml", "quality/libraries/population.yaml")))
     assert changed_parts({"a": "1", "b": "2"}, {"b": "3", "c": "4"}) == ["a", "b", "c"]
 
     def built(changed: dict[str, str], finished: bool = True) -> BuildState:
-        now_parts = parts | changed
-        return dataclasses.replace(state(digest=build_digest(SPEC, settings, now_parts)), digest_parts=now_parts,
-                                   finished=finished)
+        now_parts = {name: digest for name, digest in (parts | changed).items() if digest is not None}
+        return dataclasses.replace(state(digest=parts_digest(now_parts)), digest_parts=now_parts, finished=finished)
 
-    previous = built({"pipelines/libraries/golden.py": "old", "pipelines/reference.py": "old"})
+    code = {"pipelines/libraries/golden.py": "old", "pipelines/libraries/gone.py": "old",    # a file removed since
+            "pipelines/libraries/matching.py": None}                                       # a file added since
+    previous = built(code)
     now = dataclasses.replace(built({}), as_of="2026-12-03", built_at="2026-12-03T20:00:00+00:00",
                               loads={"psb.hukou": ["hukou-1", "hukou-2"], "mca.death": ["death-1"]})
+    files = ["pipelines/libraries/golden.py", "pipelines/libraries/gone.py", "pipelines/libraries/matching.py"]
     plan = plan_build(SPEC, now, previous, True, False)
     assert (plan.mode, plan.reason) == ("full", "the library spec, its feeds' contracts, its suite or the build "
-                                                "code changed since the last build (pipelines/libraries/golden.py, "
-                                                "pipelines/reference.py)")
-    assert code_change_acceptance(previous, now) == (["pipelines/libraries/golden.py", "pipelines/reference.py"], None)
-    accepted = plan_build(SPEC, now, previous, True, False, code_accepted=True)
+                                                f"code changed since the last build ({', '.join(files)})")
+    assert code_change_acceptance(previous, now) == (files, None)
+    accepted = plan_build(SPEC, now, previous, True, False, accepted_digest=now.spec_digest)
     assert (accepted.mode, accepted.new_loads) == ("incremental", ["hukou-2"])
-    assert accepted.reason == ("1 new deliveries since the last build; the change of pipelines/libraries/golden.py, "
-                               "pipelines/reference.py accepted as leaving the records as they were")
-    # a contract changed too: acceptance is refused and the plan stays full
-    mixed = built({"pipelines/libraries/golden.py": "old", "schemas/feeds/psb/hukou.yaml": "old"})
-    assert code_change_acceptance(mixed, now)[1] == ("not only build code changed since its last build: "
-                                                     "schemas/feeds/psb/hukou.yaml (what the records are made of)")
-    assert plan_build(SPEC, now, mixed, True, False, code_accepted=True).mode == "full"
+    assert accepted.reason == (f"1 new deliveries since the last build; the change of {', '.join(files)} accepted "
+                               "as leaving the records as they were")
+    # accepted to another digest (the code changed again after the operator's word): full
+    assert plan_build(SPEC, now, previous, True, False, accepted_digest=previous.spec_digest).mode == "full"
+    # a contract or the reference data changed too: refused, and the plan stays full
+    for data in ("schemas/feeds/psb/hukou.yaml", "pipelines/reference.py"):
+        mixed = built({"pipelines/libraries/golden.py": "old", data: "old"})
+        assert code_change_acceptance(mixed, now)[1] == ("not only build code changed since its last build: "
+                                                         f"{data} (what the records are made of)")
+        assert plan_build(SPEC, now, mixed, True, False, accepted_digest=now.spec_digest).mode == "full"
     unfinished_build = built({"pipelines/libraries/golden.py": "old"}, finished=False)
     assert "did not finish" in code_change_acceptance(unfinished_build, now)[1]
-    assert plan_build(SPEC, now, unfinished_build, True, False, code_accepted=True).mode == "full"
-    older = dataclasses.replace(previous, digest_parts={})         # a state written before per-part digests
-    assert "does not say which files" in code_change_acceptance(older, now)[1]
-    assert plan_build(SPEC, now, older, True, False, code_accepted=True).reason.endswith("since the last build")
+    assert plan_build(SPEC, now, unfinished_build, True, False, accepted_digest=now.spec_digest).mode == "full"
+    # a state that does not say what it was made of: written before per-part digests, or parts and digest disagree
+    for unknown in (dataclasses.replace(previous, digest_parts={}), dataclasses.replace(previous, spec_digest="x"),
+                    dataclasses.replace(previous, digest_parts=now.digest_parts)):
+        assert "does not say which files" in code_change_acceptance(unknown, now)[1]
+        assert plan_build(SPEC, now, unknown, True, False, accepted_digest=now.spec_digest).mode == "full"
     assert code_change_acceptance(None, now) == ([], "it has no finished build to compare with")
     assert code_change_acceptance(now, now) == ([], None)          # nothing changed: nothing to accept
+
+
+def test_a_state_written_by_a_later_version_is_still_read(tmp_path):
+    """A rollback meets state files with fields it does not know: they are left out."""
+    import json
+
+    from pipelines.libraries.incremental import read_state, write_state
+
+    settings = dataclasses.replace(get_settings(), home=str(tmp_path))
+    write_state(state(), settings)
+    path = tmp_path / "state" / "builds" / "population.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"added_later": 1}))
+    assert read_state("population", settings) == state()
