@@ -48,8 +48,9 @@ def build_command(libraries: tuple[str, ...], full: bool, accept_code: bool, rea
     word that it computes the same records (a refactoring, a speed-up the
     incremental-equals-full test covers): the builds stay incremental. It is
     refused, and the refusal recorded, for a library whose spec, contracts,
-    suite or rules changed too, or whose last build did not finish. The
-    decisions are kept in <lake>/state/build_overrides.
+    suite, rules or reference data (pipelines/reference.py) changed too, or
+    whose last build did not finish. The decisions are kept in
+    <lake>/state/build_overrides.
     """
     from pipelines.libraries.build import BuildRefused, build_ready, os_user
 
