@@ -67,6 +67,9 @@ class Settings:
         in one piece, in memory (docs/design.md, "Large deliveries").
     gate_memory_limit: the DuckDB memory limit of a gate (``GOVLAKE_GATE_MEMORY_LIMIT``,
         default ``2GB``); beyond it DuckDB spills under the lake's ``tmp/``.
+    build_workers: how many base libraries ``govlake build`` builds at once,
+        each when those it depends on are built (``GOVLAKE_BUILD_WORKERS``,
+        default 2; 1 builds them one after another). A full build runs alone.
     today: the date grants are judged on (``GOVLAKE_TODAY``, YYYY-MM-DD; unset:
         the real date). Tests move the clock past a grant's expiry with it;
         read it through ``Settings.on_date()``.
@@ -98,6 +101,7 @@ class Settings:
     gate_engine: str = "duckdb"
     ingest_chunk_rows: int = 2_000_000
     gate_memory_limit: str = "2GB"
+    build_workers: int = 2
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
     crash_at: str | None = None
     today: date | None = None
@@ -180,6 +184,7 @@ def get_settings() -> Settings:
         gate_engine=_env("GOVLAKE_GATE_ENGINE", "duckdb"),
         ingest_chunk_rows=_positive_int("GOVLAKE_INGEST_CHUNK_ROWS", "2000000"),
         gate_memory_limit=_env("GOVLAKE_GATE_MEMORY_LIMIT", "2GB"),
+        build_workers=_positive_int("GOVLAKE_BUILD_WORKERS", "2"),
         extra_spark_conf=_parse_extra_conf(os.environ.get("GOVLAKE_SPARK_CONF", "")),
         crash_at=_env("GOVLAKE_CRASH_AT", "") or None,
         today=_today(_env("GOVLAKE_TODAY", "")),
@@ -195,6 +200,7 @@ _ENVIRONMENT_NAMES = {
     "airflow_port": "GOVLAKE_AIRFLOW_PORT", "today": "GOVLAKE_TODAY",
     "rules_refresh_seconds": "GOVLAKE_RULES_REFRESH_SECONDS", "gate_engine": "GOVLAKE_GATE_ENGINE",
     "ingest_chunk_rows": "GOVLAKE_INGEST_CHUNK_ROWS", "gate_memory_limit": "GOVLAKE_GATE_MEMORY_LIMIT",
+    "build_workers": "GOVLAKE_BUILD_WORKERS",
 }
 
 

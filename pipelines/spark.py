@@ -85,6 +85,18 @@ def _record_resolved_jars(settings: Settings) -> None:
         )
 
 
+# HotSpot's optimising compiler (C2) only for code ten times hotter than its
+# defaults. Every Spark query brings classes of its own (whole-stage codegen),
+# and C2 compiled them whenever they warmed up: on a daily build at scale 1.0
+# (some 700 small queries) its thread took 121-148 of the JVM's 249-296 CPU
+# seconds on two cores. With these thresholds: 61 of 181 (docs/design.md,
+# "Several libraries at once"); a hundred times: 23 of 151, the build no
+# faster. Long scans still reach C2. GOVLAKE_SPARK_CONF's
+# spark.driver.extraJavaOptions replaces this line.
+LATE_C2 = ("-XX:Tier4InvocationThreshold=50000", "-XX:Tier4MinInvocationThreshold=6000",
+           "-XX:Tier4CompileThreshold=150000", "-XX:Tier4BackEdgeThreshold=400000")
+
+
 def build_spark_session(settings: Settings | None = None, app_name: str = "govlake"):
     """Return the process's SparkSession with Delta Lake enabled.
 
@@ -118,7 +130,8 @@ def build_spark_session(settings: Settings | None = None, app_name: str = "govla
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.databricks.delta.snapshotPartitions", "2")
             .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
-            .config("spark.driver.extraJavaOptions", "-Dderby.system.home=" + str(settings.cache_dir / "derby"))
+            .config("spark.driver.extraJavaOptions",
+                    " ".join(["-Dderby.system.home=" + str(settings.cache_dir / "derby"), *LATE_C2]))
         )
         if settings.spark_master.startswith("local"):
             # A local driver listens on loopback only (its block manager, RPC and

@@ -17,10 +17,11 @@ whenever a matched feed gets a delivery; each delivery is measured once
 
 from __future__ import annotations
 
+import threading
 from functools import reduce
 
 from pipelines.lake.delta import delta_exists, delta_version, live_loads_of, read_silver, read_table
-from pipelines.lake.paths import governance_path
+from pipelines.lake.paths import governance_path, state_lock
 from pipelines.libraries.columns import fold_digits
 from pipelines.libraries.golden import latest_per_key
 from pipelines.settings import Settings
@@ -210,14 +211,19 @@ def address_keys_from_lake(spark, settings: Settings, live: list[str] | None = N
         return None
     signature = _standard_signature(settings, live)
     path = settings.lake_path("state", "address_keys")
-    version = _version_written_with(path, signature) if delta_exists(spark, path) else None
-    if version is None:
-        latest = latest_per_key(addresses, "address_code", ["town_name", "community", "street", "house_number"])
-        (standard_address_keys(latest.withColumnRenamed("_key", "address_code")).write.format("delta")
-         .mode("overwrite").option("overwriteSchema", "true").option("userMetadata", signature).save(path))
-        version = _version_written_with(path, signature)
+    # libraries built at once (threads of one build, or Airflow's tasks) need the keys at once: one writes them
+    with state_lock("state.address_keys", settings) if settings.lake_is_local else _KEYS_WRITTEN:
+        version = _version_written_with(path, signature) if delta_exists(spark, path) else None
+        if version is None:
+            latest = latest_per_key(addresses, "address_code", ["town_name", "community", "street", "house_number"])
+            (standard_address_keys(latest.withColumnRenamed("_key", "address_code")).write.format("delta")
+             .mode("overwrite").option("overwriteSchema", "true").option("userMetadata", signature).save(path))
+            version = _version_written_with(path, signature)
     # that version, pinned: a build beside this one may write other keys meanwhile
     return spark.read.format("delta").option("versionAsOf", version).load(path)
+
+
+_KEYS_WRITTEN = threading.Lock()      # a lake on an object store: no lock file; one process's threads take turns
 
 
 def _version_written_with(path: str, signature: str) -> int | None:

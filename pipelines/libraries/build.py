@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -99,7 +100,8 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
 
 
 def build_library(spark, library: str, settings: Settings | None = None, gate: bool = True,
-                  now: datetime | None = None, full: bool = False, accepted_digest: str | None = None) -> dict:
+                  now: datetime | None = None, full: bool = False, accepted_digest: str | None = None,
+                  share: DriverShare | None = None) -> dict:
     """Build or refresh one base library; its suite gates the result before it
     is merged (a blocked build leaves the gold table and the governance tables
     as they were). Conflicts, entity links and match reviews are recorded with it.
@@ -114,16 +116,27 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
     several commits, ``golden._apply_diff``, and its state file is rewritten).
 
     ``accepted_digest``: an operator accepted a change of build code alone,
-    to this digest (``accept_code_change``), so it does not force a full build."""
+    to this digest (``accept_code_change``), so it does not force a full build.
+
+    ``share``: the run's ``DriverShare`` when several libraries are built
+    at once (``build_ready``): once its plan is known, a full build waits
+    to have the Spark driver to itself."""
+    from contextlib import ExitStack
+
     settings = settings or get_settings()
-    if not settings.lake_is_local:
-        return _build_library(spark, library, settings, gate, now, full, accepted_digest)
-    with state_lock(f"base.{library}", settings):
-        return _build_library(spark, library, settings, gate, now, full, accepted_digest)
+    with ExitStack() as turn:
+        def take_turn(plan: BuildPlan) -> None:
+            if share is not None:
+                turn.enter_context(share.turn(alone=plan.mode == "full"))
+
+        if not settings.lake_is_local:
+            return _build_library(spark, library, settings, gate, now, full, accepted_digest, take_turn)
+        with state_lock(f"base.{library}", settings):
+            return _build_library(spark, library, settings, gate, now, full, accepted_digest, take_turn)
 
 
 def _build_library(spark, library: str, settings: Settings, gate: bool, now: datetime | None,
-                   full: bool, accepted_digest: str | None = None) -> dict:
+                   full: bool, accepted_digest: str | None = None, take_turn=lambda plan: None) -> dict:
     import time
 
     now = now or utc_now()
@@ -144,6 +157,7 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
                        for old, new in read_replacements(get_contract(feed, settings.schemas_dir), settings).items()},
                       upstream_changed(spec, state, previous, settings) if exists and not full else None,
                       accepted_digest)
+    take_turn(plan)
     if plan.mode in ("unchanged", "report"):
         # nothing the records are made of changed: the table stays as it is
         result = {"library": library, "status": "built", "mode": plan.mode, "mode_reason": plan.reason,
@@ -188,12 +202,12 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
     result["version"] = delta_version(spark, path)
     lap("merge")
     if spec.kind == "golden":
-
-        result["conflicts"] = record_conflicts(spark, library, conflicts, now, settings, touched)
+        with _GOVERNANCE_WRITES:
+            result["conflicts"] = record_conflicts(spark, library, conflicts, now, settings, touched)
         lap("conflicts")
     if resolution is not None:
-
-        result |= write_resolution(spark, library, *resolution, settings)
+        with _GOVERNANCE_WRITES:
+            result |= write_resolution(spark, library, *resolution, settings)
         lap("resolution")
     if spec.report:
         result["report"] = spec_function(spec.report)(spark, settings)
@@ -201,6 +215,12 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
     write_state(state, settings)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
+
+
+# governance.conflicts' MERGE reads the whole table (it closes what a library no longer finds), so
+# two libraries' commits at once would conflict in Delta: today only population and legal_person
+# write it, one after the other (depends_on), and this keeps it so for libraries built at once
+_GOVERNANCE_WRITES = threading.Lock()
 
 
 class BuildRefused(ValueError):
@@ -365,7 +385,8 @@ def source_readiness(libraries: list[str] | None = None, settings: Settings | No
 
 
 def build_ready(session_of, libraries: list[str] | None = None, settings: Settings | None = None,
-                full: bool = False, accept_code: tuple[str, str] | None = None) -> tuple[list[dict], list[Readiness]]:
+                full: bool = False, accept_code: tuple[str, str] | None = None,
+                now: datetime | None = None) -> tuple[list[dict], list[Readiness]]:
     """Build ``libraries`` (default: all) in dependency order, skipping before
     any Spark work those whose sources are not in the lake (``source_readiness``)
     and, during the run, those whose upstream library the gate blocked.
@@ -375,7 +396,18 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
     every key (else incrementally where the last build allows);
     ``accept_code`` (reason, by whom): ``accept_code_change`` first, whose
     refusal stops the run before anything is built; what each accepted
-    library's build then did is recorded beside the acceptance."""
+    library's build then did is recorded beside the acceptance.
+
+    Up to ``settings.build_workers`` libraries are built at once, each as
+    soon as the libraries it depends on are (``run_by_dependencies``), each
+    in a Spark session of its own over the one driver (``newSession``:
+    a session's settings, such as the commit metadata a merge sets, stay
+    its own). A daily build is mostly small Spark jobs one after another,
+    which keep one of two cores busy; a full build still runs alone
+    (``DriverShare``). The driver starts on the calling thread, before any
+    build, so that Ctrl-C there cancels the running Spark jobs (PySpark's
+    handler), and only when some library can be built. ``now``: the build
+    time (default: the clock)."""
     settings = settings or get_settings()
     accepted: dict[str, dict] = {}
     if accept_code is not None:
@@ -383,29 +415,123 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
             raise BuildRefused("--accept-code-change keeps builds incremental; --full recomputes every key: "
                                "ask for one or the other")
         accepted = accept_code_change(libraries, *accept_code, settings)
-    now = utc_now()
+    now = now or utc_now()
     readiness = source_readiness(libraries, settings)
-    not_built: set[str] = {check.library for check in readiness if not check.ready}
-    results, session = [], None
-    for check in readiness:
-        if not check.ready:
-            continue
-        upstream = [name for name in load_library_spec(check.library, settings).depends_on if name in not_built]
-        if upstream:
-            not_built.add(check.library)
-            results.append({"library": check.library, "status": "skipped", "rows": 0,
-                            "reason": f"upstream {', '.join('base.' + n for n in upstream)} not built in this run"})
-            continue
-        session = session or session_of()
-        acceptance = accepted.get(check.library)
-        result = build_library(session, check.library, settings, now=now, full=full,
-                               accepted_digest=acceptance["digest"] if acceptance else None)
+    workers = settings.build_workers
+    share = DriverShare()
+    ready = [check.library for check in readiness if check.ready]
+    not_ready = {check.library for check in readiness if not check.ready}
+    depends_on = {name: load_library_spec(name, settings).depends_on for name in ready}
+    # a library none of whose upstream is missing is built: then (only then) the driver is needed
+    driver = session_of() if any(not set(depends_on[name]) & not_ready for name in ready) else None
+
+    def build(name: str) -> dict:
+        acceptance = accepted.get(name)
+        session = driver.newSession() if workers > 1 else driver
+        result = build_library(session, name, settings, now=now, full=full,
+                               accepted_digest=acceptance["digest"] if acceptance else None, share=share)
         if acceptance:
             applied = result["status"] == "built" and result.get("mode") != "full"
             record_overrides([acceptance | {"decision": "applied" if applied else "not applied",
                                             "detail": f"{result['status']}, {result.get('mode', '-')} build: "
                                                       f"{result.get('mode_reason', '')}"}], settings)
-        if result["status"] != "built":
-            not_built.add(check.library)
-        results.append(result)
+        return result
+
+    results = run_by_dependencies(ready, depends_on, build, workers, not_built=not_ready)
     return results, [check for check in readiness if not check.ready]
+
+
+def run_by_dependencies(names: list[str], depends_on: dict[str, list[str]], build, workers: int,
+                        not_built: set[str] | None = None) -> list[dict]:
+    """``build(name)`` for each of ``names`` (in dependency order), up to
+    ``workers`` at a time: a library starts when every library it depends
+    on that is in ``names`` has finished. One whose upstream was not built
+    (in ``not_built``, or its build's status is not ``built``) is skipped
+    with the reason, as its build would read a stale or missing upstream.
+    Results in the order of ``names``. When a build raises, no other
+    starts, those running finish, and the first error is raised. With one
+    worker: one after another, in the order of ``names``."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    not_built = set(not_built or ())
+    results: dict[str, dict] = {}
+    waiting = list(names)
+    running: dict = {}
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="govlake-build") as pool:
+        while waiting or running:
+            for name in list(waiting) if error is None else []:
+                upstream = [other for other in depends_on.get(name, []) if other in not_built]
+                if upstream:
+                    waiting.remove(name)
+                    not_built.add(name)
+                    results[name] = {"library": name, "status": "skipped", "rows": 0,
+                                     "reason": f"upstream {', '.join('base.' + n for n in upstream)} "
+                                               "not built in this run"}
+                elif len(running) < max(1, workers) and not any(
+                        other in names and other not in results for other in depends_on.get(name, [])):
+                    waiting.remove(name)
+                    running[pool.submit(build, name)] = name
+            if error is not None:
+                waiting.clear()
+            if not running:
+                if waiting:           # a cycle, or an upstream named but never built: nothing can start
+                    raise ValueError(f"cannot build {', '.join(waiting)}: their depends_on never finish "
+                                     f"({', '.join(f'{n} -> {depends_on.get(n)}' for n in waiting)})")
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                try:
+                    results[name] = future.result()
+                except BaseException as exc:        # the others finish first: a half-run build is not left behind
+                    error = error or exc
+                    not_built.add(name)
+                    continue
+                if results[name]["status"] != "built":
+                    not_built.add(name)
+    if error is not None:
+        raise error
+    return [results[name] for name in names if name in results]
+
+
+class DriverShare:
+    """Turns on the Spark driver for the libraries one run builds at once:
+    any number of incremental builds (small jobs, mostly waiting on the
+    driver) together, a full build (every key: the memory and both cores
+    a whole library's build takes) alone. A full build that waits is let
+    in before any build that asks after it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._changed = threading.Condition()
+        self._sharing = 0
+        self._alone = False
+        self._waiting_alone = 0
+
+    def turn(self, alone: bool):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def held():
+            with self._changed:
+                if alone:
+                    self._waiting_alone += 1
+                    self._changed.wait_for(lambda: not self._alone and not self._sharing)
+                    self._waiting_alone -= 1
+                    self._alone = True
+                else:
+                    self._changed.wait_for(lambda: not self._alone and not self._waiting_alone)
+                    self._sharing += 1
+            try:
+                yield
+            finally:
+                with self._changed:
+                    if alone:
+                        self._alone = False
+                    else:
+                        self._sharing -= 1
+                    self._changed.notify_all()
+
+        return held()

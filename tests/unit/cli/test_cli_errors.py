@@ -5,6 +5,7 @@ non-zero exit; never a stack trace, unless ``--debug`` asks for it."""
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import click
@@ -206,14 +207,15 @@ def test_an_accepted_code_change_keeps_the_build_incremental_and_says_so(lake, m
     monkeypatch.setattr(build, "source_readiness", lambda libraries, settings: [build.Readiness("grid")])
     seen = {}
 
-    def fake_build(spark, library, settings, now=None, full=False, accepted_digest=None):
+    def fake_build(spark, library, settings, now=None, full=False, accepted_digest=None, share=None):
         seen[library] = accepted_digest
         return {"library": library, "status": "built", "mode": "unchanged", "rows": 0,
                 "mode_reason": "nothing it reads changed since the last build; the change of "
                                "pipelines/libraries/address.py accepted as leaving the records as they were"}
 
     monkeypatch.setattr(build, "build_library", fake_build)
-    monkeypatch.setattr("pipelines.cli.libraries.spark", lambda: None)
+    # no driver: each library's session would be the driver's newSession()
+    monkeypatch.setattr("pipelines.cli.libraries.spark", lambda: types.SimpleNamespace(newSession=lambda: None))
     result = _run("build", "--library", "grid", "--accept-code-change", "--reason", "a refactoring")
     assert result.exit_code == 0, result.output
     accepted, applied = _overrides("grid")

@@ -1,0 +1,138 @@
+"""Several libraries built at once, each after those it depends on
+(``build.run_by_dependencies``), and a full build alone on the driver
+(``build.DriverShare``). Pure: threads and events, no Spark."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pipelines.libraries.build import DriverShare, run_by_dependencies
+
+# the shape of schemas/libraries: two roots, a chain below population
+DEPENDS_ON = {"address": [], "population": [], "legal_person": ["population"],
+              "credit_record": ["legal_person", "population"], "credit_rating": ["legal_person", "credit_record"],
+              "e_licence": ["legal_person"], "grid": []}
+ORDER = ["address", "population", "legal_person", "credit_record", "credit_rating", "e_licence", "grid"]
+
+
+class Recorder:
+    """A build that notes when each library started and finished."""
+
+    def __init__(self, status=None, fail=None, hold=None):
+        self.events: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.status = status or {}
+        self.fail = fail
+        self.hold = hold or {}
+
+    def __call__(self, name: str) -> dict:
+        with self.lock:
+            self.events.append(("start", name))
+        if name in self.hold:
+            self.hold[name]()
+        time.sleep(0.01)
+        with self.lock:
+            self.events.append(("end", name))
+        if name == self.fail:
+            raise RuntimeError(f"{name} broke")
+        return {"library": name, "status": self.status.get(name, "built")}
+
+    def index(self, event: str, name: str) -> int:
+        return self.events.index((event, name))
+
+
+def test_one_worker_builds_in_the_given_order_one_after_another():
+    build = Recorder()
+    results = run_by_dependencies(ORDER, DEPENDS_ON, build, workers=1)
+    assert [r["library"] for r in results] == ORDER
+    assert build.events == [(event, name) for name in ORDER for event in ("start", "end")]
+
+
+def test_two_workers_start_a_library_only_after_its_dependencies_ended_and_run_independent_ones_together():
+    # address and population wait for each other: the barrier breaks (and the test fails) unless both run at once
+    together = threading.Barrier(2, timeout=10)
+    build = Recorder(hold={"address": together.wait, "population": together.wait})
+    results = run_by_dependencies(ORDER, DEPENDS_ON, build, workers=2)
+    assert [r["library"] for r in results] == ORDER                    # reported in dependency order
+    for name, upstream in DEPENDS_ON.items():
+        for other in upstream:
+            assert build.index("end", other) < build.index("start", name), (other, name)
+
+
+def test_a_library_whose_upstream_was_not_built_is_skipped_with_the_reason_and_so_are_its_dependants():
+    build = Recorder(status={"legal_person": "blocked"})
+    results = {r["library"]: r for r in run_by_dependencies(ORDER, DEPENDS_ON, build, workers=2)}
+    assert results["legal_person"]["status"] == "blocked"
+    for name in ("credit_record", "e_licence", "credit_rating"):
+        assert results[name]["status"] == "skipped"
+        assert ("start", name) not in build.events
+    assert results["credit_record"]["reason"] == "upstream base.legal_person not built in this run"
+    assert results["credit_rating"]["reason"] == ("upstream base.legal_person, base.credit_record "
+                                                  "not built in this run")
+    assert results["grid"]["status"] == "built"
+
+
+def test_a_library_not_ready_before_the_run_skips_its_dependants():
+    build = Recorder()
+    results = {r["library"]: r for r in run_by_dependencies(
+        [n for n in ORDER if n != "population"], DEPENDS_ON, build, workers=2, not_built={"population"})}
+    assert "population" not in results
+    assert results["legal_person"]["status"] == "skipped"
+    assert results["address"]["status"] == "built"
+
+
+def test_a_failing_build_stops_new_starts_lets_the_running_one_end_and_is_raised():
+    build = Recorder(fail="population", hold={"address": lambda: time.sleep(0.3)})
+    with pytest.raises(RuntimeError, match="population broke"):
+        run_by_dependencies(ORDER, DEPENDS_ON, build, workers=2)
+    assert ("end", "address") in build.events                          # the one running beside it ended
+    assert ("start", "legal_person") not in build.events               # nothing started after the failure
+
+
+def test_a_full_build_waits_for_the_builds_sharing_the_driver_and_then_runs_alone():
+    share = DriverShare()
+    events: list[str] = []
+    sharing_in = threading.Event()
+    release_sharing = threading.Event()
+
+    def sharing():
+        with share.turn(alone=False):
+            events.append("sharing in")
+            sharing_in.set()
+            release_sharing.wait(10)
+            events.append("sharing out")
+
+    def alone():
+        with share.turn(alone=True):
+            events.append("alone in")
+            time.sleep(0.05)
+            events.append("alone out")
+
+    def late_sharing():
+        with share.turn(alone=False):
+            events.append("late in")
+
+    first = threading.Thread(target=sharing)
+    first.start()
+    assert sharing_in.wait(10)
+    full = threading.Thread(target=alone)
+    full.start()
+    time.sleep(0.05)                     # the full build now waits for the driver
+    late = threading.Thread(target=late_sharing)
+    late.start()
+    time.sleep(0.05)                     # and a build asking after it waits behind it
+    assert events == ["sharing in"]
+    release_sharing.set()
+    for thread in (first, full, late):
+        thread.join(10)
+    assert events == ["sharing in", "sharing out", "alone in", "alone out", "late in"]
+
+
+def test_libraries_that_can_never_start_are_refused_by_name_instead_of_waited_for():
+    build = Recorder()
+    with pytest.raises(ValueError, match="cannot build a, b: their depends_on never finish"):
+        run_by_dependencies(["a", "b"], {"a": ["b"], "b": ["a"]}, build, workers=2)
+    assert build.events == []
