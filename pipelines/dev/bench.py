@@ -656,6 +656,80 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
     return result
 
 
+# ``govlake synth`` with its workbooks written in its own process, as before XlsxSink
+_SYNTH_INLINE_XLSX = """
+import sys
+from pipelines.dev.synth import writers
+from pipelines.cli import run
+writers.XLSX_WRITER = writers.InlineXlsx
+sys.argv[0] = "govlake"
+run()
+"""
+
+
+def bench_synth(scale: float, days: int = 1, seed: int = 7, repeats: int = 2) -> dict:
+    """``govlake synth --scale S --days D`` as whole processes: as it runs
+    (each XLSX export written by a process of its own) against the same
+    command writing its workbooks in process, alternating, medians of
+    ``repeats``. Both must write the same files: every delivery's bytes, and
+    each workbook's sheet (its zip's timestamps aside), are compared."""
+    import hashlib
+    import shutil
+    import zipfile
+
+    def fingerprint(root: Path) -> dict[str, str]:
+        prints = {}
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                if path.suffix == ".xlsx":
+                    with zipfile.ZipFile(path) as book:
+                        content = b"".join(book.read(name) for name in sorted(book.namelist())
+                                           if not name.startswith("docProps/"))
+                else:
+                    content = path.read_bytes()
+                prints[str(path.relative_to(root))] = hashlib.sha256(content).hexdigest()
+        return prints
+
+    govlake = str(Path(sys.executable).with_name("govlake"))
+    arguments = ["synth", "--scale", str(scale), "--seed", str(seed), "--days", str(days), "--json"]
+    kinds = {"govlake synth": [govlake], "workbooks in process (baseline)": [sys.executable, "-c", _SYNTH_INLINE_XLSX]}
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    prints: dict[str, dict] = {}
+    for _ in range(repeats):
+        for kind, command in kinds.items():
+            out = BENCH_DIR / f"synth-{scale}-{'inline' if 'baseline' in kind else 'sink'}"
+            shutil.rmtree(out, ignore_errors=True)
+            run = _measured_process(command + arguments + ["--out", str(out)])
+            if run["returncode"] != 0:
+                raise RuntimeError(f"{kind} failed: {run['stderr'][-2000:]}")
+            runs[kind].append(run)
+            prints[kind] = fingerprint(out)
+            shutil.rmtree(out, ignore_errors=True)
+    same = prints["govlake synth"] == prints["workbooks in process (baseline)"]
+    if not same:
+        differ = sorted(k for k in prints["govlake synth"] if prints["govlake synth"][k] != prints[
+            "workbooks in process (baseline)"].get(k))
+        raise RuntimeError(f"the two generators wrote different files: {differ[:5]}")
+    summary = json.loads(runs["govlake synth"][0]["stdout"])
+    wall = {kind: _median(kind_runs, "wall") for kind, kind_runs in runs.items()}
+    return {
+        "benchmark": f"bench-synth: scale {scale}, day 0 and {days} days of changes",
+        "persons": summary["persons"], "market_entities": summary["market_entities"],
+        "files": len(prints["govlake synth"]),
+        "synth_s": round(wall["govlake synth"], 1),
+        "baseline_s": round(wall["workbooks in process (baseline)"], 1),
+        "synth_over_baseline": round(wall["govlake synth"] / wall["workbooks in process (baseline)"], 2),
+        "cpu_s": round(_median(runs["govlake synth"], "cpu"), 1),
+        "baseline_cpu_s": round(_median(runs["workbooks in process (baseline)"], "cpu"), 1),
+        "peak_rss_gib": round(max(r["peak_rss"] for r in runs["govlake synth"]) / 2**30, 2),
+        "baseline_peak_rss_gib": round(max(r["peak_rss"] for r in runs["workbooks in process (baseline)"]) / 2**30, 2),
+        "same_files": same,
+        "measure": (f"whole processes, alternating, median of {repeats}; wall and CPU seconds include the "
+                    "workbook writers' processes; peak RSS of the process tree; the files of both compared "
+                    "(XLSX: every part of the zip but docProps, which holds the time it was written)"),
+    }
+
+
 def _write_increment(persons_csv: Path, target: Path, changes: int) -> int:
     """A hukou delivery in which ``changes`` hukou persons move out (迁出)."""
     import csv
@@ -742,6 +816,11 @@ def main(argv: list[str] | None = None) -> None:
     city.add_argument("--seed", type=int, default=7)
     city.add_argument("--no-full-rebuild", dest="full_rebuild", action="store_false",
                       help="skip build --full at the end; day 0's build is the baseline")
+    synth = sub.add_parser("synth", help="govlake synth as it runs vs workbooks written in process, whole processes")
+    synth.add_argument("--scale", type=float, default=0.1)
+    synth.add_argument("--days", type=int, default=1)
+    synth.add_argument("--seed", type=int, default=7)
+    synth.add_argument("--repeats", type=int, default=2)
     query = sub.add_parser("query", help="Trino vs DuckDB on base.population and base.legal_person")
     query.add_argument("--scale", type=float, default=0.05)
     query.add_argument("--repeats", type=int, default=7)
@@ -754,6 +833,8 @@ def main(argv: list[str] | None = None) -> None:
         result = bench_city(args.scale, args.days, args.seed, full_rebuild=args.full_rebuild)
     elif args.benchmark == "query":
         result = bench_query(args.scale, args.repeats)
+    elif args.benchmark == "synth":
+        result = bench_synth(args.scale, args.days, args.seed, args.repeats)
     elif args.benchmark == "build":
         result = bench_build([float(x) for x in args.scales.split(",")], args.seed)
     else:
