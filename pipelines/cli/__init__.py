@@ -29,9 +29,11 @@ def _setup_logging(verbose: int) -> None:
 
 def error_line(exc: BaseException) -> str:
     """One line for an unexpected error: its type and the first line of its
-    message (Spark's messages name the path or table; the JVM trace follows)."""
+    message (Spark's messages name the path or table; the JVM trace follows),
+    then its notes (e.g. what a build of several libraries committed before it)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else repr(exc)}"
+    notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+    return f"{type(exc).__name__}: {lines[0] if lines else repr(exc)}{notes}"
 
 
 class GovlakeGroup(click.Group):

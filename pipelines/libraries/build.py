@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -437,62 +438,121 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
                                                       f"{result.get('mode_reason', '')}"}], settings)
         return result
 
-    results = run_by_dependencies(ready, depends_on, build, workers, not_built=not_ready)
+    def interrupt() -> None:
+        # Ctrl-C: no build gets the driver any more, and the running ones' Spark jobs are cancelled
+        share.stop()
+        if driver is not None:
+            driver.sparkContext.cancelAllJobs()
+
+    results = run_by_dependencies(ready, depends_on, build, workers, not_built=not_ready, interrupt=interrupt)
     return results, [check for check in readiness if not check.ready]
 
 
 def run_by_dependencies(names: list[str], depends_on: dict[str, list[str]], build, workers: int,
-                        not_built: set[str] | None = None) -> list[dict]:
+                        not_built: set[str] | None = None, interrupt=None) -> list[dict]:
     """``build(name)`` for each of ``names`` (in dependency order), up to
     ``workers`` at a time: a library starts when every library it depends
     on that is in ``names`` has finished. One whose upstream was not built
     (in ``not_built``, or its build's status is not ``built``) is skipped
     with the reason, as its build would read a stale or missing upstream.
-    Results in the order of ``names``. When a build raises, no other
-    starts, those running finish, and the first error is raised. With one
-    worker: one after another, in the order of ``names``."""
+    Results in the order of ``names``.
+
+    When a build raises, no other starts, those running finish, and the
+    first error is raised, with a note naming every other failure and the
+    libraries built meanwhile (their commits stand). Ctrl-C
+    (``KeyboardInterrupt`` on the calling thread): no other build starts
+    and ``interrupt()`` is called every second until the running builds
+    have ended (the caller cancels their Spark jobs: a build between two
+    jobs would otherwise go on), then it is raised. With one worker: one
+    after another on the calling thread, in the order of ``names``."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     not_built = set(not_built or ())
     results: dict[str, dict] = {}
     waiting = list(names)
-    running: dict = {}
-    error: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="govlake-build") as pool:
-        while waiting or running:
-            for name in list(waiting) if error is None else []:
-                upstream = [other for other in depends_on.get(name, []) if other in not_built]
-                if upstream:
-                    waiting.remove(name)
-                    not_built.add(name)
-                    results[name] = {"library": name, "status": "skipped", "rows": 0,
-                                     "reason": f"upstream {', '.join('base.' + n for n in upstream)} "
-                                               "not built in this run"}
-                elif len(running) < max(1, workers) and not any(
-                        other in names and other not in results for other in depends_on.get(name, [])):
-                    waiting.remove(name)
-                    running[pool.submit(build, name)] = name
-            if error is not None:
+    errors: list[tuple[str, BaseException]] = []
+
+    def startable() -> list[str]:
+        """Skips what cannot be built; the names whose upstream has ended, in order."""
+        ready = []
+        for name in list(waiting):
+            upstream = [other for other in depends_on.get(name, []) if other in not_built]
+            if upstream:
+                waiting.remove(name)
+                not_built.add(name)
+                results[name] = {"library": name, "status": "skipped", "rows": 0,
+                                 "reason": f"upstream {', '.join('base.' + n for n in upstream)} "
+                                           "not built in this run"}
+            elif not any(other in names and other not in results for other in depends_on.get(name, [])):
+                ready.append(name)
+        return ready
+
+    def ended(name: str, result: dict) -> None:
+        results[name] = result
+        if result["status"] != "built":
+            not_built.add(name)
+
+    if workers <= 1:
+        while waiting and not errors:
+            ready = startable()
+            if not ready:
+                break
+            waiting.remove(ready[0])
+            try:
+                ended(ready[0], build(ready[0]))
+            except Exception as exc:
+                errors.append((ready[0], exc))
+        if errors:
+            waiting.clear()
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="govlake-build") as pool:
+            running: dict = {}
+            try:
+                while waiting or running:
+                    for name in startable() if not errors else []:
+                        if len(running) < workers:
+                            waiting.remove(name)
+                            running[pool.submit(build, name)] = name
+                    if errors:
+                        waiting.clear()
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        name = running.pop(future)
+                        try:
+                            ended(name, future.result())
+                        except Exception as exc:      # the others finish first: no half-run build is left
+                            errors.append((name, exc))
+                            not_built.add(name)
+            except KeyboardInterrupt:
                 waiting.clear()
-            if not running:
-                if waiting:           # a cycle, or an upstream named but never built: nothing can start
-                    raise ValueError(f"cannot build {', '.join(waiting)}: their depends_on never finish "
-                                     f"({', '.join(f'{n} -> {depends_on.get(n)}' for n in waiting)})")
-                continue
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                name = running.pop(future)
-                try:
-                    results[name] = future.result()
-                except BaseException as exc:        # the others finish first: a half-run build is not left behind
-                    error = error or exc
-                    not_built.add(name)
-                    continue
-                if results[name]["status"] != "built":
-                    not_built.add(name)
-    if error is not None:
-        raise error
+                while running:
+                    try:
+                        if interrupt is not None:
+                            interrupt()
+                        done, _ = wait(running, timeout=1)
+                    except KeyboardInterrupt:         # pressed again: still stopping what runs
+                        continue
+                    for future in done:
+                        running.pop(future)
+                raise
+    if errors:
+        first = errors[0][1]
+        for name, exc in errors[1:]:
+            first.add_note(f"base.{name} failed too: {exc}")
+        built = [name for name in names if results.get(name, {}).get("status") == "built"]
+        if built:
+            first.add_note(f"built before the error (committed): {', '.join('base.' + n for n in built)}")
+        raise first
+    if waiting:                   # a cycle, or an upstream named but never built: nothing can start
+        raise ValueError(f"cannot build {', '.join(waiting)}: their depends_on never finish "
+                         f"({', '.join(f'{n} -> {depends_on.get(n)}' for n in waiting)})")
     return [results[name] for name in names if name in results]
+
+
+class BuildInterrupted(RuntimeError):
+    """The run was interrupted (Ctrl-C) before this build had the driver."""
 
 
 class DriverShare:
@@ -500,38 +560,45 @@ class DriverShare:
     any number of incremental builds (small jobs, mostly waiting on the
     driver) together, a full build (every key: the memory and both cores
     a whole library's build takes) alone. A full build that waits is let
-    in before any build that asks after it."""
+    in before any build that asks after it. After ``stop()`` (Ctrl-C) no
+    build gets a turn: those waiting raise ``BuildInterrupted``."""
 
     def __init__(self) -> None:
-        import threading
-
         self._changed = threading.Condition()
         self._sharing = 0
         self._alone = False
-        self._waiting_alone = 0
+        self._stopped = False
+        self.waiting = {"alone": 0, "sharing": 0}       # how many builds wait for a turn, by kind
 
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+    @contextmanager
     def turn(self, alone: bool):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def held():
+        kind = "alone" if alone else "sharing"
+        with self._changed:
+            self.waiting[kind] += 1
+            try:
+                if alone:
+                    self._changed.wait_for(lambda: self._stopped or not (self._alone or self._sharing))
+                else:
+                    self._changed.wait_for(lambda: self._stopped or not (self._alone or self.waiting["alone"]))
+            finally:
+                self.waiting[kind] -= 1
+            if self._stopped:
+                raise BuildInterrupted("the build was interrupted before this library had its turn")
+            if alone:
+                self._alone = True
+            else:
+                self._sharing += 1
+        try:
+            yield
+        finally:
             with self._changed:
                 if alone:
-                    self._waiting_alone += 1
-                    self._changed.wait_for(lambda: not self._alone and not self._sharing)
-                    self._waiting_alone -= 1
-                    self._alone = True
+                    self._alone = False
                 else:
-                    self._changed.wait_for(lambda: not self._alone and not self._waiting_alone)
-                    self._sharing += 1
-            try:
-                yield
-            finally:
-                with self._changed:
-                    if alone:
-                        self._alone = False
-                    else:
-                        self._sharing -= 1
-                    self._changed.notify_all()
-
-        return held()
+                    self._sharing -= 1
+                self._changed.notify_all()

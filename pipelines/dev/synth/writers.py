@@ -186,24 +186,26 @@ class XlsxSink:
         """Row ``row`` (0-based; the header is row 0) with one value per column."""
         self._batch.append((row, values))
         if len(self._batch) >= self.BATCH:
-            self._send()
+            self._send(self._batch)
+            self._batch = []
 
-    def _send(self) -> None:
+    def _send(self, message) -> None:
         try:
-            self._to_child.send(self._batch)
+            self._to_child.send(message)
         except (BrokenPipeError, EOFError):
             self._process.join()
             raise RuntimeError(f"the writer of {self.path} died (exit code {self._process.exitcode}); "
                                "its error is above") from None
-        self._batch = []
 
     def close(self) -> None:
         """Send what is left, wait for the workbook to be written."""
-        if self._batch:
-            self._send()
-        self._to_child.send(None)
-        self._to_child.close()
-        self._process.join()
+        try:
+            if self._batch:
+                self._send(self._batch)
+            self._send(None)
+        finally:
+            self._to_child.close()
+            self._process.join()
         if self._process.exitcode != 0:
             raise RuntimeError(f"the writer of {self.path} failed (exit code {self._process.exitcode}); "
                                "its error is above")

@@ -42,3 +42,15 @@ def test_a_writer_that_fails_names_its_file(tmp_path):
     sink.add(1, ["A1"])
     with pytest.raises(RuntimeError, match="permits.xlsx"):
         sink.close()
+
+
+def test_a_writer_that_dies_midway_stops_the_generator_naming_its_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(XlsxSink, "BATCH", 1)
+    sink = XlsxSink(tmp_path / "permits.xlsx", ["数"])
+    sink.add(1, [float("nan")])                 # xlsxwriter refuses NaN: the writer's process ends
+    with pytest.raises(RuntimeError, match=r"the writer of .*permits.xlsx died \(exit code 1\)"):
+        for row in range(2, 1_000_000):         # until the pipe's buffer is full and the dead end is seen
+            sink.add(row, [1.0])
+    with pytest.raises(RuntimeError, match="permits.xlsx"):
+        sink.close()
+    assert not sink._process.is_alive()

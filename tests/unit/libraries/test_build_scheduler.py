@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
 import pytest
 
-from pipelines.libraries.build import DriverShare, run_by_dependencies
+from pipelines.libraries.build import BuildInterrupted, DriverShare, run_by_dependencies
 
 # the shape of schemas/libraries: two roots, a chain below population
 DEPENDS_ON = {"address": [], "population": [], "legal_person": ["population"],
@@ -84,12 +86,69 @@ def test_a_library_not_ready_before_the_run_skips_its_dependants():
     assert results["address"]["status"] == "built"
 
 
-def test_a_failing_build_stops_new_starts_lets_the_running_one_end_and_is_raised():
+def test_a_failing_build_stops_new_starts_lets_the_running_one_end_and_is_raised_with_what_was_built():
+    # population fails while address runs beside it; grid (no upstream) would start next if starts went on
     build = Recorder(fail="population", hold={"address": lambda: time.sleep(0.3)})
-    with pytest.raises(RuntimeError, match="population broke"):
+    with pytest.raises(RuntimeError, match="population broke") as raised:
         run_by_dependencies(ORDER, DEPENDS_ON, build, workers=2)
-    assert ("end", "address") in build.events                          # the one running beside it ended
-    assert ("start", "legal_person") not in build.events               # nothing started after the failure
+    assert ("start", "grid") not in build.events                       # nothing started after the failure
+    assert raised.value.__notes__ == ["built before the error (committed): base.address"]
+
+
+def test_every_failure_is_reported_not_only_the_first():
+    both = threading.Barrier(2, timeout=10)
+
+    def fail(name):
+        both.wait()                                       # address and population fail together
+        raise RuntimeError(f"{name} broke")
+
+    with pytest.raises(RuntimeError, match="broke") as raised:
+        run_by_dependencies(ORDER, DEPENDS_ON, fail, workers=2)
+    other = "population" if "address" in str(raised.value) else "address"
+    assert raised.value.__notes__ == [f"base.{other} failed too: {other} broke"]
+
+
+def test_one_worker_stops_at_the_first_failure_and_says_what_was_built():
+    build = Recorder(fail="population")
+    with pytest.raises(RuntimeError, match="population broke") as raised:
+        run_by_dependencies(ORDER, DEPENDS_ON, build, workers=1)
+    assert build.events == [("start", "address"), ("end", "address"), ("start", "population"), ("end", "population")]
+    assert raised.value.__notes__ == ["built before the error (committed): base.address"]
+
+
+def test_ctrl_c_starts_nothing_more_and_interrupts_the_running_builds_until_they_end():
+    # population runs until it is interrupted; Ctrl-C reaches the calling thread while it waits
+    share = DriverShare()
+    interrupted = threading.Event()
+    started = threading.Event()
+    calls = []
+
+    def build(name):
+        if name == "address":
+            started.set()
+            if not interrupted.wait(10):
+                raise AssertionError("never interrupted")
+            raise RuntimeError("job cancelled")
+        with share.turn(alone=False):
+            pass
+        return {"library": name, "status": "built"}
+
+    def interrupt():
+        calls.append("interrupt")
+        share.stop()
+        interrupted.set()
+
+    def ctrl_c():
+        started.wait(10)
+        os.kill(os.getpid(), signal.SIGINT)              # as the terminal sends it: the calling thread gets it
+
+    threading.Thread(target=ctrl_c).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_by_dependencies(["address", "grid", "population"], {"address": [], "grid": [], "population": []}, build,
+                            workers=2, interrupt=interrupt)
+    assert calls and interrupted.is_set()
+    with pytest.raises(BuildInterrupted), share.turn(alone=False):     # no build gets the driver after it
+        pass
 
 
 def test_a_full_build_waits_for_the_builds_sharing_the_driver_and_then_runs_alone():
@@ -120,10 +179,10 @@ def test_a_full_build_waits_for_the_builds_sharing_the_driver_and_then_runs_alon
     assert sharing_in.wait(10)
     full = threading.Thread(target=alone)
     full.start()
-    time.sleep(0.05)                     # the full build now waits for the driver
+    _until(lambda: share.waiting["alone"] == 1)           # the full build now waits for the driver
     late = threading.Thread(target=late_sharing)
     late.start()
-    time.sleep(0.05)                     # and a build asking after it waits behind it
+    _until(lambda: share.waiting["sharing"] == 1)         # and a build asking after it waits behind it
     assert events == ["sharing in"]
     release_sharing.set()
     for thread in (first, full, late):
@@ -136,3 +195,10 @@ def test_libraries_that_can_never_start_are_refused_by_name_instead_of_waited_fo
     with pytest.raises(ValueError, match="cannot build a, b: their depends_on never finish"):
         run_by_dependencies(["a", "b"], {"a": ["b"], "b": ["a"]}, build, workers=2)
     assert build.events == []
+
+
+def _until(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
