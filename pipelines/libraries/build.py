@@ -158,7 +158,10 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
                        for old, new in read_replacements(get_contract(feed, settings.schemas_dir), settings).items()},
                       upstream_changed(spec, state, previous, settings) if exists and not full else None,
                       accepted_digest)
+    lap("plan")
     take_turn(plan)
+    if time.monotonic() - started - sum(stages.values()) >= 0.5:
+        lap("waiting for the driver")       # another library's full build had it (several built at once)
     if plan.mode in ("unchanged", "report"):
         # nothing the records are made of changed: the table stays as it is
         result = {"library": library, "status": "built", "mode": plan.mode, "mode_reason": plan.reason,
@@ -512,7 +515,8 @@ def run_by_dependencies(names: list[str], depends_on: dict[str, list[str]], buil
                     for name in startable() if not errors else []:
                         if len(running) < workers:
                             waiting.remove(name)
-                            running[pool.submit(build, name)] = name
+                            with _ctrl_c_after():
+                                running[pool.submit(build, name)] = name
                     if errors:
                         waiting.clear()
                     if not running:
@@ -549,6 +553,29 @@ def run_by_dependencies(names: list[str], depends_on: dict[str, list[str]], buil
         raise ValueError(f"cannot build {', '.join(waiting)}: their depends_on never finish "
                          f"({', '.join(f'{n} -> {depends_on.get(n)}' for n in waiting)})")
     return [results[name] for name in names if name in results]
+
+
+@contextmanager
+def _ctrl_c_after():
+    """Ctrl-C held back until the block has run: a build submitted to the
+    pool while it came must be known to the loop that interrupts the
+    running builds. (Blocking SIGINT would not do: the kernel hands it to
+    another thread, and Python runs its handler on this one at once.)"""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda number, frame: came.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        if came and callable(handler):
+            handler(signal.SIGINT, None)           # PySpark's cancels the jobs, and raises KeyboardInterrupt
+        elif came and handler != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 class BuildInterrupted(RuntimeError):
