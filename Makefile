@@ -11,7 +11,7 @@ SEED ?= 7
 BENCH_ROWS ?= 1000000
 BENCH_LARGE_ROWS ?= 48000000
 
-.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-query bench-synth suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
+.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-quality GX gate engines (DuckDB, pandas) on a 1M-row hukou delivery"
 	@echo "make bench-build   raw files to all base libraries at scales 0.01, 0.02, 0.05 (SCALES=...)"
 	@echo "make bench-city    a city (SCALE=1.0 here) day 0 + 3 daily increments (DAYS=), full rebuild (FULL_REBUILD=no skips), Trino point lookup"
+	@echo "make bench-day     one daily build at bench-city's scale: this tree against BASELINE (a commit, default HEAD), alternating"
 	@echo "make bench-synth   govlake synth (SYNTH_SCALE=0.1) vs the same with its workbooks written in process"
 	@echo "make bench-query   Trino vs DuckDB on base.population / base.legal_person (BENCH_SCALE=0.05)"
 	@echo "make suites   re-render quality/suites/*.json from contracts and quality/custom/"
@@ -92,6 +93,9 @@ BENCH_SCALE ?= 0.05
 # scale 1.0 (the real city) unless SCALE= is given: SCALE's default is the demo's
 bench-city: setup
 	$(BIN)/python -m pipelines.dev.bench city --scale $(if $(filter command line environment,$(origin SCALE)),$(SCALE),1.0) --days $(or $(DAYS),3) $(if $(filter 0 no,$(FULL_REBUILD)),--no-full-rebuild)
+
+bench-day: setup
+	$(BIN)/python -m pipelines.dev.bench day --baseline $(or $(BASELINE),HEAD) --scale $(if $(filter command line environment,$(origin SCALE)),$(SCALE),1.0) --day $(or $(DAY),4) --repeats $(or $(REPEATS),2)
 
 bench-query: setup
 	$(BIN)/python -m pipelines.dev.bench query --scale $(BENCH_SCALE)

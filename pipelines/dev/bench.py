@@ -523,12 +523,21 @@ def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
             "first runs after Trino started; duckdb in process)", "trino_heap": settings.trino_heap}
 
 
-def _govlake(args: list[str], lake: Path) -> dict:
+# ``govlake`` run from the package on PYTHONPATH (another commit's worktree) with this venv's libraries
+_GOVLAKE_FROM_PATH = "import sys; from pipelines.cli import run; sys.argv[0] = 'govlake'; run()"
+
+
+def _govlake(args: list[str], lake: Path, code: Path | None = None) -> dict:
     """``govlake ARGS --json`` as a whole process on the lake ``lake``: wall,
     CPU, peak RSS of its process tree (the Spark JVM included for a build)
-    and the parsed output."""
+    and the parsed output. ``code``: a checkout of another commit to run
+    instead of this one (``_code_checkout``)."""
     env = dict(os.environ, GOVLAKE_HOME=str(lake))
-    run = _measured_process([str(Path(sys.executable).with_name("govlake")), *args, "--json"], env)
+    command = [str(Path(sys.executable).with_name("govlake"))]
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+        command = [sys.executable, "-c", _GOVLAKE_FROM_PATH]
+    run = _measured_process([*command, *args, "--json"], env)
     try:
         run["output"] = json.loads(run.pop("stdout"))
     except json.JSONDecodeError:
@@ -652,6 +661,125 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
                     f"{repeats} runs, each of another person, Python trino client over HTTPS with a password, "
                     f"after {lookup['warmup_queries']} warm-up lookups (cold: the first {repeats} after Trino "
                     "started), DuckDB in process over the same Parquet files"),
+    }
+    return result
+
+
+def _code_checkout(ref: str) -> tuple[str, Path]:
+    """The commit ``ref`` names, and a worktree of it under
+    bench-out/code/<commit> (made once, reused)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    commit = git("rev-parse", "--verify", f"{ref}^{{commit}}")
+    tree = BENCH_DIR / "code" / commit[:12]
+    if not (tree / "pipelines" / "cli").is_dir():
+        git("worktree", "add", "--force", "--detach", str(tree), commit)
+    return commit, tree
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _copy_lake(source: Path, target: Path) -> None:
+    import shutil
+
+    _remove(target)
+    shutil.copytree(source, target, symlinks=True)
+
+
+def bench_day(baseline: str, scale: float = 1.0, seed: int = 7, day: int = 4, repeats: int = 2) -> dict:
+    """One daily build as the lake runs it (``govlake build``, a whole
+    process, after the day's deliveries were ingested), the code of this
+    working tree against the commit ``baseline``, alternating on copies of
+    the same lake, medians of ``repeats``: a change to the build measured
+    at the scale it is for in some twenty minutes, not bench-city's hours.
+
+    Both start from bench-city's kept city and lake (bench-out/city-<scale>-
+    <seed>-days, bench-out/lake-city-<scale>; run ``make bench-city`` first).
+    Each side's lake is a copy brought to that side's code by a build with
+    nothing new to build and ``--accept-code-change`` (the libraries stay
+    incremental and their maintained tables stand; refused, and so is this
+    benchmark, when more than build code differs from the lake's last
+    build, e.g. a spec), with day ``day``'s deliveries then ingested by that
+    side's code. Each run builds on a fresh copy of its side's lake. Both
+    sides must find the same changes (the libraries' inserted, changed and
+    removed counts), or the comparison is refused. Disk: three copies of
+    the lake."""
+    root = BENCH_DIR / f"city-{scale}-{seed}-days"
+    kept = BENCH_DIR / f"lake-city-{scale}"
+    deliveries = root / "days" / str(day)
+    if not kept.is_dir() or not (root / "truth" / "persons.csv").exists():
+        raise FileNotFoundError(f"bench-day needs bench-city's kept city {root} and lake {kept}: run make "
+                                f"bench-city SCALE={scale} (with DAYS= before DAY={day}) first")
+    if not deliveries.is_dir():                  # the city's later days, made from its truth (deterministic)
+        from pipelines.dev.synth.days import generate_days
+
+        generate_days(root, day, scale=scale, seed=seed)
+    commit, checkout = _code_checkout(baseline)
+    sides = {f"baseline {commit[:12]}": checkout, "this tree": None}
+    prepared: dict[str, Path] = {}
+    result: dict = {"benchmark": f"bench-day: scale {scale}, day {day}'s build, this tree against {commit[:12]}"}
+    for side, code in sides.items():
+        lake = BENCH_DIR / "bench-day" / ("baseline" if code is not None else "this")
+        _copy_lake(kept, lake)
+        accepted = _govlake(["build", "--accept-code-change", "--reason", f"bench-day: {side}"], lake, code)
+        # incremental, not unchanged, where the records read the date and the lake was built on another day
+        if accepted["returncode"] != 0 or any(r.get("mode") == "full" for r in accepted["output"]):
+            raise RuntimeError(f"bench-day: bringing the lake to the {side} code rebuilt a library in full: "
+                               f"{json.dumps(accepted['output'], ensure_ascii=False)[:2000]}")
+        ingested = _govlake(["ingest", "--all", str(deliveries)], lake, code)
+        statuses = Counter(r["status"] for r in ingested["output"])
+        if ingested["returncode"] != 0 or set(statuses) != {"loaded"}:
+            raise RuntimeError(f"bench-day: day {day}'s deliveries did not all load on the {side} side: "
+                               f"{dict(statuses)} (did bench-city ingest that day already? DAY must come after "
+                               "its DAYS)")
+        prepared[side] = lake
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    run_lake = BENCH_DIR / "bench-day" / "run"
+    for _ in range(repeats):
+        for side, code in sides.items():
+            _copy_lake(prepared[side], run_lake)
+            build = _govlake(["build"], run_lake, code)
+            if build["returncode"] != 0:
+                raise RuntimeError(f"bench-day: the {side} build failed: {build['stderr'][-2000:]}")
+            libraries = {r["library"]: r for r in build["output"] if "library" in r}
+            runs[side].append({"seconds": round(build["wall"], 1), "cpu_s": round(build["cpu"], 1),
+                               "peak_rss_gib": round(build["peak_rss"] / 2**30, 2),
+                               "libraries": {name: {key: r.get(key) for key in (
+                                   "mode", "touched_keys", "inserted", "changed", "removed", "seconds", "stages")}
+                                   for name, r in libraries.items()}})
+    _remove(run_lake)
+
+    def changes(run: dict) -> dict:
+        return {name: (lib["mode"], lib["inserted"], lib["changed"], lib["removed"])
+                for name, lib in run["libraries"].items()}
+
+    found = {side: [changes(run) for run in side_runs] for side, side_runs in runs.items()}
+    first = next(iter(found.values()))[0]
+    if any(f != first for side_found in found.values() for f in side_found):
+        raise RuntimeError(f"bench-day: the sides' builds found different changes, so their times do not compare: "
+                           f"{json.dumps(found, ensure_ascii=False)[:3000]}")
+    medians = {side: statistics.median(run["seconds"] for run in side_runs) for side, side_runs in runs.items()}
+    baseline_side, this_side = list(sides)
+    result |= {
+        "build_s": {side: [run["seconds"] for run in side_runs] for side, side_runs in runs.items()},
+        "median_s": medians,
+        "this_over_baseline": round(medians[this_side] / medians[baseline_side], 2),
+        "cpu_s": {side: [run["cpu_s"] for run in side_runs] for side, side_runs in runs.items()},
+        "peak_rss_gib": max(run["peak_rss_gib"] for side_runs in runs.values() for run in side_runs),
+        "libraries_s": {side: {name: [run["libraries"][name]["seconds"] for run in side_runs]
+                               for name in side_runs[0]["libraries"]} for side, side_runs in runs.items()},
+        "changes": {name: dict(zip(("mode", "inserted", "changed", "removed"), found_change))
+                    for name, found_change in first.items()},
+        "build_workers": os.environ.get("GOVLAKE_BUILD_WORKERS", "default"),
+        "measure": (f"govlake build as a whole process (Spark JVM start included; the day's ingest not), "
+                    f"alternating, median of {repeats}; each on a fresh copy of its side's lake: bench-city's kept "
+                    f"lake brought to that side's code by an accepted build with nothing new, day {day} ingested"),
     }
     return result
 
@@ -820,6 +948,12 @@ def main(argv: list[str] | None = None) -> None:
     synth.add_argument("--days", type=int, default=1)
     synth.add_argument("--seed", type=int, default=7)
     synth.add_argument("--repeats", type=int, default=2)
+    day = sub.add_parser("day", help="one daily build at bench-city's scale, this tree against a commit, alternating")
+    day.add_argument("--baseline", required=True, help="a commit (or ref) to compare with")
+    day.add_argument("--scale", type=float, default=1.0)
+    day.add_argument("--seed", type=int, default=7)
+    day.add_argument("--day", type=int, default=4)
+    day.add_argument("--repeats", type=int, default=2)
     query = sub.add_parser("query", help="Trino vs DuckDB on base.population and base.legal_person")
     query.add_argument("--scale", type=float, default=0.05)
     query.add_argument("--repeats", type=int, default=7)
@@ -832,6 +966,8 @@ def main(argv: list[str] | None = None) -> None:
         result = bench_city(args.scale, args.days, args.seed, full_rebuild=args.full_rebuild)
     elif args.benchmark == "query":
         result = bench_query(args.scale, args.repeats)
+    elif args.benchmark == "day":
+        result = bench_day(args.baseline, args.scale, args.seed, args.day, args.repeats)
     elif args.benchmark == "synth":
         result = bench_synth(args.scale, args.days, args.seed, args.repeats)
     elif args.benchmark == "build":

@@ -242,12 +242,13 @@ def _version_written_with(path: str, signature: str) -> int | None:
 
 def _standard_signature(settings: Settings, standard: list[str]) -> str:
     """What matching against the standard addresses depends on: the address
-    library's build digest (its spec, contracts and the matching code) and
-    the live nr.standard_address loads."""
-    from pipelines.libraries.incremental import build_digest
+    library's build digest (its spec, contracts and the matching code; as
+    ``incremental.maintained_digest`` has it, so a code change an operator
+    accepted measures nothing again) and the live nr.standard_address loads."""
+    from pipelines.libraries.incremental import maintained_digest
     from pipelines.library_specs import load_library_spec
 
-    return "+".join([build_digest(load_library_spec("address", settings), settings)] + sorted(standard))
+    return "+".join([maintained_digest(load_library_spec("address", settings), settings)] + sorted(standard))
 
 
 def _required_silver(spark, feed: str, settings: Settings, live: dict | None = None):

@@ -16,8 +16,9 @@ from pipelines.lake.tables import BUILD_OVERRIDES_DDL
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.incremental import (
-    BuildPlan, BuildState, code_change_acceptance, current_state, digest_parts, key_changes_path, parts_digest,
-    plan_build, read_state, restrict, touched_keys, unfinished, upstream_changed, upstream_problems, write_state,
+    BuildPlan, BuildState, code_change_acceptance, current_state, digest_parts, key_changes_path, overrides_path,
+    parts_digest, plan_build, read_state, restrict, touched_keys, unfinished, upstream_changed, upstream_problems,
+    write_state,
 )
 from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec, spec_function
@@ -102,7 +103,7 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
 
 def build_library(spark, library: str, settings: Settings | None = None, gate: bool = True,
                   now: datetime | None = None, full: bool = False, accepted_digest: str | None = None,
-                  share: DriverShare | None = None) -> dict:
+                  share: DriverShare | None = None, committed=lambda: None) -> dict:
     """Build or refresh one base library; its suite gates the result before it
     is merged (a blocked build leaves the gold table and the governance tables
     as they were). Conflicts, entity links and match reviews are recorded with it.
@@ -121,7 +122,10 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
 
     ``share``: the run's ``DriverShare`` when several libraries are built
     at once (``build_ready``): once its plan is known, a full build waits
-    to have the Spark driver to itself."""
+    to have the Spark driver to itself; ``committed()`` is called once the
+    library's table is as this build leaves it (merged, or left alone), so
+    that the libraries built from it may start while its conflicts, entity
+    links, report and state are written."""
     from contextlib import ExitStack
 
     settings = settings or get_settings()
@@ -131,13 +135,14 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
                 turn.enter_context(share.turn(alone=plan.mode == "full"))
 
         if not settings.lake_is_local:
-            return _build_library(spark, library, settings, gate, now, full, accepted_digest, take_turn)
+            return _build_library(spark, library, settings, gate, now, full, accepted_digest, take_turn, committed)
         with state_lock(f"base.{library}", settings):
-            return _build_library(spark, library, settings, gate, now, full, accepted_digest, take_turn)
+            return _build_library(spark, library, settings, gate, now, full, accepted_digest, take_turn, committed)
 
 
 def _build_library(spark, library: str, settings: Settings, gate: bool, now: datetime | None,
-                   full: bool, accepted_digest: str | None = None, take_turn=lambda plan: None) -> dict:
+                   full: bool, accepted_digest: str | None = None, take_turn=lambda plan: None,
+                   committed=lambda: None) -> dict:
     import time
 
     now = now or utc_now()
@@ -169,6 +174,7 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
                   "inserted": 0, "changed": 0, "removed": 0, "stages": stages,
                   "version": delta_version(spark, path)}
         result["unchanged"] = result["rows"]
+        committed()
         if plan.mode == "report" and spec.report:
             result["report"] = spec_function(spec.report)(spark, settings)
             lap("report")
@@ -205,6 +211,7 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
     result["status"] = "built"
     result["version"] = delta_version(spark, path)
     lap("merge")
+    committed()         # the key-change log is written too: the libraries that reference this one may start
     if spec.kind == "golden":
         with _GOVERNANCE_WRITES:
             result["conflicts"] = record_conflicts(spark, library, conflicts, now, settings, touched)
@@ -229,11 +236,6 @@ _GOVERNANCE_WRITES = threading.Lock()
 
 class BuildRefused(ValueError):
     """An operator's request a build refuses; the message names each library and why."""
-
-
-def overrides_path(settings: Settings) -> str:
-    """The operators' log of accepted and refused code changes (``accept_code_change``)."""
-    return settings.lake_path("state", "build_overrides")
 
 
 def os_user() -> str | None:
@@ -429,11 +431,14 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
     # a library none of whose upstream is missing is built: then (only then) the driver is needed
     driver = session_of() if any(not set(depends_on[name]) & not_ready for name in ready) else None
 
+    released = Released()
+
     def build(name: str) -> dict:
         acceptance = accepted.get(name)
         session = driver.newSession() if workers > 1 else driver
         result = build_library(session, name, settings, now=now, full=full,
-                               accepted_digest=acceptance["digest"] if acceptance else None, share=share)
+                               accepted_digest=acceptance["digest"] if acceptance else None, share=share,
+                               committed=lambda: released(name))
         if acceptance:
             applied = result["status"] == "built" and result.get("mode") != "full"
             record_overrides([acceptance | {"decision": "applied" if applied else "not applied",
@@ -447,18 +452,23 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
         if driver is not None:
             driver.sparkContext.cancelAllJobs()
 
-    results = run_by_dependencies(ready, depends_on, build, workers, not_built=not_ready, interrupt=interrupt)
+    results = run_by_dependencies(ready, depends_on, build, workers, not_built=not_ready, interrupt=interrupt,
+                                  released=released)
     return results, [check for check in readiness if not check.ready]
 
 
 def run_by_dependencies(names: list[str], depends_on: dict[str, list[str]], build, workers: int,
-                        not_built: set[str] | None = None, interrupt=None) -> list[dict]:
+                        not_built: set[str] | None = None, interrupt=None,
+                        released: Released | None = None) -> list[dict]:
     """``build(name)`` for each of ``names`` (in dependency order), up to
     ``workers`` at a time: a library starts when every library it depends
-    on that is in ``names`` has finished. One whose upstream was not built
+    on that is in ``names`` has finished, or has been ``released`` (its
+    table is committed, and what its build still does, governance tables
+    and state, no other library reads). One whose upstream was not built
     (in ``not_built``, or its build's status is not ``built``) is skipped
-    with the reason, as its build would read a stale or missing upstream.
-    Results in the order of ``names``.
+    with the reason, as its build would read a stale or missing upstream;
+    one that started after its upstream's release keeps that commit, should
+    the upstream fail afterwards. Results in the order of ``names``.
 
     When a build raises, no other starts, those running finish, and the
     first error is raised, with a note naming every other failure and the
@@ -486,7 +496,8 @@ def run_by_dependencies(names: list[str], depends_on: dict[str, list[str]], buil
                 results[name] = {"library": name, "status": "skipped", "rows": 0,
                                  "reason": f"upstream {', '.join('base.' + n for n in upstream)} "
                                            "not built in this run"}
-            elif not any(other in names and other not in results for other in depends_on.get(name, [])):
+            elif not any(other in names and other not in results and not (released is not None and other in released)
+                         for other in depends_on.get(name, [])):
                 ready.append(name)
         return ready
 
@@ -521,7 +532,9 @@ def run_by_dependencies(names: list[str], depends_on: dict[str, list[str]], buil
                         waiting.clear()
                     if not running:
                         break
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    # a release is no future's end: it is looked for a few times a second
+                    done, _ = wait(running, timeout=0.2 if released is not None else None,
+                                   return_when=FIRST_COMPLETED)
                     for future in done:
                         name = running.pop(future)
                         try:
@@ -553,6 +566,24 @@ def run_by_dependencies(names: list[str], depends_on: dict[str, list[str]], buil
         raise ValueError(f"cannot build {', '.join(waiting)}: their depends_on never finish "
                          f"({', '.join(f'{n} -> {depends_on.get(n)}' for n in waiting)})")
     return [results[name] for name in names if name in results]
+
+
+class Released:
+    """The libraries whose tables a build has committed while it still runs
+    (``run_by_dependencies``): called with a name from a build's thread,
+    asked with ``in`` by the scheduler's."""
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> None:
+        with self._lock:
+            self._names.add(name)
+
+    def __contains__(self, name: str) -> bool:
+        with self._lock:
+            return name in self._names
 
 
 @contextmanager

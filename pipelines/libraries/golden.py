@@ -336,11 +336,15 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     _enable_deletion_vectors(spark, path)
     _remove_unfinished_copies(spark, path)
     current_rows = spark.read.format("delta").load(path).where("is_current")
-    current = current_rows.select(key, F.col("record_hash").alias("_old_hash"))
+    # the current rows the closed copies come from: with ``touched``, only the compared keys', every
+    # column, read once for both the comparison and the copies (at scale 1.0 a scan of base.population
+    # costs 4 to 9 s, and it took two)
+    copied_from = current_rows
     if touched is not None:
         # the records' own keys too: a record outside ``touched`` must still find its current version
         compared = touched.select(F.col("_key").alias(key)).unionByName(hashed.select(key))
-        current = current.join(F.broadcast(compared), key, "left_semi")
+        copied_from = current_rows.join(F.broadcast(compared), key, "left_semi").localCheckpoint()
+    current = copied_from.select(key, F.col("record_hash").alias("_old_hash"))
     # the keys whose current version changes: new (no old hash), changed, gone (no new hash)
     diff = (hashed.select(key, F.col("record_hash").alias("_new_hash")).join(current, key, "full_outer")
             .where(~F.col("_new_hash").eqNullSafe(F.col("_old_hash"))).localCheckpoint())
@@ -359,7 +363,7 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     # the build time as Spark stores it (µs since the epoch): a repair matches it, whatever its time zone
     micros = spark.range(1).select(F.unix_micros(F.lit(now).cast("timestamp"))).first()[0]
     tag = f"{MERGE_TAG}{uuid4()} at {micros}"
-    written = _apply_diff(spark, path, key, diff, hashed, current_rows, counts, now, tag)
+    written = _apply_diff(spark, path, key, diff, hashed, copied_from, counts, now, tag)
     if key_changes is not None:
         # entries name the table (its Delta id) as well as the version: a table created anew restarts its
         # versions. Each commit's own keys (the closed copies change no current record: one entry, no key)
@@ -440,8 +444,9 @@ def _apply_diff(spark, path: str, key: str, diff, hashed, current_rows, counts: 
     question about an earlier date sees a changed key's old version twice
     (the copy and the row not updated yet), for the seconds the MERGE takes.
 
-    Each part's own counts (rows appended, rows updated) are checked against
-    the comparison's."""
+    ``current_rows``: the table's current rows, at least the changed keys'
+    (the closed copies are made from them). Each part's own counts (rows
+    appended, rows updated) are checked against the comparison's."""
     from deltalake import DeltaTable as LogTable
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
@@ -468,8 +473,14 @@ def _apply_diff(spark, path: str, key: str, diff, hashed, current_rows, counts: 
         # scan. Estimated from the records' lineage (43 TB for 2,499 rows) they were not, and the join
         # shuffled every row of the table (32 of a 45 s MERGE on 10.4M rows). Raising the threshold
         # instead made Spark broadcast the table (its file size looked small): 17 s at scale 0.2.
+        # the gone keys' rows are staged whole, as the table has them, so that both clauses below set
+        # every column: the MERGE then reads only the key and is_current of the table's rows (the rest
+        # of a touched file's columns are never referenced), where leaving a column as it was made it
+        # read every column of every file a day's changed keys touch, i.e. the whole table
+        closing = current_rows.join(F.broadcast(gone) if counts["removed"] <= BROADCAST_ROWS else gone, key,
+                                    "left_semi").select(*columns)
         staged = (hashed.join(changed, key, "left_semi").withColumn("_close", F.lit(False))
-                  .unionByName(gone.withColumn("_close", F.lit(True)), allowMissingColumns=True)).localCheckpoint()
+                  .unionByName(closing.withColumn("_close", F.lit(True)), allowMissingColumns=True)).localCheckpoint()
         rows = staged.count()
         if rows != counts["changed"] + counts["removed"]:
             raise MergeMismatchError(f"{path}: {rows} rows staged for {counts['changed'] + counts['removed']} "
@@ -482,8 +493,12 @@ def _apply_diff(spark, path: str, key: str, diff, hashed, current_rows, counts: 
             (DeltaTable.forPath(spark, path).alias("t")
              .merge(staged.alias("s"), f"t.{key} = s.{key} AND t.is_current")
              .whenMatchedUpdate(condition="NOT s._close",
-                                set={c: f"s.{c}" for c in hashed.columns} | dropped | {"valid_from": at})
-             .whenMatchedUpdate(condition="s._close", set={"valid_to": at, "is_current": F.lit(False)})
+                                set={c: f"s.{c}" for c in hashed.columns} | dropped | {
+                                    "valid_from": at, "valid_to": F.lit(None).cast("timestamp"),
+                                    "is_current": F.lit(True)})
+             .whenMatchedUpdate(condition="s._close",
+                                set={c: f"s.{c}" for c in columns if c not in ("valid_to", "is_current")} | {
+                                    "valid_to": at, "is_current": F.lit(False)})
              .execute())
         finally:
             spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")

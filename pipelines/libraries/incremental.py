@@ -86,6 +86,8 @@ class BuildState:
     # build's reason names the files that changed, and an operator may accept
     # a change of code alone (``code_change_acceptance``)
     digest_parts: dict[str, str] = field(default_factory=dict)
+    # the digest its maintained tables are kept under (``maintained_digest``); "" in states written before it
+    maintained_digest: str = ""
 
 
 @dataclass
@@ -225,6 +227,35 @@ def code_change_acceptance(previous: BuildState | None, state: BuildState) -> tu
     return changed, None
 
 
+def overrides_path(settings: Settings) -> str:
+    """The operators' log of accepted and refused code changes (``build.accept_code_change``)."""
+    return settings.lake_path("state", "build_overrides")
+
+
+def maintained_digest(spec: LibrarySpec, settings: Settings) -> str:
+    """The digest ``spec``'s maintained tables are kept under (its rescued
+    rows and resolution candidates, the address library's keys and match
+    report): its build digest, except after an operator accepted a change
+    of build code alone (``build.accept_code_change``, from the digest of
+    its last build to this one). Then it is the digest those tables had
+    before: the operator's word is that the code computes what it did, and
+    making them again costs minutes at city scale (every live load's
+    quarantined rows re-standardised, 10M+ candidates normalised, every
+    delivery's addresses matched) for a build that is otherwise a day's."""
+    from pipelines.lake.delta import read_delta_rows
+
+    digest = build_digest(spec, settings)
+    state = read_state(spec.library, settings)
+    if state is None:
+        return digest
+    if state.spec_digest == digest:
+        return state.maintained_digest or digest
+    accepted = any(row["decision"] == "accepted" and row["previous_digest"] == state.spec_digest
+                   and row["digest"] == digest
+                   for row in read_delta_rows(overrides_path(settings), [("library", "=", spec.library)]))
+    return (state.maintained_digest or state.spec_digest) if accepted else digest
+
+
 def upstream_versions(spark, spec: LibrarySpec, settings: Settings) -> dict[str, int | None]:
     return {name: delta_version(spark, settings.lake_path("base", name)) for name in sorted(spec.depends_on)}
 
@@ -247,6 +278,7 @@ def current_state(spark, spec: LibrarySpec, live: dict[str, list[str]], now: dat
     parts = digest_parts(spec, settings)
     return BuildState(library=spec.library, built_at=now.isoformat(), as_of=now.date().isoformat(),
                       spec_digest=parts_digest(parts), digest_parts=parts,
+                      maintained_digest=maintained_digest(spec, settings),
                       loads={feed: sorted(live.get(feed, [])) for feed in spec_feeds(spec)},
                       upstream=upstream_versions(spark, spec, settings),
                       silver=silver_versions(spec, settings),

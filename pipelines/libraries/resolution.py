@@ -153,8 +153,9 @@ def rescued_rows(quarantined, feed: str, settings: Settings):
 
 
 def rescued_path(library: str, alias: str, settings: Settings, digest: str) -> str:
-    """``<lake>/state/rescued/<library>/<build digest>/<alias>``: the rows
-    depend on the contract and the ingest rules, both in the digest."""
+    """``<lake>/state/rescued/<library>/<digest>/<alias>``: the rows depend on
+    the contract and the ingest rules, both in the digest
+    (``incremental.maintained_digest``)."""
     return settings.lake_path("state", "rescued", library, digest, alias)
 
 
@@ -225,7 +226,7 @@ def maintained_rescued(spark, spec: LibrarySpec, alias: str, settings: Settings,
     from pyspark.sql import functions as F
 
     from pipelines.lake.tables import QUARANTINE_DDL
-    from pipelines.libraries.incremental import build_digest
+    from pipelines.libraries.incremental import maintained_digest
 
     feed = spec.sources[alias].feed
     live = live if live is not None else live_load_ids(settings)
@@ -242,7 +243,7 @@ def maintained_rescued(spark, spec: LibrarySpec, alias: str, settings: Settings,
         markers = spark.createDataFrame([(load,) for load in loads], "_load_id string")
         return rows.unionByName(markers, allowMissingColumns=True)
 
-    digest = build_digest(spec, settings)
+    digest = maintained_digest(spec, settings)
     rescued = kept_per_load(spark, rescued_path(spec.library, alias, settings, digest), wanted, rescue,
                             F.col("_row_number").isNull(), fresh, "rescued rows")
     _drop_other_digests(spark, settings, "rescued", spec.library, digest)
@@ -319,8 +320,9 @@ def candidate_rows(spec: LibrarySpec, feed: str, frame):
 
 
 def candidates_path(library: str, settings: Settings, digest: str) -> str:
-    """``<lake>/state/candidates/<library>/<build digest>``: the rows depend on
-    the spec and the matching code, so a change of either starts a new table."""
+    """``<lake>/state/candidates/<library>/<digest>``: the rows depend on the
+    spec and the matching code, so a change of either starts a new table
+    (``incremental.maintained_digest``: not a change an operator accepted)."""
     return settings.lake_path("state", "candidates", library, digest)
 
 
@@ -337,7 +339,7 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
     when a build first sees it live."""
     from pyspark.sql import functions as F
 
-    from pipelines.libraries.incremental import build_digest
+    from pipelines.libraries.incremental import maintained_digest
 
     live = live if live is not None else live_load_ids(settings)
     wanted = {load: feed for feed in spec.resolution.candidates for load in live.get(feed, [])}
@@ -357,7 +359,7 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
             ("rep_key", "string"))]))
         return reduce(lambda a, b: a.unionByName(b), parts)
 
-    digest = build_digest(spec, settings)
+    digest = maintained_digest(spec, settings)
     rows = kept_per_load(spark, candidates_path(spec.library, settings, digest), wanted, normalise,
                          F.col("candidate_key").isNull(), fresh, "candidates")
     _drop_other_digests(spark, settings, "candidates", spec.library, digest)

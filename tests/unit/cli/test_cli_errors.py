@@ -4,6 +4,7 @@ non-zero exit; never a stack trace, unless ``--debug`` asks for it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 from pathlib import Path
@@ -207,7 +208,8 @@ def test_an_accepted_code_change_keeps_the_build_incremental_and_says_so(lake, m
     monkeypatch.setattr(build, "source_readiness", lambda libraries, settings: [build.Readiness("grid")])
     seen = {}
 
-    def fake_build(spark, library, settings, now=None, full=False, accepted_digest=None, share=None):
+    def fake_build(spark, library, settings, now=None, full=False, accepted_digest=None, share=None,
+                   committed=None):
         seen[library] = accepted_digest
         return {"library": library, "status": "built", "mode": "unchanged", "rows": 0,
                 "mode_reason": "nothing it reads changed since the last build; the change of "
@@ -224,6 +226,41 @@ def test_an_accepted_code_change_keeps_the_build_incremental_and_says_so(lake, m
     assert applied["detail"].startswith("built, unchanged build: nothing it reads changed since the last build; "
                                         "the change of pipelines/libraries/address.py accepted")
     assert applied["os_user"] and applied["decided_by"] == accepted["decided_by"]
+
+
+def test_maintained_tables_keep_their_digest_across_an_accepted_code_change(lake):
+    """A library's rescued rows and candidates (and the address keys) are
+    kept under the digest they were made with for as long as operators'
+    acceptances vouch that the code computes what it did: making them again
+    costs minutes at city scale. A change nobody accepted starts new ones."""
+    from datetime import datetime
+
+    from pipelines.libraries.build import accept_code_change
+    from pipelines.libraries.incremental import (
+        build_digest, current_state, maintained_digest, parts_digest, read_state, write_state)
+    from pipelines.library_specs import load_library_spec
+
+    settings = get_settings()
+    spec = load_library_spec("population", settings)
+    digest = build_digest(spec, settings)
+    assert maintained_digest(spec, settings) == digest                      # never built
+    _built_state("population", {"pipelines/libraries/golden.py": "old"})
+    made_with = read_state("population", settings).spec_digest
+    assert maintained_digest(spec, settings) == digest                      # not accepted: made anew
+    _built_state("legal_person", {"pipelines/libraries/golden.py": "old"})
+    accept_code_change(["legal_person"], "a refactoring", "ops1", settings)
+    assert maintained_digest(spec, settings) == digest                      # another library's acceptance
+    accept_code_change(["population"], "a refactoring", "ops1", settings)
+    assert maintained_digest(spec, settings) == made_with
+    # the accepted build records it (population reads no other library: no Spark), and it outlives that build
+    write_state(current_state(None, spec, {}, datetime(2026, 12, 3), settings), settings)
+    assert read_state("population", settings).maintained_digest == made_with
+    assert maintained_digest(spec, settings) == made_with
+    # a spec change: what the tables hold changes, nobody can accept it, they are made anew
+    state = read_state("population", settings)
+    parts = state.digest_parts | {"schemas/libraries/population.yaml": "old"}
+    write_state(dataclasses.replace(state, digest_parts=parts, spec_digest=parts_digest(parts)), settings)
+    assert maintained_digest(spec, settings) == digest
 
 
 # ---------------------------------------------------------------------- --debug

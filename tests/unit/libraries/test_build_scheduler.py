@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipelines.libraries.build import BuildInterrupted, DriverShare, run_by_dependencies
+from pipelines.libraries.build import BuildInterrupted, DriverShare, Released, run_by_dependencies
 
 # the shape of schemas/libraries: two roots, a chain below population
 DEPENDS_ON = {"address": [], "population": [], "legal_person": ["population"],
@@ -62,6 +62,26 @@ def test_two_workers_start_a_library_only_after_its_dependencies_ended_and_run_i
     for name, upstream in DEPENDS_ON.items():
         for other in upstream:
             assert build.index("end", other) < build.index("start", name), (other, name)
+
+
+def test_a_library_starts_once_its_upstream_has_committed_its_table_while_that_build_still_runs():
+    # population releases, then waits (its governance writes) until legal_person has started: the wait
+    # times out, and the test fails, unless the release let legal_person start before population ended
+    released = Released()
+    legal_person_started = threading.Event()
+
+    def population_commits_then_writes_the_rest():
+        released("population")
+        assert legal_person_started.wait(timeout=10)
+
+    build = Recorder(hold={"population": population_commits_then_writes_the_rest,
+                           "legal_person": legal_person_started.set})
+    results = run_by_dependencies(["population", "legal_person", "credit_record"], DEPENDS_ON, build, workers=2,
+                                  released=released)
+    assert [r["status"] for r in results] == ["built"] * 3
+    assert build.index("start", "legal_person") < build.index("end", "population")
+    # credit_record reads legal_person too, which never released: it waited for that build's end
+    assert build.index("start", "credit_record") > build.index("end", "legal_person")
 
 
 def test_a_library_whose_upstream_was_not_built_is_skipped_with_the_reason_and_so_are_its_dependants():
