@@ -116,7 +116,7 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def _measured_process(argv: list[str], env: dict | None = None) -> dict:
+def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
     """Run one whole process; its wall seconds, CPU seconds, peak RSS and
     stdout. Peak RSS: the summed RSS of its process tree, sampled every
     0.25 s (child processes such as a Spark JVM count), or the process's own
@@ -131,7 +131,7 @@ def _measured_process(argv: list[str], env: dict | None = None) -> dict:
 
     with tempfile.TemporaryFile("w+", encoding="utf-8") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True)
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True, cwd=cwd)
         tree_peak, done = [0], threading.Event()
 
         def sample() -> None:
@@ -535,9 +535,11 @@ def _govlake(args: list[str], lake: Path, code: Path | None = None) -> dict:
     env = dict(os.environ, GOVLAKE_HOME=str(lake))
     command = [str(Path(sys.executable).with_name("govlake"))]
     if code is not None:
-        env["PYTHONPATH"] = str(code)
+        # run from the checkout: ``python -c`` puts the working directory before PYTHONPATH, and Spark's
+        # Python workers start there too; the jars are this tree's (the checkout has none downloaded)
+        env |= {"PYTHONPATH": str(code), "GOVLAKE_CACHE": str(get_settings().cache_dir)}
         command = [sys.executable, "-c", _GOVLAKE_FROM_PATH]
-    run = _measured_process([*command, *args, "--json"], env)
+    run = _measured_process([*command, *args, "--json"], env, cwd=code)
     try:
         run["output"] = json.loads(run.pop("stdout"))
     except json.JSONDecodeError:
@@ -717,9 +719,13 @@ def bench_day(baseline: str, scale: float = 1.0, seed: int = 7, day: int = 4, re
         raise FileNotFoundError(f"bench-day needs bench-city's kept city {root} and lake {kept}: run make "
                                 f"bench-city SCALE={scale} (with DAYS= before DAY={day}) first")
     if not deliveries.is_dir():                  # the city's later days, made from its truth (deterministic)
-        from pipelines.dev.synth.days import generate_days
-
-        generate_days(root, day, scale=scale, seed=seed)
+        # in a process of its own: the generator's memory (GiBs at scale 1.0) is not held beside the builds
+        made = _measured_process([sys.executable, "-c", "import sys; from pathlib import Path; from pipelines.dev."
+                                  "synth.days import generate_days; generate_days(Path(sys.argv[1]), int(sys.argv[2]), "
+                                  "scale=float(sys.argv[3]), seed=int(sys.argv[4]))",
+                                  str(root), str(day), str(scale), str(seed)])
+        if made["returncode"] != 0:
+            raise RuntimeError(f"bench-day: generating day {day} failed: {made['stderr'][-2000:]}")
     commit, checkout = _code_checkout(baseline)
     sides = {f"baseline {commit[:12]}": checkout, "this tree": None}
     prepared: dict[str, Path] = {}
@@ -729,11 +735,14 @@ def bench_day(baseline: str, scale: float = 1.0, seed: int = 7, day: int = 4, re
         _copy_lake(kept, lake)
         accepted = _govlake(["build", "--accept-code-change", "--reason", f"bench-day: {side}"], lake, code)
         # incremental, not unchanged, where the records read the date and the lake was built on another day
-        if accepted["returncode"] != 0 or any(r.get("mode") == "full" for r in accepted["output"]):
+        if accepted["returncode"] != 0:
+            raise RuntimeError(f"bench-day: the lake cannot be brought to the {side} code incrementally (more "
+                               f"than build code differs?): {accepted['stderr'][-2000:]}")
+        if any(r.get("mode") == "full" for r in accepted["output"]):
             raise RuntimeError(f"bench-day: bringing the lake to the {side} code rebuilt a library in full: "
                                f"{json.dumps(accepted['output'], ensure_ascii=False)[:2000]}")
         ingested = _govlake(["ingest", "--all", str(deliveries)], lake, code)
-        statuses = Counter(r["status"] for r in ingested["output"])
+        statuses = Counter(r.get("status") for r in ingested["output"]) if isinstance(ingested["output"], list) else {}
         if ingested["returncode"] != 0 or set(statuses) != {"loaded"}:
             raise RuntimeError(f"bench-day: day {day}'s deliveries did not all load on the {side} side: "
                                f"{dict(statuses)} (did bench-city ingest that day already? DAY must come after "
@@ -741,8 +750,9 @@ def bench_day(baseline: str, scale: float = 1.0, seed: int = 7, day: int = 4, re
         prepared[side] = lake
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     run_lake = BENCH_DIR / "bench-day" / "run"
-    for _ in range(repeats):
-        for side, code in sides.items():
+    for repeat in range(repeats):
+        # each side first in every other pair: a machine that slows down during the run favours neither
+        for side, code in list(sides.items())[::1 if repeat % 2 == 0 else -1]:
             _copy_lake(prepared[side], run_lake)
             build = _govlake(["build"], run_lake, code)
             if build["returncode"] != 0:
@@ -753,7 +763,8 @@ def bench_day(baseline: str, scale: float = 1.0, seed: int = 7, day: int = 4, re
                                "libraries": {name: {key: r.get(key) for key in (
                                    "mode", "touched_keys", "inserted", "changed", "removed", "seconds", "stages")}
                                    for name, r in libraries.items()}})
-    _remove(run_lake)
+    for lake in [run_lake, *prepared.values()]:
+        _remove(lake)
 
     def changes(run: dict) -> dict:
         return {name: (lib["mode"], lib["inserted"], lib["changed"], lib["removed"])

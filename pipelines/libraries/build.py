@@ -16,9 +16,9 @@ from pipelines.lake.tables import BUILD_OVERRIDES_DDL
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.incremental import (
-    BuildPlan, BuildState, code_change_acceptance, current_state, digest_parts, key_changes_path, overrides_path,
-    parts_digest, plan_build, read_state, restrict, touched_keys, unfinished, upstream_changed, upstream_problems,
-    write_state,
+    BuildPlan, BuildState, code_change_acceptance, current_state, digest_parts, key_changes_path, maintained_after,
+    maintained_digest, overrides_path, parts_digest, plan_build, read_state, restrict, touched_keys, unfinished,
+    upstream_changed, upstream_problems, write_state,
 )
 from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec, spec_function
@@ -164,6 +164,10 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
                       upstream_changed(spec, state, previous, settings) if exists and not full else None,
                       accepted_digest)
     lap("plan")
+    state.maintained_digest = maintained_after(plan, state, previous)
+    if plan.mode == "full" and state.maintained_digest != maintained_digest(spec, settings):
+        # other libraries' builds read the address keys by what the state says they are kept under
+        write_state(unfinished(state, previous), settings)
     take_turn(plan)
     if time.monotonic() - started - sum(stages.values()) >= 0.5:
         lap("waiting for the driver")       # another library's full build had it (several built at once)

@@ -86,7 +86,7 @@ class BuildState:
     # build's reason names the files that changed, and an operator may accept
     # a change of code alone (``code_change_acceptance``)
     digest_parts: dict[str, str] = field(default_factory=dict)
-    # the digest its maintained tables are kept under (``maintained_digest``); "" in states written before it
+    # the digest its maintained tables are kept under (``maintained_after``); "" in states written before it
     maintained_digest: str = ""
 
 
@@ -232,16 +232,29 @@ def overrides_path(settings: Settings) -> str:
     return settings.lake_path("state", "build_overrides")
 
 
+def maintained_after(plan: BuildPlan, state: BuildState, previous: BuildState | None) -> str:
+    """The digest a build leaves its maintained tables under (its rescued
+    rows and resolution candidates; the address library's keys and match
+    report): a full build's own (a full build makes them with its code),
+    otherwise the last build's, which is its own unless an operator
+    accepted a change of build code alone (``build.accept_code_change``):
+    the operator's word is that the code computes what it did, and making
+    them again costs minutes at city scale (every live load's quarantined
+    rows re-standardised, 10M+ candidates normalised, every delivery's
+    addresses matched) for a build that is otherwise a day's. Pure."""
+    if plan.mode == "full" or previous is None:
+        return state.spec_digest
+    return previous.maintained_digest or previous.spec_digest
+
+
 def maintained_digest(spec: LibrarySpec, settings: Settings) -> str:
-    """The digest ``spec``'s maintained tables are kept under (its rescued
-    rows and resolution candidates, the address library's keys and match
-    report): its build digest, except after an operator accepted a change
-    of build code alone (``build.accept_code_change``, from the digest of
-    its last build to this one). Then it is the digest those tables had
-    before: the operator's word is that the code computes what it did, and
-    making them again costs minutes at city scale (every live load's
-    quarantined rows re-standardised, 10M+ candidates normalised, every
-    delivery's addresses matched) for a build that is otherwise a day's."""
+    """``maintained_after``'s answer for ``spec``'s library as another
+    build sees it (the address keys are read by every golden library's
+    build): as its state has it once built with this code; before that,
+    the last build's when the latest decision on this change of code is an
+    operator's acceptance not yet built (its build keeps the tables), else
+    this code's digest. A full build writes its state when it starts, so
+    that it is seen making its own."""
     from pipelines.lake.delta import read_delta_rows
 
     digest = build_digest(spec, settings)
@@ -250,10 +263,11 @@ def maintained_digest(spec: LibrarySpec, settings: Settings) -> str:
         return digest
     if state.spec_digest == digest:
         return state.maintained_digest or digest
-    accepted = any(row["decision"] == "accepted" and row["previous_digest"] == state.spec_digest
-                   and row["digest"] == digest
-                   for row in read_delta_rows(overrides_path(settings), [("library", "=", spec.library)]))
-    return (state.maintained_digest or state.spec_digest) if accepted else digest
+    decisions = sorted((row for row in read_delta_rows(overrides_path(settings), [("library", "=", spec.library)])
+                        if row["previous_digest"] == state.spec_digest and row["digest"] == digest),
+                       key=lambda row: row["decided_at"])
+    pending = bool(decisions) and decisions[-1]["decision"] == "accepted"
+    return (state.maintained_digest or state.spec_digest) if pending else digest
 
 
 def upstream_versions(spark, spec: LibrarySpec, settings: Settings) -> dict[str, int | None]:
@@ -278,7 +292,6 @@ def current_state(spark, spec: LibrarySpec, live: dict[str, list[str]], now: dat
     parts = digest_parts(spec, settings)
     return BuildState(library=spec.library, built_at=now.isoformat(), as_of=now.date().isoformat(),
                       spec_digest=parts_digest(parts), digest_parts=parts,
-                      maintained_digest=maintained_digest(spec, settings),
                       loads={feed: sorted(live.get(feed, [])) for feed in spec_feeds(spec)},
                       upstream=upstream_versions(spark, spec, settings),
                       silver=silver_versions(spec, settings),

@@ -212,7 +212,7 @@ def kept_per_load(spark, path: str, wanted: dict[str, str], make_rows, marker, f
 
 
 def maintained_rescued(spark, spec: LibrarySpec, alias: str, settings: Settings,
-                       live: dict[str, list[str]] | None = None, fresh: bool = False):
+                       live: dict[str, list[str]] | None = None, fresh: bool = False, digest: str | None = None):
     """The rescued quarantined rows (``rescued_rows``, with ``_record_id``)
     of every live load of source ``alias``'s feed, kept per load
     (``kept_per_load``; a load's marker row has ``_row_number`` null); None
@@ -243,7 +243,7 @@ def maintained_rescued(spark, spec: LibrarySpec, alias: str, settings: Settings,
         markers = spark.createDataFrame([(load,) for load in loads], "_load_id string")
         return rows.unionByName(markers, allowMissingColumns=True)
 
-    digest = maintained_digest(spec, settings)
+    digest = digest or maintained_digest(spec, settings)
     rescued = kept_per_load(spark, rescued_path(spec.library, alias, settings, digest), wanted, rescue,
                             F.col("_row_number").isNull(), fresh, "rescued rows")
     _drop_other_digests(spark, settings, "rescued", spec.library, digest)
@@ -327,7 +327,7 @@ def candidates_path(library: str, settings: Settings, digest: str) -> str:
 
 
 def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
-                          live: dict[str, list[str]] | None = None, fresh: bool = False):
+                          live: dict[str, list[str]] | None = None, fresh: bool = False, digest: str | None = None):
     """The candidate rows (``candidate_rows``) of every live load of the
     library's candidate feeds, kept per load (``kept_per_load``; a load's
     marker row has ``candidate_key`` null); None when no candidate feed has
@@ -359,7 +359,7 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
             ("rep_key", "string"))]))
         return reduce(lambda a, b: a.unionByName(b), parts)
 
-    digest = maintained_digest(spec, settings)
+    digest = digest or maintained_digest(spec, settings)
     rows = kept_per_load(spark, candidates_path(spec.library, settings, digest), wanted, normalise,
                          F.col("candidate_key").isNull(), fresh, "candidates")
     _drop_other_digests(spark, settings, "candidates", spec.library, digest)
@@ -502,9 +502,11 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
 
     resolution = spec.resolution
     out = dict(frames)
+    # the digest this build keeps its rescued rows and candidates under (``incremental.maintained_after``)
+    kept_under = state.maintained_digest if state is not None and state.maintained_digest else None
     rescued_by_alias = {}
     for alias in resolution.rescue:
-        rescued = maintained_rescued(spark, spec, alias, settings, live, fresh_candidates)
+        rescued = maintained_rescued(spark, spec, alias, settings, live, fresh_candidates, kept_under)
         if rescued is not None:
             rescued_by_alias[alias] = rescued.localCheckpoint()
     if not rescued_by_alias:
@@ -531,7 +533,7 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     unkeyed = reduce(lambda a, b: a.unionByName(b), unkeyed_parts).localCheckpoint()
     lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
     # the candidate table is kept up to date on every build, whether or not a record is matched now
-    candidates = maintained_candidates(spark, spec, settings, live, fresh_candidates)
+    candidates = maintained_candidates(spark, spec, settings, live, fresh_candidates, kept_under)
     kept_links = kept_reviews = None
     to_match = unkeyed
     if plan is not None:

@@ -230,14 +230,16 @@ def test_an_accepted_code_change_keeps_the_build_incremental_and_says_so(lake, m
 
 def test_maintained_tables_keep_their_digest_across_an_accepted_code_change(lake):
     """A library's rescued rows and candidates (and the address keys) are
-    kept under the digest they were made with for as long as operators'
-    acceptances vouch that the code computes what it did: making them again
-    costs minutes at city scale. A change nobody accepted starts new ones."""
+    kept under the digest they were made with while an operator's accepted
+    change of code is built incrementally: making them again costs minutes
+    at city scale. A change nobody accepted, an acceptance its build did not
+    apply, and a full build make them anew, with the code of the build."""
+    import time
     from datetime import datetime
 
-    from pipelines.libraries.build import accept_code_change
+    from pipelines.libraries.build import accept_code_change, record_overrides
     from pipelines.libraries.incremental import (
-        build_digest, current_state, maintained_digest, parts_digest, read_state, write_state)
+        BuildPlan, build_digest, current_state, maintained_after, maintained_digest, read_state, write_state)
     from pipelines.library_specs import load_library_spec
 
     settings = get_settings()
@@ -245,21 +247,25 @@ def test_maintained_tables_keep_their_digest_across_an_accepted_code_change(lake
     digest = build_digest(spec, settings)
     assert maintained_digest(spec, settings) == digest                      # never built
     _built_state("population", {"pipelines/libraries/golden.py": "old"})
-    made_with = read_state("population", settings).spec_digest
+    previous = read_state("population", settings)
+    made_with = previous.spec_digest
     assert maintained_digest(spec, settings) == digest                      # not accepted: made anew
     _built_state("legal_person", {"pipelines/libraries/golden.py": "old"})
     accept_code_change(["legal_person"], "a refactoring", "ops1", settings)
     assert maintained_digest(spec, settings) == digest                      # another library's acceptance
-    accept_code_change(["population"], "a refactoring", "ops1", settings)
-    assert maintained_digest(spec, settings) == made_with
-    # the accepted build records it (population reads no other library: no Spark), and it outlives that build
-    write_state(current_state(None, spec, {}, datetime(2026, 12, 3), settings), settings)
-    assert read_state("population", settings).maintained_digest == made_with
-    assert maintained_digest(spec, settings) == made_with
-    # a spec change: what the tables hold changes, nobody can accept it, they are made anew
-    state = read_state("population", settings)
-    parts = state.digest_parts | {"schemas/libraries/population.yaml": "old"}
-    write_state(dataclasses.replace(state, digest_parts=parts, spec_digest=parts_digest(parts)), settings)
+    accepted = accept_code_change(["population"], "a refactoring", "ops1", settings)["population"]
+    assert maintained_digest(spec, settings) == made_with                   # its build will keep them
+    # population reads no other library: its state needs no Spark
+    state = current_state(None, spec, {}, datetime(2026, 12, 3), settings)
+    assert maintained_after(BuildPlan("incremental", "accepted"), state, previous) == made_with
+    assert maintained_after(BuildPlan("full", "--full"), state, previous) == digest
+    write_state(dataclasses.replace(state, maintained_digest=made_with), settings)
+    assert maintained_digest(spec, settings) == made_with                   # as the accepted build left them
+    assert maintained_after(BuildPlan("incremental", "a day"), state, read_state("population", settings)) == made_with
+    # an acceptance its build did not apply (blocked, or full for another reason): the next build is full
+    write_state(previous, settings)
+    time.sleep(0.01)
+    record_overrides([accepted | {"decision": "not applied", "detail": "blocked"}], settings)
     assert maintained_digest(spec, settings) == digest
 
 
