@@ -708,7 +708,10 @@ def bench_day(baseline: str, scale: float = 1.0, seed: int = 7, day: int = 4, re
     incremental and their maintained tables stand; refused, and so is this
     benchmark, when more than build code differs from the lake's last
     build, e.g. a spec), with day ``day``'s deliveries then ingested by that
-    side's code. Each run builds on a fresh copy of its side's lake. Both
+    side's code. A baseline older than e748a48 re-makes its maintained
+    tables after an accepted change (minutes at scale 1.0): give the commit
+    that built the kept lake, or a later one. Each run builds on a fresh
+    copy of its side's lake. Both
     sides must find the same changes (the libraries' inserted, changed and
     removed counts), or the comparison is refused. Disk: three copies of
     the lake."""

@@ -479,11 +479,7 @@ def _apply_diff(spark, path: str, key: str, diff, hashed, current_rows, counts: 
         # read every column of every file a day's changed keys touch, i.e. the whole table
         closing = current_rows.join(F.broadcast(gone) if counts["removed"] <= BROADCAST_ROWS else gone, key,
                                     "left_semi").select(*columns)
-        # the new versions in the table's types: the union would otherwise widen a column both ways
-        schema = {field.name: field.dataType for field in current_rows.schema.fields}
-        versions = hashed.join(changed, key, "left_semi").select(
-            *[F.col(c).cast(schema[c]).alias(c) for c in hashed.columns])
-        staged = (versions.withColumn("_close", F.lit(False))
+        staged = (hashed.join(changed, key, "left_semi").withColumn("_close", F.lit(False))
                   .unionByName(closing.withColumn("_close", F.lit(True)), allowMissingColumns=True)).localCheckpoint()
         rows = staged.count()
         if rows != counts["changed"] + counts["removed"]:
