@@ -92,9 +92,10 @@ def _jvm_pid(spark) -> int:
     return int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
 
 
-def _tree_rss(root: int) -> int:
-    """Resident memory of process ``root`` and all its descendants now, in
-    bytes (a ``govlake build``'s Spark JVM is its child)."""
+def _tree_usage(root: int) -> tuple[int, dict[int, float]]:
+    """Process ``root`` and all its descendants now: their summed resident
+    memory in bytes, and each one's CPU seconds so far (user and system;
+    a ``govlake build``'s Spark JVM is its child)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -103,22 +104,30 @@ def _tree_rss(root: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(parent, []).append(int(entry.name))
-    total, stack = 0, [root]
+    total, cpu, stack = 0, {}, [root]
+    ticks = os.sysconf("SC_CLK_TCK")
     while stack:
         pid = stack.pop()
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
-        except OSError:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks       # utime, stime
+        except (OSError, IndexError, ValueError):
             pass
         stack += children.get(pid, [])
-    return total
+    return total, cpu
 
 
 def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
     """Run one whole process; its wall seconds, CPU seconds, peak RSS and
-    stdout. Peak RSS: the summed RSS of its process tree, sampled every
+    stdout. CPU: of its process tree, the larger of what ``wait4`` reports
+    (the process and the children it waited for) and the sum of each
+    process's last sample (every 0.25 s): a ``govlake`` process leaves with
+    ``os._exit`` and never waits for its Spark JVM, whose CPU only the
+    samples see (its last quarter second may be missed). Peak RSS: the
+    summed RSS of its process tree, sampled every
     0.25 s (child processes such as a Spark JVM count), or the process's own
     ``ru_maxrss`` (through ``wait4``: not the other runs') where that is
     larger and above this process's own peak. Linux carries a parent's
@@ -132,11 +141,13 @@ def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None
     with tempfile.TemporaryFile("w+", encoding="utf-8") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True, cwd=cwd)
-        tree_peak, done = [0], threading.Event()
+        tree_peak, tree_cpu, done = [0], {}, threading.Event()
 
         def sample() -> None:
             while not done.wait(0.25):
-                tree_peak[0] = max(tree_peak[0], _tree_rss(process.pid))
+                rss, cpu = _tree_usage(process.pid)
+                tree_peak[0] = max(tree_peak[0], rss)
+                tree_cpu.update(cpu)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -151,7 +162,8 @@ def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None
     if process.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}: {stderr[-2000:]}")
     own, inherited = usage.ru_maxrss * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "returncode": process.returncode,
+    return {"wall": wall, "cpu": max(usage.ru_utime + usage.ru_stime, sum(tree_cpu.values())),
+            "returncode": process.returncode,
             "peak_rss": max(own if own > inherited else 0, tree_peak[0]), "stdout": stdout, "stderr": stderr}
 
 

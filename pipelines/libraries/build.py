@@ -16,13 +16,13 @@ from pipelines.lake.tables import BUILD_OVERRIDES_DDL
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.incremental import (
-    BuildPlan, BuildState, code_change_acceptance, current_state, digest_parts, key_changes_path, maintained_after,
-    maintained_digest, overrides_path, parts_digest, plan_build, read_state, restrict, touched_keys, unfinished,
-    upstream_changed, upstream_problems, write_state,
+    BuildPlan, BuildState, code_change_acceptance, current_state, data_changed_since, digest_parts, key_changes_path,
+    maintained_after, maintained_digest, overrides_path, parts_digest, plan_build, read_state, restrict, touched_keys,
+    unfinished, upstream_changed, upstream_problems, write_state,
 )
 from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec, spec_function
-from pipelines.quality.gate import build_data_docs, validate_library
+from pipelines.quality.gate import build_data_docs, start_gx_import, validate_library
 from pipelines.settings import Settings, get_settings, utc_now
 
 
@@ -101,9 +101,25 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
     return records, conflicts, resolution, touched
 
 
+def rows_still_counted(path: str, previous: BuildState | None) -> int | None:
+    """The last build's count of the current rows of the library table at
+    ``path`` while no commit since changed rows, else None."""
+    if previous is not None and previous.rows is not None and not data_changed_since(path, previous.version):
+        return previous.rows
+    return None
+
+
+def current_rows(spark, path: str, previous: BuildState | None) -> int:
+    """How many current rows the library table at ``path`` has: the last
+    build's count while it holds (``rows_still_counted``), else counted (the
+    first Spark job of a day's build, about 7 s on the address library at scale 1.0)."""
+    known = rows_still_counted(path, previous)
+    return known if known is not None else spark.read.format("delta").load(path).where("is_current").count()
+
+
 def build_library(spark, library: str, settings: Settings | None = None, gate: bool = True,
                   now: datetime | None = None, full: bool = False, accepted_digest: str | None = None,
-                  share: DriverShare | None = None, committed=lambda: None) -> dict:
+                  share: DriverShare | None = None, committed=lambda: None, gates: list | None = None) -> dict:
     """Build or refresh one base library; its suite gates the result before it
     is merged (a blocked build leaves the gold table and the governance tables
     as they were). Conflicts, entity links and match reviews are recorded with it.
@@ -125,7 +141,11 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
     to have the Spark driver to itself; ``committed()`` is called once the
     library's table is as this build leaves it (merged, or left alone), so
     that the libraries built from it may start while its conflicts, entity
-    links, report and state are written."""
+    links, report and state are written.
+
+    ``gates``: when given, the build's gate result is appended to it and
+    Data Docs are left to the caller (``build_ready`` renders them once per
+    run; rendering the index is about half a second); else they are rendered here."""
     from contextlib import ExitStack
 
     settings = settings or get_settings()
@@ -135,14 +155,16 @@ def build_library(spark, library: str, settings: Settings | None = None, gate: b
                 turn.enter_context(share.turn(alone=plan.mode == "full"))
 
         if not settings.lake_is_local:
-            return _build_library(spark, library, settings, gate, now, full, accepted_digest, take_turn, committed)
+            return _build_library(spark, library, settings, gate, now, full, accepted_digest, take_turn, committed,
+                                  gates)
         with state_lock(f"base.{library}", settings):
-            return _build_library(spark, library, settings, gate, now, full, accepted_digest, take_turn, committed)
+            return _build_library(spark, library, settings, gate, now, full, accepted_digest, take_turn, committed,
+                                  gates)
 
 
 def _build_library(spark, library: str, settings: Settings, gate: bool, now: datetime | None,
                    full: bool, accepted_digest: str | None = None, take_turn=lambda plan: None,
-                   committed=lambda: None) -> dict:
+                   committed=lambda: None, gates: list | None = None) -> dict:
     import time
 
     now = now or utc_now()
@@ -174,9 +196,10 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
     if plan.mode in ("unchanged", "report"):
         # nothing the records are made of changed: the table stays as it is
         result = {"library": library, "status": "built", "mode": plan.mode, "mode_reason": plan.reason,
-                  "rows": spark.read.format("delta").load(path).where("is_current").count(), "recomputed": 0,
+                  "rows": current_rows(spark, path, previous), "recomputed": 0,
                   "inserted": 0, "changed": 0, "removed": 0, "stages": stages,
                   "version": delta_version(spark, path)}
+        state.rows, state.version = result["rows"], result["version"]
         result["unchanged"] = result["rows"]
         committed()
         if plan.mode == "report" and spec.report:
@@ -199,7 +222,10 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
                                  settings, rows=result["rows"])
         result["gate"] = {"blocked": check.blocked,
                           "failures": [o.describe() for o in check.blocking_failures + check.warnings]}
-        build_data_docs(settings, [check])
+        if gates is None:
+            build_data_docs(settings, [check])
+        else:
+            gates.append(check)
         lap("gate")
         if check.blocked:
             result["status"] = "blocked"
@@ -209,11 +235,13 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
     referenced = any(library == name for other in library_names(settings)
                      for name, _ in load_library_spec(other, settings).references)
     result |= merge_with_history(spark, records, path, spec.key, now, spec.unversioned_columns, touched,
-                                 key_changes_path(library, settings) if referenced else None)
+                                 key_changes_path(library, settings) if referenced else None,
+                                 rows_still_counted(path, previous) if exists and not full else None)
     # rows: the library's current records now; recomputed: how many this build computed
     result["recomputed"], result["rows"] = result["rows"], result["inserted"] + result["changed"] + result["unchanged"]
     result["status"] = "built"
     result["version"] = delta_version(spark, path)
+    state.rows, state.version = result["rows"], result["version"]
     lap("merge")
     committed()         # the key-change log is written too: the libraries that reference this one may start
     if spec.kind == "golden":
@@ -412,12 +440,13 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
     soon as the libraries it depends on are (``run_by_dependencies``), each
     in a Spark session of its own over the one driver (``newSession``:
     a session's settings, such as the commit metadata a merge sets, stay
-    its own). A daily build is mostly small Spark jobs one after another,
-    which keep one of two cores busy; a full build still runs alone
-    (``DriverShare``). The driver starts on the calling thread, before any
-    build, so that Ctrl-C there cancels the running Spark jobs (PySpark's
-    handler), and only when some library can be built. ``now``: the build
-    time (default: the clock)."""
+    its own); a full build still runs alone (``DriverShare``). On this
+    project's two-core machine two workers gained little at scale 1.0 (day
+    4's build 213 s against 218 s, medians): a day's scans keep both cores
+    busy, and what two workers hide is the small jobs' latency. The driver
+    starts on the calling thread, before any build, so that Ctrl-C there
+    cancels the running Spark jobs (PySpark's handler), and only when some
+    library can be built. ``now``: the build time (default: the clock)."""
     settings = settings or get_settings()
     accepted: dict[str, dict] = {}
     if accept_code is not None:
@@ -433,7 +462,12 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
     not_ready = {check.library for check in readiness if not check.ready}
     depends_on = {name: load_library_spec(name, settings).depends_on for name in ready}
     # a library none of whose upstream is missing is built: then (only then) the driver is needed
-    driver = session_of() if any(not set(depends_on[name]) & not_ready for name in ready) else None
+    driver = None
+    if any(not set(depends_on[name]) & not_ready for name in ready):
+        # the gate's GX (about 3 s of Python) is imported on a thread while the driver's JVM starts
+        start_gx_import()
+        driver = session_of()
+    gates: list = []
 
     released = Released()
 
@@ -442,7 +476,7 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
         session = driver.newSession() if workers > 1 else driver
         result = build_library(session, name, settings, now=now, full=full,
                                accepted_digest=acceptance["digest"] if acceptance else None, share=share,
-                               committed=lambda: released(name))
+                               committed=lambda: released(name), gates=gates)
         if acceptance:
             applied = result["status"] == "built" and result.get("mode") != "full"
             record_overrides([acceptance | {"decision": "applied" if applied else "not applied",
@@ -456,8 +490,15 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
         if driver is not None:
             driver.sparkContext.cancelAllJobs()
 
-    results = run_by_dependencies(ready, depends_on, build, workers, not_built=not_ready, interrupt=interrupt,
-                                  released=released)
+    try:
+        results = run_by_dependencies(ready, depends_on, build, workers, not_built=not_ready, interrupt=interrupt,
+                                      released=released)
+    except Exception:
+        if gates:
+            build_data_docs(settings, gates)     # a failed run's gates (a blocked one among them) get their pages
+        raise
+    if gates:
+        build_data_docs(settings, gates)         # once per run: this run's validations and the index
     return results, [check for check in readiness if not check.ready]
 
 

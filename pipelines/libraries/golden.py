@@ -293,7 +293,8 @@ class MergeMismatchError(RuntimeError):
 
 
 def merge_with_history(spark, records, path: str, key: str, now: datetime | None = None,
-                       unversioned: tuple[str, ...] = (), touched=None, key_changes: str | None = None) -> dict:
+                       unversioned: tuple[str, ...] = (), touched=None, key_changes: str | None = None,
+                       current_before: int | None = None) -> dict:
     """Apply current-state ``records`` to the gold table at ``path`` with history.
     Returns how many keys were inserted, changed, removed and left unchanged.
 
@@ -318,7 +319,11 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     (``left``) (one entry without a key for the closed copies), so
     a library that references this one reads a day's changed keys instead
     of comparing two versions of the table (``incremental.logged_key_changes``;
-    a merge that dies before its entry leaves a gap, and the reader compares)."""
+    a merge that dies before its entry leaves a gap, and the reader compares).
+
+    ``current_before``: how many current rows the table has, when the caller
+    knows (the last build counted them and no commit since changed rows);
+    else they are counted (a scan of ``is_current``)."""
     from uuid import uuid4
 
     from deltalake import DeltaTable as LogTable
@@ -356,7 +361,8 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     if counts.pop("_null_keys"):
         raise ValueError(f"{path}: records without a {key} cannot be merged (the library's gate should have "
                          "blocked them)")
-    current_before = current_rows.count()         # only is_current is read
+    if current_before is None:
+        current_before = current_rows.count()     # only is_current is read
     counts["unchanged"] = current_before - counts["changed"] - counts["removed"]
     if not counts["inserted"] + counts["changed"] + counts["removed"]:
         return counts

@@ -88,6 +88,11 @@ class BuildState:
     digest_parts: dict[str, str] = field(default_factory=dict)
     # the digest its maintained tables are kept under (``maintained_after``); "" in states written before it
     maintained_digest: str = ""
+    # the table's current rows and its Delta version as the build left it: a
+    # build that leaves the table alone reports that count while no commit
+    # since changed rows (``data_changed_since``) instead of counting again
+    rows: int | None = None
+    version: int | None = None
 
 
 @dataclass

@@ -273,6 +273,33 @@ def test_a_days_delivery_changes_only_its_records_and_equals_a_full_rebuild(spar
     assert full == {p: r["record_hash"] for p, r in now.items()}
 
 
+def test_a_blocked_build_leaves_its_table_and_never_releases_its_dependants(spark, city, tmp_path):
+    """A library whose gate blocks, built two at once as `govlake build`
+    runs: its table and its dependant's stay as they were, and the dependant
+    is skipped naming it, never started on the blocked records (a library is
+    released to its dependants only once its table is committed)."""
+    _, settings, _ = city
+    shutil.copytree(settings.home, tmp_path / "lake")
+    shutil.copytree(settings.quality_dir, tmp_path / "quality")
+    suite = tmp_path / "quality" / "libraries" / "legal_person.yaml"
+    suite.write_text(suite.read_text(encoding="utf-8") + (
+        "  - {rule: uscc.never, type: expect_column_values_to_match_regex, kwargs: {column: uscc, regex: '^never$'},\n"
+        "     blocking: true}\n"), encoding="utf-8")
+    (tmp_path / "quality" / "suites" / "base.legal_person.json").unlink()     # rendered from the YAML: made again
+    lake = dataclasses.replace(settings, home=str(tmp_path / "lake"), quality_dir=tmp_path / "quality",
+                               build_workers=2)
+    versions = {name: DeltaTable(lake.lake_path("base", name)).version() for name in ("legal_person", "e_licence")}
+    results, unready = build_ready(lambda: spark, ["legal_person", "e_licence"], lake)
+    assert not unready
+    outcome = {r["library"]: r for r in results}
+    assert outcome["legal_person"]["status"] == "blocked"
+    assert any(failure.startswith("expect_column_values_to_match_regex(uscc): ") and failure.endswith("(100.0%)")
+               for failure in outcome["legal_person"]["gate"]["failures"]), outcome["legal_person"]["gate"]
+    assert outcome["e_licence"] == {"library": "e_licence", "status": "skipped", "rows": 0,
+                                    "reason": "upstream base.legal_person not built in this run"}
+    assert {name: DeltaTable(lake.lake_path("base", name)).version() for name in versions} == versions
+
+
 def test_gender_and_birth_date_come_from_the_validated_id_number(spark, city):
     """Issue 20: for every person with a valid ID number, golden gender and
     birth_date equal the truth (0 wrong, 0 missing) and say they come from
@@ -532,6 +559,10 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
     again = build_libraries(spark, libraries, settings=lakes["incremental"], now=now)
     assert [(r["mode"], r["version"]) for r in again] == [("unchanged", built["incremental"][r["library"]]["version"])
                                                           for r in again], [r["mode_reason"] for r in again]
+    # ... and reports the current rows its last build counted, which are the table's
+    assert {r["library"]: r["rows"] for r in again} == {
+        r["library"]: spark.read.format("delta").load(lakes["incremental"].lake_path("base", r["library"]))
+        .where("is_current").count() for r in again}
     # the derived libraries were built from the touched keys alone (and equal the full builds above)
     assert all(touched[library] for library in derived), touched
     # base.address's match-rate report measures each delivery once (day 0's were measured when the city

@@ -209,7 +209,7 @@ def test_an_accepted_code_change_keeps_the_build_incremental_and_says_so(lake, m
     seen = {}
 
     def fake_build(spark, library, settings, now=None, full=False, accepted_digest=None, share=None,
-                   committed=None):
+                   committed=None, gates=None):
         seen[library] = accepted_digest
         return {"library": library, "status": "built", "mode": "unchanged", "rows": 0,
                 "mode_reason": "nothing it reads changed since the last build; the change of "

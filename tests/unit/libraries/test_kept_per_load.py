@@ -14,8 +14,6 @@ SCHEMA = "feed string, _load_id string, value string"
 @pytest.fixture
 def table(spark, tmp_path):
     """(path, keep(wanted, fresh=False) -> sorted (load, value) rows, calls: what make_rows was asked for)."""
-    from pyspark.sql import functions as F
-
     path = str(tmp_path / "kept")
     calls: list[dict] = []
     # two rows per load, except load "empty", which has none
@@ -28,8 +26,8 @@ def table(spark, tmp_path):
         return spark.createDataFrame(data, SCHEMA).unionByName(spark.createDataFrame(markers, SCHEMA))
 
     def keep(wanted, fresh=False):
-        frame = kept_per_load(spark, path, {load: "f" for load in wanted}, make_rows, F.col("value").isNull(),
-                              fresh, "test rows")
+        frame = kept_per_load(spark, path, {load: "f" for load in wanted}, make_rows, "value", fresh,
+                              "test rows")
         return frame, sorted((r["_load_id"], r["value"]) for r in frame.collect())
 
     return path, keep, calls
