@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,14 +17,16 @@ from pipelines.lake.tables import BUILD_OVERRIDES_DDL
 from pipelines.libraries.conflicts import record_conflicts
 from pipelines.libraries.golden import attribute_conflicts, golden_records, joined_sources, merge_with_history
 from pipelines.libraries.incremental import (
-    BuildPlan, BuildState, code_change_acceptance, current_state, data_changed_since, digest_parts, key_changes_path,
-    maintained_after, maintained_digest, overrides_path, parts_digest, plan_build, read_state, restrict, touched_keys,
-    unfinished, upstream_changed, upstream_problems, write_state,
+    BuildPlan, BuildState, code_change_acceptance, current_state, digest_parts, key_changes_path, maintained_after,
+    maintained_digest, overrides_path, parts_digest, plan_build, read_state, restrict, touched_keys, unfinished,
+    upstream_changed, upstream_problems, versions_changing_rows, write_state,
 )
 from pipelines.libraries.resolution import live_load_ids, read_links, resolve_records, write_resolution
 from pipelines.library_specs import LibrarySpec, library_names, load_library_spec, spec_function
 from pipelines.quality.gate import build_data_docs, start_gx_import, validate_library
 from pipelines.settings import Settings, get_settings, utc_now
+
+log = logging.getLogger(__name__)
 
 
 def read_silver_sources(spark, spec: LibrarySpec, settings: Settings, live: dict | None = None) -> dict:
@@ -101,20 +104,45 @@ def current_records(spark, spec: LibrarySpec, settings: Settings, now: datetime 
     return records, conflicts, resolution, touched
 
 
-def rows_still_counted(path: str, previous: BuildState | None) -> int | None:
+def rows_still_counted(path: str, previous: BuildState | None, upto: int | None = None) -> int | None:
     """The last build's count of the current rows of the library table at
-    ``path`` while no commit since changed rows, else None."""
-    if previous is not None and previous.rows is not None and not data_changed_since(path, previous.version):
-        return previous.rows
-    return None
+    ``path`` (``BuildState.rows``) if it still holds at version ``upto``
+    (default: the latest), else None. It holds for the same table (its
+    Delta id: a table written anew restarts its versions) whose log still
+    reaches back to the version the count was taken at, with no commit
+    since that changed rows (``incremental.versions_changing_rows``:
+    upkeep, the rehash and empty MERGEs change none). Builds of a library
+    take turns (``state_lock``), so no other build commits in between."""
+    from deltalake import DeltaTable as LogTable
+
+    if previous is None or previous.rows is None or previous.version is None or not previous.table_id:
+        return None
+    table = LogTable(path)
+    if table.metadata().id != previous.table_id:
+        return None
+    if table.version() != previous.version and not any(
+            commit.get("version") == previous.version for commit in table.history()):
+        return None                      # the log was cleaned up past it: what happened since is unknown
+    changing = [v for v in versions_changing_rows(path, previous.version) if upto is None or v <= upto]
+    return None if changing else previous.rows
 
 
-def current_rows(spark, path: str, previous: BuildState | None) -> int:
-    """How many current rows the library table at ``path`` has: the last
-    build's count while it holds (``rows_still_counted``), else counted (the
-    first Spark job of a day's build, about 7 s on the address library at scale 1.0)."""
-    known = rows_still_counted(path, previous)
-    return known if known is not None else spark.read.format("delta").load(path).where("is_current").count()
+def current_rows(spark, path: str, previous: BuildState | None, version: int) -> int:
+    """How many current rows the library table at ``path`` has at
+    ``version``: the last build's count while it holds
+    (``rows_still_counted``), else counted (the first Spark job of a day's
+    build, about 7 s on the address library at scale 1.0)."""
+    known = rows_still_counted(path, previous, version)
+    if known is not None:
+        return known
+    return spark.read.format("delta").option("versionAsOf", version).load(path).where("is_current").count()
+
+
+def table_id(path: str) -> str:
+    """The Delta table id of the table at ``path`` (a table written anew gets another)."""
+    from deltalake import DeltaTable as LogTable
+
+    return LogTable(path).metadata().id
 
 
 def build_library(spark, library: str, settings: Settings | None = None, gate: bool = True,
@@ -195,11 +223,11 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
         lap("waiting for the driver")       # another library's full build had it (several built at once)
     if plan.mode in ("unchanged", "report"):
         # nothing the records are made of changed: the table stays as it is
+        version = delta_version(spark, path)
         result = {"library": library, "status": "built", "mode": plan.mode, "mode_reason": plan.reason,
-                  "rows": current_rows(spark, path, previous), "recomputed": 0,
-                  "inserted": 0, "changed": 0, "removed": 0, "stages": stages,
-                  "version": delta_version(spark, path)}
-        state.rows, state.version = result["rows"], result["version"]
+                  "rows": current_rows(spark, path, previous, version), "recomputed": 0,
+                  "inserted": 0, "changed": 0, "removed": 0, "stages": stages, "version": version}
+        state.rows, state.version, state.table_id = result["rows"], version, table_id(path)
         result["unchanged"] = result["rows"]
         committed()
         if plan.mode == "report" and spec.report:
@@ -236,12 +264,12 @@ def _build_library(spark, library: str, settings: Settings, gate: bool, now: dat
                      for name, _ in load_library_spec(other, settings).references)
     result |= merge_with_history(spark, records, path, spec.key, now, spec.unversioned_columns, touched,
                                  key_changes_path(library, settings) if referenced else None,
-                                 rows_still_counted(path, previous) if exists and not full else None)
+                                 rows_still_counted(path, previous) if exists and plan.mode != "full" else None)
     # rows: the library's current records now; recomputed: how many this build computed
     result["recomputed"], result["rows"] = result["rows"], result["inserted"] + result["changed"] + result["unchanged"]
     result["status"] = "built"
     result["version"] = delta_version(spark, path)
-    state.rows, state.version = result["rows"], result["version"]
+    state.rows, state.version, state.table_id = result["rows"], result["version"], table_id(path)
     lap("merge")
     committed()         # the key-change log is written too: the libraries that reference this one may start
     if spec.kind == "golden":
@@ -493,12 +521,14 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
     try:
         results = run_by_dependencies(ready, depends_on, build, workers, not_built=not_ready, interrupt=interrupt,
                                       released=released)
-    except Exception:
+    finally:
+        # once per run: this run's validations and the index, a failed or interrupted run's too (a
+        # blocked gate among them); pages that cannot be rendered neither hide the run's outcome nor undo it
         if gates:
-            build_data_docs(settings, gates)     # a failed run's gates (a blocked one among them) get their pages
-        raise
-    if gates:
-        build_data_docs(settings, gates)         # once per run: this run's validations and the index
+            try:
+                build_data_docs(settings, gates)
+            except Exception as exc:      # noqa: BLE001 - the tables are committed; the pages can be made again
+                log.warning("Data Docs were not rendered (`govlake quality report` renders them): %s", exc)
     return results, [check for check in readiness if not check.ready]
 
 

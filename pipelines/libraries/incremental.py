@@ -88,11 +88,12 @@ class BuildState:
     digest_parts: dict[str, str] = field(default_factory=dict)
     # the digest its maintained tables are kept under (``maintained_after``); "" in states written before it
     maintained_digest: str = ""
-    # the table's current rows and its Delta version as the build left it: a
-    # build that leaves the table alone reports that count while no commit
-    # since changed rows (``data_changed_since``) instead of counting again
+    # the table's current rows, its Delta version and its Delta id as the
+    # build left it: the next build reuses the count while it holds
+    # (``build.rows_still_counted``) instead of counting again
     rows: int | None = None
     version: int | None = None
+    table_id: str = ""
 
 
 @dataclass
@@ -318,7 +319,8 @@ def versions_changing_rows(path: str, version: int) -> list[int]:
     changed rows. A MERGE that inserted, updated and deleted nothing,
     upkeep (OPTIMIZE, VACUUM, clustering), table properties (deletion
     vectors turned on) and the one-off rehash of an older table
-    (``golden.rehash_older_table``) do not count."""
+    (``golden.rehash_older_table``) do not count; a MERGE whose commit
+    lacks Spark's row metrics (another writer, metrics turned off) does."""
     from deltalake import DeltaTable
 
     quiet = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
@@ -331,7 +333,8 @@ def versions_changing_rows(path: str, version: int) -> list[int]:
             continue
         if str(commit.get("userMetadata") or "").startswith((CLUSTERED, REHASHED)):
             continue
-        if operation != "MERGE" or any(int(metrics.get(name, 0)) for name in quiet):
+        if operation != "MERGE" or not all(name in metrics for name in quiet) or any(
+                int(metrics[name]) for name in quiet):
             changing.append(commit["version"])
     return sorted(changing)
 

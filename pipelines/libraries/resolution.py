@@ -194,7 +194,11 @@ def kept_per_load(spark, path: str, wanted: dict[str, str], make_rows, marker_co
 
     marker = F.col(marker_column).isNull()
     exists = delta_exists(spark, path)
-    held = marked_loads(path, marker_column) if exists and not fresh else set()
+    held = set()
+    if exists and not fresh:
+        held = marked_loads(path, marker_column)
+        if held is None:      # a table delta-rs cannot read through Arrow: Spark can
+            held = {row[0] for row in spark.read.format("delta").load(path).where(marker).select("_load_id").collect()}
     missing: dict[str, list[str]] = {}
     for load, feed in sorted(wanted.items()):
         if load not in held:
@@ -211,17 +215,24 @@ def kept_per_load(spark, path: str, wanted: dict[str, str], make_rows, marker_co
             .where(~marker & F.col("_load_id").isin(*sorted(wanted))))
 
 
-def marked_loads(path: str, marker_column: str) -> set[str]:
+def marked_loads(path: str, marker_column: str) -> set[str] | None:
     """The ``_load_id`` of the marker rows (``marker_column`` null) of the
-    Delta table at ``path`` (``kept_per_load``). The markers are the last
-    part of the union appended and usually land in files of their own;
+    Delta table at ``path`` (``kept_per_load``), or None for a table with
+    deletion vectors (delta-rs cannot hand those to Arrow; these tables are
+    written without them, unless Spark's defaults say otherwise).
+
     delta-rs hands the log's file statistics (null counts) to Arrow, which
-    opens only the files that can hold one."""
+    opens only the files that can hold a marker: as written, the markers
+    are the last part of the union appended and land in files of their
+    own; once upkeep has compacted the table they share files with rows,
+    and those files' two columns are read."""
     import pyarrow.compute as pc
     from deltalake import DeltaTable as LogTable
 
-    markers = LogTable(path).to_pyarrow_dataset().to_table(
-        columns=["_load_id"], filter=pc.field(marker_column).is_null())
+    table = LogTable(path)
+    if "deletionVectors" in (table.protocol().reader_features or []):
+        return None
+    markers = table.to_pyarrow_dataset().to_table(columns=["_load_id"], filter=pc.field(marker_column).is_null())
     return set(markers.column("_load_id").to_pylist())
 
 

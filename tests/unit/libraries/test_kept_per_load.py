@@ -72,3 +72,28 @@ def test_the_frame_is_pinned_to_the_version_the_call_left(spark, table):
     frame, _ = keep(["a"])
     spark.createDataFrame([("f", "a", "late")], SCHEMA).write.format("delta").mode("append").save(path)
     assert sorted(r["value"] for r in frame.collect()) == ["a-1", "a-2"]
+
+
+def test_the_markers_are_found_after_upkeep_compacts_the_table(spark, table):
+    from deltalake import DeltaTable
+
+    path, keep, calls = table
+    keep(["a", "b"])
+    keep(["a", "b", "c", "empty"])
+    DeltaTable(path).optimize.compact()            # the nightly upkeep: markers now share files with rows
+    assert len(DeltaTable(path).file_uris()) == 1
+    _, rows = keep(["a", "b", "c", "empty"])
+    assert len(calls) == 2 and len(rows) == 6      # every load known as held: nothing made again
+
+
+def test_a_table_with_deletion_vectors_is_read_through_spark(spark, table):
+    from delta.tables import DeltaTable as SparkTable
+    from deltalake import DeltaTable
+
+    path, keep, calls = table
+    keep(["a", "b"])
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    SparkTable.forPath(spark, path).delete("value = 'a-1'")
+    assert "deletionVectors" in (DeltaTable(path).protocol().reader_features or [])
+    _, rows = keep(["a", "b"])
+    assert len(calls) == 1 and rows == [("a", "a-2"), ("b", "b-1"), ("b", "b-2")]
