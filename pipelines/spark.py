@@ -85,16 +85,21 @@ def _record_resolved_jars(settings: Settings) -> None:
         )
 
 
-# HotSpot's optimising compiler (C2) only for code ten times hotter than its
-# defaults. Every Spark query brings classes of its own (whole-stage codegen),
-# and C2 compiled them whenever they warmed up: on a daily build at scale 1.0
-# (some 700 small queries) its thread took 121-148 of the JVM's 249-296 CPU
-# seconds on two cores. With these thresholds: 61 of 181 (docs/design.md,
-# "Several libraries at once"); a hundred times: 23 of 151, the build no
-# faster. Long scans still reach C2. GOVLAKE_SPARK_CONF's
-# spark.driver.extraJavaOptions replaces this line.
-LATE_C2 = ("-XX:Tier4InvocationThreshold=50000", "-XX:Tier4MinInvocationThreshold=6000",
-           "-XX:Tier4CompileThreshold=150000", "-XX:Tier4BackEdgeThreshold=400000")
+# HotSpot's compilers only for code hotter than its defaults. Every Spark
+# query brings classes of its own (whole-stage codegen), and the compilers
+# compiled them whenever they warmed up: on a daily build at scale 1.0
+# (some 700 small queries) C2's thread took 121-148 of the JVM's 249-296 CPU
+# seconds on two cores. With C2's thresholds ten times the defaults: 61 of
+# 181 (docs/design.md, "Several libraries at once"). The compilers were still
+# a third of the JVM's CPU (a flight recording of day 4's build: 50,000
+# methods compiled, 124 s of compile time, mostly C1's); with every
+# threshold scaled four times more (CompileThresholdScaling, which scales the
+# C2 thresholds below too) the build took 8 % less CPU (docs/benchmarks.md).
+# C1 alone (TieredStopAtLevel=1) was 24 % slower: long scans need C2.
+# GOVLAKE_SPARK_CONF's spark.driver.extraJavaOptions replaces this line.
+LATE_JIT = ("-XX:Tier4InvocationThreshold=50000", "-XX:Tier4MinInvocationThreshold=6000",
+            "-XX:Tier4CompileThreshold=150000", "-XX:Tier4BackEdgeThreshold=400000",
+            "-XX:CompileThresholdScaling=4")
 
 
 def build_spark_session(settings: Settings | None = None, app_name: str = "govlake"):
@@ -131,7 +136,7 @@ def build_spark_session(settings: Settings | None = None, app_name: str = "govla
             .config("spark.databricks.delta.snapshotPartitions", "2")
             .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
             .config("spark.driver.extraJavaOptions",
-                    " ".join(["-Dderby.system.home=" + str(settings.cache_dir / "derby"), *LATE_C2]))
+                    " ".join(["-Dderby.system.home=" + str(settings.cache_dir / "derby"), *LATE_JIT]))
         )
         if settings.spark_master.startswith("local"):
             # A local driver listens on loopback only (its block manager, RPC and

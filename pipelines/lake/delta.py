@@ -228,6 +228,47 @@ def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tupl
     _with_commit_retries(upsert, path, f"upsert {len(rows)} rows of {column} = {literal}")
 
 
+def read_arrow(path: str, ddl: str):
+    """The whole of a (small) Delta table as an Arrow table of the DDL's
+    schema (delta-rs: no JVM), or None when there is no table."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    schema = arrow_schema(ddl)
+    try:
+        table = DeltaTable(path).to_pyarrow_table(columns=schema.names)
+    except TableNotFoundError:
+        return None
+    return table.select(schema.names).cast(schema)
+
+
+def _as_table_schema(path: str, table):
+    """``table`` cast to the Arrow schema of the Delta table at ``path``
+    (nullability included: a table Spark wrote may have non-null columns)."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    schema = pa.schema(DeltaTable(path).schema().to_arrow())
+    return table.select(schema.names).cast(schema)
+
+
+def replace_table(path: str, table) -> None:
+    """Replace every row of the Delta table at ``path`` (created if need be)
+    with the Arrow ``table``, its schema the table's new one, in one commit."""
+    from deltalake import write_deltalake
+
+    _with_commit_retries(lambda: write_deltalake(path, table, mode="overwrite", schema_mode="overwrite"),
+                         path, f"replace with {table.num_rows} rows")
+
+
+def append_table(path: str, table) -> None:
+    """Blind append of the Arrow ``table`` to the Delta table at ``path`` in one commit."""
+    from deltalake import write_deltalake
+
+    _with_commit_retries(lambda: write_deltalake(path, _as_table_schema(path, table), mode="append"),
+                         path, f"append {table.num_rows} rows")
+
+
 def delete_rows(path: str, predicate: str) -> None:
     """Delete the rows matching ``predicate`` in one commit (delta-rs)."""
     from deltalake import DeltaTable

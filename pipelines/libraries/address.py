@@ -20,8 +20,11 @@ from __future__ import annotations
 import threading
 from functools import reduce
 
-from pipelines.lake.delta import delta_exists, delta_version, live_loads_of, read_silver, read_table
-from pipelines.lake.paths import governance_path, state_lock
+from pipelines.contracts import get_contract
+from pipelines.lake.delta import (append_table, arrow_schema, delta_exists, live_loads_of, read_arrow, read_silver,
+                                  replace_table, rows_table, table_exists)
+from pipelines.lake.paths import governance_path, state_lock, table_path
+from pipelines.lake.tables import ADDRESS_MATCH_RATES_DDL, UNMATCHED_ADDRESSES_DDL
 from pipelines.libraries.columns import fold_digits
 from pipelines.libraries.golden import latest_per_key
 from pipelines.settings import Settings
@@ -179,16 +182,37 @@ def address_match_report(spark, keys, settings: Settings):
     return rate_frame, reduce(lambda a, b: a.unionByName(b), unmatched)
 
 
-def _write_report(spark, rates, unmatched, settings: Settings) -> list[dict]:
-    """Replace governance.address_match_rates and governance.unmatched_addresses."""
-    from pyspark.sql import functions as F
+def _write_report(rates, unmatched, settings: Settings) -> list[dict]:
+    """Replace governance.address_match_rates and governance.unmatched_addresses
+    (delta-rs, one commit each) with ``rates`` and ``unmatched`` (Arrow
+    tables: the measurements per delivery, see ``report_after_build``)
+    summed per feed column and per text; returns the rates as rows, by feed."""
+    from pipelines.settings import utc_now
 
-    stamped = rates.withColumn("measured_at", F.current_timestamp())
-    stamped.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
-        governance_path("address_match_rates", settings))
-    unmatched.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
-        governance_path("unmatched_addresses", settings))
-    return [r.asDict() for r in read_table(spark, "address_match_rates", settings).orderBy("feed").collect()]
+    per_column = rates.group_by(["feed", "column_name"], use_threads=False).aggregate(
+        [("rows", "sum"), ("matched", "sum")])
+    measured_at = utc_now()
+    rows = sorted(({"feed": r["feed"], "column_name": r["column_name"], "rows": r["rows_sum"],
+                    "matched": r["matched_sum"], "match_rate": _rounded_rate(r["matched_sum"], r["rows_sum"]),
+                    "measured_at": measured_at} for r in per_column.to_pylist()),
+                  key=lambda r: (r["feed"], r["column_name"]))
+    per_text = (unmatched.group_by(["feed", "column_name", "address_text"], use_threads=False)
+                .aggregate([("rows", "sum")]).select(["feed", "column_name", "address_text", "rows_sum"])
+                .rename_columns(["feed", "column_name", "address_text", "rows"]))
+    replace_table(governance_path("address_match_rates", settings), rows_table(rows, ADDRESS_MATCH_RATES_DDL))
+    replace_table(governance_path("unmatched_addresses", settings),
+                  per_text.cast(arrow_schema(UNMATCHED_ADDRESSES_DDL)))
+    return [row | {"measured_at": measured_at.replace(tzinfo=None)} for row in rows]
+
+
+def _rounded_rate(matched: int, rows: int) -> float | None:
+    """matched / rows rounded to 6 places half up, as Spark's ``round`` does
+    (``address_match_report``): the same double for the same counts."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    if not rows:
+        return None
+    return float(Decimal(repr(matched / rows)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
 
 
 def address_keys_from_lake(spark, settings: Settings, live: list[str] | None = None):
@@ -274,38 +298,39 @@ def report_after_build(spark, settings: Settings) -> list[dict]:
     standard addresses (another live nr.standard_address delivery) or other
     matching code (the address library's build digest) measure every
     delivery again."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
     from pipelines.libraries.resolution import live_load_ids
 
     live = live_load_ids(settings)
     standard = sorted(live.get("nr.standard_address", []))
-    if not standard or read_silver(spark, "nr.standard_address", settings) is None:
+    if not standard or not table_exists(table_path("silver", get_contract("nr.standard_address", settings.schemas_dir),
+                                                   settings)):
         return []
     # what a measurement depends on: the standard addresses and the matching code
     signature = _standard_signature(settings, standard)
-    paths = {name: settings.lake_path("state", "address_report", name) for name in ("rates", "unmatched")}
+    # the unmatched texts first: a delivery's rates row says it was measured, so it comes last
+    paths = {name: settings.lake_path("state", "address_report", name) for name in ("unmatched", "rates")}
+    ddls = {"rates": REPORT_RATES_DDL, "unmatched": REPORT_UNMATCHED_DDL}
     live_pairs = {(feed, load) for feed, _ in MATCHED_ADDRESS_COLUMNS for load in live.get(feed, [])}
-    wanted = spark.createDataFrame(sorted(live_pairs), "feed string, load_id string")
-    cached, kept, measured, dropped = {}, {}, set(), False
+    # the measurements kept (small: a row per delivery, a row per unmatched text), read once with delta-rs;
+    # a row is current if measured with this signature of a delivery still live
+    kept, dropped = {}, False
     for name, path in paths.items():
-        if delta_exists(spark, path):
-            # pinned: the usual day appends to the table and then reads what it kept
-            cached[name] = spark.read.format("delta").option("versionAsOf", delta_version(spark, path)).load(path)
-            kept[name] = (cached[name].where(F.col("signature") == signature)
-                          .join(wanted, ["feed", "load_id"], "left_semi"))
-    if "rates" in cached:
-        # one row per measured delivery: whether any is stale (another signature, no longer live) is read
-        # from it alone; the unmatched texts were written with the same deliveries' rates
-        for row in cached["rates"].select("feed", "load_id", "signature").collect():
-            current = row["signature"] == signature and (row["feed"], row["load_id"]) in live_pairs
-            measured |= {(row["feed"], row["load_id"])} if current else set()
-            dropped = dropped or not current
-    if dropped:
-        kept = {name: frame.localCheckpoint() for name, frame in kept.items()}
-    # every feed's new deliveries matched in one join: on a usual day a few
-    # hundred texts, for which a Spark job per feed cost more than the matching
-    new_rates, new_unmatched, texts = [], [], []
+        table = read_arrow(path, ddls[name])
+        if table is not None:
+            pairs = pc.binary_join_element_wise(table["feed"], table["load_id"], "\x1f")
+            current = pc.and_(pc.equal(table["signature"], signature),
+                              pc.is_in(pairs, pa.array(sorted(f"{f}\x1f{l}" for f, l in live_pairs), pa.string())))
+            current = pc.fill_null(current, False)
+            kept[name] = table.filter(current)
+            dropped = dropped or kept[name].num_rows != table.num_rows
+    measured = set(zip(*kept["rates"].select(["feed", "load_id"]).to_pydict().values())) if "rates" in kept else set()
+    # every feed's new deliveries matched in one join and counted in one Spark job: on a usual day a few
+    # hundred texts, for which a Spark job per feed (or per step) cost more than the matching
+    new_rates, texts = [], []
     for feed, column in MATCHED_ADDRESS_COLUMNS:
         loads = [load for load in live.get(feed, []) if (feed, load) not in measured]
         silver = read_silver(spark, feed, settings) if loads else None
@@ -315,43 +340,43 @@ def report_after_build(spark, settings: Settings) -> list[dict]:
             F.lit(feed).alias("feed"), F.lit(column).alias("column_name"), "_load_id",
             F.col(column).alias("address_text")))
         # a delivery without one address is measured too (0 of 0), so it is not measured again
-        new_rates += [(feed, column, load, 0, 0, signature) for load in loads]
+        new_rates += [(feed, column, load) for load in loads]
+    new = {"rates": pa.Table.from_pylist([], arrow_schema(REPORT_RATES_DDL)),
+           "unmatched": pa.Table.from_pylist([], arrow_schema(REPORT_UNMATCHED_DDL))}
     if texts:
         keys = address_keys_from_lake(spark, settings, standard)
         matched = match_addresses(reduce(lambda a, b: a.unionByName(b), texts), "address_text", keys,
-                                  "address_code").localCheckpoint()
-        counted = {(r["feed"], r["column_name"], r["_load_id"]): (r["rows"], r["matched"]) for r in matched.groupBy(
-            "feed", "column_name", "_load_id").agg(F.count("*").alias("rows"),
-                                                   F.count("address_code").alias("matched")).collect()}
-        new_rates = [(feed, column, load, *counted.get((feed, column, load), (0, 0)), signature)
-                     for feed, column, load, *_ in new_rates]
-        new_unmatched.append(matched.where(F.col("address_code").isNull())
-                             .groupBy("feed", "column_name", F.col("_load_id").alias("load_id"), "address_text")
-                             .agg(F.count("*").alias("rows"))
-                             .select("feed", "column_name", "load_id", "address_text", "rows",
-                                     F.lit(signature).alias("signature")))
-    frames = {"rates": [spark.createDataFrame(new_rates, REPORT_RATES_DDL)] if new_rates else [],
-              "unmatched": new_unmatched}
+                                  "address_code")
+        # per delivery and text, the text kept only where it matched nothing: the rates and the unmatched texts
+        counted = (matched.groupBy("feed", "column_name", F.col("_load_id").alias("load_id"),
+                                   F.when(F.col("address_code").isNull(), F.col("address_text")).alias("address_text"))
+                   .agg(F.count("*").alias("rows"), F.count("address_code").alias("matched")).toArrow())
+        per_load = {(r["feed"], r["column_name"], r["load_id"]): (r["rows_sum"], r["matched_sum"])
+                    for r in counted.group_by(["feed", "column_name", "load_id"], use_threads=False).aggregate(
+                        [("rows", "sum"), ("matched", "sum")]).to_pylist()}
+        unmatched = counted.filter(pc.is_valid(counted["address_text"]))
+        new["unmatched"] = pa.table({
+            "feed": unmatched["feed"], "column_name": unmatched["column_name"], "load_id": unmatched["load_id"],
+            "address_text": unmatched["address_text"], "rows": unmatched["rows"],
+            "signature": pa.array([signature] * unmatched.num_rows, pa.string())}).cast(
+                arrow_schema(REPORT_UNMATCHED_DDL))
+    else:
+        per_load = {}
+    if new_rates:
+        new["rates"] = rows_table([{"feed": feed, "column_name": column, "load_id": load,
+                                    "rows": per_load.get((feed, column, load), (0, 0))[0],
+                                    "matched": per_load.get((feed, column, load), (0, 0))[1],
+                                    "signature": signature} for feed, column, load in new_rates], REPORT_RATES_DDL)
     every = {}
-    for name in paths:
-        parts = ([kept[name]] if name in kept else []) + frames[name]
-        ddl = REPORT_RATES_DDL if name == "rates" else REPORT_UNMATCHED_DDL
-        every[name] = reduce(lambda a, b: a.unionByName(b), parts) if parts else spark.createDataFrame([], ddl)
+    for name, path in paths.items():
+        every[name] = pa.concat_tables([kept[name], new[name]]) if name in kept else new[name]
         if dropped or name not in kept:
             # a delivery went or everything was measured again: the cache is what is kept plus what is new
-            every[name] = every[name].localCheckpoint()
-            every[name].write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(paths[name])
-        elif frames[name]:
+            replace_table(path, every[name])
+        elif new[name].num_rows:
             # the usual day: the new deliveries' counts are appended, the cache is not rewritten
-            new = reduce(lambda a, b: a.unionByName(b), frames[name]).localCheckpoint()
-            new.write.format("delta").mode("append").save(paths[name])
-            every[name] = kept[name].unionByName(new)
-    rates = (every["rates"].groupBy("feed", "column_name").agg(F.sum("rows").alias("rows"),
-                                                               F.sum("matched").alias("matched"))
-             .withColumn("match_rate", F.round(F.col("matched") / F.col("rows"), 6)))
-    unmatched = (every["unmatched"].groupBy("feed", "column_name", "address_text")
-                 .agg(F.sum("rows").alias("rows")))
-    return _write_report(spark, rates, unmatched, settings)
+            append_table(path, new[name])
+    return _write_report(every["rates"], every["unmatched"], settings)
 
 
 # the report's measurements per delivery (``report_after_build``)

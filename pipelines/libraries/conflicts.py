@@ -17,7 +17,7 @@ from datetime import datetime
 
 from pipelines.contracts import get_contract
 from pipelines.governance.issues import SAMPLE_SIZE, Finding, close_issue, update_issues
-from pipelines.lake.delta import delta_exists, read_table
+from pipelines.lake.delta import delta_exists, read_delta_rows, read_table
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import CONFLICTS_DDL
 from pipelines.settings import Settings
@@ -84,8 +84,6 @@ def record_conflicts(spark, library: str, conflicts, now: datetime, settings: Se
 
 
 def _sync_issues(spark, library: str, open_conflicts, now: datetime, settings: Settings) -> None:
-    from pyspark.sql import functions as F
-
     build = f"base.{library}@{now:%Y%m%dT%H%M%S}"
     still_open = set()
     for row in open_conflicts:
@@ -98,9 +96,8 @@ def _sync_issues(spark, library: str, open_conflicts, now: datetime, settings: S
                     f"the authoritative {row['authoritative_feed']} (see governance.conflicts)"))
         update_issues(get_contract(row["other_feed"], settings.schemas_dir), build, [finding],
                       close_others=False, settings=settings)
-    stale = (read_table(spark, "issues", settings)
-             .where((F.col("source") == "conflict") & (F.col("status") == "open")
-                    & F.col("rule").startswith(f"conflict.{library}.")).collect())
+    # the issues table is delta-rs's (pipelines.governance.issues): read it the same way, no Spark job
+    stale = read_delta_rows(governance_path("issues", settings), [("source", "=", "conflict"), ("status", "=", "open")])
     for issue in stale:
-        if (issue["feed"], issue["rule"]) not in still_open:
+        if issue["rule"].startswith(f"conflict.{library}.") and (issue["feed"], issue["rule"]) not in still_open:
             close_issue(issue["issue_id"], f"no subject in conflict after {build}", "govlake", settings)

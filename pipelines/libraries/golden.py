@@ -300,10 +300,11 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
 
     Only what changed is written. The records' hashes are compared with the
     current versions' once, and only the difference (new, changed and gone
-    keys, a small frame on a usual day) is written (``_apply_diff``): the
-    current version of a changed or gone key is closed (``valid_to``) and
-    the new versions are opened; every unchanged row is left alone, and a
-    build that changed nothing commits nothing. Provenance (``*_load_id``) and
+    keys, a small frame on a usual day) is written, in one commit for up to
+    ``REPLACE_KEYS`` keys (``_replace_keys``), else in three
+    (``_apply_diff``): the current version of a changed or gone key is
+    closed (``valid_to``) and the new versions are opened; every unchanged
+    row is left alone, and a build that changed nothing commits nothing. Provenance (``*_load_id``) and
     ``unversioned`` columns are not part of a record's content: a new
     delivery with the same values does not make a new version.
 
@@ -357,10 +358,14 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
         F.count(F.when(F.col("_old_hash").isNull(), 1)).alias("inserted"),
         F.count(F.when(F.col("_old_hash").isNotNull() & F.col("_new_hash").isNotNull(), 1)).alias("changed"),
         F.count(F.when(F.col("_new_hash").isNull(), 1)).alias("removed"),
-        F.count(F.when(F.col(key).isNull(), 1)).alias("_null_keys")).first().asDict()
+        F.count(F.when(F.col(key).isNull(), 1)).alias("_null_keys"), F.count("*").alias("_rows"),
+        F.count_distinct(key).alias("_keys")).first().asDict()
     if counts.pop("_null_keys"):
         raise ValueError(f"{path}: records without a {key} cannot be merged (the library's gate should have "
                          "blocked them)")
+    if counts.pop("_rows") != counts.pop("_keys"):
+        raise MergeMismatchError(f"{path}: records with a {key} twice cannot be merged (the library's gate should "
+                                 "have blocked them)")
     if current_before is None:
         current_before = current_rows.count()     # only is_current is read
     counts["unchanged"] = current_before - counts["changed"] - counts["removed"]
@@ -369,7 +374,10 @@ def merge_with_history(spark, records, path: str, key: str, now: datetime | None
     # the build time as Spark stores it (µs since the epoch): a repair matches it, whatever its time zone
     micros = spark.range(1).select(F.unix_micros(F.lit(now).cast("timestamp"))).first()[0]
     tag = f"{MERGE_TAG}{uuid4()} at {micros}"
-    written = _apply_diff(spark, path, key, diff, hashed, copied_from, counts, now, tag)
+    if counts["inserted"] + counts["changed"] + counts["removed"] <= REPLACE_KEYS:
+        written = _replace_keys(spark, path, key, diff, hashed, copied_from, counts, now, micros, tag)
+    else:
+        written = _apply_diff(spark, path, key, diff, hashed, copied_from, counts, now, tag)
     if key_changes is not None:
         # entries name the table (its Delta id) as well as the version: a table created anew restarts its
         # versions. Each commit's own keys (the closed copies change no current record: one entry, no key)
@@ -428,6 +436,98 @@ def _remove_unfinished_copies(spark, path: str) -> bool:
     return False
 
 
+# up to this many new, changed and gone keys (a day's, at city scale a few thousand) a merge is one
+# commit that replaces those keys' rows (``_replace_keys``); more (a full rebuild's millions) go
+# through ``_apply_diff``, whose MERGE joins them instead of listing them in a predicate (Delta
+# checks every row written against the predicate, a list compared value by value)
+REPLACE_KEYS = 10_000
+
+
+def _replace_keys(spark, path: str, key: str, diff, hashed, current_rows, counts: dict, now: datetime,
+                  micros: int, tag: str) -> dict[str, int]:
+    """Write ``diff`` (``merge_with_history``'s changed keys) to the table
+    at ``path`` in one commit tagged ``tag: replaced keys``, and return its
+    version for each part ``_apply_diff`` would have written.
+
+    The commit is an overwrite with ``replaceWhere``: it deletes the rows
+    the predicate matches (with deletion vectors: no data file is rewritten)
+    and adds the given rows, atomically. The predicate lists the hashes of
+    (key, record hash) of the diff's old and new versions, and takes rows
+    that are current or closed at this build's time: it matches the current
+    rows of the changed and gone keys (a build time after the last merge's,
+    checked, leaves no row closed at it yet); the rows added, the changed
+    and gone keys' current versions closed (``valid_to``, not current) and
+    the changed and new keys' new versions, match it too, as
+    ``replaceWhere`` checks. Against the three commits of ``_apply_diff``: one scan of the
+    table's key and ``is_current`` instead of a MERGE's three, and no
+    moment at which a key has two versions open or its old one twice
+    (about 8 s less of a daily build of base.population at scale 1.0).
+    The commit's own counts are checked against the comparison's."""
+    from deltalake import DeltaTable as LogTable
+    from pyspark.sql import functions as F
+
+    columns = _table_columns(path, hashed, current_rows)
+    at = F.lit(now).cast("timestamp")
+    closing = diff.where(F.col("_old_hash").isNotNull()).select(key)
+    opening = diff.where(F.col("_new_hash").isNotNull()).select(key)
+    closed = (current_rows.join(F.broadcast(closing), key, "left_semi")
+              .withColumn("valid_to", at).withColumn("is_current", F.lit(False)).select(*columns))
+    opened = hashed.join(F.broadcast(opening), key, "left_semi").select(
+        "*", at.alias("valid_from"), F.lit(None).cast("timestamp").alias("valid_to"), F.lit(True).alias("is_current"))
+    # a column the records no longer have is null in the new version, as a MERGE's insert leaves it
+    types = dict(current_rows.dtypes)
+    opened = opened.select(*[F.col(c) if c in opened.columns else F.lit(None).cast(types[c]).alias(c) for c in columns])
+    _refuse_an_earlier_time(path, micros)
+    # the rows are named by a hash of key and record hash, not by key: the predicate is kept in the
+    # commit's log entry, and an ID number there would outlive the row (VACUUM, erasure)
+    pairs = sorted({row[0] for side in ("_old_hash", "_new_hash") for row in diff.where(F.col(side).isNotNull())
+                    .select(F.xxhash64(F.col(key), F.col(side))).collect()})
+    predicate = (f"(is_current OR valid_to = timestamp_micros({micros})) AND "
+                 f"xxhash64({key}, {RECORD_HASH}) IN ({', '.join(map(str, pairs))})")
+    (closed.unionByName(opened).write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+     .option("userMetadata", f"{tag}: replaced keys").save(path))
+    [commit] = [c for c in LogTable(path).history(20) if c.get("userMetadata") == f"{tag}: replaced keys"][:1] or [{}]
+    metrics = commit.get("operationMetrics") or {}
+    deleted, added = int(metrics.get("numDeletedRows", -1)), (int(metrics.get("numOutputRows", -1))
+                                                             - int(metrics.get("numCopiedRows", 0)))
+    expected = (counts["changed"] + counts["removed"], 2 * counts["changed"] + counts["removed"] + counts["inserted"])
+    if (deleted, added) != expected:
+        raise MergeMismatchError(f"{path}: replacing the rows of {sum(counts.values())} keys deleted {deleted} and "
+                                 f"added {added} "
+                                 f"rows, the comparison before it expected {expected[0]} and {expected[1]} (was the "
+                                 "table written by another process meanwhile?)")
+    return {part: commit["version"] for part, rows in (("in place", counts["changed"] + counts["removed"]),
+                                                     ("new keys", counts["inserted"])) if rows}
+
+
+def _refuse_an_earlier_time(path: str, micros: int) -> None:
+    """Refuse a merge whose build time is not after the last merge's (its
+    tag holds that time): ``_replace_keys`` also replaces the rows closed at
+    its own time, and two merges at one time could take each other's."""
+    import re
+
+    from deltalake import DeltaTable as LogTable
+
+    for commit in LogTable(path).history(1000):         # newest first
+        tagged = re.match(re.escape(MERGE_TAG) + r"\S+ at (\d+): ", str(commit.get("userMetadata") or ""))
+        if tagged:
+            last = int(tagged.group(1))
+            if micros <= last:
+                raise ValueError(f"{path}: a merge at {micros} µs since the epoch is not after the last one, at "
+                                 f"{last}: history must go forward (is the clock, or a given build time, behind?)")
+            return
+
+
+def _table_columns(path: str, hashed, current_rows) -> list[str]:
+    """The table's columns (``current_rows``'), refusing records with a column it has not."""
+    columns = current_rows.columns
+    unknown = sorted(set(hashed.columns) - set(columns))
+    if unknown:
+        raise ValueError(f"{path}: the records have columns the table has not ({', '.join(unknown)}): a library "
+                         "whose columns changed needs its table written anew")
+    return columns
+
+
 def _apply_diff(spark, path: str, key: str, diff, hashed, current_rows, counts: dict, now: datetime,
                 tag: str) -> dict[str, int]:
     """Write ``diff`` (``merge_with_history``'s changed keys) to the table at
@@ -457,11 +557,7 @@ def _apply_diff(spark, path: str, key: str, diff, hashed, current_rows, counts: 
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    columns = current_rows.columns
-    unknown = sorted(set(hashed.columns) - set(columns))
-    if unknown:
-        raise ValueError(f"{path}: the records have columns the table has not ({', '.join(unknown)}): a library "
-                         "whose columns changed needs its table written anew")
+    columns = _table_columns(path, hashed, current_rows)
     changed = diff.where(F.col("_old_hash").isNotNull() & F.col("_new_hash").isNotNull()).select(key)
     gone = diff.where(F.col("_new_hash").isNull()).select(key)
     new = diff.where(F.col("_old_hash").isNull()).select(key)

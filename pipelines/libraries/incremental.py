@@ -325,7 +325,9 @@ def versions_changing_rows(path: str, version: int) -> list[int]:
 
     quiet = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
     changing = []
-    for commit in DeltaTable(path).history():           # newest first
+    table = DeltaTable(path)
+    # only the commits after ``version``: a merge's entry lists a day's key hashes, and the log is long
+    for commit in table.history(max(table.version() - version, 1)):           # newest first
         if commit.get("version", 0) <= version:
             break
         operation, metrics = commit.get("operation", ""), commit.get("operationMetrics") or {}

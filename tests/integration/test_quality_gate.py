@@ -189,6 +189,15 @@ def test_base_library_suites_gate_golden_records(spark, tmp_path):
                                                              "legal_representative_found boolean"),
                              "legal_person", "test-legal", settings)
     assert not legal.blocked and [o.rule for o in legal.warnings] == ["legal_representative.found_in_population"]
+    # an incremental build gates its few records as an Arrow table (GX on DuckDB): the same outcomes
+    for result, frame, library in ((clean, people, "population"), (broken, merged_twice, "population")):
+        arrow = validate_library(spark.createDataFrame(frame, schema).toArrow(), library, "test-arrow", settings)
+        assert arrow.engine != "spark" and _outcomes(arrow) == _outcomes(result)
+
+
+def _outcomes(gate) -> list[tuple]:
+    return sorted((o.rule, o.success, o.element_count, o.unexpected_count, sorted(map(str, o.sample_rows)))
+                  for o in gate.outcomes)
 
 
 def test_a_correction_is_not_approved_once_another_replaced_its_target(lake_settings, tmp_path):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.contracts import ContractError
-from pipelines.lake.delta import append_rows, read_silver, read_table, write_arrow_replacing
+from pipelines.lake.delta import (append_rows, append_table, read_arrow, read_silver, read_table, replace_table,
+                                  rows_table, write_arrow_replacing)
 from pipelines.lake.manifest import append_manifest, latest_events, latest_status, read_manifest
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import GOVERNANCE_TABLES, ISSUES_DDL
@@ -53,6 +54,43 @@ def test_read_table_reads_an_existing_table_back(spark, lake_settings):
     assert len(rows) == 1
     assert {k: rows[0][k] for k in row} == row
     assert rows[0]["closed_at"] is None
+
+
+def test_arrow_tables_append_to_and_replace_a_table_spark_wrote(spark, tmp_path):
+    """The address report keeps its measurements with delta-rs in tables
+    Spark wrote before: an Arrow append lands in the table's schema, a
+    replace takes the new one, and read_arrow gives the DDL's columns back."""
+    from pyspark.sql import functions as F
+
+    ddl = "feed string, rows long"
+    path = str(tmp_path / "measured")
+    spark.createDataFrame([("a",), ("a",), ("b",)], "feed string").groupBy("feed").agg(
+        F.count("*").alias("rows")).write.format("delta").save(path)
+
+    append_table(path, rows_table([{"feed": "c", "rows": 5}], ddl))
+    assert sorted(read_arrow(path, ddl).to_pylist(), key=lambda r: r["feed"]) == [
+        {"feed": "a", "rows": 2}, {"feed": "b", "rows": 1}, {"feed": "c", "rows": 5}]
+    assert sorted(map(tuple, spark.read.format("delta").load(path).collect())) == [("a", 2), ("b", 1), ("c", 5)]
+
+    replace_table(path, rows_table([{"feed": "d", "rows": None}], ddl))
+    assert read_arrow(path, ddl).to_pylist() == [{"feed": "d", "rows": None}]
+    assert read_arrow(str(tmp_path / "none"), ddl) is None
+
+
+def test_the_address_report_rounds_match_rates_as_spark_does(spark):
+    """governance.address_match_rates is written from Python now; its rates
+    must be the doubles Spark's round(matched / rows, 6) gave (the full
+    report, ``address_match_report``, still computes them in Spark)."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.address import _rounded_rate
+
+    pairs = [(1, 3), (2, 3), (1, 2_000_000), (3, 2_000_000), (123_457, 1_000_000_0), (999_999_5, 10_000_000),
+             (7_752_879, 7_752_879), (0, 5), (1_449_649, 1_449_650)]
+    expected = spark.createDataFrame(pairs, "matched long, rows long").select(
+        "matched", "rows", F.round(F.col("matched") / F.col("rows"), 6)).collect()
+    assert [(m, r, _rounded_rate(m, r)) for m, r in pairs] == [tuple(row) for row in expected]
+    assert _rounded_rate(0, 0) is None
 
 
 def test_read_table_refuses_an_unknown_table(spark, lake_settings):

@@ -110,15 +110,62 @@ def test_history_keeps_what_we_knew_on_a_date(spark, tmp_path):
     assert known_on(day4) == {"A": "张三丰", "C": "王五"}
     assert known_on(day2) == {"A": "张叁", "B": "李四", "C": "王五"}
     assert table.count() == 5
-    # a merge commits up to three times (closed copies, changes in place, new keys): every version a reader
-    # can see has exactly one current row per key, the gone key's closed one aside
+    # a day's merge is one commit (the keys' rows replaced, deletion vectors for the old ones): every
+    # version a reader can see has exactly one current row per key, the gone key's closed one aside
     parts = [c["userMetadata"].split(": ")[-1] for c in reversed(DeltaTable(path).history())
              if (c.get("userMetadata") or "").startswith("govlake merge")]
-    assert parts == ["closed copies", "in place", "new keys", "closed copies", "in place"]
+    assert parts == ["replaced keys", "replaced keys"]
     for version in range(1, DeltaTable(path).version() + 1):
         then = spark.read.format("delta").option("versionAsOf", version).load(path).where("is_current")
         assert then.groupBy("person_id").count().where("count > 1").count() == 0, version
         assert then.count() in (2, 3)
+
+
+def test_a_merge_in_one_commit_leaves_the_rows_of_the_three_commit_merge(spark, tmp_path, monkeypatch):
+    """A day's few keys are replaced in one commit (``_replace_keys``); a
+    full rebuild's many keys go through three (``_apply_diff``). Both leave
+    the same rows, history included, whatever the keys did: changed, new,
+    gone, unchanged, or came back after they left."""
+    from datetime import datetime
+
+    from pipelines.libraries import golden
+    from pipelines.libraries.golden import merge_with_history
+
+    schema = "person_id string, full_name string, full_name_load_id string"
+    days = [([("A", "张三", "l1"), ("B", "李四", "l1"), ("C", "王五", "l1")], None),
+            ([("A", "张叁", "l2"), ("D", "赵六", "l2")], ["A", "B", "D"]),           # A changed, B gone, D new
+            ([("B", "李四", "l3"), ("C", "王五", "l3")], ["B", "C"]),                # B back, C the same
+            ([("A", "张三丰", "l4"), ("B", "李肆", "l4"), ("E", "钱七", "l4")], None)]  # every key compared
+
+    def merged(path, replace_keys):
+        monkeypatch.setattr(golden, "REPLACE_KEYS", replace_keys)
+        counts = []
+        for day, (rows, touched) in enumerate(days, start=1):
+            keys = spark.createDataFrame([(k,) for k in touched], "_key string") if touched else None
+            counts.append(merge_with_history(spark, spark.createDataFrame(rows, schema), path, "person_id",
+                                             datetime(2026, 12, day), touched=keys))
+        table = spark.read.format("delta").load(path)
+        return counts, sorted(tuple(map(str, r)) for r in table.collect())
+
+    one_commit = golden.REPLACE_KEYS
+    one, three = merged(str(tmp_path / "one"), one_commit), merged(str(tmp_path / "three"), 0)
+    assert one == three
+    assert one[0] == [{"inserted": 3, "changed": 0, "unchanged": 0, "removed": 0},
+                      {"inserted": 1, "changed": 1, "unchanged": 1, "removed": 1},
+                      {"inserted": 1, "changed": 0, "unchanged": 3, "removed": 0},
+                      {"inserted": 1, "changed": 2, "unchanged": 0, "removed": 2}]   # C and D end
+    assert len(one[1]) == 9          # 3, then A's new version and D, B back, A's, B's and E's versions
+    # the one commit also replaces rows closed at its own time: a merge not after the last one is refused
+    monkeypatch.setattr(golden, "REPLACE_KEYS", one_commit)
+    with pytest.raises(ValueError, match="is not after the last one"):
+        merge_with_history(spark, spark.createDataFrame([("A", "张三", "l5")], schema), str(tmp_path / "one"),
+                           "person_id", datetime(2026, 12, 4), touched=spark.createDataFrame([("A",)], "_key string"))
+    # and the predicate, kept in the commit's log entry, names no key
+    from deltalake import DeltaTable
+
+    predicates = [c["operationParameters"]["predicate"] for c in DeltaTable(str(tmp_path / "one")).history()
+                  if c["operation"] == "WRITE" and "predicate" in (c.get("operationParameters") or {})]
+    assert len(predicates) == 3 and not [p for p in predicates if "'A'" in p or "'B'" in p], predicates
 
 
 def test_the_record_hash_tells_a_value_moved_to_another_column_and_older_tables_are_rehashed(spark, tmp_path):
@@ -172,15 +219,16 @@ def test_the_record_hash_tells_a_value_moved_to_another_column_and_older_tables_
 
     merged = sorted(c["version"] for c in DeltaTable(path).history()
                     if (c.get("userMetadata") or "").startswith("govlake merge"))
-    assert versions_changing_rows(path, 0) == merged and len(merged) == 2     # the closed copy, the change
+    assert versions_changing_rows(path, 0) == merged and len(merged) == 1     # the keys' rows replaced
 
 
-def test_each_merge_logs_the_keys_it_opened_changed_and_closed(spark, tmp_path):
+def test_each_merge_logs_the_keys_it_opened_changed_and_closed(spark, tmp_path, monkeypatch):
     """What legal_person reads instead of comparing two versions of
     base.population; a missing entry means the log is not used."""
     import dataclasses
     from datetime import datetime
 
+    from pipelines.libraries import golden
     from pipelines.libraries.golden import merge_with_history
     from pipelines.libraries.incremental import key_changes_path, logged_key_changes
 
@@ -194,21 +242,28 @@ def test_each_merge_logs_the_keys_it_opened_changed_and_closed(spark, tmp_path):
                                   datetime(2026, 11, day), touched=keys, key_changes=log)
 
     merge([("A", "张三"), ("B", "李四")], 1)                          # version 0: the table is created
-    # versions 1-3: A's closed copy, A changed in place, C appeared
-    merge([("A", "张叁"), ("B", "李四"), ("C", "王五")], 2)
-    assert merge([("A", "张叁")], 3, touched=["A", "B"])["removed"] == 1   # version 4: B left
-    assert merge([("A", "张叁")], 4, touched=["A"])["changed"] == 0       # nothing changed: no version 5
+    merge([("A", "张叁"), ("B", "李四"), ("C", "王五")], 2)               # version 1: A changed, C appeared
+    assert merge([("A", "张叁")], 3, touched=["A", "B"])["removed"] == 1   # version 2: B left
+    assert merge([("A", "张叁")], 4, touched=["A"])["changed"] == 0       # nothing changed: no version 3
     entries = {(r["version"], r["key"], r["change"]) for r in spark.read.format("delta").load(log).collect()}
-    assert entries == {(1, None, "copies"), (2, "A", "changed"), (3, "C", "appeared"), (4, "B", "left")}
+    assert entries == {(1, "A", "changed"), (1, "C", "appeared"), (2, "B", "left")}
 
     def logged(before):
         found = logged_key_changes(spark, "population", before, settings)
         return None if found is None else sorted(r["_key"] for r in found.collect())
 
-    assert (logged(0), logged(1), logged(3), logged(4)) == (["B", "C"], ["B", "C"], ["B"], [])
+    assert (logged(0), logged(1), logged(2)) == (["B", "C"], ["B"], [])
+    # a merge of many keys commits in three parts (closed copies, changes in place, new keys); the
+    # closed copies' commit changes no current record, and its entry has no key
+    monkeypatch.setattr(golden, "REPLACE_KEYS", 0)
+    merge([("A", "张三"), ("D", "赵六")], 5, touched=["A", "D"])          # versions 3-5
+    entries = {(r["version"], r["key"], r["change"]) for r in spark.read.format("delta").load(log).collect()
+               if r["version"] > 2}
+    assert entries == {(3, None, "copies"), (4, "A", "changed"), (5, "D", "appeared")}
+    assert (logged(2), logged(3)) == (["D"], ["D"])
     # a merge whose entry was not written (the process died after its commit): the log is not used
-    spark.read.format("delta").load(log).where("version != 4").write.format("delta").mode("overwrite").save(log)
-    assert logged(3) is None and logged(0) is None
+    spark.read.format("delta").load(log).where("version != 2").write.format("delta").mode("overwrite").save(log)
+    assert logged(1) is None and logged(0) is None and logged(2) == ["D"]
 
 
 def test_is_deceased_true_with_a_death_record_false_with_a_live_registration_else_null(spark):
@@ -265,6 +320,7 @@ def test_a_merge_that_died_after_its_closed_copies_is_undone_by_the_next(spark, 
 
     from delta.tables import DeltaMergeBuilder
 
+    from pipelines.libraries import golden
     from pipelines.libraries.golden import merge_with_history
 
     schema = "person_id string, full_name string"
@@ -275,6 +331,9 @@ def test_a_merge_that_died_after_its_closed_copies_is_undone_by_the_next(spark, 
 
     def killed(self):
         raise RuntimeError("killed between the closed copies and the changes in place")
+
+    # the three commits are a merge of more keys than one commit replaces (a full rebuild's)
+    monkeypatch.setattr(golden, "REPLACE_KEYS", 0)
 
     def run(path, dies):
         merge(path, [("A", "张三"), ("B", "李四")], 1)
