@@ -94,7 +94,8 @@ def _record_resolved_jars(settings: Settings) -> None:
 # a third of the JVM's CPU (a flight recording of day 4's build: 50,000
 # methods compiled, 124 s of compile time, mostly C1's); with every
 # threshold scaled four times more (CompileThresholdScaling, which scales the
-# C2 thresholds below too) the build took 8 % less CPU (docs/benchmarks.md).
+# C2 thresholds below too) the build took 2-8 % less CPU, its time within
+# the machine's noise (docs/benchmarks.md, not yet an A/B of its own).
 # C1 alone (TieredStopAtLevel=1) was 24 % slower: long scans need C2.
 # GOVLAKE_SPARK_CONF's spark.driver.extraJavaOptions replaces this line.
 LATE_JIT = ("-XX:Tier4InvocationThreshold=50000", "-XX:Tier4MinInvocationThreshold=6000",
