@@ -59,7 +59,8 @@ from pipelines.ingest.classify import (
 )
 from pipelines.ingest.readers import DeliveryError, read_delivery
 from pipelines.lake.changes import record_changes
-from pipelines.lake.delta import committed_rows, delete_rows, rows_table, table_exists, write_arrow_replacing
+from pipelines.lake.delta import (arrow_dataset, committed_rows, delete_rows, rows_table, table_exists,
+                                   write_arrow_replacing)
 from pipelines.lake.manifest import append_manifest, latest_events, latest_status
 from pipelines.lake.paths import governance_path, state_lock, table_path
 from pipelines.lake.tables import APPROVALS_DDL
@@ -623,7 +624,7 @@ def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: 
             raise ValueError(f"load {load_id} corrects {event['replaces_load_id']}, which is no longer loaded "
                              f"({state}); approving it would put a second correction into silver")
     # scanned, not read whole: a blocked delivery may be larger than memory
-    rows = DeltaTable(pending_path).to_pyarrow_dataset().filter(pc.field("_load_id") == load_id)
+    rows = arrow_dataset(DeltaTable(pending_path)).filter(pc.field("_load_id") == load_id)
     pending = rows.count_rows()
     if pending != (event["rows_loaded"] or 0):
         raise ReconciliationError(f"{event['feed']} {event['source_file']}: pending holds {pending} rows of "

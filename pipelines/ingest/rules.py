@@ -3,7 +3,7 @@
 The definition of every contract rule, evaluated with pyarrow.compute
 kernels and numpy on the table the CSV reader already parsed: no per-row
 Python, no JVM round trip. Entity resolution re-standardises the quarantined
-rows it rescues with these same rules (``libraries.resolution.rescued_rows``);
+rows it rescues with these same rules (``libraries.resolution.rescued_table``);
 the few single steps the libraries need inside Spark joins
 (``libraries.columns``) are tested value for value against the functions here.
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pipelines.contracts import Contract
-from pipelines.lake.delta import table_exists, write_arrow_replacing
+from pipelines.lake.delta import arrow_dataset, table_exists, write_arrow_replacing
 from pipelines.lake.paths import table_path
 from pipelines.settings import Settings
 
@@ -88,7 +88,7 @@ def changes_recorded(contract: Contract, load_id: str, settings: Settings) -> se
     path = table_path(LAYER, contract, settings)
     if not table_exists(path):
         return set()
-    markers = DeltaTable(path).to_pyarrow_dataset().to_table(
+    markers = arrow_dataset(DeltaTable(path)).to_table(
         columns=["_replaced_load_id"],
         filter=(pc.field("_change_load_id") == load_id) & (pc.field("_change") == REPLACED_LOAD))
     return set(markers["_replaced_load_id"].to_pylist())
@@ -111,7 +111,7 @@ def record_changes(contract: Contract, load_id: str, new_rows, replaced: list[st
         return {"added": None, "removed": None}
     silver_path = table_path("silver", contract, settings)
     if table_exists(silver_path):
-        old = DeltaTable(silver_path).to_pyarrow_dataset().filter(pc.field("_load_id").isin(replaced))
+        old = arrow_dataset(DeltaTable(silver_path)).filter(pc.field("_load_id").isin(replaced))
     else:
         old = new_rows.schema.empty_table()
     changed = snapshot_diff(new_rows, old, [c.name for c in contract.columns], load_id, replaced)
@@ -129,7 +129,7 @@ def read_replacements(contract: Contract, settings: Settings) -> dict[str, str]:
     path = table_path(LAYER, contract, settings)
     if not table_exists(path):
         return {}
-    markers = (DeltaTable(path).to_pyarrow_dataset()
+    markers = (arrow_dataset(DeltaTable(path))
                .to_table(columns=["_replaced_load_id", "_change_load_id"],
                          filter=pc.field("_change") == REPLACED_LOAD))
     return dict(zip(markers["_replaced_load_id"].to_pylist(), markers["_change_load_id"].to_pylist()))

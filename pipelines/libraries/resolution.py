@@ -62,29 +62,14 @@ def live_load_ids(settings: Settings) -> dict[str, list[str]]:
     return live
 
 
-def quarantined_rows(spark, feeds: list[str], settings: Settings, live: dict[str, list[str]] | None = None):
-    """The quarantined rows of ``feeds``' live loads that a resolution can use
-    (not repeated headers, malformed rows or rejected files), or None.
-    ``live``: the live loads per feed, when the caller has read them."""
-    from pyspark.sql import functions as F
-
-    path = governance_path("quarantine", settings)
-    live = live if live is not None else live_load_ids(settings)
-    loads = [load for feed in feeds for load in live.get(feed, [])]
-    if not loads or not delta_exists(spark, path):
-        return None
-    return (spark.read.format("delta").load(path)
-            .where(F.col("feed").isin(*feeds) & F.col("_load_id").isin(*loads) & ~F.col("rule").isin(*SKIPPED_RULES)))
-
-
 IDENTIFIER_TYPES = ("id_number", "uscc", "id_or_uscc")
 # ID cross-checks (pipelines.ingest.classify): the failure is recorded on the ID
 # column, but the value that contradicts the ID is the other column's.
 CROSS_CHECKS = {"id_number.gender_parity": "gender_column", "id_number.birth_date_mismatch": "birth_date_column"}
 
 
-def rescued_rows(quarantined, feed: str, settings: Settings):
-    """``feed``'s rows of ``quarantined``, re-standardised with the ingest
+def rescued_table(rows, feed: str, settings: Settings):
+    """Quarantined ``rows`` of ``feed`` re-standardised with the ingest
     rules (``pipelines.ingest.rules``, the one definition of every contract
     rule): contract columns typed, the columns that failed nulled,
     ``_failed_columns`` and ``_raw_<column>`` (the delivered text) for the
@@ -101,16 +86,13 @@ def rescued_rows(quarantined, feed: str, settings: Settings):
     the contract column and its delivered value as text), so the build can
     record it as a conflict against the bureau (``id_disagreements``).
 
-    Quarantined rows are 0.1-1% of a delivery, so they go to Arrow and back."""
+    ``rows`` (``quarantined_table``): ``original_values``, ``failures``,
+    ``_load_id``, ``_source_file``, ``_row_number``, ``_ingested_at``. Pure:
+    quarantined rows are 0.1-1% of a delivery, Arrow in and out."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from pyspark.sql import functions as F
 
     contract = get_contract(feed, settings.schemas_dir)
-    rows = (quarantined.where(F.col("feed") == feed)
-            .select("original_values", "failures", "_load_id", "_source_file", "_row_number",
-                    F.col("quarantined_at").alias("_ingested_at"))
-            .toArrow())
     originals = [dict(pairs or []) for pairs in rows.column("original_values").to_pylist()]
     failures = [items or [] for items in rows.column("failures").to_pylist()]
     raw = pa.table({c.name: pa.array([next((o[h] for h in c.headers if o.get(h) is not None), None)
@@ -149,7 +131,7 @@ def rescued_rows(quarantined, feed: str, settings: Settings):
     out["_failed_columns"] = pa.array(failed, pa.list_(pa.string()))
     out["_id_disagreements"] = pa.array(disagreements, pa.list_(pa.struct(
         [("key", pa.string()), ("column", pa.string()), ("value", pa.string())])))
-    return quarantined.sparkSession.createDataFrame(pa.table(out))
+    return pa.table(out)
 
 
 def rescued_path(library: str, alias: str, settings: Settings, digest: str) -> str:
@@ -229,28 +211,32 @@ def marked_loads(path: str, marker_column: str) -> set[str] | None:
     import pyarrow.compute as pc
     from deltalake import DeltaTable as LogTable
 
+    from pipelines.lake.delta import arrow_dataset
+
     table = LogTable(path)
     if "deletionVectors" in (table.protocol().reader_features or []):
         return None
-    markers = table.to_pyarrow_dataset().to_table(columns=["_load_id"], filter=pc.field(marker_column).is_null())
+    markers = arrow_dataset(table).to_table(columns=["_load_id"], filter=pc.field(marker_column).is_null())
     return set(markers.column("_load_id").to_pylist())
 
 
 def maintained_rescued(spark, spec: LibrarySpec, alias: str, settings: Settings,
                        live: dict[str, list[str]] | None = None, fresh: bool = False, digest: str | None = None):
-    """The rescued quarantined rows (``rescued_rows``, with ``_record_id``)
+    """The rescued quarantined rows (``rescued_table``, with ``_record_id``)
     of every live load of source ``alias``'s feed, kept per load
-    (``kept_per_load``; a load's marker row has ``_row_number`` null); None
-    when the feed has no live load.
+    (``kept_table_per_load``; a load's marker row has ``_row_number``
+    null), as a Spark frame of rows already in memory; None when the feed
+    has no live load.
 
     Re-standardising every live load's quarantined rows through Arrow on
     every build was the largest part of a day's resolution at city scale
     (about 33 s of base.population's daily build at scale 1.0, for a few
     dozen new rows): each load's rows are rescued once, when a build first
-    sees it live."""
-    from pyspark.sql import functions as F
-
-    from pipelines.lake.tables import QUARANTINE_DDL
+    sees it live. The quarantine is read, the rows rescued and kept with
+    delta-rs and Arrow, with no Spark job: the table is a few thousand to a
+    few hundred thousand rows, and the three Spark jobs a source took (read
+    the quarantine, write, read back) were 2 to 7 s of base.population's
+    daily build at scale 1.0 in a profile."""
     from pipelines.libraries.incremental import maintained_digest
 
     feed = spec.sources[alias].feed
@@ -260,19 +246,84 @@ def maintained_rescued(spark, spec: LibrarySpec, alias: str, settings: Settings,
         return None
 
     def rescue(missing: dict[str, list[str]]):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         loads = missing[feed]
-        quarantined = (quarantined_rows(spark, [feed], settings, {feed: loads})
-                       or spark.createDataFrame([], QUARANTINE_DDL))
-        rows = rescued_rows(quarantined, feed, settings).withColumn(
-            "_record_id", F.concat_ws(":", F.lit(alias), "_load_id", F.col("_row_number").cast("string")))
-        markers = spark.createDataFrame([(load,) for load in loads], "_load_id string")
-        return rows.unionByName(markers, allowMissingColumns=True)
+        rows = rescued_table(quarantined_table(feed, loads, settings), feed, settings)
+        rows = rows.append_column("_record_id", pc.binary_join_element_wise(
+            pa.scalar(alias), rows["_load_id"], pc.cast(rows["_row_number"], pa.string()), ":"))
+        markers = pa.table({"_load_id": pa.array(loads, pa.string())})
+        return pa.concat_tables([rows, markers], promote_options="default")
 
     digest = digest or maintained_digest(spec, settings)
-    rescued = kept_per_load(spark, rescued_path(spec.library, alias, settings, digest), wanted, rescue,
-                            "_row_number", fresh, "rescued rows")
+    rescued = kept_table_per_load(rescued_path(spec.library, alias, settings, digest), wanted, rescue,
+                                  "_row_number", fresh)
     _drop_other_digests(spark, settings, "rescued", spec.library, digest)
-    return rescued
+    return spark.createDataFrame(rescued)
+
+
+def quarantined_table(feed: str, loads: list[str], settings: Settings):
+    """The quarantined rows of ``feed``'s ``loads`` that a resolution can
+    use (not repeated headers, malformed rows or rejected files), as Arrow
+    with the columns ``rescued_table`` reads; read with delta-rs, only the
+    feed's partition."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.lake.delta import read_arrow_rows
+
+    columns = ["original_values", "failures", "_load_id", "_source_file", "_row_number"]
+    path = governance_path("quarantine", settings)
+    table = read_arrow_rows(path, ("feed", feed))
+    if table is None:          # nothing was ever quarantined
+        text = pa.string()
+        return pa.table({"original_values": pa.array([], pa.map_(text, text)),
+                         "failures": pa.array([], pa.list_(pa.struct([(name, text) for name in (
+                             "column_name", "header", "rule", "value")]))),
+                         "_load_id": pa.array([], text), "_source_file": pa.array([], text),
+                         "_row_number": pa.array([], pa.int64()),
+                         "_ingested_at": pa.array([], pa.timestamp("us", tz="UTC"))})
+    usable = pc.and_(pc.is_in(table["_load_id"], pa.array(loads, pa.string())),
+                     pc.invert(pc.is_in(table["rule"], pa.array(SKIPPED_RULES, pa.string()))))
+    table = table.filter(pc.fill_null(usable, False))
+    return table.select(columns).append_column("_ingested_at", table["quarantined_at"])
+
+
+def kept_table_per_load(path: str, wanted: dict[str, str], make_rows, marker_column: str, fresh: bool):
+    """``kept_per_load`` with delta-rs and Arrow, for rows made in Arrow:
+    the rows of every ``wanted`` load (load id -> feed), marker rows left
+    out, as an Arrow table. ``make_rows(missing)`` gives the missing loads'
+    rows and their marker rows (``marker_column`` null) as Arrow; they are
+    appended, loads no longer wanted deleted, in one commit each. ``fresh``:
+    every wanted load is made again, replacing the table."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.lake.delta import append_table, delete_rows, read_arrow_rows, replace_table
+
+    held_rows = None if fresh else read_arrow_rows(path)
+    held = (set() if held_rows is None else
+            set(held_rows.filter(pc.is_null(held_rows[marker_column]))["_load_id"].to_pylist()))
+    missing: dict[str, list[str]] = {}
+    for load, feed in sorted(wanted.items()):
+        if load not in held:
+            missing.setdefault(feed, []).append(load)
+    made = make_rows(missing) if missing else None
+    if held_rows is None:
+        replace_table(path, made)
+        every = made
+    else:
+        if made is not None:
+            made = made.select(held_rows.schema.names).cast(held_rows.schema)
+            append_table(path, made)
+        gone = sorted(held - wanted.keys())
+        if gone:
+            delete_rows(path, "_load_id IN (" + ", ".join("'" + load.replace("'", "''") + "'" for load in gone) + ")")
+        every = pa.concat_tables([held_rows, made]) if made is not None else held_rows
+    keep = pc.and_(pc.is_valid(every[marker_column]),
+                   pc.is_in(every["_load_id"], pa.array(sorted(wanted), pa.string())))
+    return every.filter(pc.fill_null(keep, False))
 
 
 def changed_blocks(spark, spec: LibrarySpec, plan, state, settings: Settings, candidates):
@@ -481,7 +532,7 @@ def id_disagreements(spec: LibrarySpec, alias: str, rescued):
 
     A row quarantined for ``id_number.gender_parity`` or
     ``id_number.birth_date_mismatch`` is nulled before golden records see it
-    (``rescued_rows``), so ``golden.attribute_conflicts`` cannot find the
+    (``rescued_table``), so ``golden.attribute_conflicts`` cannot find the
     disagreement: it is taken here from ``_id_disagreements``, for every
     attribute the spec takes ``from_key`` and checks (``conflicts:``), against
     the delivering feed. The subject is the ID number the bureau delivered,
@@ -658,21 +709,22 @@ def write_resolution(spark, library: str, links, reviews, settings: Settings) ->
 
 def read_reviews(spark, library: str, settings: Settings):
     """The library's open reviews in governance.match_review as its last
-    build wrote them (a checkpoint: this build replaces them), or None before any."""
-    from pyspark.sql import functions as F
-
-    path = governance_path("match_review", settings)
-    if not delta_exists(spark, path):
-        return None
-    return spark.read.format("delta").load(path).where(F.col("library") == library).localCheckpoint()
+    build wrote them (rows in memory: this build replaces them), or None before any."""
+    return _library_rows(spark, "match_review", library, settings)
 
 
 def read_links(spark, library: str, settings: Settings):
     """The library's rows of governance.entity_links as its last build wrote
-    them (a checkpoint: this build replaces them), or None before any."""
-    from pyspark.sql import functions as F
+    them (rows in memory: this build replaces them), or None before any."""
+    return _library_rows(spark, "entity_links", library, settings)
 
-    path = governance_path("entity_links", settings)
-    if not delta_exists(spark, path):
-        return None
-    return spark.read.format("delta").load(path).where(F.col("library") == library).localCheckpoint()
+
+def _library_rows(spark, name: str, library: str, settings: Settings):
+    """The ``library`` partition of the governance table ``name`` as a frame
+    of rows in memory, or None when there is no table. Read with delta-rs:
+    a Spark read and checkpoint was the first job of base.population's
+    daily build, 4 to 7 s at scale 1.0 (much of it a cold JVM's)."""
+    from pipelines.lake.delta import read_arrow_rows
+
+    rows = read_arrow_rows(governance_path(name, settings), ("library", library))
+    return spark.createDataFrame(rows) if rows is not None else None

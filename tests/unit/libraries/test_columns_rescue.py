@@ -8,7 +8,7 @@ from datetime import date, datetime
 
 from pipelines import reference as ref
 from pipelines.lake.tables import QUARANTINE_DDL
-from pipelines.libraries.resolution import rescued_rows
+from pipelines.libraries.resolution import rescued_table
 from pipelines.settings import get_settings
 
 BODY = "44190019900101123"          # sequence digit 3: male
@@ -19,6 +19,16 @@ def _row(number: int, values: dict, failures: list[tuple[str, str]]):
     return ("psb.hukou", "load-1", "hukou.csv", number, failures[0][0] if failures else None, None,
             failures[0][1] if failures else None,
             [(column, None, rule, None) for column, rule in failures], values, datetime(2026, 1, 2, 3, 4, 5))
+
+
+def _rescued(spark, rows):
+    """``rescued_table`` on quarantined rows as ``quarantined_table`` hands them over, back as a frame."""
+    from pyspark.sql import functions as F
+
+    quarantined = spark.createDataFrame(rows, QUARANTINE_DDL).select(
+        "original_values", "failures", "_load_id", "_source_file", "_row_number",
+        F.col("quarantined_at").alias("_ingested_at"))
+    return spark.createDataFrame(rescued_table(quarantined.toArrow(), "psb.hukou", get_settings()))
 
 
 def test_rescued_rows_type_values_and_null_what_was_quarantined(spark):
@@ -32,8 +42,7 @@ def test_rescued_rows_type_values_and_null_what_was_quarantined(spark):
         _row(5, {"身份证号": "4.41900E+17", "姓名": "赵六", "性别": "男", "出生日期": "19900101"},
              [("id_number", "id_number.excel_mangled")]),
     ]
-    quarantined = spark.createDataFrame(rows, QUARANTINE_DDL)
-    got = {r["_row_number"]: r.asDict() for r in rescued_rows(quarantined, "psb.hukou", get_settings()).collect()}
+    got = {r["_row_number"]: r.asDict() for r in _rescued(spark, rows).collect()}
     assert got[2]["id_number"] is None and got[2]["gender"] is None          # the contradicting gender is out
     assert got[2]["birth_date"] == date(1990, 1, 1) and got[2]["full_name"] == "张三"
     assert got[2]["_raw_id_number"] == VALID and got[2]["_failed_columns"] == ["id_number"]
@@ -59,7 +68,7 @@ def test_rescued_rows_hand_over_what_they_said_against_their_id_as_conflicts(spa
         _row(4, {"身份证号": VALID, "姓名": "王五", "性别": "男", "出生日期": "待定"},
              [("birth_date", "date.unparseable")]),
     ]
-    rescued = rescued_rows(spark.createDataFrame(rows, QUARANTINE_DDL), "psb.hukou", get_settings())
+    rescued = _rescued(spark, rows)
     said = {r["_row_number"]: [d.asDict() for d in r["_id_disagreements"]] for r in rescued.collect()}
     assert said == {2: [{"key": VALID, "column": "gender", "value": "女"}],
                     3: [{"key": VALID, "column": "birth_date", "value": "1991-01-01"}], 4: []}

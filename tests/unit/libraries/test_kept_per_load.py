@@ -97,3 +97,62 @@ def test_a_table_with_deletion_vectors_is_read_through_spark(spark, table):
     assert "deletionVectors" in (DeltaTable(path).protocol().reader_features or [])
     _, rows = keep(["a", "b"])
     assert len(calls) == 1 and rows == [("a", "a-2"), ("b", "b-1"), ("b", "b-2")]
+
+
+# ``kept_table_per_load``: the same contract with delta-rs and Arrow (no Spark job), as rescued rows are kept
+
+@pytest.fixture
+def arrow_table(tmp_path):
+    """(path, keep(wanted, fresh=False) -> sorted (load, value) rows, calls)."""
+    import pyarrow as pa
+
+    from pipelines.libraries.resolution import kept_table_per_load
+
+    path = str(tmp_path / "kept-arrow")
+    calls: list[dict] = []
+    rows_of = {load: [f"{load}-1", f"{load}-2"] for load in ("a", "b", "c")} | {"empty": []}
+
+    def make_rows(missing):
+        calls.append({feed: sorted(loads) for feed, loads in missing.items()})
+        loads = [load for loads in missing.values() for load in loads]
+        data = [(load, value) for load in loads for value in rows_of[load]] + [(load, None) for load in loads]
+        return pa.table({"_load_id": [d[0] for d in data], "value": pa.array([d[1] for d in data], pa.string())})
+
+    def keep(wanted, fresh=False):
+        got = kept_table_per_load(path, {load: "f" for load in wanted}, make_rows, "value", fresh)
+        return sorted(zip(got["_load_id"].to_pylist(), got["value"].to_pylist()))
+
+    return path, keep, calls
+
+
+def test_arrow_each_load_is_made_once_and_a_load_no_longer_wanted_is_deleted(arrow_table):
+    from deltalake import DeltaTable
+
+    path, keep, calls = arrow_table
+    assert keep(["a", "empty"]) == [("a", "a-1"), ("a", "a-2")]
+    assert keep(["a", "b", "empty"]) == [("a", "a-1"), ("a", "a-2"), ("b", "b-1"), ("b", "b-2")]
+    assert calls == [{"f": ["a", "empty"]}, {"f": ["b"]}]       # "empty" known as held by its marker
+    version = DeltaTable(path).version()
+    assert len(keep(["a", "b", "empty"])) == 4 and DeltaTable(path).version() == version   # nothing written
+    assert keep(["b", "c"]) == [("b", "b-1"), ("b", "b-2"), ("c", "c-1"), ("c", "c-2")]
+    assert calls[-1] == {"f": ["c"]}
+    held = set(DeltaTable(path).to_pyarrow_table()["_load_id"].to_pylist())
+    assert held == {"b", "c"}                                    # "a" and "empty" are gone, markers and all
+
+
+def test_arrow_fresh_makes_every_load_again_and_deletion_vectors_are_applied(spark, arrow_table):
+    from delta.tables import DeltaTable as SparkTable
+    from deltalake import DeltaTable
+
+    path, keep, calls = arrow_table
+    keep(["a", "b"])
+    assert keep(["b", "c"], fresh=True) == [("b", "b-1"), ("b", "b-2"), ("c", "c-1"), ("c", "c-2")]
+    assert calls[-1] == {"f": ["b", "c"]} and DeltaTable(path).to_pyarrow_table().num_rows == 6
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    SparkTable.forPath(spark, path).delete("value = 'b-1'")
+    assert "deletionVectors" in (DeltaTable(path).protocol().reader_features or [])
+    # delta-rs's Arrow reader refuses the table; its DataFusion engine reads it, the deleted row left out
+    assert keep(["b", "c", "a"]) == [("a", "a-1"), ("a", "a-2"), ("b", "b-2"), ("c", "c-1"), ("c", "c-2")]
+    assert calls[-1] == {"f": ["a"]}
+    assert keep(["c", "a"]) == [("a", "a-1"), ("a", "a-2"), ("c", "c-1"), ("c", "c-2")]
+    assert calls[-1] == {"f": ["a"]}
