@@ -247,8 +247,8 @@ def arrow_dataset(log):
     through pyarrow's own filesystem for the table's location rather than
     delta-rs's file handler, which calls into Python for every read: a
     146,548-row table of rescued rows took 9.8 s through the handler and
-    0.5 s through pyarrow's, and the handler holds up every other Python
-    thread of a build while it reads."""
+    0.5 s through pyarrow's, and a Python thread beside it ran a quarter
+    slower meanwhile."""
     from urllib.parse import unquote, urlparse
 
     import pyarrow.fs as pafs
@@ -258,6 +258,14 @@ def arrow_dataset(log):
         return log.to_pyarrow_dataset()      # an object store: its settings are delta-rs's
     root = unquote(location.path) if location.scheme else log.table_uri
     return log.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, pafs.LocalFileSystem()))
+
+
+def arrow_readable(log) -> bool:
+    """Can delta-rs hand the table ``log`` to pyarrow (``arrow_dataset``)?
+    Not with a reader feature it does not support, deletion vectors above all."""
+    from deltalake.table import SUPPORTED_READER_FEATURES
+
+    return not set(log.protocol().reader_features or []) - SUPPORTED_READER_FEATURES
 
 
 def datafusion_rows(log, sql: str):
@@ -273,13 +281,15 @@ def datafusion_rows(log, sql: str):
         QueryBuilder().register("t", log).execute(sql)).read_all())
 
 
-def read_arrow_rows(path: str, partition: tuple[str, str] | None = None):
+def read_arrow_rows(path: str, partition: tuple[str, str] | None = None, where=None):
     """Every row of a (small) Delta table as Arrow (delta-rs: no JVM), or of
-    one ``partition`` (column, value: only its files are opened); None when
-    there is no table. A table with deletion vectors (which delta-rs's
-    Arrow reader refuses) is read through delta-rs's DataFusion engine,
-    which applies them. String views (what delta-rs's MERGE and DataFusion
-    produce) come back as plain strings, which Spark and pyarrow's kernels take."""
+    one ``partition`` (column, value: only its files are opened), or those
+    matching ``where`` (a pyarrow expression on columns without string
+    views, pushed into the scan); None when there is no table. A table
+    delta-rs's Arrow reader refuses (deletion vectors) is read through
+    delta-rs's DataFusion engine, which applies them, in the same column
+    order. String views (what delta-rs's MERGE and DataFusion produce) come
+    back as plain strings, which Spark and pyarrow's kernels take."""
     import pyarrow.compute as pc
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
@@ -288,15 +298,18 @@ def read_arrow_rows(path: str, partition: tuple[str, str] | None = None):
         log = DeltaTable(path)
     except TableNotFoundError:
         return None
-    if "deletionVectors" in (log.protocol().reader_features or []):
-        where = ""
+    in_partition = pc.field(partition[0]) == partition[1] if partition else None
+    if not arrow_readable(log):
+        sql = "SELECT * FROM t"
         if partition:
             column, value = partition
-            where = ' WHERE "' + column.replace('"', '""') + "\" = '" + value.replace("'", "''") + "'"
-        return datafusion_rows(log, "SELECT * FROM t" + where)
-    # a partition's filter only prunes files (their partition values): no data column is compared
-    table = arrow_dataset(log).to_table(filter=pc.field(partition[0]) == partition[1] if partition else None)
-    return without_views(table)
+            sql += ' WHERE "' + column.replace('"', '""') + "\" = '" + value.replace("'", "''") + "'"
+        table = datafusion_rows(log, sql)
+        table = table.select([field.name for field in log.schema().fields])
+        return table.filter(where) if where is not None else table
+    # a partition's filter only prunes files (their partition values)
+    scan = in_partition if where is None else where if in_partition is None else in_partition & where
+    return without_views(arrow_dataset(log).to_table(filter=scan))
 
 
 def without_views(table):
@@ -324,7 +337,7 @@ def _without_views(kind):
     return kind
 
 
-def _as_table_schema(path: str, table):
+def as_table_schema(path: str, table):
     """``table`` cast to the Arrow schema of the Delta table at ``path``
     (nullability included: a table Spark wrote may have non-null columns)."""
     import pyarrow as pa
@@ -347,7 +360,7 @@ def append_table(path: str, table) -> None:
     """Blind append of the Arrow ``table`` to the Delta table at ``path`` in one commit."""
     from deltalake import write_deltalake
 
-    _with_commit_retries(lambda: write_deltalake(path, _as_table_schema(path, table), mode="append"),
+    _with_commit_retries(lambda: write_deltalake(path, as_table_schema(path, table), mode="append"),
                          path, f"append {table.num_rows} rows")
 
 

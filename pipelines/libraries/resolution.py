@@ -211,10 +211,10 @@ def marked_loads(path: str, marker_column: str) -> set[str] | None:
     import pyarrow.compute as pc
     from deltalake import DeltaTable as LogTable
 
-    from pipelines.lake.delta import arrow_dataset
+    from pipelines.lake.delta import arrow_dataset, arrow_readable
 
     table = LogTable(path)
-    if "deletionVectors" in (table.protocol().reader_features or []):
+    if not arrow_readable(table):
         return None
     markers = arrow_dataset(table).to_table(columns=["_load_id"], filter=pc.field(marker_column).is_null())
     return set(markers.column("_load_id").to_pylist())
@@ -275,7 +275,9 @@ def quarantined_table(feed: str, loads: list[str], settings: Settings):
 
     columns = ["original_values", "failures", "_load_id", "_source_file", "_row_number"]
     path = governance_path("quarantine", settings)
-    table = read_arrow_rows(path, ("feed", feed))
+    # the quarantine is written by delta-rs's appends and overwrites (no string views): the loads are
+    # picked in the scan
+    table = read_arrow_rows(path, ("feed", feed), pc.field("_load_id").isin(loads))
     if table is None:          # nothing was ever quarantined
         text = pa.string()
         return pa.table({"original_values": pa.array([], pa.map_(text, text)),
@@ -284,7 +286,8 @@ def quarantined_table(feed: str, loads: list[str], settings: Settings):
                          "_load_id": pa.array([], text), "_source_file": pa.array([], text),
                          "_row_number": pa.array([], pa.int64()),
                          "_ingested_at": pa.array([], pa.timestamp("us", tz="UTC"))})
-    usable = pc.and_(pc.is_in(table["_load_id"], pa.array(loads, pa.string())),
+    # a row without a rule is left out, as Spark's ``NOT rule IN (...)`` left it
+    usable = pc.and_(pc.is_valid(table["rule"]),
                      pc.invert(pc.is_in(table["rule"], pa.array(SKIPPED_RULES, pa.string()))))
     table = table.filter(pc.fill_null(usable, False))
     return table.select(columns).append_column("_ingested_at", table["quarantined_at"])
@@ -293,14 +296,15 @@ def quarantined_table(feed: str, loads: list[str], settings: Settings):
 def kept_table_per_load(path: str, wanted: dict[str, str], make_rows, marker_column: str, fresh: bool):
     """``kept_per_load`` with delta-rs and Arrow, for rows made in Arrow:
     the rows of every ``wanted`` load (load id -> feed), marker rows left
-    out, as an Arrow table. ``make_rows(missing)`` gives the missing loads'
-    rows and their marker rows (``marker_column`` null) as Arrow; they are
-    appended, loads no longer wanted deleted, in one commit each. ``fresh``:
-    every wanted load is made again, replacing the table."""
+    out, as an Arrow table in the Delta table's types. ``make_rows(missing)``
+    gives the missing loads' rows and their marker rows (``marker_column``
+    null) as Arrow; the rows held are read first, the new ones appended,
+    loads no longer wanted deleted, in one commit each. ``fresh``: every
+    wanted load is made again, replacing the table. ``wanted`` is not empty."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipelines.lake.delta import append_table, delete_rows, read_arrow_rows, replace_table
+    from pipelines.lake.delta import as_table_schema, append_table, delete_rows, read_arrow_rows, replace_table
 
     held_rows = None if fresh else read_arrow_rows(path)
     held = (set() if held_rows is None else
@@ -312,7 +316,7 @@ def kept_table_per_load(path: str, wanted: dict[str, str], make_rows, marker_col
     made = make_rows(missing) if missing else None
     if held_rows is None:
         replace_table(path, made)
-        every = made
+        every = as_table_schema(path, made)     # as later builds will read it back
     else:
         if made is not None:
             made = made.select(held_rows.schema.names).cast(held_rows.schema)
