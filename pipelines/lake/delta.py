@@ -281,6 +281,17 @@ def datafusion_rows(log, sql: str):
         QueryBuilder().register("t", log).execute(sql)).read_all())
 
 
+def arrow_frame(spark, table):
+    """The Arrow ``table`` as a Spark frame of rows in memory, in its Arrow
+    types; an empty one too (Spark's ``createDataFrame`` fails on a table
+    without batches)."""
+    if table.num_rows:
+        return spark.createDataFrame(table)
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return spark.createDataFrame([], from_arrow_schema(table.schema))
+
+
 def read_arrow_rows(path: str, partition: tuple[str, str] | None = None, where=None):
     """Every row of a (small) Delta table as Arrow (delta-rs: no JVM), or of
     one ``partition`` (column, value: only its files are opened), or those

@@ -36,7 +36,7 @@ from functools import reduce
 
 from pipelines.contracts import get_contract
 from pipelines.ingest.rules import standardise_table
-from pipelines.lake.delta import committed_rows, delta_exists, delta_version, read_silver
+from pipelines.lake.delta import arrow_frame, committed_rows, delta_exists, delta_version, read_silver
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import LINKS_DDL, REVIEW_DDL
 from pipelines.libraries.columns import clean_text, fold_code, id_birth_date
@@ -260,7 +260,7 @@ def maintained_rescued(spark, spec: LibrarySpec, alias: str, settings: Settings,
     rescued = kept_table_per_load(rescued_path(spec.library, alias, settings, digest), wanted, rescue,
                                   "_row_number", fresh)
     _drop_other_digests(spark, settings, "rescued", spec.library, digest)
-    return spark.createDataFrame(rescued)
+    return arrow_frame(spark, rescued)
 
 
 def quarantined_table(feed: str, loads: list[str], settings: Settings):
@@ -731,4 +731,4 @@ def _library_rows(spark, name: str, library: str, settings: Settings):
     from pipelines.lake.delta import read_arrow_rows
 
     rows = read_arrow_rows(governance_path(name, settings), ("library", library))
-    return spark.createDataFrame(rows) if rows is not None else None
+    return arrow_frame(spark, rows) if rows is not None else None

@@ -123,6 +123,22 @@ def test_a_table_with_deletion_vectors_is_read_by_datafusion_in_the_tables_own_o
     assert pa.types.is_string(rows.schema.field("candidate_keys").type.value_type)
 
 
+def test_an_empty_arrow_table_becomes_an_empty_frame_of_its_types(spark):
+    """``arrow_frame``: a load without rescued rows, a library without links."""
+    import pyarrow as pa
+
+    from pipelines.lake.delta import arrow_frame
+
+    table = pa.table({"key": pa.array([], pa.string()), "at": pa.array([], pa.timestamp("us", tz="UTC")),
+                      "said": pa.array([], pa.list_(pa.struct([("column", pa.string())]))),
+                      "record": pa.array([], pa.map_(pa.string(), pa.string()))})
+    frame = arrow_frame(spark, table)
+    assert frame.count() == 0
+    assert frame.dtypes == [("key", "string"), ("at", "timestamp"), ("said", "array<struct<column:string>>"),
+                            ("record", "map<string,string>")]
+    assert arrow_frame(spark, table.append_column("n", pa.array([], pa.int64())).slice(0, 0)).columns[-1] == "n"
+
+
 def test_the_address_report_rounds_match_rates_as_spark_does(spark):
     """governance.address_match_rates is written from Python now; its rates
     must be the doubles Spark's round(matched / rows, 6) gave (the full
