@@ -59,8 +59,8 @@ from pipelines.ingest.classify import (
 )
 from pipelines.ingest.readers import DeliveryError, read_delivery
 from pipelines.lake.changes import record_changes
-from pipelines.lake.delta import (arrow_dataset, committed_rows, delete_rows, rows_table, table_exists,
-                                   write_arrow_replacing)
+from pipelines.lake.delta import (arrow_dataset, committed_rows, delete_rows, rows_table, sql_strings,
+                                   table_exists, write_arrow_replacing)
 from pipelines.lake.manifest import append_manifest, latest_events, latest_status
 from pipelines.lake.paths import governance_path, state_lock, table_path
 from pipelines.lake.tables import APPROVALS_DDL
@@ -174,10 +174,6 @@ def _keep_raw(path: Path, contract: Contract, sha256: str, settings: Settings) -
         partial.replace(target)
         target.chmod(0o444)
     return target
-
-
-def _sql_list(values: list[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
 def ingest_file(contract: Contract, path: Path, replaces: str | None = None,
@@ -334,7 +330,7 @@ def _ingest_file(contract: Contract, path: Path, replaces: str | None, settings:
         _crash_point("after_bronze", settings)
         write_arrow_replacing(
             quarantined.data(), quarantine_path,
-            f"feed = '{contract.feed}' AND _load_id IN ({_sql_list(swap)})", load_id, partition_by="feed")
+            f"feed = '{contract.feed}' AND _load_id IN ({sql_strings(swap)})", load_id, partition_by="feed")
         lap("quarantine")
         findings = quarantine_findings(_sorted_failure_counts(counts), path.name)
         if missing_required:
@@ -373,7 +369,7 @@ def _ingest_file(contract: Contract, path: Path, replaces: str | None, settings:
                 # a snapshot's rows go in beside those it supersedes, which are
                 # deleted once the manifest says so (drop_superseded): a build
                 # reading the loads the manifest calls live never sees a gap
-                write_arrow_replacing(silver.data(), silver_path, f"_load_id IN ({_sql_list(swap)})", load_id)
+                write_arrow_replacing(silver.data(), silver_path, f"_load_id IN ({sql_strings(swap)})", load_id)
                 result.status = "loaded"
         lap("silver")
         _verify_commits(result, bronze_path, silver_path, quarantine_path)
@@ -454,7 +450,7 @@ def drop_superseded(contract: Contract, load_id: str, superseded: list[str], set
     delete_rows(silver_path, f"_load_id <> '{load_id}'")
     if superseded:
         delete_rows(governance_path("quarantine", settings),
-                    f"feed = '{contract.feed}' AND _load_id IN ({_sql_list(superseded)})")
+                    f"feed = '{contract.feed}' AND _load_id IN ({sql_strings(superseded)})")
 
 
 def _superseded_events(feed: str, superseded: list[str], load_id: str, source_file: str,
@@ -615,7 +611,7 @@ def approve_blocked_load(load_id: str, reason: str, approved_by: str, settings: 
     if event["status"] != "blocked":
         if event["status"] == "loaded" and table_exists(pending_path):
             # an approval that died after recording itself, before clearing pending
-            delete_rows(pending_path, f"_load_id IN ({_sql_list([load_id])})")
+            delete_rows(pending_path, f"_load_id IN ({sql_strings([load_id])})")
         raise ValueError(f"load {load_id} ({event['feed']} {event['source_file']}) is {event['status']}, not blocked")
     if event["replaces_load_id"]:
         target = latest_status(event["replaces_load_id"], settings)
@@ -653,7 +649,7 @@ def _promote(event: dict, contract: Contract, rows, swap: list[str], reason: str
     if replaced_loads:
         record_changes(contract, load_id, rows, replaced_loads, settings)
     tag = f"{load_id} approved"
-    write_arrow_replacing(rows, silver_path, f"_load_id IN ({_sql_list(swap)})", tag)
+    write_arrow_replacing(rows, silver_path, f"_load_id IN ({sql_strings(swap)})", tag)
     written = committed_rows(silver_path, tag)
     if written != (event["rows_loaded"] or 0):
         raise ReconciliationError(f"{event['feed']} {event['source_file']}: approval promoted {written} rows, "
@@ -663,7 +659,7 @@ def _promote(event: dict, contract: Contract, rows, swap: list[str], reason: str
                 "approved_at": utc_now()}
     # replacing this load's row: an approval rerun after a crash records it once
     write_arrow_replacing(rows_table([approval], APPROVALS_DDL), governance_path("quality_approvals", settings),
-                          f"load_id IN ({_sql_list([load_id])})", tag)
+                          f"load_id IN ({sql_strings([load_id])})", tag)
     events = [{k: event[k] for k in event if k != "event_at"} | {
         "status": "loaded", "message": f"approved by {approved_by}: {reason} (was {event['message']})"}]
     if event["replaces_load_id"]:
@@ -675,7 +671,7 @@ def _promote(event: dict, contract: Contract, rows, swap: list[str], reason: str
     append_manifest(events, settings)
     if contract.delivery == "snapshot":
         drop_superseded(contract, load_id, superseded, settings)
-    delete_rows(pending_path, f"_load_id IN ({_sql_list([load_id])})")
+    delete_rows(pending_path, f"_load_id IN ({sql_strings([load_id])})")
     log.info("%s load %s approved by %s: %d rows promoted to silver", event["feed"], load_id, approved_by, written)
     return approval
 

@@ -375,6 +375,11 @@ def append_table(path: str, table) -> None:
                          path, f"append {table.num_rows} rows")
 
 
+def sql_strings(values) -> str:
+    """``values`` as the items of a SQL ``IN (...)`` list of string literals (quotes doubled)."""
+    return ", ".join("'" + str(value).replace("'", "''") + "'" for value in values)
+
+
 def delete_rows(path: str, predicate: str) -> None:
     """Delete the rows matching ``predicate`` in one commit (delta-rs)."""
     from deltalake import DeltaTable

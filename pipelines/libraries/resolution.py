@@ -304,7 +304,8 @@ def kept_table_per_load(path: str, wanted: dict[str, str], make_rows, marker_col
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipelines.lake.delta import as_table_schema, append_table, delete_rows, read_arrow_rows, replace_table
+    from pipelines.lake.delta import (as_table_schema, append_table, delete_rows, read_arrow_rows, replace_table,
+                                      sql_strings)
 
     held_rows = None if fresh else read_arrow_rows(path)
     held = (set() if held_rows is None else
@@ -323,7 +324,7 @@ def kept_table_per_load(path: str, wanted: dict[str, str], make_rows, marker_col
             append_table(path, made)
         gone = sorted(held - wanted.keys())
         if gone:
-            delete_rows(path, "_load_id IN (" + ", ".join("'" + load.replace("'", "''") + "'" for load in gone) + ")")
+            delete_rows(path, f"_load_id IN ({sql_strings(gone)})")
         every = pa.concat_tables([held_rows, made]) if made is not None else held_rows
     keep = pc.and_(pc.is_valid(every[marker_column]),
                    pc.is_in(every["_load_id"], pa.array(sorted(wanted), pa.string())))

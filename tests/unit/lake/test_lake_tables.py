@@ -98,6 +98,22 @@ def test_delta_rs_reads_go_through_pyarrows_filesystem_and_a_partition_is_one(tm
     assert read_arrow_rows(str(tmp_path / "none")) is None
 
 
+def test_a_delete_by_load_ids_takes_exactly_the_listed_loads_quotes_and_all(tmp_path):
+    """``sql_strings``: load ids (any text, a quote too) become string
+    literals of an ``IN`` list that delta-rs's delete matches exactly."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from pipelines.lake.delta import delete_rows, read_arrow_rows, sql_strings
+
+    path = str(tmp_path / "kept")
+    loads = ["a-1", "o'brien-2", "c-3"]
+    write_deltalake(path, pa.table({"_load_id": loads, "n": [1, 2, 3]}))
+    assert sql_strings(["x", "o'b"]) == "'x', 'o''b'"
+    delete_rows(path, f"_load_id IN ({sql_strings(loads[:2])})")
+    assert read_arrow_rows(path)["_load_id"].to_pylist() == ["c-3"]
+
+
 def test_a_table_with_deletion_vectors_is_read_by_datafusion_in_the_tables_own_order(spark, tmp_path):
     """``read_arrow_rows`` on a table delta-rs's Arrow reader refuses: the
     deleted row left out, one partition, ``where`` applied, the columns in
