@@ -7,6 +7,8 @@ silver table) and the delta-rs writers and readers of the JVM-free ingest path
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pipelines.contracts import get_contract
 from pipelines.lake.paths import governance_path, table_path
 from pipelines.lake.tables import GOVERNANCE_TABLES
@@ -314,7 +316,7 @@ def read_arrow_rows(path: str, partition: tuple[str, str] | None = None, where=N
         sql = "SELECT * FROM t"
         if partition:
             column, value = partition
-            sql += ' WHERE "' + column.replace('"', '""') + "\" = '" + value.replace("'", "''") + "'"
+            sql += ' WHERE "' + column.replace('"', '""') + '" = ' + sql_strings([value])
         table = datafusion_rows(log, sql)
         table = table.select([field.name for field in log.schema().fields])
         return table.filter(where) if where is not None else table
@@ -375,9 +377,9 @@ def append_table(path: str, table) -> None:
                          path, f"append {table.num_rows} rows")
 
 
-def sql_strings(values) -> str:
-    """``values`` as the items of a SQL ``IN (...)`` list of string literals (quotes doubled)."""
-    return ", ".join("'" + str(value).replace("'", "''") + "'" for value in values)
+def sql_strings(values: Iterable[str]) -> str:
+    """``values`` as SQL string literals, comma-separated (quotes doubled): the items of an ``IN (...)`` list."""
+    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
 
 
 def delete_rows(path: str, predicate: str) -> None:
