@@ -30,16 +30,27 @@ def service_environment(extra: dict[str, str] | None = None, base: dict[str, str
     return environment
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: exists and is not a zombie (one that
+    ended and whose parent, e.g. a test process that started it, has not
+    collected it yet)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:                     # no /proc: as os.kill says
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def running_pid(pid_file: Path) -> int | None:
     """The pid in ``pid_file`` if that process is alive, else None."""
     if not pid_file.exists():
         return None
     pid = int(pid_file.read_text())
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return None
-    return pid
+    return pid if alive(pid) else None
 
 
 def stop_process_group(pid_file: Path, grace_seconds: float = 30) -> bool:
@@ -52,9 +63,7 @@ def stop_process_group(pid_file: Path, grace_seconds: float = 30) -> bool:
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
+        if not alive(pid):
             break
         time.sleep(0.5)
     else:

@@ -25,9 +25,10 @@ def _library_choices() -> list[str]:
                    "incremental (refused, and recorded, where anything else changed; needs --reason).")
 @click.option("--reason", default=None, help="Why the code change leaves the records as they were (recorded).")
 @click.option("--by", "decided_by", default=None, help="Who accepts it (default: the OS user).")
+@click.option("--in-process", is_flag=True, help="Build in this process even when the lake's build service is up.")
 @json_option
 def build_command(libraries: tuple[str, ...], full: bool, accept_code: bool, reason: str | None,
-                  decided_by: str | None, as_json: bool) -> None:
+                  decided_by: str | None, in_process: bool, as_json: bool) -> None:
     """Build or refresh base libraries from silver (gated; history kept; only changes written).
 
     A golden library is built incrementally: the keys the deliveries since
@@ -51,18 +52,31 @@ def build_command(libraries: tuple[str, ...], full: bool, accept_code: bool, rea
     suite, rules or reference data (pipelines/reference.py) changed too, or
     whose last build did not finish. The decisions are kept in
     <lake>/state/build_overrides.
+
+    When the lake's build service is up (`govlake builder up`), the build
+    runs there, in a driver kept warm between builds; one that runs other
+    code or settings than this command is replaced first. Otherwise, or
+    with --in-process, it runs in this process.
     """
     from pipelines.libraries.build import BuildRefused, build_ready, os_user
+    from pipelines.libraries.service import ServiceError, build_through_service
 
     if (reason is not None or decided_by is not None) and not accept_code:
         raise click.UsageError("--reason and --by go with --accept-code-change")
     if accept_code and full:
         raise click.UsageError("--accept-code-change keeps builds incremental; --full recomputes every key")
     try:
-        results, skipped = build_ready(spark, list(libraries) or None, full=full,
-                                       accept_code=(reason or "", decided_by or os_user() or "unknown")
-                                       if accept_code else None)
-    except BuildRefused as exc:
+        through = None if in_process else build_through_service(
+            None, list(libraries) or None, full, (reason or "", decided_by) if accept_code else None,
+            echo=lambda line: err_console.print(line, highlight=False, markup=False))
+        if through is not None:
+            results, skipped = through.results, through.skipped
+            err_console.print(f"built by the build service (pid {through.pid})", highlight=False)
+        else:
+            results, skipped = build_ready(spark, list(libraries) or None, full=full,
+                                           accept_code=(reason or "", decided_by or os_user() or "unknown")
+                                           if accept_code else None)
+    except (BuildRefused, ServiceError) as exc:
         raise click.ClickException(str(exc)) from None
     if libraries and skipped:
         raise click.ClickException("; ".join(check.describe() for check in skipped))

@@ -162,3 +162,43 @@ add_service_commands(trino_group, Service(
     status_help="Is Trino running and answering, and how to connect.",
     describe=_describe_trino,
 ))
+
+
+# ---------------------------------------------------------------------- build service
+@click.group("builder")
+def builder_group() -> None:
+    """The lake's build service: a Spark driver kept warm between builds, which `govlake build` builds through."""
+
+
+def _build_service() -> ModuleType:
+    from pipelines.libraries import service
+
+    return service
+
+
+def _describe_builder(status: dict) -> list[str]:
+    state = "answering" if status["answering"] else "starting" if status["running"] else "stopped"
+    lines = [f"Build service {state} for the lake {status['lake']} (pid {status['pid'] or '-'})"]
+    if status["answering"]:
+        building = status.get("building")
+        lines.append(f"  up since {status['started_at']} UTC, {status['builds']} builds; "
+                     + (f"building for {building['user']} since {building['since']} UTC" if building else "idle")
+                     + (f", {status['queued']} waiting" if status.get("queued") else "")
+                     + (f"; retiring: {status['retiring']}" if status.get("retiring") else ""))
+    if status.get("log"):
+        lines.append(f"  socket: {status['socket']}   log: {status['log']}")
+    return lines
+
+
+add_service_commands(builder_group, Service(
+    name="The build service",
+    up=lambda: _build_service().start_service(),
+    down=lambda: _build_service().stop_service(),
+    status=lambda: _build_service().service_status(),
+    up_errors=lambda: (_build_service().ServiceError,),
+    starting="starting the build service (a Spark driver)",
+    up_help="Start the lake's build service (one per lake, a warm Spark driver) and wait until it answers.",
+    down_help="Stop the lake's build service; a build it is running is cancelled first.",
+    status_help="Is the lake's build service running, and what is it building.",
+    describe=_describe_builder,
+))

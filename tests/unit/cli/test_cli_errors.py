@@ -334,6 +334,8 @@ SWEEP = {
     ("airflow", "down"): [[]],
     ("trino", "status"): [[]],
     ("trino", "down"): [[]],
+    ("builder", "status"): [[]],
+    ("builder", "down"): [[]],
     ("publish",): [[]],
     ("catalog", "list"): [[]],
     ("catalog", "show"): [["no_such_resource"]],
@@ -354,7 +356,7 @@ SWEEP = {
     ("upkeep",): [["--layer", "no_such_layer"]],
 }
 # Starting them would start a real service or Airflow's database: tested elsewhere.
-NOT_SWEPT = {("airflow", "up"), ("trino", "up"), ("airflow", "run")}
+NOT_SWEPT = {("airflow", "up"), ("trino", "up"), ("airflow", "run"), ("builder", "up")}
 # These need Spark whatever the lake holds (the stand-in refuses, in one line).
 NEED_SPARK = {("setup",), ("demo",), ("access", "request")}
 # read-only listings of one governance table: empty (exit 0) while nothing has written it
@@ -384,5 +386,5 @@ def test_no_command_shows_a_stack_trace(lake, state):
             if listing:   # nothing has written the table yet: an empty listing that says why
                 assert result.exit_code == 0 and "is empty: it is written by" in result.output, (shown, result.output)
             elif path not in {("contracts", "list"), ("quality", "suites"), ("catalog", "list"), ("access", "compile"),
-                              ("airflow", "down"), ("trino", "down"), ("access", "check")}:
+                              ("airflow", "down"), ("trino", "down"), ("builder", "down"), ("access", "check")}:
                 assert result.exit_code != 0, f"{shown} exited 0 on an {state}:\n{result.output}"

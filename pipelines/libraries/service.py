@@ -1,0 +1,573 @@
+"""The build service: one warm Spark driver per lake that ``govlake build`` hands its builds to.
+
+Why: a build in a fresh process spends a quarter of its time warming the JVM
+(starting it, loading classes, compiling the hot code, generating Spark's
+query classes). Day 4's build at scale 1.0 took 170 s as the first build of a
+process and 125 s as the second (docs/benchmarks.md). Like Trino, the service
+is a local process the project starts (``govlake builder up``), one per lake,
+and ``govlake build`` builds through it when it is up, in its own process when
+it is not (or with ``--in-process``). Spark Connect's server would be the
+off-the-shelf driver, but the build uses what it does not offer (the
+SparkContext's checkpoints, ``newSession``, Delta's merge builder, the JVM
+gateway), so the service runs the same ``build_ready`` a process runs.
+
+The contract:
+
+- It listens on a Unix socket under the lake's state folder, usable by its
+  owner only (a 0600 socket in a 0700 folder). The client's user is read
+  from the socket (``SO_PEERCRED``), never from the request, and is the one
+  recorded (the service log; ``--accept-code-change`` without ``--by``).
+- One build at a time, in the order asked; status answers while one runs.
+  Each build gets Spark sessions of its own (``newSession``), so what one
+  build sets (its commit metadata) never reaches the next.
+- It builds only for a client whose fingerprint equals its own: the build
+  code, specs, contracts and suites on disk, the installed distributions and
+  the settings, taken when it started. A service that would run other code
+  or settings says so, takes no more builds and ends once those it has are
+  done; the client then starts a new one (``build_through_service``).
+- A client that goes away (Ctrl-C) cancels its build the way Ctrl-C cancels
+  a build in its own process: the running Spark jobs are cancelled and no
+  library starts after. ``govlake builder down`` does the same to a running
+  build, then stops.
+- Before each build Delta's cached table snapshots are dropped (other
+  processes write the lake between builds); after it, the build's cached
+  and checkpointed data are let go (a garbage collection on both sides).
+
+The wire protocol is one JSON object per line. A request is
+``{"op": "status"}`` or ``{"op": "build", "fingerprint", "libraries",
+"full", "accept_code"}``; the service answers a build with ``{"log": ...}``
+lines, then one of ``{"done": {"results", "skipped"}}``,
+``{"refused": ...}``, ``{"error", "traceback"}`` or ``{"stale": ...}``.
+"""
+
+from __future__ import annotations
+
+import _thread
+import dataclasses
+import gc
+import hashlib
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.processes import alive, running_pid, service_environment, stop_process_group
+from pipelines.settings import PROJECT_ROOT, Settings, get_settings, settings_environment, utc_now
+
+log = logging.getLogger(__name__)
+
+# Environment that changes the driver without being a setting.
+_DRIVER_ENVIRONMENT = ("JAVA_HOME", "SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_SUBMIT_ARGS")
+# Sockets' paths are limited to 107 bytes (sun_path); a deeper lake's socket goes to a private temp folder.
+_SOCKET_PATH_LIMIT = 100
+
+
+class ServiceError(RuntimeError):
+    """The build service could not be started or reached, or its build failed (the message says which)."""
+
+
+@dataclass(frozen=True)
+class ServicePaths:
+    folder: Path        # <lake>/state/build-service: pid file and log
+    socket: Path
+    pid_file: Path
+    log_file: Path
+
+
+def service_paths(settings: Settings) -> ServicePaths:
+    """Where a lake's build service keeps its pid, log and socket (local lakes only)."""
+    folder = settings.local_lake_path("state", "build-service")
+    sock = folder / "socket"
+    if len(str(sock)) > _SOCKET_PATH_LIMIT:
+        digest = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+        sock = Path(tempfile.gettempdir()) / f"govlake-{os.getuid()}" / f"build-{digest}.sock"
+    return ServicePaths(folder, sock, folder / "pid", folder / "service.log")
+
+
+def _private_folder(folder: Path) -> None:
+    """``folder`` made if missing, owned by this user and closed to others (0700); refused otherwise:
+    a folder someone else made could hold their socket in place of ours."""
+    folder.mkdir(parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid():
+        raise ServiceError(f"{folder} belongs to uid {info.st_uid}, not to this user: the build service's "
+                           "socket is not put where another user could replace it")
+    os.chmod(folder, 0o700)
+
+
+# ---------------------------------------------------------------------- fingerprint
+def _tree_digest(digest, root: Path, pattern: str) -> None:
+    if not root.exists():
+        return
+    for path in sorted(root.rglob(pattern)):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+
+
+def fingerprint(settings: Settings) -> dict[str, str]:
+    """What a build's outcome depends on besides the lake, as a digest per
+    part: the package's code, the specs, contracts and suites on disk, the
+    installed distributions and interpreter, the settings and the driver's
+    environment. Equal fingerprints: a build through the service computes
+    what a build in the client's own process would. (The catalog folder is
+    left out: builds do not read it, and approving a grant writes to it.)"""
+    from importlib.metadata import distributions
+
+    def digest_of(fill) -> str:
+        digest = hashlib.sha256()
+        fill(digest)
+        return digest.hexdigest()[:20]
+
+    def declarations(digest) -> None:
+        for folder in (settings.schemas_dir, settings.quality_dir):
+            digest.update(str(folder).encode())
+            _tree_digest(digest, Path(folder), "*")
+
+    # the interpreter's own paths: the working folder ("" first on sys.path) is not an installation
+    paths = [entry for entry in sys.path if entry and Path(entry).resolve() != Path.cwd().resolve()]
+    installed = sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions(path=paths))
+    return {
+        "code": digest_of(lambda d: _tree_digest(d, PROJECT_ROOT / "pipelines", "*.py")),
+        "specs, contracts and suites": digest_of(declarations),
+        "installed packages": digest_of(lambda d: d.update(
+            "\n".join([sys.executable, sys.version, *installed]).encode())),
+        "settings": digest_of(lambda d: d.update(
+            json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str).encode())),
+        "environment": digest_of(lambda d: d.update(
+            json.dumps({name: os.environ.get(name) for name in _DRIVER_ENVIRONMENT}, sort_keys=True).encode())),
+    }
+
+
+def differences(ours: dict[str, str], theirs: object) -> list[str]:
+    """The parts of two fingerprints that differ (all, for a malformed one)."""
+    if not isinstance(theirs, dict):
+        return list(ours)
+    return [part for part, value in ours.items() if theirs.get(part) != value]
+
+
+# ---------------------------------------------------------------------- the server
+@dataclass
+class _Job:
+    connection: socket.socket
+    request: dict
+    user: str
+    peer_pid: int
+    asked_at: str = field(default_factory=lambda: utc_now().isoformat(timespec="seconds"))
+    gone: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, message: dict) -> None:
+        """One line to the client; a client that went away is not an error (its build is being cancelled)."""
+        data = (json.dumps(message, default=str, ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            try:
+                self.connection.sendall(data)
+            except OSError:
+                self.gone.set()
+
+
+class _ForwardedLog(logging.Handler):
+    """The build's log records (warnings and up, as the CLI shows them) sent to its client too."""
+
+    def __init__(self, job: _Job) -> None:
+        super().__init__(logging.WARNING)
+        self.job = job
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.job.send({"log": self.format(record)})
+
+
+def _peer(connection: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end, from the kernel."""
+    pid, uid, _gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))
+    return pid, uid
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+class BuildService:
+    """The serving process (``serve``): an acceptor thread answers status and
+    queues builds; the main thread runs them, one at a time, so that the
+    interrupt of a cancelled build arrives where PySpark's Ctrl-C handler
+    expects it (``_thread.interrupt_main``)."""
+
+    def __init__(self, settings: Settings, spark, taken: dict[str, str]) -> None:
+        self.settings = settings
+        self.spark = spark
+        self.paths = service_paths(settings)
+        self.fingerprint = taken
+        self.started_at = utc_now().isoformat(timespec="seconds")
+        self.jobs: queue.Queue[_Job] = queue.Queue()
+        self.running: _Job | None = None
+        self.interruptible = False          # True only while build_ready runs: when an interrupt may come
+        self.lock = threading.Lock()
+        self.retiring: str | None = None    # why no more builds are taken
+        self.stopping = False
+        self.builds = 0
+
+    # the acceptor's side
+    def status(self) -> dict:
+        running = self.running
+        return {"pid": os.getpid(), "started_at": self.started_at, "builds": self.builds,
+                "lake": self.settings.home, "queued": self.jobs.qsize(), "retiring": self.retiring,
+                "building": None if running is None else {"user": running.user, "since": running.asked_at,
+                                                          "libraries": running.request.get("libraries")}}
+
+    def accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:                 # the listener was closed: the service ends
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        peer_pid, uid = _peer(connection)
+        if uid != os.getuid() and uid != 0:
+            # the socket's mode already keeps others out; a refusal is kept in the log all the same
+            log.warning("refused a connection from uid %s (pid %s)", uid, peer_pid)
+            connection.close()
+            return
+        reader = connection.makefile("rb")
+        connection.settimeout(30)
+        try:
+            request = json.loads(reader.readline(1 << 20) or b"null")
+        except (OSError, ValueError):
+            connection.close()
+            return
+        connection.settimeout(None)
+        job = _Job(connection, request if isinstance(request, dict) else {}, _user_name(uid), peer_pid)
+        op = job.request.get("op")
+        if op == "status":
+            job.send({"status": self.status()})
+            connection.close()
+            return
+        if op != "build":
+            job.send({"error": f"unknown request {op!r}: status or build"})
+            connection.close()
+            return
+        differ = differences(self.fingerprint, job.request.get("fingerprint"))
+        if self.retiring is None and differ:
+            self.retiring = f"a client's {', '.join(differ)} differ from those it was started with"
+            log.info("retiring: a client (%s, pid %s) has other %s", job.user, peer_pid, ", ".join(differ))
+        if self.retiring is not None:
+            job.send({"stale": self.retiring})
+            connection.close()
+            return
+        log.info("build asked by %s (pid %s): libraries %s, full %s", job.user, peer_pid,
+                 job.request.get("libraries") or "all", bool(job.request.get("full")))
+        if self.running is not None:
+            job.send({"log": f"waiting for the build service: it is building for {self.running.user} "
+                             f"(asked at {self.running.asked_at} UTC)"})
+        self.jobs.put(job)
+        # the client's end: a line or EOF means it went away (Ctrl-C); its build is cancelled
+        try:
+            reader.readline()
+        except OSError:
+            pass
+        job.gone.set()
+        with self.lock:
+            if self.running is job and self.interruptible:
+                log.info("the client of the running build went away: cancelling it")
+                _thread.interrupt_main()
+
+    # the main thread's side
+    def serve_forever(self) -> None:
+        while not self.stopping:
+            if self.retiring is not None and self.running is None and self.jobs.empty():
+                log.info("retired: %s", self.retiring)
+                return
+            try:
+                job = self.jobs.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:       # an interrupt meant for a build that had just ended
+                continue
+            if job.gone.is_set():
+                continue
+            try:
+                self._build(job)
+            except KeyboardInterrupt:       # one that came after the build's own handling
+                pass
+            finally:
+                try:                            # ends the acceptor thread's wait for the client's end too
+                    job.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                job.connection.close()
+
+    def _build(self, job: _Job) -> None:
+        from pipelines.libraries.build import BuildRefused, build_ready
+
+        self.running = job
+        forwarded = _ForwardedLog(job)
+        logging.getLogger("pipelines").addHandler(forwarded)
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            self.spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+            request = job.request
+            accept = request.get("accept_code")
+            with self.lock:
+                self.interruptible = True
+            try:
+                results, skipped = build_ready(
+                    self.spark.newSession, request.get("libraries") or None, self.settings,
+                    full=bool(request.get("full")),
+                    accept_code=(accept[0], accept[1] or job.user) if accept else None)
+            finally:
+                with self.lock:
+                    self.interruptible = False
+            job.send({"done": {"results": results, "skipped": [check.as_dict() for check in skipped]}})
+            outcome = "done"
+        except BuildRefused as exc:
+            job.send({"refused": str(exc)})
+            outcome = "refused"
+        except KeyboardInterrupt:
+            job.send({"error": "the build was cancelled" + (" (the service is stopping)" if self.stopping else "")})
+            outcome = "cancelled"
+        except Exception as exc:        # noqa: BLE001 - the client gets the error; the service goes on
+            notes = "".join(f"\n{note}" for note in getattr(exc, "__notes__", []))
+            job.send({"error": f"{type(exc).__name__}: {exc}{notes}", "traceback": traceback.format_exc()})
+            log.exception("the build asked by %s failed", job.user)
+        finally:
+            logging.getLogger("pipelines").removeHandler(forwarded)
+            self.running = None
+            self.builds += 1
+            log.info("build for %s %s in %.1f s", job.user, outcome, time.monotonic() - started)
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """The build's cached and checkpointed data released: Python's references first (py4j then lets
+        the JVM's objects go), then the JVM's collection, after which Spark's cleaner removes the blocks."""
+        try:
+            self.spark.catalog.clearCache()
+            gc.collect()
+            self.spark._jvm.java.lang.System.gc()
+        except Exception as exc:        # noqa: BLE001 - the next build still runs; the log says why
+            log.warning("could not release the last build's data: %s", exc)
+
+    def stop(self, *_signal) -> None:
+        """SIGTERM: no more builds; a running one is cancelled as Ctrl-C cancels it."""
+        self.stopping = True
+        self.retiring = self.retiring or "it is stopping"
+        with self.lock:
+            if self.interruptible:
+                self.spark.sparkContext.cancelAllJobs()
+                raise KeyboardInterrupt
+
+
+def serve(settings: Settings | None = None) -> None:
+    """Run the build service of ``settings``' lake in this process until
+    SIGTERM, or until it retires (a client with other code or settings)."""
+    from pipelines.spark import build_spark_session
+
+    settings = settings or get_settings()
+    paths = service_paths(settings)
+    _private_folder(paths.folder)
+    _private_folder(paths.socket.parent)
+    taken = fingerprint(settings)       # before the session: what the client sees, not what starting Spark sets
+    spark = build_spark_session(settings, app_name="govlake-build-service")
+    service = BuildService(settings, spark, taken)
+    paths.socket.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_mask = os.umask(0o177)
+    try:
+        listener.bind(str(paths.socket))
+    finally:
+        os.umask(old_mask)
+    os.chmod(paths.socket, 0o600)
+    listener.listen(16)
+    signal.signal(signal.SIGTERM, service.stop)
+    threading.Thread(target=service.accept, args=(listener,), daemon=True, name="govlake-accept").start()
+    log.info("build service for %s listening on %s (pid %s)", settings.home, paths.socket, os.getpid())
+    try:
+        service.serve_forever()
+    finally:
+        listener.close()
+        paths.socket.unlink(missing_ok=True)
+        if running_pid(paths.pid_file) == os.getpid():
+            paths.pid_file.unlink(missing_ok=True)
+        spark.stop()
+
+
+# ---------------------------------------------------------------------- the client
+def _connect(settings: Settings, timeout: float | None) -> socket.socket | None:
+    paths = service_paths(settings)
+    if running_pid(paths.pid_file) is None or not paths.socket.exists():
+        return None
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(timeout)
+    try:
+        connection.connect(str(paths.socket))
+    except (ConnectionRefusedError, FileNotFoundError):
+        connection.close()
+        return None
+    return connection
+
+
+def _ask_status(settings: Settings, timeout: float = 10) -> dict | None:
+    connection = _connect(settings, timeout)
+    if connection is None:
+        return None
+    with connection:
+        try:
+            connection.sendall(b'{"op": "status"}\n')
+            line = connection.makefile("rb").readline()
+        except OSError:
+            return None
+    return json.loads(line).get("status") if line else None
+
+
+def service_status(settings: Settings | None = None) -> dict:
+    """Whether ``settings``' lake has a build service running and answering, and what it is doing."""
+    settings = settings or get_settings()
+    paths = service_paths(settings)
+    pid = running_pid(paths.pid_file) if settings.lake_is_local else None
+    answer = _ask_status(settings) if pid is not None else None
+    return {"running": pid is not None, "answering": answer is not None, "pid": pid, "lake": settings.home,
+            "socket": str(paths.socket) if settings.lake_is_local else None,
+            "log": str(paths.log_file) if settings.lake_is_local else None} | (answer or {})
+
+
+def start_service(settings: Settings | None = None, wait_seconds: float = 300) -> dict:
+    """Start the lake's build service (idempotent) and return its status once it answers."""
+    from pipelines.lake.paths import state_lock
+
+    settings = settings or get_settings()
+    if not settings.lake_is_local:
+        raise ServiceError(f"the build service needs a local lake; {settings.home} is not one")
+    paths = service_paths(settings)
+    with state_lock("build-service", settings):
+        status = service_status(settings)
+        if status["answering"] and not status.get("retiring"):
+            return status
+        if status["running"]:
+            # a retiring service finishes the builds it took (another user's, maybe) before it ends
+            _wait_for_end(paths, status["pid"], 3600 if status["answering"] else 30)
+        _private_folder(paths.folder)
+        offset = paths.log_file.stat().st_size if paths.log_file.exists() else 0
+        with paths.log_file.open("ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pipelines.libraries.service"], cwd=PROJECT_ROOT,
+                env=service_environment(settings_environment(settings)), stdin=subprocess.DEVNULL,
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        paths.pid_file.write_text(str(process.pid))
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                paths.pid_file.unlink(missing_ok=True)
+                tail = paths.log_file.read_bytes()[offset:].decode(errors="replace")[-3000:]
+                raise ServiceError(f"the build service exited with {process.returncode} while starting; "
+                                   f"its log ({paths.log_file}) ends:\n{tail}")
+            status = service_status(settings)
+            if status["answering"]:
+                return status
+            time.sleep(0.5)
+        stop_process_group(paths.pid_file, grace_seconds=5)
+        raise ServiceError(f"the build service did not answer within {wait_seconds:.0f} s (log: {paths.log_file})")
+
+
+def stop_service(settings: Settings | None = None) -> bool:
+    """Stop the lake's build service (a running build is cancelled first). False if none ran."""
+    settings = settings or get_settings()
+    if not settings.lake_is_local:
+        return False
+    return stop_process_group(service_paths(settings).pid_file, grace_seconds=60)
+
+
+def _wait_for_end(paths: ServicePaths, pid: int, seconds: float) -> None:
+    """Wait for a retiring service to end its builds and exit; stopped after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return
+        time.sleep(0.5)
+    stop_process_group(paths.pid_file, grace_seconds=30)
+
+
+@dataclass
+class ServiceBuild:
+    results: list[dict]
+    skipped: list        # Readiness
+    pid: int
+
+
+def build_through_service(settings: Settings | None, libraries: list[str] | None, full: bool,
+                          accept_code: tuple[str, str | None] | None,
+                          echo: Callable[[str], None] = lambda line: None) -> ServiceBuild | None:
+    """``build_ready`` run by the lake's build service, or None when no
+    service is up for the lake (the caller builds in its own process).
+    A service running other code or settings retires and a new one is
+    started for this build. Raises ``BuildRefused`` as ``build_ready`` does,
+    ``ServiceError`` with the service's message when the build failed; the
+    service's warnings go to ``echo`` as they come. A KeyboardInterrupt here
+    closes the connection, which cancels the build."""
+    from pipelines.libraries.build import BuildRefused, Readiness
+
+    settings = settings or get_settings()
+    if not settings.lake_is_local or running_pid(service_paths(settings).pid_file) is None:
+        return None
+    request = {"op": "build", "fingerprint": fingerprint(settings), "libraries": libraries, "full": full,
+               "accept_code": list(accept_code) if accept_code else None}
+    stale = ""
+    for attempt in range(2):
+        connection = _connect(settings, timeout=10)
+        if connection is None:
+            return None
+        pid = running_pid(service_paths(settings).pid_file)
+        with connection:
+            connection.sendall((json.dumps(request) + "\n").encode())
+            connection.settimeout(None)
+            reader = connection.makefile("rb")
+            for line in reader:
+                message = json.loads(line)
+                if "log" in message:
+                    echo(message["log"])
+                elif "done" in message:
+                    done = message["done"]
+                    return ServiceBuild(done["results"],
+                                        [Readiness(r["library"], r["missing_feeds"], r["missing_libraries"])
+                                         for r in done["skipped"]], pid or 0)
+                elif "refused" in message:
+                    raise BuildRefused(message["refused"])
+                elif "error" in message:
+                    raise ServiceError(f"the build service's build failed: {message['error']}")
+                elif "stale" in message:
+                    stale = message["stale"]
+                    break
+            else:
+                raise ServiceError(f"the build service (pid {pid}) ended without an answer; its log: "
+                                   f"{service_paths(settings).log_file}")
+        if attempt == 0:
+            echo(f"the build service (pid {pid}) is retiring ({stale}): starting a new one")
+            start_service(settings)
+    raise ServiceError(f"the build service started for this build refused it: {stale}")
+
+
+if __name__ == "__main__":
+    # the service's own lines and the build's (as `govlake -v build` shows them); others' warnings
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("__main__", "pipelines"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    serve()
