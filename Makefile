@@ -11,7 +11,7 @@ SEED ?= 7
 BENCH_ROWS ?= 1000000
 BENCH_LARGE_ROWS ?= 48000000
 
-.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth suites airflow airflow-down trino-up trino-down down contracts clean clean-lake help
+.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth suites airflow airflow-down trino-up trino-down builder-up builder-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
@@ -21,13 +21,14 @@ help:
 	@echo "make bench-ingest-large one ~5 GB delivery (48M hukou rows, BENCH_LARGE_ROWS=...) vs streaming pyarrow: wall and peak RSS"
 	@echo "make bench-quality GX gate engines (DuckDB, pandas) on a 1M-row hukou delivery"
 	@echo "make bench-build   raw files to all base libraries at scales 0.01, 0.02, 0.05 (SCALES=...)"
-	@echo "make bench-city    a city (SCALE=1.0 here) day 0 + 3 daily increments (DAYS=), full rebuild (FULL_REBUILD=no skips), Trino point lookup"
+	@echo "make bench-city    a city (SCALE=1.0 here) day 0 + 3 daily increments (DAYS=), full rebuild (FULL_REBUILD=no skips), Trino point lookup; builds through the build service (BUILD_SERVICE=no: each in its own process)"
 	@echo "make bench-day     one daily build at bench-city's scale: this tree against BASELINE (a commit, default HEAD), alternating"
 	@echo "make bench-synth   govlake synth (SYNTH_SCALE=0.1) vs the same with its workbooks written in process"
 	@echo "make bench-query   Trino vs DuckDB on base.population / base.legal_person (BENCH_SCALE=0.05)"
 	@echo "make suites   re-render quality/suites/*.json from contracts and quality/custom/"
 	@echo "make airflow  start Airflow 3 (standalone) on 127.0.0.1; make down stops it"
 	@echo "make trino-up start Trino (HTTPS, passwords) on 127.0.0.1:8443; make down stops it"
+	@echo "make builder-up start the lake's build service (a warm Spark driver govlake build builds through); make down stops it"
 
 setup: $(INSTALLED) $(JARS)
 
@@ -74,7 +75,13 @@ trino-down:
 airflow-down:
 	-$(BIN)/govlake airflow down
 
-down: airflow-down trino-down
+builder-up: setup
+	$(BIN)/govlake builder up
+
+builder-down:
+	-$(BIN)/govlake builder down
+
+down: airflow-down trino-down builder-down
 
 bench-ingest: setup
 	$(BIN)/python -m pipelines.dev.bench ingest --rows $(BENCH_ROWS)
@@ -92,7 +99,7 @@ bench-build: setup
 BENCH_SCALE ?= 0.05
 # scale 1.0 (the real city) unless SCALE= is given: SCALE's default is the demo's
 bench-city: setup
-	$(BIN)/python -m pipelines.dev.bench city --scale $(if $(filter command line environment,$(origin SCALE)),$(SCALE),1.0) --days $(or $(DAYS),3) $(if $(filter 0 no,$(FULL_REBUILD)),--no-full-rebuild)
+	$(BIN)/python -m pipelines.dev.bench city --scale $(if $(filter command line environment,$(origin SCALE)),$(SCALE),1.0) --days $(or $(DAYS),3) $(if $(filter 0 no,$(FULL_REBUILD)),--no-full-rebuild) $(if $(filter 0 no,$(BUILD_SERVICE)),--no-build-service)
 
 bench-day: setup
 	$(BIN)/python -m pipelines.dev.bench day --baseline $(or $(BASELINE),HEAD) --scale $(if $(filter command line environment,$(origin SCALE)),$(SCALE),1.0) --day $(or $(DAY),4) --repeats $(or $(REPEATS),2)

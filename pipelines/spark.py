@@ -103,11 +103,13 @@ LATE_JIT = ("-XX:Tier4InvocationThreshold=50000", "-XX:Tier4MinInvocationThresho
             "-XX:CompileThresholdScaling=4")
 
 
-def build_spark_session(settings: Settings | None = None, app_name: str = "govlake"):
+def build_spark_session(settings: Settings | None = None, app_name: str = "govlake",
+                        java_options: tuple[str, ...] = ()):
     """Return the process's SparkSession with Delta Lake enabled.
 
     Local ``local[*]`` by default, driver memory and shuffle partitions from
-    settings; any ``GOVLAKE_SPARK_CONF`` entries are applied last.
+    settings; ``java_options`` added to the driver JVM's; any
+    ``GOVLAKE_SPARK_CONF`` entries are applied last.
     """
     from pyspark.sql import SparkSession
 
@@ -137,7 +139,7 @@ def build_spark_session(settings: Settings | None = None, app_name: str = "govla
             .config("spark.databricks.delta.snapshotPartitions", "2")
             .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
             .config("spark.driver.extraJavaOptions",
-                    " ".join(["-Dderby.system.home=" + str(settings.cache_dir / "derby"), *LATE_JIT]))
+                    " ".join(["-Dderby.system.home=" + str(settings.cache_dir / "derby"), *LATE_JIT, *java_options]))
         )
         if settings.spark_master.startswith("local"):
             # A local driver listens on loopback only (its block manager, RPC and

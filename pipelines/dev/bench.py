@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -120,7 +121,8 @@ def _tree_usage(root: int) -> tuple[int, dict[int, float]]:
     return total, cpu
 
 
-def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
+def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None = None,
+                      beside: list[int] | None = None) -> dict:
     """Run one whole process; its wall seconds, CPU seconds, peak RSS and
     stdout. CPU: of its process tree, the larger of what ``wait4`` reports
     (the process and the children it waited for) and the sum of each
@@ -133,7 +135,10 @@ def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None
     larger and above this process's own peak. Linux carries a parent's
     peak over fork and exec into the child's ``ru_maxrss``: after the city
     was generated in this process (about 10 GiB at scale 1.0), every child
-    would report at least that."""
+    would report at least that. ``beside``: processes that are not its
+    children but work for it or hold memory while it runs (the lake's build
+    service): their trees' RSS is added to each sample, and the CPU they
+    use while it runs to its CPU."""
     import resource
     import tempfile
     import threading
@@ -143,9 +148,17 @@ def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True, cwd=cwd)
         tree_peak, tree_cpu, done = [0], {}, threading.Event()
 
+        beside_before: dict[int, float] = {}
+        for pid in beside or []:
+            beside_before.update(_tree_usage(pid)[1])
+
         def sample() -> None:
             while not done.wait(0.25):
                 rss, cpu = _tree_usage(process.pid)
+                for pid in beside or []:
+                    other_rss, other_cpu = _tree_usage(pid)
+                    rss += other_rss
+                    cpu |= {f"beside {p}": seconds - beside_before.get(p, 0) for p, seconds in other_cpu.items()}
                 tree_peak[0] = max(tree_peak[0], rss)
                 tree_cpu.update(cpu)
 
@@ -539,7 +552,7 @@ def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
 _GOVLAKE_FROM_PATH = "import sys; from pipelines.cli import run; sys.argv[0] = 'govlake'; run()"
 
 
-def _govlake(args: list[str], lake: Path, code: Path | None = None) -> dict:
+def _govlake(args: list[str], lake: Path, code: Path | None = None, beside: list[int] | None = None) -> dict:
     """``govlake ARGS --json`` as a whole process on the lake ``lake``: wall,
     CPU, peak RSS of its process tree (the Spark JVM included for a build)
     and the parsed output. ``code``: a checkout of another commit to run
@@ -551,7 +564,7 @@ def _govlake(args: list[str], lake: Path, code: Path | None = None) -> dict:
         # Python workers start there too; the jars are this tree's (the checkout has none downloaded)
         env |= {"PYTHONPATH": str(code), "GOVLAKE_CACHE": str(get_settings().cache_dir)}
         command = [sys.executable, "-c", _GOVLAKE_FROM_PATH]
-    run = _measured_process([*command, *args, "--json"], env, cwd=code)
+    run = _measured_process([*command, *args, "--json"], env, cwd=code, beside=beside)
     try:
         run["output"] = json.loads(run.pop("stdout"))
     except json.JSONDecodeError:
@@ -559,8 +572,8 @@ def _govlake(args: list[str], lake: Path, code: Path | None = None) -> dict:
     return run
 
 
-def _ingest_stage(directory: Path, lake: Path) -> dict:
-    run = _govlake(["ingest", "--all", str(directory)], lake)
+def _ingest_stage(directory: Path, lake: Path, beside: list[int] | None = None) -> dict:
+    run = _govlake(["ingest", "--all", str(directory)], lake, beside=beside)
     loads = run["output"]
     return {"seconds": round(run["wall"], 1), "peak_rss_gib": round(run["peak_rss"] / 2**30, 2),
             "deliveries": len(loads), "rows_read": sum(r.get("rows_read") or 0 for r in loads),
@@ -571,10 +584,12 @@ def _ingest_stage(directory: Path, lake: Path) -> dict:
                           for r in loads if r.get("superseded_load_ids")]}
 
 
-def _build_stage(lake: Path, full: bool = False) -> dict:
-    run = _govlake(["build"] + (["--full"] if full else []), lake)
+def _build_stage(lake: Path, full: bool = False, beside: list[int] | None = None) -> dict:
+    run = _govlake(["build"] + (["--full"] if full else []), lake, beside=beside)
     built = [r for r in run["output"] if "mode" in r or r.get("status") == "skipped"]
+    service = re.search(r"built by the build service \(pid (\d+)\)", run["stderr"])
     return {"seconds": round(run["wall"], 1), "peak_rss_gib": round(run["peak_rss"] / 2**30, 2),
+            "cpu_s": round(run["cpu"], 1), "by_build_service": int(service.group(1)) if service else None,
             "libraries": {r["library"]: {"status": r["status"], "mode": r.get("mode"), "rows": r.get("rows"),
                                          "touched_keys": r.get("touched_keys"), "changed": r.get("changed"),
                                          "inserted": r.get("inserted"), "seconds": r.get("seconds"),
@@ -582,7 +597,8 @@ def _build_stage(lake: Path, full: bool = False) -> dict:
                           for r in built}}
 
 
-def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, full_rebuild: bool = True) -> dict:
+def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, full_rebuild: bool = True,
+               build_service: bool = True) -> dict:
     """A city as the lake runs it: day 0's deliveries ingested through the
     gate (``govlake ingest --all``) and every library built (``govlake
     build``), then ``days`` daily increments (ingest the day's change
@@ -592,7 +608,15 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
     of the base libraries, then warm point lookups on Trino and DuckDB. Every stage is a whole process, timed
     with its peak RSS; person and entity precision / recall against the
     truth after day 0. The city is generated once per (scale, seed, days)
-    and kept in bench-out/."""
+    and kept in bench-out/.
+
+    ``build_service`` (the default, as a city would run its lake): the
+    lake's build service is started after day 0's ingest (``govlake
+    builder up``, a stage of its own) and every build is a ``govlake
+    build`` that builds through it, day 0's being its first; the service's
+    RSS and CPU count in every stage while it is up (it idles beside the
+    ingests and the accuracy evaluation), and it is stopped after the last
+    build. Off: each build in its own process, as before."""
     import dataclasses
     import shutil
 
@@ -618,11 +642,18 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
         print(f"bench-city {scale}: {name}: {json.dumps(stage, ensure_ascii=False)}", file=sys.stderr, flush=True)
 
     measured("day 0 ingest", _ingest_stage(root / "deliveries", lake))
-    measured("day 0 build", _build_stage(lake))
+    beside: list[int] = []
+    if build_service:
+        service = _govlake(["builder", "up"], lake)
+        beside.append(service["output"]["pid"])
+        measured("build service start", {"seconds": round(service["wall"], 1), "pid": beside[0],
+                                         "peak_rss_gib": round(_tree_usage(beside[0])[0] / 2**30, 2)})
+    measured("day 0 build", _build_stage(lake, beside=beside))
     settings = dataclasses.replace(get_settings(), home=str(lake), trino_home=BENCH_DIR / "trino",
                                    trino_port=18643)
     # in a process of its own: a Spark JVM kept by this one would sit beside every later build's
-    evaluated = _measured_process([sys.executable, "-m", "pipelines.dev.evaluate", str(lake), str(root / "truth")])
+    evaluated = _measured_process([sys.executable, "-m", "pipelines.dev.evaluate", str(lake), str(root / "truth")],
+                                  beside=beside)
     if evaluated["returncode"] != 0:
         raise RuntimeError(f"the accuracy evaluation failed: {evaluated['stderr'][-2000:]}")
     accuracy = json.loads(evaluated["stdout"].strip().splitlines()[-1])
@@ -633,10 +664,16 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
                                       "entity_precision_recall": [accuracy["legal_person"]["subject_precision"],
                                                                   accuracy["legal_person"]["subject_recall"]]})
     for day in range(1, days + 1):
-        measured(f"day {day} ingest", _ingest_stage(root / "days" / str(day), lake))
-        measured(f"day {day} build", _build_stage(lake))
+        measured(f"day {day} ingest", _ingest_stage(root / "days" / str(day), lake, beside))
+        measured(f"day {day} build", _build_stage(lake, beside=beside))
     if full_rebuild:
-        measured("full rebuild (baseline)", _build_stage(lake, full=True))
+        measured("full rebuild (baseline)", _build_stage(lake, full=True, beside=beside))
+    if build_service:
+        for name, stage in stages.items():
+            if "by_build_service" in stage and stage["by_build_service"] != beside[0]:
+                raise RuntimeError(f"{name} did not run in the build service started for the run: {stage}")
+        subprocess.run([str(Path(sys.executable).with_name("govlake")), "builder", "down"],
+                       env=dict(os.environ, GOVLAKE_HOME=str(lake)), check=True, capture_output=True)
     # the nightly upkeep: base libraries clustered by key (point lookups read one file)
     upkeep = _govlake(["upkeep", "--layer", "base"], lake)
     measured("upkeep (base)", {"seconds": round(upkeep["wall"], 1), "peak_rss_gib": round(upkeep["peak_rss"] / 2**30, 2),
@@ -667,8 +704,12 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
         "trino_point_lookup_cold_p50_ms": lookup["trino_cold_ms"],
         "rows_population_table": rows["population"], "rows_legal_person_table": rows["legal_person"],
         "stages": stages,
+        "build_service": build_service,
         "measure": ("whole govlake processes (ingest --all with the gate; build: incremental where the state "
-                    "allows, Spark JVM included); peak RSS is each stage's process tree (sampled every 0.25 s); the "
+                    "allows, Spark JVM included"
+                    + ("; each build by the lake's build service, started after day 0's ingest, its RSS and CPU "
+                       "counted in every stage it was up for" if build_service else "; each build in its own process")
+                    + "); peak RSS is each stage's process tree (sampled every 0.25 s); the "
                     + ("baseline is build --full on the final lake in the same run" if full_rebuild else
                        "baseline is day 0's build (every key, empty lake), no full rebuild was run")
                     + "; upkeep clusters the base libraries before the lookups; point lookups median of "
@@ -969,6 +1010,8 @@ def main(argv: list[str] | None = None) -> None:
     city.add_argument("--seed", type=int, default=7)
     city.add_argument("--no-full-rebuild", dest="full_rebuild", action="store_false",
                       help="skip build --full at the end; day 0's build is the baseline")
+    city.add_argument("--no-build-service", dest="build_service", action="store_false",
+                      help="every build in its own process, without the lake's build service")
     synth = sub.add_parser("synth", help="govlake synth as it runs vs workbooks written in process, whole processes")
     synth.add_argument("--scale", type=float, default=0.1)
     synth.add_argument("--days", type=int, default=1)
@@ -989,7 +1032,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.benchmark == "ingest-large":
         result = bench_ingest_large(args.rows, args.seed)
     elif args.benchmark == "city":
-        result = bench_city(args.scale, args.days, args.seed, full_rebuild=args.full_rebuild)
+        result = bench_city(args.scale, args.days, args.seed, full_rebuild=args.full_rebuild,
+                            build_service=args.build_service)
     elif args.benchmark == "query":
         result = bench_query(args.scale, args.repeats)
     elif args.benchmark == "day":

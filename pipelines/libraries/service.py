@@ -31,7 +31,8 @@ The contract:
   build, then stops.
 - Before each build Delta's cached table snapshots are dropped (other
   processes write the lake between builds); after it, the build's cached
-  and checkpointed data are let go (a garbage collection on both sides).
+  and checkpointed data are let go, and an idle service's heap is given
+  back within minutes (``_let_go``, ``IDLE_GC``).
 
 The wire protocol is one JSON object per line. A request is
 ``{"op": "status"}`` or ``{"op": "build", "fingerprint", "libraries",
@@ -70,6 +71,15 @@ log = logging.getLogger(__name__)
 
 # Environment that changes the driver without being a setting.
 _DRIVER_ENVIRONMENT = ("JAVA_HOME", "SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_SUBMIT_ARGS")
+# An idle service's JVM gets a full collection after every minute without one (G1's periodic
+# collection, JEP 346; the concurrent kind reclaims nothing in a JVM that allocates nothing), and G1
+# gives back the heap it does not use. The collection right after a build finds its checkpoints
+# still held: Spark's cleaner removes them only once a collection has found them unreachable.
+# Measured after day 4's build at scale 1.0: the JVM at 8.2 GB RSS after two collections two
+# seconds apart (6.8 GB of heap committed, 2.3 GB in use), 7.4 GB three minutes later with periodic
+# concurrent cycles; with periodic full collections 1.1 GB after two and a half minutes (0.4 GB
+# committed, 0.1 GB live). During a build collections are frequent, so none of these run.
+IDLE_GC = ("-XX:G1PeriodicGCInterval=60000", "-XX:-G1PeriodicGCInvokesConcurrent")
 # Sockets' paths are limited to 107 bytes (sun_path); a deeper lake's socket goes to a private temp folder.
 _SOCKET_PATH_LIMIT = 100
 
@@ -358,10 +368,13 @@ class BuildService:
             self._let_go()
 
     def _let_go(self) -> None:
-        """The build's cached and checkpointed data released: Python's references first (py4j then lets
-        the JVM's objects go), then the JVM's collection, after which Spark's cleaner removes the blocks."""
+        """The build's cached data and Delta's table snapshots released, then a collection on both
+        sides (Python's first: py4j then lets the JVM's objects go), which hands Spark's cleaner the
+        build's unreachable checkpoints, broadcasts and shuffles. What they held is freed, and the
+        heap given back, by G1's periodic collection of an idle JVM (``IDLE_GC``)."""
         try:
             self.spark.catalog.clearCache()
+            self.spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
             gc.collect()
             self.spark._jvm.java.lang.System.gc()
         except Exception as exc:        # noqa: BLE001 - the next build still runs; the log says why
@@ -387,7 +400,7 @@ def serve(settings: Settings | None = None) -> None:
     _private_folder(paths.folder)
     _private_folder(paths.socket.parent)
     taken = fingerprint(settings)       # before the session: what the client sees, not what starting Spark sets
-    spark = build_spark_session(settings, app_name="govlake-build-service")
+    spark = build_spark_session(settings, app_name="govlake-build-service", java_options=IDLE_GC)
     service = BuildService(settings, spark, taken)
     paths.socket.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -457,6 +470,9 @@ def start_service(settings: Settings | None = None, wait_seconds: float = 300) -
     settings = settings or get_settings()
     if not settings.lake_is_local:
         raise ServiceError(f"the build service needs a local lake; {settings.home} is not one")
+    if not settings.local_lake_path().is_dir():
+        raise ServiceError(f"there is no lake at {settings.home} to build: ingest a delivery first "
+                           "(or set GOVLAKE_HOME)")
     paths = service_paths(settings)
     with state_lock("build-service", settings):
         status = service_status(settings)

@@ -25,3 +25,37 @@ def test_cpu_counts_a_child_the_process_never_waited_for():
     assert measured["returncode"] == 0
     # wait4 alone reports the parent's own few hundredths of a second
     assert measured["cpu"] >= 1.4, measured["cpu"]
+
+
+# a process the measured one talks to without being its parent (the lake's build service):
+# it burns about two seconds of CPU and holds some 300 MB while the measured process waits
+BESIDE = """
+import sys, time
+held = bytearray(300 * 2**20)
+for i in range(0, len(held), 4096):
+    held[i] = 1
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+sys.stdin.readline()
+end = time.process_time() + 2.0
+while time.process_time() < end: pass
+time.sleep(60)
+"""
+
+
+def test_a_process_beside_counts_in_rss_and_cpu_only_for_what_it_did_meanwhile():
+    import subprocess
+
+    beside = subprocess.Popen([sys.executable, "-c", BESIDE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert beside.stdout.readline() == "ready\n"
+        alone = _measured_process([sys.executable, "-c", "import time; time.sleep(3)"])
+        beside.stdin.write("go\n")
+        beside.stdin.flush()
+        with_it = _measured_process([sys.executable, "-c", "import time; time.sleep(3)"], beside=[beside.pid])
+    finally:
+        beside.kill()
+        beside.wait()
+    assert with_it["peak_rss"] - alone["peak_rss"] >= 250 * 2**20, (alone["peak_rss"], with_it["peak_rss"])
+    # what it burned while measured counts (about 2 s, less the time before the first sample); nothing before
+    assert 0.5 <= with_it["cpu"] - alone["cpu"] <= 2.6, (alone["cpu"], with_it["cpu"])
