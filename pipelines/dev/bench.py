@@ -643,37 +643,42 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
 
     measured("day 0 ingest", _ingest_stage(root / "deliveries", lake))
     beside: list[int] = []
-    if build_service:
-        service = _govlake(["builder", "up"], lake)
-        beside.append(service["output"]["pid"])
-        measured("build service start", {"seconds": round(service["wall"], 1), "pid": beside[0],
-                                         "peak_rss_gib": round(_tree_usage(beside[0])[0] / 2**30, 2)})
-    measured("day 0 build", _build_stage(lake, beside=beside))
-    settings = dataclasses.replace(get_settings(), home=str(lake), trino_home=BENCH_DIR / "trino",
-                                   trino_port=18643)
-    # in a process of its own: a Spark JVM kept by this one would sit beside every later build's
-    evaluated = _measured_process([sys.executable, "-m", "pipelines.dev.evaluate", str(lake), str(root / "truth")],
-                                  beside=beside)
-    if evaluated["returncode"] != 0:
-        raise RuntimeError(f"the accuracy evaluation failed: {evaluated['stderr'][-2000:]}")
-    accuracy = json.loads(evaluated["stdout"].strip().splitlines()[-1])
-    measured("accuracy after day 0", {"seconds": round(evaluated["wall"], 1),
-                                      "peak_rss_gib": round(evaluated["peak_rss"] / 2**30, 2),
-                                      "person_precision_recall": [accuracy["population"]["subject_precision"],
-                                                                  accuracy["population"]["subject_recall"]],
-                                      "entity_precision_recall": [accuracy["legal_person"]["subject_precision"],
-                                                                  accuracy["legal_person"]["subject_recall"]]})
-    for day in range(1, days + 1):
-        measured(f"day {day} ingest", _ingest_stage(root / "days" / str(day), lake, beside))
-        measured(f"day {day} build", _build_stage(lake, beside=beside))
-    if full_rebuild:
-        measured("full rebuild (baseline)", _build_stage(lake, full=True, beside=beside))
-    if build_service:
-        for name, stage in stages.items():
-            if "by_build_service" in stage and stage["by_build_service"] != beside[0]:
-                raise RuntimeError(f"{name} did not run in the build service started for the run: {stage}")
-        subprocess.run([str(Path(sys.executable).with_name("govlake")), "builder", "down"],
-                       env=dict(os.environ, GOVLAKE_HOME=str(lake)), check=True, capture_output=True)
+    try:
+        if build_service:
+            service = _govlake(["builder", "up"], lake)
+            beside.append(service["output"]["pid"])
+            measured("build service start", {"seconds": round(service["wall"], 1), "pid": beside[0],
+                                             "peak_rss_gib": round(_tree_usage(beside[0])[0] / 2**30, 2)})
+        measured("day 0 build", _build_stage(lake, beside=beside))
+        settings = dataclasses.replace(get_settings(), home=str(lake), trino_home=BENCH_DIR / "trino",
+                                       trino_port=18643)
+        # in a process of its own: a Spark JVM kept by this one would sit beside every later build's
+        evaluated = _measured_process([sys.executable, "-m", "pipelines.dev.evaluate", str(lake), str(root / "truth")],
+                                      beside=beside)
+        if evaluated["returncode"] != 0:
+            raise RuntimeError(f"the accuracy evaluation failed: {evaluated['stderr'][-2000:]}")
+        accuracy = json.loads(evaluated["stdout"].strip().splitlines()[-1])
+        measured("accuracy after day 0", {"seconds": round(evaluated["wall"], 1),
+                                          "peak_rss_gib": round(evaluated["peak_rss"] / 2**30, 2),
+                                          "person_precision_recall": [accuracy["population"]["subject_precision"],
+                                                                      accuracy["population"]["subject_recall"]],
+                                          "entity_precision_recall": [accuracy["legal_person"]["subject_precision"],
+                                                                      accuracy["legal_person"]["subject_recall"]]})
+        for day in range(1, days + 1):
+            measured(f"day {day} ingest", _ingest_stage(root / "days" / str(day), lake, beside))
+            measured(f"day {day} build", _build_stage(lake, beside=beside))
+        if full_rebuild:
+            measured("full rebuild (baseline)", _build_stage(lake, full=True, beside=beside))
+        if build_service:
+            for name, stage in stages.items():
+                if "by_build_service" in stage and stage["by_build_service"] != beside[0]:
+                    raise RuntimeError(f"{name} did not run in the build service started for the run: {stage}")
+            subprocess.run([str(Path(sys.executable).with_name("govlake")), "builder", "down"],
+                           env=dict(os.environ, GOVLAKE_HOME=str(lake)), check=True, capture_output=True)
+    finally:                    # a failed stage leaves no build service behind (its lake is removed next run)
+        if build_service:
+            subprocess.run([str(Path(sys.executable).with_name("govlake")), "builder", "down"],
+                           env=dict(os.environ, GOVLAKE_HOME=str(lake)), capture_output=True)
     # the nightly upkeep: base libraries clustered by key (point lookups read one file)
     upkeep = _govlake(["upkeep", "--layer", "base"], lake)
     measured("upkeep (base)", {"seconds": round(upkeep["wall"], 1), "peak_rss_gib": round(upkeep["peak_rss"] / 2**30, 2),

@@ -318,15 +318,17 @@ def os_user() -> str | None:
         return None
 
 
-def record_overrides(rows: list[dict], settings: Settings) -> None:
-    """Append decisions to ``state/build_overrides`` (one delta-rs commit)."""
+def record_overrides(rows: list[dict], settings: Settings, user: str | None = None) -> None:
+    """Append decisions to ``state/build_overrides`` (one delta-rs commit). ``user``: the OS user
+    who asked (default: this process's; the build service names its client's)."""
     if rows:
-        append_rows(overrides_path(settings), [row | {"os_user": os_user(), "decided_at": utc_now()} for row in rows],
+        who = user or os_user()
+        append_rows(overrides_path(settings), [row | {"os_user": who, "decided_at": utc_now()} for row in rows],
                     BUILD_OVERRIDES_DDL)
 
 
 def accept_code_change(libraries: list[str] | None, reason: str, decided_by: str,
-                       settings: Settings | None = None) -> dict[str, dict]:
+                       settings: Settings | None = None, user: str | None = None) -> dict[str, dict]:
     """Record an operator's word that the build code changed since the last
     builds of ``libraries`` (default: all) without changing what they
     compute, so that their next builds stay incremental instead of
@@ -367,7 +369,7 @@ def accept_code_change(libraries: list[str] | None, reason: str, decided_by: str
         rows = [row if row["decision"] == "refused" else
                 row | {"decision": "not applied", "detail": "refused for another library in the same run"}
                 for row in rows]
-    record_overrides(rows, settings)
+    record_overrides(rows, settings, user)
     if refused:
         raise BuildRefused("; ".join(f"base.{row['library']}: {row['detail']}" for row in refused)
                            + ": build without --accept-code-change (a full build of those), or name the "
@@ -461,7 +463,7 @@ def source_readiness(libraries: list[str] | None = None, settings: Settings | No
 
 def build_ready(session_of, libraries: list[str] | None = None, settings: Settings | None = None,
                 full: bool = False, accept_code: tuple[str, str] | None = None,
-                now: datetime | None = None) -> tuple[list[dict], list[Readiness]]:
+                now: datetime | None = None, user: str | None = None) -> tuple[list[dict], list[Readiness]]:
     """Build ``libraries`` (default: all) in dependency order, skipping before
     any Spark work those whose sources are not in the lake (``source_readiness``)
     and, during the run, those whose upstream library the gate blocked.
@@ -471,7 +473,8 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
     every key (else incrementally where the last build allows);
     ``accept_code`` (reason, by whom): ``accept_code_change`` first, whose
     refusal stops the run before anything is built; what each accepted
-    library's build then did is recorded beside the acceptance.
+    library's build then did is recorded beside the acceptance, with
+    ``user`` as the OS user who asked (default: this process's).
 
     Up to ``settings.build_workers`` libraries are built at once, each as
     soon as the libraries it depends on are (``run_by_dependencies``), each
@@ -490,7 +493,7 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
         if full:
             raise BuildRefused("--accept-code-change keeps builds incremental; --full recomputes every key: "
                                "ask for one or the other")
-        accepted = accept_code_change(libraries, *accept_code, settings)
+        accepted = accept_code_change(libraries, *accept_code, settings, user=user)
     now = now or utc_now()
     readiness = source_readiness(libraries, settings)
     workers = settings.build_workers
@@ -518,7 +521,7 @@ def build_ready(session_of, libraries: list[str] | None = None, settings: Settin
             applied = result["status"] == "built" and result.get("mode") != "full"
             record_overrides([acceptance | {"decision": "applied" if applied else "not applied",
                                             "detail": f"{result['status']}, {result.get('mode', '-')} build: "
-                                                      f"{result.get('mode_reason', '')}"}], settings)
+                                                      f"{result.get('mode_reason', '')}"}], settings, user)
         return result
 
     def interrupt() -> None:

@@ -25,10 +25,10 @@ The contract:
   the settings, taken when it started. A service that would run other code
   or settings says so, takes no more builds and ends once those it has are
   done; the client then starts a new one (``build_through_service``).
-- A client that goes away (Ctrl-C) cancels its build the way Ctrl-C cancels
-  a build in its own process: the running Spark jobs are cancelled and no
-  library starts after. ``govlake builder down`` does the same to a running
-  build, then stops.
+- A client that goes away (Ctrl-C) cancels its build: its Spark jobs are
+  cancelled until it has ended, so the libraries being built fail and no
+  other starts; what was committed stays (``_cancel``). ``govlake builder
+  down`` stops the service and its JVM, a running build with them.
 - Before each build Delta's cached table snapshots are dropped (other
   processes write the lake between builds); after it, the build's cached
   and checkpointed data are let go, and an idle service's heap is given
@@ -43,7 +43,6 @@ lines, then one of ``{"done": {"results", "skipped"}}``,
 
 from __future__ import annotations
 
-import _thread
 import dataclasses
 import gc
 import hashlib
@@ -53,6 +52,7 @@ import os
 import queue
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -110,7 +110,9 @@ def _private_folder(folder: Path) -> None:
     """``folder`` made if missing, owned by this user and closed to others (0700); refused otherwise:
     a folder someone else made could hold their socket in place of ours."""
     folder.mkdir(parents=True, exist_ok=True)
-    info = folder.stat()
+    info = folder.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise ServiceError(f"{folder} is not a folder (a link, or a file): the build service's socket is not put there")
     if info.st_uid != os.getuid():
         raise ServiceError(f"{folder} belongs to uid {info.st_uid}, not to this user: the build service's "
                            "socket is not put where another user could replace it")
@@ -176,16 +178,36 @@ class _Job:
     peer_pid: int
     asked_at: str = field(default_factory=lambda: utc_now().isoformat(timespec="seconds"))
     gone: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+    on_gone: Callable[[], None] = lambda: None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, message: dict) -> None:
-        """One line to the client; a client that went away is not an error (its build is being cancelled)."""
+        """One line to the client. A client that went away, or that reads nothing for a minute (a
+        stopped process), is gone: its build is cancelled, and no other client waits on it."""
         data = (json.dumps(message, default=str, ensure_ascii=False) + "\n").encode()
         with self._lock:
+            if self.gone.is_set():
+                return
             try:
                 self.connection.sendall(data)
-            except OSError:
+            except OSError:             # the socket's send timeout included
                 self.gone.set()
+                self.on_gone()
+
+    def wait_until_gone(self) -> None:
+        """Block until the client closes its end (it sends nothing after its request)."""
+        while not self.gone.is_set():
+            try:
+                if not self.connection.recv(1):
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        if not self.gone.is_set():
+            self.gone.set()
+            self.on_gone()
 
 
 class _ForwardedLog(logging.Handler):
@@ -215,11 +237,14 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
+class _Cancelled(Exception):
+    """The build's client went away, or the service is stopping."""
+
+
 class BuildService:
-    """The serving process (``serve``): an acceptor thread answers status and
-    queues builds; the main thread runs them, one at a time, so that the
-    interrupt of a cancelled build arrives where PySpark's Ctrl-C handler
-    expects it (``_thread.interrupt_main``)."""
+    """The serving process (``serve``): an acceptor thread per connection
+    answers status and queues builds; the main thread runs them, one at a
+    time."""
 
     def __init__(self, settings: Settings, spark, taken: dict[str, str]) -> None:
         self.settings = settings
@@ -229,7 +254,6 @@ class BuildService:
         self.started_at = utc_now().isoformat(timespec="seconds")
         self.jobs: queue.Queue[_Job] = queue.Queue()
         self.running: _Job | None = None
-        self.interruptible = False          # True only while build_ready runs: when an interrupt may come
         self.lock = threading.Lock()
         self.retiring: str | None = None    # why no more builds are taken
         self.stopping = False
@@ -247,9 +271,38 @@ class BuildService:
         while True:
             try:
                 connection, _ = listener.accept()
-            except OSError:                 # the listener was closed: the service ends
-                return
+            except OSError as exc:
+                if listener.fileno() == -1:     # the listener was closed: the service ends
+                    return
+                log.warning("accepting a connection failed (%s); going on", exc)
+                time.sleep(0.5)
+                continue
             threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _client_gone(self, job: _Job) -> None:
+        """A client went away: its running build is cancelled."""
+        if self.running is job:
+            log.info("the client of the running build went away: cancelling it")
+            self._cancel(job)
+
+    def _cancel(self, job: _Job) -> None:
+        """Cancel ``job``'s build: its Spark jobs, and every job it starts after, until it has ended.
+        Each library being built then fails at its next Spark action, and no other starts (a failed
+        library stops the run, as in ``run_by_dependencies``); what is committed stays, and a library
+        cut off mid-way is built in full next time, as after a build process that was killed. Not an
+        interrupt of the main thread: one that lands inside a py4j call leaves the gateway's
+        connection broken, and the service with it (seen in a test run)."""
+        job.cancelled = True
+
+        def keep_cancelling() -> None:
+            while self.running is job:
+                try:
+                    self.spark.sparkContext.cancelAllJobs()
+                except Exception:       # noqa: BLE001 - the driver is gone: nothing runs any more
+                    return
+                time.sleep(0.5)
+
+        threading.Thread(target=keep_cancelling, daemon=True, name="govlake-cancel").start()
 
     def _answer(self, connection: socket.socket) -> None:
         peer_pid, uid = _peer(connection)
@@ -258,67 +311,58 @@ class BuildService:
             log.warning("refused a connection from uid %s (pid %s)", uid, peer_pid)
             connection.close()
             return
-        reader = connection.makefile("rb")
         connection.settimeout(30)
         try:
-            request = json.loads(reader.readline(1 << 20) or b"null")
-        except (OSError, ValueError):
+            request = json.loads(connection.makefile("rb").readline(1 << 20) or b"null")
+        except Exception:               # noqa: BLE001 - garbage, too deep, too slow: no request
             connection.close()
             return
-        connection.settimeout(None)
+        connection.settimeout(60)       # sends to a client that reads nothing for a minute fail
         job = _Job(connection, request if isinstance(request, dict) else {}, _user_name(uid), peer_pid)
+        job.on_gone = lambda: self._client_gone(job)
         op = job.request.get("op")
         if op == "status":
             job.send({"status": self.status()})
             connection.close()
             return
-        if op != "build":
-            job.send({"error": f"unknown request {op!r}: status or build"})
+        if op != "build" or not isinstance(job.request.get("fingerprint"), dict):
+            job.send({"error": f"not a request: {op!r} (status, or build with a fingerprint)"})
             connection.close()
             return
-        differ = differences(self.fingerprint, job.request.get("fingerprint"))
-        if self.retiring is None and differ:
-            self.retiring = f"a client's {', '.join(differ)} differ from those it was started with"
-            log.info("retiring: a client (%s, pid %s) has other %s", job.user, peer_pid, ", ".join(differ))
-        if self.retiring is not None:
-            job.send({"stale": self.retiring})
+        with self.lock:             # no retirement between the check and the queueing (serve_forever)
+            differ = differences(self.fingerprint, job.request["fingerprint"])
+            if self.retiring is None and differ:
+                self.retiring = f"a client's {', '.join(differ)} differ from those it was started with"
+                log.info("retiring: a client (%s, pid %s) has other %s", job.user, peer_pid, ", ".join(differ))
+            stale = self.retiring
+            if stale is None:
+                self.jobs.put(job)
+        if stale is not None:
+            job.send({"stale": stale})
             connection.close()
             return
         log.info("build asked by %s (pid %s): libraries %s, full %s", job.user, peer_pid,
                  job.request.get("libraries") or "all", bool(job.request.get("full")))
-        if self.running is not None:
-            job.send({"log": f"waiting for the build service: it is building for {self.running.user} "
-                             f"(asked at {self.running.asked_at} UTC)"})
-        self.jobs.put(job)
-        # the client's end: a line or EOF means it went away (Ctrl-C); its build is cancelled
-        try:
-            reader.readline()
-        except OSError:
-            pass
-        job.gone.set()
-        with self.lock:
-            if self.running is job and self.interruptible:
-                log.info("the client of the running build went away: cancelling it")
-                _thread.interrupt_main()
+        running = self.running
+        if running is not None and running is not job:
+            job.send({"log": f"waiting for the build service: it is building for {running.user} "
+                             f"(asked at {running.asked_at} UTC)"})
+        job.wait_until_gone()
 
     # the main thread's side
     def serve_forever(self) -> None:
         while not self.stopping:
-            if self.retiring is not None and self.running is None and self.jobs.empty():
-                log.info("retired: %s", self.retiring)
-                return
+            with self.lock:
+                if self.retiring is not None and self.running is None and self.jobs.empty():
+                    log.info("retired: %s", self.retiring)
+                    return
             try:
                 job = self.jobs.get(timeout=0.5)
             except queue.Empty:
                 continue
-            except KeyboardInterrupt:       # an interrupt meant for a build that had just ended
-                continue
-            if job.gone.is_set():
-                continue
             try:
-                self._build(job)
-            except KeyboardInterrupt:       # one that came after the build's own handling
-                pass
+                if not job.gone.is_set():
+                    self._build(job)
             finally:
                 try:                            # ends the acceptor thread's wait for the client's end too
                     job.connection.shutdown(socket.SHUT_RDWR)
@@ -327,45 +371,57 @@ class BuildService:
                 job.connection.close()
 
     def _build(self, job: _Job) -> None:
-        from pipelines.libraries.build import BuildRefused, build_ready
-
         self.running = job
         forwarded = _ForwardedLog(job)
         logging.getLogger("pipelines").addHandler(forwarded)
         started = time.monotonic()
         outcome = "failed"
         try:
+            from pipelines.libraries.build import BuildRefused, build_ready
+
             self.spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
             request = job.request
             accept = request.get("accept_code")
-            with self.lock:
-                self.interruptible = True
-            try:
-                results, skipped = build_ready(
-                    self.spark.newSession, request.get("libraries") or None, self.settings,
-                    full=bool(request.get("full")),
-                    accept_code=(accept[0], accept[1] or job.user) if accept else None)
-            finally:
-                with self.lock:
-                    self.interruptible = False
+            if job.gone.is_set() or self.stopping:     # left (or stopping) before the build began
+                raise _Cancelled
+            results, skipped = build_ready(
+                self.spark.newSession, request.get("libraries") or None, self.settings,
+                full=bool(request.get("full")),
+                accept_code=(accept[0], accept[1] or job.user) if accept else None, user=job.user)
+            if job.cancelled:
+                raise _Cancelled
             job.send({"done": {"results": results, "skipped": [check.as_dict() for check in skipped]}})
             outcome = "done"
         except BuildRefused as exc:
             job.send({"refused": str(exc)})
             outcome = "refused"
-        except KeyboardInterrupt:
+        except _Cancelled:
             job.send({"error": "the build was cancelled" + (" (the service is stopping)" if self.stopping else "")})
             outcome = "cancelled"
         except Exception as exc:        # noqa: BLE001 - the client gets the error; the service goes on
+            if job.cancelled:           # the cancelled jobs' errors, as the client wanted
+                job.send({"error": "the build was cancelled"
+                                   + (" (the service is stopping)" if self.stopping else "")})
+                outcome = "cancelled"
+                return
             notes = "".join(f"\n{note}" for note in getattr(exc, "__notes__", []))
             job.send({"error": f"{type(exc).__name__}: {exc}{notes}", "traceback": traceback.format_exc()})
             log.exception("the build asked by %s failed", job.user)
+            if not self._driver_alive():
+                self.retiring = "its Spark driver stopped"
+                log.error("retiring: its Spark driver stopped")
         finally:
             logging.getLogger("pipelines").removeHandler(forwarded)
             self.running = None
             self.builds += 1
             log.info("build for %s %s in %.1f s", job.user, outcome, time.monotonic() - started)
             self._let_go()
+
+    def _driver_alive(self) -> bool:
+        try:
+            return not self.spark.sparkContext._jsc.sc().isStopped()
+        except Exception:               # noqa: BLE001 - no answer from the JVM: not alive
+            return False
 
     def _let_go(self) -> None:
         """The build's cached data and Delta's table snapshots released, then a collection on both
@@ -381,13 +437,13 @@ class BuildService:
             log.warning("could not release the last build's data: %s", exc)
 
     def stop(self, *_signal) -> None:
-        """SIGTERM: no more builds; a running one is cancelled as Ctrl-C cancels it."""
+        """SIGTERM: no more builds, and a running one cancelled (``_cancel``). (``govlake builder
+        down`` signals the whole process group, so the Spark JVM is ending too.)"""
         self.stopping = True
         self.retiring = self.retiring or "it is stopping"
-        with self.lock:
-            if self.interruptible:
-                self.spark.sparkContext.cancelAllJobs()
-                raise KeyboardInterrupt
+        running = self.running
+        if running is not None:
+            self._cancel(running)
 
 
 def serve(settings: Settings | None = None) -> None:
@@ -425,15 +481,50 @@ def serve(settings: Settings | None = None) -> None:
 
 
 # ---------------------------------------------------------------------- the client
-def _connect(settings: Settings, timeout: float | None) -> socket.socket | None:
-    paths = service_paths(settings)
-    if running_pid(paths.pid_file) is None or not paths.socket.exists():
+class ServiceUnavailable(ServiceError):
+    """No build service could be had for this build (it would not start, or one that runs does not
+    answer or does not end): the caller builds in its own process."""
+
+
+def _is_service(pid: int) -> bool:
+    """Whether ``pid`` is a build service's process (not another that got a stale pid file's number)."""
+    try:
+        return b"pipelines.libraries.service" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _service_pid(settings: Settings) -> int | None:
+    """The pid of the lake's running build service, or None: none runs, its pid file names another
+    process, or the lake's service folder is another user's (they build in their own process)."""
+    if not settings.lake_is_local:
         return None
+    try:
+        pid = running_pid(service_paths(settings).pid_file)
+    except (PermissionError, ValueError):
+        return None
+    return pid if pid is not None and _is_service(pid) else None
+
+
+def _connect(settings: Settings, timeout: float | None) -> socket.socket | None:
+    """A connection to the lake's build service, checked to be the process its pid file names and
+    to run as the folder's owner; None otherwise."""
+    pid = _service_pid(settings)
+    if pid is None:
+        return None
+    paths = service_paths(settings)
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.settimeout(timeout)
     try:
         connection.connect(str(paths.socket))
-    except (ConnectionRefusedError, FileNotFoundError):
+        peer_pid, peer_uid = _peer(connection)
+        owner = paths.folder.stat().st_uid
+    except OSError:
+        connection.close()
+        return None
+    if (peer_pid, peer_uid) != (pid, owner):
+        log.warning("%s is served by pid %s (uid %s), not by the build service (pid %s, uid %s): not used",
+                    paths.socket, peer_pid, peer_uid, pid, owner)
         connection.close()
         return None
     return connection
@@ -447,24 +538,30 @@ def _ask_status(settings: Settings, timeout: float = 10) -> dict | None:
         try:
             connection.sendall(b'{"op": "status"}\n')
             line = connection.makefile("rb").readline()
-        except OSError:
+            return json.loads(line).get("status") if line else None
+        except (OSError, ValueError):
             return None
-    return json.loads(line).get("status") if line else None
 
 
 def service_status(settings: Settings | None = None) -> dict:
     """Whether ``settings``' lake has a build service running and answering, and what it is doing."""
     settings = settings or get_settings()
+    if not settings.lake_is_local:
+        return {"running": False, "answering": False, "pid": None, "lake": settings.home, "socket": None,
+                "log": None}
     paths = service_paths(settings)
-    pid = running_pid(paths.pid_file) if settings.lake_is_local else None
+    pid = _service_pid(settings)
     answer = _ask_status(settings) if pid is not None else None
     return {"running": pid is not None, "answering": answer is not None, "pid": pid, "lake": settings.home,
-            "socket": str(paths.socket) if settings.lake_is_local else None,
-            "log": str(paths.log_file) if settings.lake_is_local else None} | (answer or {})
+            "socket": str(paths.socket), "log": str(paths.log_file)} | (answer or {})
 
 
-def start_service(settings: Settings | None = None, wait_seconds: float = 300) -> dict:
-    """Start the lake's build service (idempotent) and return its status once it answers."""
+def start_service(settings: Settings | None = None, wait_seconds: float = 300,
+                  retiring_wait_seconds: float = 3600) -> dict:
+    """Start the lake's build service (idempotent) and return its status once it answers. A service
+    that is retiring is waited for (it finishes the builds it took, another user's maybe) up to
+    ``retiring_wait_seconds``; one that runs without answering is left alone. Neither is ever
+    stopped here: ``ServiceUnavailable`` says why instead."""
     from pipelines.lake.paths import state_lock
 
     settings = settings or get_settings()
@@ -479,8 +576,12 @@ def start_service(settings: Settings | None = None, wait_seconds: float = 300) -
         if status["answering"] and not status.get("retiring"):
             return status
         if status["running"]:
-            # a retiring service finishes the builds it took (another user's, maybe) before it ends
-            _wait_for_end(paths, status["pid"], 3600 if status["answering"] else 30)
+            if not _wait_for_end(status["pid"], retiring_wait_seconds if status["answering"] else 30):
+                raise ServiceUnavailable(
+                    f"the build service (pid {status['pid']}) " + (
+                        f"is still finishing its builds before it retires ({status.get('retiring')})"
+                        if status["answering"] else "runs but does not answer")
+                    + f"; `govlake builder down` stops it (log: {paths.log_file})")
         _private_folder(paths.folder)
         offset = paths.log_file.stat().st_size if paths.log_file.exists() else 0
         with paths.log_file.open("ab") as log_file:
@@ -488,38 +589,49 @@ def start_service(settings: Settings | None = None, wait_seconds: float = 300) -
                 [sys.executable, "-m", "pipelines.libraries.service"], cwd=PROJECT_ROOT,
                 env=service_environment(settings_environment(settings)), stdin=subprocess.DEVNULL,
                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        paths.pid_file.write_text(str(process.pid))
+        written = paths.pid_file.with_name("pid.new")
+        written.write_text(str(process.pid))
+        written.replace(paths.pid_file)
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 paths.pid_file.unlink(missing_ok=True)
                 tail = paths.log_file.read_bytes()[offset:].decode(errors="replace")[-3000:]
-                raise ServiceError(f"the build service exited with {process.returncode} while starting; "
-                                   f"its log ({paths.log_file}) ends:\n{tail}")
+                raise ServiceUnavailable(f"the build service exited with {process.returncode} while starting; "
+                                         f"its log ({paths.log_file}) ends:\n{tail}")
             status = service_status(settings)
             if status["answering"]:
                 return status
             time.sleep(0.5)
-        stop_process_group(paths.pid_file, grace_seconds=5)
-        raise ServiceError(f"the build service did not answer within {wait_seconds:.0f} s (log: {paths.log_file})")
+        os.killpg(process.pid, signal.SIGKILL)      # the one this call started, and only it
+        process.wait()
+        paths.pid_file.unlink(missing_ok=True)
+        raise ServiceUnavailable(f"the build service did not answer within {wait_seconds:.0f} s "
+                                 f"(log: {paths.log_file})")
 
 
 def stop_service(settings: Settings | None = None) -> bool:
-    """Stop the lake's build service (a running build is cancelled first). False if none ran."""
+    """Stop the lake's build service (a running build is cancelled first). False if none ran; a
+    pid file naming another process is removed, and that process left alone."""
     settings = settings or get_settings()
     if not settings.lake_is_local:
         return False
-    return stop_process_group(service_paths(settings).pid_file, grace_seconds=60)
+    paths = service_paths(settings)
+    if _service_pid(settings) is None:
+        if paths.pid_file.exists():
+            paths.pid_file.unlink(missing_ok=True)
+        return False
+    return stop_process_group(paths.pid_file, grace_seconds=60)
 
 
-def _wait_for_end(paths: ServicePaths, pid: int, seconds: float) -> None:
-    """Wait for a retiring service to end its builds and exit; stopped after ``seconds``."""
+def _wait_for_end(pid: int, seconds: float) -> bool:
+    """Wait up to ``seconds`` for process ``pid`` to end; whether it did."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not alive(pid):
-            return
+            return True
         time.sleep(0.5)
-    stop_process_group(paths.pid_file, grace_seconds=30)
+    return not alive(pid)
 
 
 @dataclass
@@ -535,14 +647,17 @@ def build_through_service(settings: Settings | None, libraries: list[str] | None
     """``build_ready`` run by the lake's build service, or None when no
     service is up for the lake (the caller builds in its own process).
     A service running other code or settings retires and a new one is
-    started for this build. Raises ``BuildRefused`` as ``build_ready`` does,
-    ``ServiceError`` with the service's message when the build failed; the
-    service's warnings go to ``echo`` as they come. A KeyboardInterrupt here
-    closes the connection, which cancels the build."""
+    started for this build; when none can be had (it will not start, the
+    old one does not end, the new one refuses the build too), None, with
+    the reason on ``echo``. Raises ``BuildRefused`` as ``build_ready``
+    does, ``ServiceError`` with the service's message when the build failed
+    or the service ended without an answer (its build is not run again
+    here); the service's warnings go to ``echo`` as they come. A
+    KeyboardInterrupt here closes the connection, which cancels the build."""
     from pipelines.libraries.build import BuildRefused, Readiness
 
     settings = settings or get_settings()
-    if not settings.lake_is_local or running_pid(service_paths(settings).pid_file) is None:
+    if _service_pid(settings) is None:
         return None
     request = {"op": "build", "fingerprint": fingerprint(settings), "libraries": libraries, "full": full,
                "accept_code": list(accept_code) if accept_code else None}
@@ -551,7 +666,7 @@ def build_through_service(settings: Settings | None, libraries: list[str] | None
         connection = _connect(settings, timeout=10)
         if connection is None:
             return None
-        pid = running_pid(service_paths(settings).pid_file)
+        pid = _peer(connection)[0]
         with connection:
             connection.sendall((json.dumps(request) + "\n").encode())
             connection.settimeout(None)
@@ -577,8 +692,13 @@ def build_through_service(settings: Settings | None, libraries: list[str] | None
                                    f"{service_paths(settings).log_file}")
         if attempt == 0:
             echo(f"the build service (pid {pid}) is retiring ({stale}): starting a new one")
-            start_service(settings)
-    raise ServiceError(f"the build service started for this build refused it: {stale}")
+            try:
+                start_service(settings)
+            except ServiceError as exc:
+                echo(f"no build service for this build ({exc}): building in this process")
+                return None
+    echo(f"the build service started for this build refused it ({stale}): building in this process")
+    return None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,8 +28,8 @@ def test_fingerprints_differ_by_the_part_that_changed(tmp_path):
 
 
 def test_the_socket_sits_in_the_lake_unless_its_path_is_too_long_for_a_socket(tmp_path):
-    short = service_paths(dataclasses.replace(get_settings(), home=str(tmp_path / "lake")))
-    assert short.socket == tmp_path / "lake" / "state" / "build-service" / "socket"
+    short = service_paths(dataclasses.replace(get_settings(), home="/srv/lake"))
+    assert short.socket == Path("/srv/lake/state/build-service/socket")
     deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 5, "lake")
     far = service_paths(dataclasses.replace(get_settings(), home=str(deep)))
     assert far.pid_file == deep / "state" / "build-service" / "pid"
