@@ -673,9 +673,7 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
             for name, stage in stages.items():
                 if "by_build_service" in stage and stage["by_build_service"] != beside[0]:
                     raise RuntimeError(f"{name} did not run in the build service started for the run: {stage}")
-            subprocess.run([str(Path(sys.executable).with_name("govlake")), "builder", "down"],
-                           env=dict(os.environ, GOVLAKE_HOME=str(lake)), check=True, capture_output=True)
-    finally:                    # a failed stage leaves no build service behind (its lake is removed next run)
+    finally:                    # after the last build, or a failed stage: no build service left behind
         if build_service:
             subprocess.run([str(Path(sys.executable).with_name("govlake")), "builder", "down"],
                            env=dict(os.environ, GOVLAKE_HOME=str(lake)), capture_output=True)

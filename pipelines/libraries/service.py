@@ -249,7 +249,6 @@ class BuildService:
     def __init__(self, settings: Settings, spark, taken: dict[str, str]) -> None:
         self.settings = settings
         self.spark = spark
-        self.paths = service_paths(settings)
         self.fingerprint = taken
         self.started_at = utc_now().isoformat(timespec="seconds")
         self.jobs: queue.Queue[_Job] = queue.Queue()
