@@ -184,7 +184,9 @@ def _format_location(loc: tuple) -> str:
     return text
 
 
-def _format_validation_error(path: str, error: ValidationError) -> str:
+def format_validation_error(path: str, error: ValidationError) -> str:
+    """A pydantic error as one line per field, ``path: columns[3].type: ...``
+    (contracts, inspection plans)."""
     lines = []
     for item in error.errors():
         loc = _format_location(tuple(p for p in item["loc"] if p != "function-after"))
@@ -201,7 +203,8 @@ def _format_validation_error(path: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _display_path(path: Path) -> str:
+def display_path(path: Path) -> str:
+    """``path`` as the user knows it: relative to the project (schemas/...) when it is in it."""
     try:
         return str(path.resolve().relative_to(get_settings().schemas_dir.resolve().parent))
     except ValueError:
@@ -210,7 +213,7 @@ def _display_path(path: Path) -> str:
 
 def load_contract(path: Path) -> Contract:
     """Load and validate one contract file."""
-    shown = _display_path(path)
+    shown = display_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -220,7 +223,7 @@ def load_contract(path: Path) -> Contract:
     try:
         contract = Contract.model_validate(data)
     except ValidationError as exc:
-        raise ContractError(_format_validation_error(shown, exc)) from None
+        raise ContractError(format_validation_error(shown, exc)) from None
     expected = path.parent.name + "." + path.stem
     if contract.feed != expected:
         raise ContractError(f"{shown}: feed: {contract.feed!r} does not match its path ({expected!r})")

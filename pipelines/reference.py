@@ -59,6 +59,13 @@ INDUSTRY_SECTIONS = {
     "S": "公共管理、社会保障和社会组织", "T": "国际组织",
 }
 
+# Registration statuses (登记状态) of an entity that no longer exists: deregistered, its
+# licence revoked, or its registration cancelled. Its licences are revoked with it.
+DEREGISTERED = ("注销", "吊销", "撤销")
+
+# The licence_type values of base.e_licence (pipelines/libraries/licence.py).
+LICENCE_TYPES = ("business_licence", "food_business_licence", "construction_permit")
+
 # Values that stand for "missing" in bureau exports.
 MISSING_TOKENS = ("", "NULL", "null", "Null", "无", "/", "-", "—", "N/A", "n/a")
 

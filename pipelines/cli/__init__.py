@@ -15,7 +15,8 @@ import sys
 import click
 from rich.markup import escape
 
-from pipelines.cli import audit, catalog, contracts, dev, governance, ingest, lake, libraries, quality, services
+from pipelines.cli import (audit, catalog, contracts, dev, governance, ingest, inspections, lake, libraries, quality,
+                           services)
 from pipelines.cli.common import err_console
 
 log = logging.getLogger("pipelines")
@@ -69,7 +70,7 @@ for _command in (
     quality.quality, governance.governance, services.airflow_group, services.trino_group, services.builder_group,
     catalog.publish_command,
     catalog.catalog_group, catalog.access_group, audit.audit_group, libraries.build_command, libraries.show_group,
-    lake.upkeep_command, dev.demo,
+    lake.upkeep_command, inspections.inspect_group, inspections.verify_fact_command, dev.demo,
 ):
     main.add_command(_command)
 

@@ -108,6 +108,18 @@ def _print_demo(summary: dict, scale: float) -> None:
     for library in summary["libraries"]:
         console.print(f"base.{library['library']}: {library['current_rows']} current records "
                       f"({library['versions']} versions); through Trino: {library['trino_rows']}")
+    inspection = summary.get("inspection")
+    if inspection:
+        drawn = ", ".join(f"{item['item']} {sum(item['drawn'].values())}" for item in inspection["items"])
+        console.print(f"\nDouble random draw {inspection['draw_id']} (plan {inspection['plan']}, seed "
+                      f"{inspection['seed']}): {inspection['entities_drawn']} entities ({drawn}), "
+                      f"{inspection['assignments']} inspector assignments, "
+                      f"{'reproduced' if inspection['reproduced'] else 'NOT reproduced'} from its record "
+                      f"(`govlake inspect verify {inspection['draw_id']}`); public notice: "
+                      f"{inspection['notice']['html']}", highlight=False)
+    for asked in summary.get("verifications") or []:
+        console.print(f"Verification {asked['check']} {asked['subject']} for {asked['department']} "
+                      f"({asked['purpose']}): {asked['answer']}", highlight=False)
     for sample in summary["sample_queries"]:
         console.print(f"\n[bold]{sample['user']}[/bold]: {sample['title']}\n  {sample['sql']}")
         if sample["error"]:

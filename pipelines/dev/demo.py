@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 from pathlib import Path
 
+from pipelines.applications.inspection import (DrawRefused, DrawShortfall, PlanError, draw, standing_draw,
+                                                verify_draw, write_public_notice)
+from pipelines.applications.verification import VerificationRefused, verify
 from pipelines.contracts import load_contracts
 from pipelines.dev.synth.city import generate_city
 from pipelines.ingest.landing import drop_deliveries
@@ -23,6 +27,7 @@ from pipelines.library_specs import library_names, library_spec_paths
 from pipelines.orchestration.airflow_local import run_dag, use_project_airflow
 from pipelines.quality.gate import data_docs_index
 from pipelines.serving.audit import load_audit, read_audit_events, verify_audit
+from pipelines.serving.catalog import load_departments
 from pipelines.serving.trino import certificate_path, connect, query
 from pipelines.settings import Settings, get_settings
 
@@ -223,6 +228,50 @@ def mark_planted_failures(runs: list[dict], summary: dict, city: Path, settings:
             summary["notes"].append(f"UNEXPECTED: DAG {run['dag_id']} ended {run['state']}")
 
 
+def draw_demo_inspections(settings: Settings, seed: int, summary: dict) -> dict | None:
+    """The "double random, one public" draw of the cited plan (schemas/inspections/amr-2026-12.yaml) with
+    the demo's seed, verified from its record, and its public notice under <lake>/notices/. A draw that
+    fails is a note, and the demo is not ok."""
+    standing = standing_draw("amr-2026-12", settings)
+    try:
+        record = draw("amr-2026-12", seed, settings, "govlake-demo", standing and standing["draw_id"],
+                      standing and "make demo ran again on this lake")
+    except (DrawShortfall, DrawRefused, PlanError) as exc:
+        summary["ok"] = False
+        summary["notes"].append(f"UNEXPECTED: the inspection draw failed: {exc}")
+        return None
+    notice = write_public_notice(record["draw_id"], settings, settings.local_lake_path("notices"))
+    return {"draw_id": record["draw_id"], "plan": record["plan"], "seed": seed, "items": json.loads(record["items"]),
+            "entities_drawn": record["entities_drawn"], "assignments": record["assignments"],
+            "result_digest": record["result_digest"],
+            "reproduced": verify_draw(record["draw_id"], settings)["reproduced"], "notice": notice}
+
+
+def verify_demo_facts(settings: Settings, city: Path) -> list[dict]:
+    """Two verifications instead of documents (核验), as the social insurance bureau and the market
+    regulator would ask them: a registered resident alive in their town (the truth says yes), and an
+    operating firm's standing. Each is logged in governance.verification_log."""
+    # an inspector: a living hukou resident whose rows the generator delivers clean (its town: the truth's)
+    with (city / "truth" / "inspectors.csv").open(encoding="utf-8") as handle:
+        inspector = next(csv.DictReader(handle))["person_id"]
+    with (city / "truth" / "persons.csv").open(encoding="utf-8") as handle:
+        person = next(p for p in csv.DictReader(handle) if p["person_id"] == inspector)
+    with (city / "truth" / "entities.csv").open(encoding="utf-8") as handle:
+        entity = next(e for e in csv.DictReader(handle) if e["registration_status"] == "存续")
+    departments = {code: d.town_code for code, d in load_departments(settings).items()}
+    asked = [("person-alive-in-town", person["person_id"], {"town": person["town_code"]}, "hrss", "养老金领取资格认证"),
+             ("entity-good-standing", entity["uscc"], {}, "amr", "企业变更登记免提交证明")]
+    answers = []
+    for check, subject, params, department, purpose in asked:
+        try:
+            answer = verify(check, subject, params, department, purpose, "govlake-demo", departments, settings)
+        except VerificationRefused as exc:
+            answer = {"answer": f"refused: {exc}"}
+        answers.append({"check": check, "subject": subject[:6] + "*" * 8 + subject[-4:], "department": department,
+                        "purpose": purpose, "answer": answer["answer"]})
+    return answers
+
+
 def run_demo(spark, scale: float = 0.002, seed: int = 7, show_progress: bool = True, console=None,
              settings: Settings | None = None) -> dict:
     """Generate, land, run every feed DAG through Airflow, summarise from the lake."""
@@ -242,6 +291,8 @@ def run_demo(spark, scale: float = 0.002, seed: int = 7, show_progress: bool = T
     summary = summarise_lake(spark, settings, city)
     mark_planted_failures(runs, summary, city, settings)
     summary["libraries"] = summarise_libraries(spark, settings)
+    summary["inspection"] = draw_demo_inspections(settings, seed, summary)
+    summary["verifications"] = verify_demo_facts(settings, city)
     samples = run_sample_queries(settings)
     # the rules keeper does this every minute; the demo does not wait. Its log
     # line goes with Airflow's: after dag.test() this process logs to stdout.

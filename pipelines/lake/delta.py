@@ -325,6 +325,35 @@ def read_arrow_rows(path: str, partition: tuple[str, str] | None = None, where=N
     return without_views(arrow_dataset(log).to_table(filter=scan))
 
 
+def read_arrow_at(path: str, columns: list[str], version: int | None = None,
+                  equal_to: tuple[str, str] | None = None):
+    """``columns`` of a Delta table as Arrow at ``version`` (the latest when
+    None), with the version read: ``(table, version)``, or ``(None, None)``
+    when there is no table. ``equal_to`` (column, value) keeps the rows whose
+    column has that value, pushed into the scan (a table clustered by that
+    column reads one file). For readers that must be able to read the same
+    data again (the inspection draw records the versions of its inputs and
+    verification reads them back). Tables with deletion vectors go through
+    delta-rs's DataFusion engine, as in ``read_arrow_rows``."""
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        log = DeltaTable(path) if version is None else DeltaTable(path, version=version)
+    except TableNotFoundError:
+        return None, None
+    if not arrow_readable(log):
+        names = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+        where = ""
+        if equal_to:
+            column, value = equal_to
+            where = ' WHERE "' + column.replace('"', '""') + '" = ' + sql_strings([value])
+        return datafusion_rows(log, f"SELECT {names} FROM t{where}"), log.version()
+    scan = None if equal_to is None else ds.field(equal_to[0]) == equal_to[1]
+    return without_views(arrow_dataset(log).to_table(columns=columns, filter=scan)), log.version()
+
+
 def without_views(table):
     """The Arrow ``table`` with string and binary views made plain (nested ones too)."""
     import pyarrow as pa

@@ -108,6 +108,30 @@ BUILD_OVERRIDES_DDL = ("library string, decision string, changed_files array<str
                        "decided_at timestamp")
 
 
+# The inspection draw (pipelines/applications/inspection.py): one row per draw,
+# with what it needs to be drawn again; one row per entity drawn and inspector.
+INSPECTION_DRAWS_DDL = (
+    "draw_id string, plan string, plan_title string, plan_sha256 string, plan_text string, registered boolean, "
+    "algorithm string, seed long, "
+    "input_versions string, items string, entities_drawn long, assignments long, not_drawn string, "
+    "result_digest string, replaces_draw_id string, reason string, drawn_by string, drawn_at timestamp"
+)
+
+
+INSPECTION_ASSIGNMENTS_DDL = (
+    "draw_id string, plan string, position int, item string, uscc string, entity_name string, "
+    "risk_grade string, inspector_slot int, certificate_number string, drawn_at timestamp"
+)
+
+
+# Verification instead of documents (pipelines/applications/verification.py):
+# one row per question asked, answered or refused.
+VERIFICATION_LOG_DDL = (
+    "asked_at timestamp, department string, asked_by string, check_name string, subject string, params string, "
+    "purpose string, answer string, refused_reason string, library_versions string"
+)
+
+
 GOVERNANCE_TABLES = {
     "load_manifest": MANIFEST_DDL,
     "quarantine": QUARANTINE_DDL,
@@ -123,4 +147,7 @@ GOVERNANCE_TABLES = {
     "match_review": REVIEW_DDL,
     "address_match_rates": ADDRESS_MATCH_RATES_DDL,
     "unmatched_addresses": UNMATCHED_ADDRESSES_DDL,
+    "inspection_draws": INSPECTION_DRAWS_DDL,
+    "inspection_assignments": INSPECTION_ASSIGNMENTS_DDL,
+    "verification_log": VERIFICATION_LOG_DDL,
 }

@@ -15,11 +15,11 @@ from __future__ import annotations
 from functools import reduce
 
 from pipelines.lake.delta import live_loads_of, read_silver
+from pipelines.reference import DEREGISTERED
 from pipelines.libraries.golden import latest_per_key
 from pipelines.libraries.incremental import joinable_keys
 from pipelines.settings import Settings
 
-DEREGISTERED = ("注销", "吊销", "撤销")
 AMR = "东莞市市场监督管理局"
 
 

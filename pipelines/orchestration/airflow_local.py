@@ -101,13 +101,13 @@ def load_dag(dag_id: str):
     return bag.dags[dag_id]
 
 
-def run_dag(dag_id: str, settings: Settings | None = None) -> dict:
-    """Run one DAG through Airflow's ``dag.test()``; returns its run state and
-    the state of every task."""
+def run_dag(dag_id: str, settings: Settings | None = None, run_conf: dict | None = None) -> dict:
+    """Run one DAG through Airflow's ``dag.test()`` (with ``run_conf`` as its
+    params); returns its run state and the state of every task."""
     use_project_airflow(settings)
     dag = load_dag(dag_id)
     started = time.monotonic()
-    run = dag.test()
+    run = dag.test(run_conf=run_conf)
     tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()} if hasattr(run, "get_task_instances") else {}
     return {"dag_id": dag_id, "state": str(run.state), "tasks": tasks, "seconds": round(time.monotonic() - started, 1)}
 

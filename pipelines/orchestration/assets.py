@@ -13,8 +13,10 @@ from datetime import UTC, datetime, timedelta
 import yaml
 from airflow.sdk import Asset
 
+from pipelines.applications.inspection import InspectionPlan, PlanError, load_plan, plan_paths
 from pipelines.contracts import Contract, ContractError, contract_paths, load_contract
 from pipelines.library_specs import LibrarySpec, LibrarySpecError, library_spec_paths, load_library_spec
+from pipelines.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,21 @@ def loadable_library_specs() -> list[LibrarySpec]:
         except (LibrarySpecError, KeyError, yaml.YAMLError) as exc:
             log.error("no DAG for %s: %s", path, exc)
     return specs
+
+
+def inspection_dag_id(plan: str) -> str:
+    return f"inspect__{plan.replace('-', '_')}"
+
+
+def loadable_inspection_plans() -> list[InspectionPlan]:
+    """Every inspection plan that loads; a broken one is logged (file and field) and skipped."""
+    plans = []
+    for path in plan_paths(get_settings()):
+        try:
+            plans.append(load_plan(str(path), get_settings()))
+        except PlanError as exc:
+            log.error("no DAG for %s: %s", path, exc)
+    return plans
 
 
 def all_silver_assets() -> list[Asset]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -55,3 +56,23 @@ def ingested_city(spark, tmp_path_factory) -> IngestedCity:
     settings = dataclasses.replace(get_settings(), home=str(tmp_path_factory.mktemp("city-lake")))
     results = ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=False)
     return IngestedCity(root, settings, results)
+
+
+@pytest.fixture(scope="session")
+def built_city(spark, tmp_path_factory):
+    """A scale-0.002 city (about 21k persons, 2.9k entities, 30 inspectors) at
+    the default defect rates, ingested and built into all libraries:
+    ``(root, settings, results by library)``. Shared by test_libraries.py
+    and the application tests, which copy ``root / "built-lake"``, the lake
+    as built: test_libraries.py changes the shared lake in place."""
+    from pipelines.ingest.load import ingest_directory
+    from pipelines.libraries.build import build_libraries
+
+    root = tmp_path_factory.mktemp("default-city")
+    generate_city(root, scale=0.002, seed=3)
+    settings = dataclasses.replace(get_settings(), home=str(tmp_path_factory.mktemp("default-city-lake")))
+    ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=False)
+    results = {r["library"]: r for r in build_libraries(spark, settings=settings)}
+    # the lake as built, for modules that must not see what test_libraries.py later does to it
+    shutil.copytree(settings.home, root / "built-lake")
+    return root, settings, results

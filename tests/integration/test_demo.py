@@ -8,13 +8,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
 from pipelines.contracts import load_contracts
-from pipelines.lake.delta import delta_exists, read_table
-from pipelines.lake.paths import table_path
+from pipelines.lake.delta import delta_exists, read_delta_rows, read_table
+from pipelines.lake.paths import governance_path, table_path
 from pipelines.library_specs import library_names
 from pipelines.serving.trino import trino_down
 from pipelines.settings import get_settings
@@ -98,3 +99,23 @@ def test_every_demo_query_is_in_the_audit_with_its_principal(demo_run):
         assert (row["principal"], row["query"], row["state"]) == (sample["user"], sample["sql"], "FINISHED")
     assert any(r["principal"] == "govlake" and "register_table" in (r["query"] or "") for r in rows.values())
     assert verify_audit(settings)["ok"]
+
+
+def test_demo_draws_inspections_verifies_and_publishes_the_notice(demo_run):
+    summary, _ = demo_run
+    inspection = summary["inspection"]
+    assert inspection["reproduced"] is True
+    assert inspection["entities_drawn"] == sum(sum(item["drawn"].values()) for item in inspection["items"]) > 0
+    assert inspection["notice"]["entities"] == inspection["entities_drawn"]
+    assert Path(inspection["notice"]["html"]).is_file() and Path(inspection["notice"]["csv"]).is_file()
+
+
+
+def test_demo_verifies_two_facts_and_logs_them(demo_run):
+    summary, settings = demo_run
+    asked = summary["verifications"]
+    assert [(a["check"], a["department"]) for a in asked] == [("person-alive-in-town", "hrss"),
+                                                              ("entity-good-standing", "amr")]
+    assert asked[0]["answer"] == "yes"                   # a registered, living resident of that town
+    logged = sorted(read_delta_rows(governance_path("verification_log", settings)), key=lambda r: r["asked_at"])
+    assert [(r["check_name"], r["answer"]) for r in logged] == [(a["check"], a["answer"]) for a in asked]

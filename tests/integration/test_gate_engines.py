@@ -62,7 +62,7 @@ def settings(tmp_path_factory):
 
 def test_same_decisions_on_every_delivery_of_the_city(ingested_city, settings):
     deliveries = discover_deliveries(ingested_city.deliveries, load_contracts())
-    assert len({contract.feed for contract, _ in deliveries}) == 16
+    assert len({contract.feed for contract, _ in deliveries}) == 18
     blocked = 0
     for contract, path in deliveries:
         decisions = _both_engines(contract, path, settings)

@@ -16,7 +16,6 @@ from deltalake import DeltaTable
 
 from pipelines.contracts import get_contract, load_contracts
 from pipelines.dev.evaluate import evaluate_conflicts, evaluate_resolution
-from pipelines.dev.synth.city import generate_city
 from pipelines.ingest.load import ingest_directory, ingest_file
 from pipelines.libraries.build import build_libraries, build_ready
 from pipelines.library_specs import library_names
@@ -27,15 +26,10 @@ THRESHOLD = 0.995
 
 
 @pytest.fixture(scope="module")
-def city(spark, tmp_path_factory):
-    """A scale-0.002 city (about 21k persons, 2.9k entities) at the default
-    defect rates, ingested and built into all libraries."""
-    root = tmp_path_factory.mktemp("default-city")
-    generate_city(root, scale=0.002, seed=3)
-    settings = dataclasses.replace(get_settings(), home=str(tmp_path_factory.mktemp("default-city-lake")))
-    ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=False)
-    results = {r["library"]: r for r in build_libraries(spark, settings=settings)}
-    return root, settings, results
+def city(built_city):
+    """The session's built city (conftest.py). Some tests below write to its lake; the other
+    modules work on a copy of the lake as built."""
+    return built_city
 
 
 def current(spark, settings, library):

@@ -25,6 +25,8 @@ from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import GOVERNANCE_TABLES
 
 AT = datetime(2026, 11, 1, 8, 0, 0)
+# enforcement certificates of the inspectors a draw sent: nobody reads them through Trino yet
+INSPECTOR_CERTIFICATES = ("44190021000007", "44190021000019")
 HUKOU_FILE = "psb_hukou_20261101.csv"
 HRSS_FILE = "hrss_social_insurance_20261101.xlsx"
 MARRIAGE_FILE = "mca_marriage_20261101.csv"
@@ -242,6 +244,16 @@ def governance_rows() -> dict[str, list[tuple]]:
                                 ("amr.business_registration", "domicile_address", 4, 3, 0.75, AT)],
         "unmatched_addresses": [("psb.hukou", "hukou_address", UNMATCHED_ADDRESS, 1),
                                 ("amr.business_registration", "domicile_address", PUBLIC_ADDRESS, 1)],
+        # the inspection draw's record and result: who inspects whom, before the inspection
+        "inspection_draws": [("amr-2026-12-20261201T080000-abcdef", "amr-2026-12", "抽查计划", "0" * 64,
+                              "plan: amr-2026-12", True, "2026.12", 20261201, "{}", "[]", 1, 2, "{}", "1" * 64,
+                              None, None, "amr_inspector", AT)],
+        "inspection_assignments": [("amr-2026-12-20261201T080000-abcdef", "amr-2026-12", 0, "food-safety",
+                                    "91441900MA4W000001", "东莞市某某餐饮有限公司", "C", slot, certificate, AT)
+                                   for slot, certificate in enumerate(INSPECTOR_CERTIFICATES)],
+        # a verification (核验): whom a department asked about, and why
+        "verification_log": [(AT, "nancheng", "nancheng_officer", "person-alive-in-town", HUKOU_ID,
+                              '{"town": "441900004"}', "低保申请核验", "yes", None, "{}")],
     }
 
 

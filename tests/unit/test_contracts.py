@@ -9,7 +9,7 @@ BUREAU_FEEDS = {
     "psb.hukou", "psb.residence_permit", "mca.marriage", "mca.death", "mca.social_org",
     "hrss.social_insurance", "amr.business_registration", "amr.abnormal_list", "amr.penalty",
     "amr.food_licence", "tax.taxpayer", "court.dishonest_debtor", "hud.construction_permit",
-    "nr.standard_address", "grid.cell", "grid.hazard_report",
+    "nr.standard_address", "grid.cell", "grid.hazard_report", "amr.inspector", "amr.inspection_result",
 }
 
 
@@ -25,6 +25,17 @@ def test_hukou_headers_are_the_bureaus_in_order():
         "身份证号", "姓名", "性别", "民族", "出生日期", "户籍地址", "户号", "与户主关系", "登记日期", "人口状态"]
     assert hukou.key_columns == ("id_number",)
     assert hukou.column("id_number").sensitivity == "sensitive_personal"
+
+
+def test_the_two_rosters_feeds_have_the_bureaus_headers_in_order():
+    contracts = load_contracts()
+    assert [c.header for c in contracts["amr.inspector"].columns] == [
+        "执法证号", "姓名", "身份证号", "所属部门", "所属镇街", "执法类别", "在岗状态"]
+    categories = contracts["amr.inspector"].column("enforcement_category").values
+    assert categories == ("食品", "特种设备", "价格", "广告", "综合")
+    assert [c.header for c in contracts["amr.inspection_result"].columns] == [
+        "抽查任务编号", "抽查事项", "统一社会信用代码", "检查对象名称", "检查日期", "检查结果", "执法证号", "公示日期"]
+    assert len(contracts["amr.inspection_result"].column("result").values) == 6
 
 
 def _broken_copy(tmp_path: Path, mutate) -> Path:

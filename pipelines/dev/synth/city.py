@@ -14,6 +14,9 @@ Output::
     OUT/truth/files.csv                     every delivery and what ingest should do with it
     OUT/truth/conflicts.csv                 injected cross-bureau disagreements, and
                                             bureau values that contradict the ID number
+    OUT/truth/inspectors.csv                the inspectors of amr.inspector, as persons
+    OUT/truth/inspector_conflicts.csv       every entity an inspector must not inspect, and why
+    OUT/truth/last_inspections.csv          each inspected entity's inspectors of its last inspection
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from pipelines import reference as ref
+from pipelines.contracts import get_contract
 from pipelines.dev.synth import vocabulary as voc
 from pipelines.dev.synth.writers import DefectLog, FeedWriter, FileLayout, Label
 
@@ -40,6 +44,7 @@ REAL_SOCIAL_ORGS = 6_000
 REAL_CONSTRUCTION_PERMITS = 20_000
 REAL_HAZARD_REPORTS = 200_000
 REAL_GRID_CELLS = 3_600
+REAL_INSPECTORS = 3_000           # 执法检查人员 of the market regulator, city and town branches
 ADDRESSES_PER_PERSON = 0.3
 PERSON_CHUNK = 50_000
 TOWN_CODES = tuple(ref.TOWNS)
@@ -323,6 +328,7 @@ class Entity:
     capital: str | None
     rep_id: str = ""
     rep_name: str = ""
+    clean: bool = False     # its registration is delivered without defects (an inspector's relation to it)
 
 
 def _random_day(rng: random.Random, start: date, end: date) -> date:
@@ -352,6 +358,7 @@ class City:
         self.n_persons = max(200, round(REAL_PERSONS * scale))
         self.n_market = max(40, round(REAL_MARKET_ENTITIES * scale))
         self.n_social = max(5, round(REAL_SOCIAL_ORGS * scale))
+        self.n_inspectors = max(30, round(REAL_INSPECTORS * scale))
         self.geo = Geography(seed, max(360, round(self.n_persons * ADDRESSES_PER_PERSON)))
         self.deliveries = out / "deliveries"
         self.truth = out / "truth"
@@ -406,6 +413,7 @@ class City:
         self.write_grid()
         self.make_entities()
         self.write_persons()
+        self.make_inspectors()
         self.write_entity_feeds()
         self.write_special_deliveries()
         self.defect_log.close()
@@ -645,10 +653,19 @@ class City:
         household = {"number": "", "left": 0}
         marriage_count = 0
         employers = self.entities
+        # Inspectors come from hukou households drawn at their first member
+        # (a stream of their own, ~2 households per inspector needed); every
+        # member's hukou and insurance rows are delivered clean, so each
+        # relation of an inspector to an entity is one the lake can see.
+        self.inspector_households: list[list[dict]] = []
+        household_draw = rng_for(self.seed, "inspector-households")
+        share = min(1.0, 2.0 * self.n_inspectors / max(1.0, 0.078 * self.n_persons))
+        members: list[dict] | None = None
         for chunk_start in range(0, self.n_persons, PERSON_CHUNK):
             rng = rng_for(self.seed, "persons", chunk_start)
             c_hukou = Corruptor(rng, rates)
             c_res = Corruptor(rng, rates, xlsx=True)
+            c_clean = Corruptor(rng, rates.scaled(0.0))
             for p in range(chunk_start, min(self.n_persons, chunk_start + PERSON_CHUNK)):
                 person = self.new_person(rng, p, sequence)
                 is_hukou, gender, birth, person_id, name = (
@@ -658,6 +675,16 @@ class City:
                 # the residence permit's expiry as delivered: blank without a
                 # permit or when the delivery carries no readable date
                 permit_valid_until = ""
+                member = None
+                if is_hukou and household["left"] == 0:      # the first member of a new household
+                    members = [] if household_draw.random() < share else None
+                    if members is not None:
+                        self.inspector_households.append(members)
+                if is_hukou and members is not None:
+                    member = {"person_id": person_id, "name": name, "age": age, "dead": dead, "status": status,
+                              "employer": ""}
+                    members.append(member)
+                c_person = c_clean if member is not None else c_hukou
 
                 if p in self.rep_of or pending_reps:
                     if age >= 20 and not dead:
@@ -669,7 +696,9 @@ class City:
                         pending_reps += self.rep_of.pop(p, [])
 
                 if is_hukou:
-                    hukou.write(*self.hukou_row(rng, c_hukou, person, household, p))
+                    hukou.write(*self.hukou_row(rng, c_person, person, household, p))
+                    if member is not None:
+                        member["household_number"] = household["number"]
                 elif not dead:
                     value, labels, flip = c_res.person_id(person_id, "证件号码", allow_gender=True)
                     if flip:
@@ -702,15 +731,17 @@ class City:
                 if not dead and 18 <= age < 60 and rng.random() < 0.6:
                     entity = employers[rng.randrange(len(employers))]
                     employer = entity.uscc
-                    value, labels, _ = c_hukou.person_id(person_id, "身份证号")
+                    if member is not None:
+                        member["employer"] = employer
+                    value, labels, _ = c_person.person_id(person_id, "身份证号")
                     started = _random_day(rng, max(birth + timedelta(days=18 * 366), date(2000, 1, 1)), self.as_of)
-                    uscc_value, uscc_labels = c_hukou.uscc(entity.uscc, "单位统一社会信用代码")
+                    uscc_value, uscc_labels = c_person.uscc(entity.uscc, "单位统一社会信用代码")
                     base = f"{rng.randint(2300, 30000)}.00"
                     status_ins = rng.choices(("参保缴费", "暂停缴费", "终止参保"), (90, 5, 5))[0]
                     kinds = ["养老保险", "医疗保险"] + [k for k, share in (("工伤保险", 0.6), ("失业保险", 0.4),
                                                                      ("生育保险", 0.3)) if rng.random() < share]
                     for kind in kinds:
-                        date_text, date_labels = c_hukou.day(started, "参保日期")
+                        date_text, date_labels = c_person.day(started, "参保日期")
                         insurance.write({"身份证号": value, "姓名": name, "单位统一社会信用代码": uscc_value,
                                          "单位名称": entity.name, "险种": kind, "参保状态": status_ins,
                                          "参保日期": date_text, "缴费基数": base},
@@ -746,6 +777,122 @@ class City:
         for writer in (hukou, residence, death, marriage, insurance):
             self.close(writer)
 
+    def make_inspectors(self) -> None:
+        """The roster of amr.inspector, drawn from the inspector households of
+        ``write_persons``: one eligible member (25-58, alive, 正常) of each
+        until there are ``n_inspectors``. Relations are planted on top of the
+        ones that occur anyway: a quarter of inspectors become the legal
+        representative of some operating firm, a quarter have a household
+        member who does. Every entity represented by a member of an
+        inspector's household is delivered clean (``Entity.clean``); the truth
+        of whom each inspector must not inspect is written after all planting
+        (``write_inspector_truth``)."""
+        rng = rng_for(self.seed, "inspectors")
+        operating = [e for e in self.entities if e.status in ("存续", "在业")]
+        categories = ("食品", "特种设备", "价格", "广告", "综合")
+        self.inspectors: list[dict] = []
+        for household in self.inspector_households:
+            if len(self.inspectors) >= self.n_inspectors:
+                break
+            eligible = [m for m in household if not m["dead"] and m["status"] == "正常" and 25 <= m["age"] <= 58]
+            if not eligible:
+                continue
+            person = rng.choice(eligible)
+            town = rng.randrange(len(TOWN_CODES))
+            inspector = dict(person, household=household,
+                             certificate_number=f"44190021{len(self.inspectors) + 1:06d}",
+                             department="东莞市市场监督管理局" if rng.random() < 0.3
+                             else f"东莞市市场监督管理局{ref.TOWNS[TOWN_CODES[town]]}分局",
+                             town_name=ref.TOWNS[TOWN_CODES[town]],
+                             category=rng.choices(categories, (30, 15, 15, 10, 30))[0],
+                             duty_status="在岗" if rng.random() < 0.92 else "离岗")
+            self.inspectors.append(inspector)
+            others = [m for m in household if m is not person and not m["dead"] and m["age"] >= 20]
+            relatives = [person] if rng.random() < 0.25 else []
+            if others and rng.random() < 0.25:
+                relatives.append(rng.choice(others))
+            for relative in relatives:
+                firm = rng.choice(operating)
+                firm.rep_id, firm.rep_name = relative["person_id"], relative["name"]
+        in_households = {m["person_id"] for household in self.inspector_households for m in household}
+        for entity in self.entities + self.social_orgs:
+            if entity.rep_id in in_households:
+                entity.clean = True
+
+    def write_inspectors(self) -> None:
+        """amr.inspector (clean: its subject is the draw, not ingest's repairs)
+        and its truth: ``inspectors.csv``, and ``inspector_conflicts.csv`` with
+        every entity each inspector must not be assigned to (回避): one they
+        represent (legal_representative), one a member of their household
+        (same 户号) represents (household_legal_representative), their
+        employer by social insurance (employer)."""
+        writer = self.writer("amr.inspector", ["执法证号", "姓名", "身份证号", "所属部门", "所属镇街", "执法类别",
+                                               "在岗状态"], "csv", "utf-8", clean=True)
+        represented: dict[str, list[str]] = {}
+        for entity in self.entities + self.social_orgs:
+            if entity.clean:
+                represented.setdefault(entity.rep_id, []).append(entity.uscc)
+        with (self.truth / "inspectors.csv").open("w", encoding="utf-8", newline="") as roster, \
+                (self.truth / "inspector_conflicts.csv").open("w", encoding="utf-8", newline="") as conflicts:
+            roster_out, conflicts_out = csv.writer(roster), csv.writer(conflicts)
+            roster_out.writerow(("certificate_number", "person_id", "full_name", "household_number", "department",
+                                 "town_name", "enforcement_category", "duty_status", "employer_uscc"))
+            conflicts_out.writerow(("certificate_number", "uscc", "relation", "related_person_id"))
+            for inspector in self.inspectors:
+                writer.write({"执法证号": inspector["certificate_number"], "姓名": inspector["name"],
+                              "身份证号": inspector["person_id"], "所属部门": inspector["department"],
+                              "所属镇街": inspector["town_name"], "执法类别": inspector["category"],
+                              "在岗状态": inspector["duty_status"]}, [])
+                roster_out.writerow((inspector["certificate_number"], inspector["person_id"], inspector["name"],
+                                     inspector["household_number"], inspector["department"], inspector["town_name"],
+                                     inspector["category"], inspector["duty_status"], inspector["employer"]))
+                # one row per entity, the first relation in this order (the order the draw states them in)
+                rows: dict[str, tuple[str, str]] = {}
+                for uscc in represented.get(inspector["person_id"], []):
+                    rows.setdefault(uscc, ("legal_representative", inspector["person_id"]))
+                for member in inspector["household"]:
+                    if member["person_id"] != inspector["person_id"]:
+                        for uscc in represented.get(member["person_id"], []):
+                            rows.setdefault(uscc, ("household_legal_representative", member["person_id"]))
+                if inspector["employer"]:
+                    rows.setdefault(inspector["employer"], ("employer", inspector["person_id"]))
+                for uscc, (relation, related) in sorted(rows.items()):
+                    conflicts_out.writerow((inspector["certificate_number"], uscc, relation, related))
+        self.close(writer)
+        self.write_inspection_results()
+
+    def write_inspection_results(self) -> None:
+        """amr.inspection_result: the last period's inspections (about 2% of
+        the operating entities, by two on-duty inspectors each, within the
+        three months before day 0), clean, and ``truth/last_inspections.csv``
+        with each entity's inspectors of its latest inspection: the ones a new
+        draw must not send again."""
+        rng = rng_for(self.seed, "inspection-results")
+        on_duty = [i for i in self.inspectors if i["duty_status"] == "在岗"]
+        if len(on_duty) < 2:
+            return
+        writer = self.writer("amr.inspection_result", ["抽查任务编号", "抽查事项", "统一社会信用代码", "检查对象名称",
+                                                       "检查日期", "检查结果", "执法证号", "公示日期"],
+                             "csv", "utf-8", clean=True)
+        results = get_contract("amr.inspection_result").column("result").values
+        items = ("食品经营者落实食品安全主体责任情况检查", "经营者明码标价和价格行为检查", "企业公示信息情况检查")
+        with (self.truth / "last_inspections.csv").open("w", encoding="utf-8", newline="") as handle:
+            truth = csv.writer(handle)
+            truth.writerow(("uscc", "inspected_date", "certificate_numbers"))
+            for k, entity in enumerate(e for e in self.entities if e.status in ("存续", "在业")):
+                if rng.random() >= 0.02:
+                    continue
+                inspected = self.as_of - timedelta(days=rng.randint(7, 90))
+                pair = sorted(i["certificate_number"] for i in rng.sample(on_duty, 2))
+                result, item = rng.choices(results, (70, 15, 5, 6, 1, 3))[0], rng.choice(items)
+                for certificate in pair:
+                    writer.write({"抽查任务编号": f"SJ{inspected:%Y%m}{k:07d}", "抽查事项": item,
+                                  "统一社会信用代码": entity.uscc, "检查对象名称": entity.name,
+                                  "检查日期": inspected.isoformat(), "检查结果": result, "执法证号": certificate,
+                                  "公示日期": (inspected + timedelta(days=20)).isoformat()}, [])
+                truth.writerow((entity.uscc, inspected.isoformat(), ";".join(pair)))
+        self.close(writer)
+
     def write_court_case(self, rng: random.Random, corrupt: Corruptor, name: str, code: str, is_person: bool) -> None:
         self.court_cases += 1
         filed = _random_day(rng, self.as_of - timedelta(days=4 * 365), self.as_of - timedelta(days=30))
@@ -779,18 +926,21 @@ class City:
         self.close(self.court)
         self.write_construction(rng, corrupt)
         self.write_hazards(rng, corrupt)
+        self.write_inspectors()
         self.write_entity_truth()
 
     def write_registration(self, rng: random.Random, corrupt: Corruptor) -> None:
         headers = ["统一社会信用代码", "企业名称", "市场主体类型", "法定代表人", "法定代表人证件号", "注册资本(万元)",
                    "成立日期", "登记状态", "住所", "所属镇街", "行业代码", "经营范围", "核准日期"]
         writer = self.writer("amr.business_registration", headers, "csv", "gb18030", crlf=True)
+        clean = Corruptor(rng, self.rates.scaled(0.0))
         for e in self.entities:
             address = self.geo.address(e.address)
-            uscc, labels = corrupt.uscc(e.uscc, "统一社会信用代码")
-            rep_id, rep_labels, _ = corrupt.person_id(e.rep_id, "法定代表人证件号")
-            established, est_labels = corrupt.day(e.established, "成立日期", required=True)
-            approved, app_labels = corrupt.day(_random_day(rng, e.established, self.as_of), "核准日期")
+            c = clean if e.clean else corrupt
+            uscc, labels = c.uscc(e.uscc, "统一社会信用代码")
+            rep_id, rep_labels, _ = c.person_id(e.rep_id, "法定代表人证件号")
+            established, est_labels = c.day(e.established, "成立日期", required=True)
+            approved, app_labels = c.day(_random_day(rng, e.established, self.as_of), "核准日期")
             words = voc.INDUSTRY_WORDS[e.section]
             scope = f"一般项目：{rng.choice(words)}；{rng.choice(words)}，销售：{rng.choice(words)}"
             if rng.random() < 0.05:
@@ -812,10 +962,12 @@ class City:
     def write_social_orgs(self, rng: random.Random, corrupt: Corruptor) -> None:
         headers = ["统一社会信用代码", "组织名称", "组织类型", "法定代表人", "法定代表人身份证号", "成立日期", "登记状态", "住所"]
         writer = self.writer("mca.social_org", headers, "csv", "utf-8")
+        clean = Corruptor(rng, self.rates.scaled(0.0))
         for e in self.social_orgs:
-            uscc, labels = corrupt.uscc(e.uscc, "统一社会信用代码")
-            rep_id, rep_labels, _ = corrupt.person_id(e.rep_id, "法定代表人身份证号")
-            established, est_labels = corrupt.day(e.established, "成立日期")
+            c = clean if e.clean else corrupt
+            uscc, labels = c.uscc(e.uscc, "统一社会信用代码")
+            rep_id, rep_labels, _ = c.person_id(e.rep_id, "法定代表人身份证号")
+            established, est_labels = c.day(e.established, "成立日期")
             writer.write({
                 "统一社会信用代码": uscc, "组织名称": e.name, "组织类型": e.entity_type, "法定代表人": e.rep_name,
                 "法定代表人身份证号": rep_id, "成立日期": established, "登记状态": e.status,

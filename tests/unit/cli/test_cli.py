@@ -31,9 +31,9 @@ def test_contracts_list_json_and_check():
     listed = runner.invoke(main, ["contracts", "list", "--json"])
     assert listed.exit_code == 0
     feeds = {c["feed"] for c in json.loads(listed.output)}
-    assert len(feeds) == 16 and "psb.hukou" in feeds
+    assert len(feeds) == 18 and "psb.hukou" in feeds
     checked = runner.invoke(main, ["contracts", "check"])
-    assert checked.exit_code == 0 and "16 contracts valid" in checked.output
+    assert checked.exit_code == 0 and "18 contracts valid" in checked.output
 
 
 def test_contract_check_names_the_broken_file_and_field(tmp_path):

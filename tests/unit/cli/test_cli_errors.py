@@ -354,6 +354,11 @@ SWEEP = {
     ("show", "entity"): [["NO-SUCH-USCC"]],
     ("demo",): [[]],
     ("upkeep",): [["--layer", "no_such_layer"]],
+    ("inspect", "draw"): [["--plan", "no-such-plan", "--seed", "1"], ["--plan", "amr-2026-12", "--seed", "1"]],
+    ("inspect", "verify"): [["NO-SUCH-DRAW"]],
+    ("inspect", "notice"): [["NO-SUCH-DRAW"]],
+    ("verify",): [["person-alive-in-town", "441900199001011231", "--department", "hrss", "--town", "南城街道",
+                   "--purpose", "社保待遇资格认证"], ["entity-good-standing", "NO-SUCH-USCC", "--department", "x"]],
 }
 # Starting them would start a real service or Airflow's database: tested elsewhere.
 NOT_SWEPT = {("airflow", "up"), ("trino", "up"), ("airflow", "run"), ("builder", "up")}

@@ -75,7 +75,7 @@ def test_a_new_contract_file_adds_a_dag(project_airflow, tmp_path, monkeypatch):
     bag = _dag_bag()
     assert bag.import_errors == {}
     assert "feed__edu_school_roll" in bag.dag_ids
-    assert len([d for d in bag.dag_ids if d.startswith("feed__")]) == len(load_contracts()) == 17
+    assert len([d for d in bag.dag_ids if d.startswith("feed__")]) == len(load_contracts()) == 19
     # a broken contract costs only its own DAG
     (schemas / "feeds" / "edu" / "broken.yaml").write_text("feed: edu.broken\n", encoding="utf-8")
     bag = _dag_bag()
@@ -93,7 +93,7 @@ def test_dag_files_do_no_heavy_work_at_parse_time():
         import airflow.sdk
         sys.path.insert(0, {str(PROJECT_ROOT / 'dags')!r})
         started = time.monotonic()
-        import govlake_feeds, govlake_libraries, govlake_publish, govlake_upkeep
+        import govlake_feeds, govlake_libraries, govlake_publish, govlake_upkeep, govlake_inspections
         print(round(time.monotonic() - started, 3))
         heavy = [m for m in ("pyspark", "great_expectations", "delta", "pandas") if m in sys.modules]
         assert not heavy, heavy
