@@ -116,6 +116,10 @@ def _contract_values(feed: str, column: str) -> tuple[str, ...]:
     return get_contract(feed).column(column).values
 
 
+# a plan's or an item's name: lowercase words and digits joined by hyphens (it goes into draw ids and DAG ids)
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+
+
 class InspectionScope(Strict):
     """Which entities an item applies to; every list given must match (an
     empty or missing list does not restrict). Industry codes match as
@@ -130,10 +134,8 @@ class InspectionScope(Strict):
     @field_validator("industry_sections")
     @classmethod
     def _sections(cls, values):
-        for value in values:
-            if value not in ref.INDUSTRY_SECTIONS:
-                raise ValueError(f"unknown industry section {value!r} (GB/T 4754: {', '.join(ref.INDUSTRY_SECTIONS)})")
-        return values
+        return _known(values, ref.INDUSTRY_SECTIONS, "industry section",
+                      f"GB/T 4754: {', '.join(ref.INDUSTRY_SECTIONS)}")
 
     @field_validator("industry_codes")
     @classmethod
@@ -149,32 +151,31 @@ class InspectionScope(Strict):
     def _entity_types(cls, values):
         known = (_contract_values("amr.business_registration", "entity_type")
                  + _contract_values("mca.social_org", "organisation_type"))
-        for value in values:
-            if value not in known:
-                raise ValueError(f"unknown entity type {value!r} ({', '.join(known)})")
-        return values
+        return _known(values, known, "entity type", ", ".join(known))
 
     @field_validator("towns")
     @classmethod
     def _towns(cls, values):
-        for value in values:
-            if value not in ref.TOWN_CODE_BY_NAME:
-                raise ValueError(f"unknown town {value!r} (one of the city's {len(ref.TOWNS)} town names)")
-        return values
+        return _known(values, ref.TOWN_CODE_BY_NAME, "town", f"one of the city's {len(ref.TOWNS)} town names")
 
     @field_validator("licence_types")
     @classmethod
     def _licence_types(cls, values):
-        for value in values:
-            if value not in ref.LICENCE_TYPES:
-                raise ValueError(f"unknown licence type {value!r} ({', '.join(ref.LICENCE_TYPES)})")
-        return values
+        return _known(values, ref.LICENCE_TYPES, "licence type", ", ".join(ref.LICENCE_TYPES))
+
+
+def _known(values: tuple[str, ...], known, what: str, hint: str) -> tuple[str, ...]:
+    """``values`` when each is one of ``known``; else the field's error naming the first that is not."""
+    for value in values:
+        if value not in known:
+            raise ValueError(f"unknown {what} {value!r} ({hint})")
+    return values
 
 
 class InspectionItem(Strict):
     """One item of the list (抽查事项)."""
 
-    item: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    item: Slug
     title: str
     legal_basis: str
     enforcement_category: str
@@ -187,9 +188,7 @@ class InspectionItem(Strict):
     @classmethod
     def _category(cls, value):
         known = _contract_values("amr.inspector", "enforcement_category")
-        if value not in known:
-            raise ValueError(f"unknown enforcement category {value!r} ({', '.join(known)})")
-        return value
+        return _known((value,), known, "enforcement category", ", ".join(known))[0]
 
     @field_validator("sampling_ratio", mode="before")
     @classmethod
@@ -226,7 +225,7 @@ class InspectionItem(Strict):
 class InspectionPlan(Strict):
     """An inspection plan (抽查计划): the list for one period."""
 
-    plan: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    plan: Slug
     title: str
     department: str
     period: dict[str, date]

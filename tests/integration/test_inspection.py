@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -29,6 +28,7 @@ from pipelines.lake.delta import append_rows, read_delta_rows
 from pipelines.lake.paths import governance_path, table_path
 from pipelines.lake.tables import INSPECTION_ASSIGNMENTS_DDL, INSPECTION_DRAWS_DDL
 from pipelines.settings import get_settings
+from tests.integration.cities import copy_built_lake, truth_rows
 
 EVERYONE = """
 plan: everyone
@@ -48,16 +48,8 @@ items:
 
 @pytest.fixture(scope="module")
 def lake(built_city, tmp_path_factory):
-    """A copy of the session's built city (draws write to governance)."""
-    root, settings, _ = built_city
-    home = tmp_path_factory.mktemp("inspection") / "lake"
-    shutil.copytree(root / "built-lake", home)
-    return root, dataclasses.replace(settings, home=str(home))
-
-
-def _truth(root, name):
-    with (root / "truth" / name).open(encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    """A copy of the session's built city as built (draws write to governance)."""
+    return copy_built_lake(built_city, tmp_path_factory, "inspection")
 
 
 def _govlake(settings, *args):
@@ -70,7 +62,7 @@ def test_the_roster_reaches_silver_as_delivered(spark, lake):
     silver = spark.read.format("delta").load(table_path("silver", get_contract("amr.inspector"), settings))
     got = {(r.certificate_number, r.id_number, r.enforcement_category, r.duty_status) for r in silver.collect()}
     want = {(t["certificate_number"], t["person_id"], t["enforcement_category"], t["duty_status"])
-            for t in _truth(root, "inspectors.csv")}
+            for t in truth_rows(root, "inspectors.csv")}
     assert got == want and len(want) >= 30
 
 
@@ -78,7 +70,7 @@ def test_the_lake_finds_exactly_the_planted_relations(lake):
     root, settings = lake
     inputs = read_draw_inputs(parse_plan(EVERYONE, "everyone.yaml"), settings)
     found = {(cert, uscc, reason) for cert, barred in inputs.recusals.items() for uscc, reason in barred.items()}
-    truth = {(t["certificate_number"], t["uscc"], t["relation"]) for t in _truth(root, "inspector_conflicts.csv")}
+    truth = {(t["certificate_number"], t["uscc"], t["relation"]) for t in truth_rows(root, "inspector_conflicts.csv")}
     assert found == truth
     assert {reason for _, _, reason in truth} == {"legal_representative", "household_legal_representative",
                                                   "employer"}
@@ -88,7 +80,7 @@ def test_no_planted_conflict_of_interest_is_drawn_over_100_seeds(lake):
     root, settings = lake
     plan = parse_plan(EVERYONE, "everyone.yaml")
     inputs = read_draw_inputs(plan, settings)
-    conflicts = {(t["certificate_number"], t["uscc"]) for t in _truth(root, "inspector_conflicts.csv")}
+    conflicts = {(t["certificate_number"], t["uscc"]) for t in truth_rows(root, "inspector_conflicts.csv")}
     pool = {i.certificate_number for i in inputs.inspectors if qualified(plan, plan.items[0], i)}
     graded = {e.uscc for e in inputs.entities}
     # every entity is drawn: each conflict of a qualified inspector with a graded entity is a chance to fail
@@ -101,7 +93,7 @@ def test_no_planted_conflict_of_interest_is_drawn_over_100_seeds(lake):
         violations += sum((cert, a.uscc) in conflicts for a in result.assignments for cert in a.certificates)
     assert violations == 0
     # nor an entity's inspectors of its last inspection (amr.inspection_result)
-    last = {t["uscc"]: set(t["certificate_numbers"].split(";")) for t in _truth(root, "last_inspections.csv")}
+    last = {t["uscc"]: set(t["certificate_numbers"].split(";")) for t in truth_rows(root, "last_inspections.csv")}
     assert len({uscc for uscc in last if uscc in graded}) >= 20
     for seed in range(20):
         for a in draw_plan(plan, inputs, seed).assignments:
@@ -198,8 +190,8 @@ def test_a_draw_is_recorded_verified_and_published_without_personal_data(spark, 
     assert {r["统一社会信用代码"] for r in rows} == {uscc for _, uscc in drawn}
     text = open(written["html"], encoding="utf-8").read() + open(written["csv"], encoding="utf-8-sig").read()
     assert not re.search(r"(src|href)\s*=|@import|url\(", text)            # nothing fetched from elsewhere
-    persons = [t["person_id"] for t in _truth(root, "persons.csv")]
-    inspectors = _truth(root, "inspectors.csv")
+    persons = [t["person_id"] for t in truth_rows(root, "persons.csv")]
+    inspectors = truth_rows(root, "inspectors.csv")
     assert not [p for p in persons if p in text]
     assert not [t for t in inspectors if t["certificate_number"] in text or t["full_name"] in text]
     assert not re.search(r"[1-8]\d{5}(19|20)\d{9}[\dX]", text)            # no ID number of anyone

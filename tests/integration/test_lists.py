@@ -9,6 +9,7 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
+from pipelines.contracts import load_contracts
 from pipelines.lake.delta import read_table
 from pipelines.lake.paths import governance_path
 from pipelines.serving.access import explain
@@ -69,4 +70,5 @@ def test_the_lists_are_delta_tables(spark, catalog_copy):
     states = {(r["department"], r["resource"]): r["state"] for r in sharing.collect()}
     assert states[("edu", "silver.psb_hukou")] == "expired" and states[("hrss", "silver.psb_residence_permit")] == "live"
     collection = spark.read.format("delta").load(governance_path("collection_list", settings))
-    assert collection.count() == 16 and {r["status"] for r in collection.collect()} == {"missing"}
+    assert collection.count() == len(load_contracts()) == 18
+    assert {r["status"] for r in collection.collect()} == {"missing"}

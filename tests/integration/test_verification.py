@@ -3,11 +3,8 @@ truth: the answers, that the asker learns nothing else, and the log."""
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import os
 import random
-import shutil
 import subprocess
 import sys
 from datetime import date
@@ -17,6 +14,7 @@ import pytest
 from pipelines.applications.verification import verify
 from pipelines.lake.delta import read_delta_rows
 from pipelines.lake.paths import governance_path
+from tests.integration.cities import copy_built_lake, truth_rows
 
 DEPARTMENTS = {"hrss": None, "amr": None, "nancheng": "441900004"}
 
@@ -24,15 +22,7 @@ DEPARTMENTS = {"hrss": None, "amr": None, "nancheng": "441900004"}
 @pytest.fixture(scope="module")
 def lake(built_city, tmp_path_factory):
     """A copy of the session's built city as built (verifications are logged in governance)."""
-    root, settings, _ = built_city
-    home = tmp_path_factory.mktemp("verification") / "lake"
-    shutil.copytree(root / "built-lake", home)
-    return root, dataclasses.replace(settings, home=str(home))
-
-
-def _truth(root, name):
-    with (root / "truth" / name).open(encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return copy_built_lake(built_city, tmp_path_factory, "verification")
 
 
 def _alive_and_registered(person: dict, today: date) -> bool:
@@ -47,12 +37,12 @@ def _alive_and_registered(person: dict, today: date) -> bool:
     return not until or date.fromisoformat(until) >= today
 
 
-def test_person_alive_in_town_answers_as_the_truth(spark, lake):
+def test_person_alive_in_town_answers_as_thetruth_rows(spark, lake):
     root, settings = lake
     known = {r.person_id for r in spark.read.format("delta").load(settings.lake_path("base", "population"))
              .where("is_current").select("person_id").collect()}
     # the persons the library resolved (recall is 0.995+, test_libraries.py): a missing one would answer no
-    persons = [p for p in random.Random(5).sample(_truth(root, "persons.csv"), 200) if p["person_id"] in known]
+    persons = [p for p in random.Random(5).sample(truth_rows(root, "persons.csv"), 200) if p["person_id"] in known]
     assert len(persons) >= 190
     answers = {p["person_id"]: verify("person-alive-in-town", p["person_id"], {"town": p["town_code"]}, "hrss",
                                       "养老金领取资格认证", "tester", DEPARTMENTS, settings)["answer"]
@@ -73,7 +63,7 @@ def test_good_standing_and_licences_answer_as_the_libraries_hold(spark, lake):
     root, settings = lake
     people = {r.uscc: r for r in spark.read.format("delta").load(settings.lake_path("base", "legal_person"))
               .where("is_current").select("uscc", "registration_status", "registration_status_source").collect()}
-    entities = [e for e in random.Random(6).sample(_truth(root, "entities.csv"), 120) if e["uscc"] in people]
+    entities = [e for e in random.Random(6).sample(truth_rows(root, "entities.csv"), 120) if e["uscc"] in people]
     assert len(entities) >= 110
     records = (spark.read.format("delta").load(settings.lake_path("base", "credit_record")).where("is_current")
                .where("(record_type = 'abnormal_operation' and ended_on is null) or "
@@ -105,8 +95,8 @@ def test_good_standing_and_licences_answer_as_the_libraries_hold(spark, lake):
 def test_the_asker_learns_the_answer_not_the_record_and_every_question_is_logged(lake):
     root, settings = lake
     # an inspector: a living hukou resident whose rows the generator delivers clean
-    inspector = _truth(root, "inspectors.csv")[0]["person_id"]
-    person = next(p for p in _truth(root, "persons.csv") if p["person_id"] == inspector)
+    inspector = truth_rows(root, "inspectors.csv")[0]["person_id"]
+    person = next(p for p in truth_rows(root, "persons.csv") if p["person_id"] == inspector)
     before = len(read_delta_rows(governance_path("verification_log", settings)))
     asked = subprocess.run([sys.executable, "-m", "pipelines.cli", "verify", "person-alive-in-town",
                             person["person_id"], "--town", person["town_code"], "--department", "hrss",
