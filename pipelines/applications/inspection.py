@@ -84,8 +84,6 @@ GENERAL_CATEGORY = "综合"          # an inspector of every enforcement categor
 ON_DUTY = "在岗"
 # registration statuses of an entity that is not inspected: gone, or moved out of the city
 NOT_OPERATING = (*ref.DEREGISTERED, "迁出")
-# the relations that bar an inspector from an entity (回避), as recusals_of names them
-RECUSAL_REASONS = ("legal_representative", "household_legal_representative", "employer")
 
 
 class PlanError(ValueError):
@@ -866,7 +864,7 @@ th { background: #eee; }
 """
 
 
-def notice_rows(record: dict, plan: InspectionPlan, assignments: list[dict]) -> list[tuple]:
+def notice_rows(plan: InspectionPlan, assignments: list[dict]) -> list[tuple]:
     """One row per (item, entity) drawn, in drawn order, with ``NOTICE_HEADERS``."""
     titles = {item.item: item.title for item in plan.items}
     period = f"{plan.period['start']:%Y-%m-%d}至{plan.period['end']:%Y-%m-%d}"
@@ -898,7 +896,7 @@ def write_public_notice(draw_id: str, settings: Settings, out: Path) -> dict:
     # the drawn order within an item is the rank; a notice lists by item, then code
     assignments = sorted(({"item": a.item, "uscc": a.uscc, "entity_name": a.entity_name} for a in stored),
                          key=lambda row: (order.get(row["item"], len(order)), row["uscc"]))
-    rows = notice_rows(record, plan, assignments)
+    rows = notice_rows(plan, assignments)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, html_path = out / f"{draw_id}.csv", out / f"{draw_id}.html"
     with csv_path.open("w", encoding="utf-8-sig", newline="") as handle:
