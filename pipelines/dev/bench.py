@@ -111,10 +111,11 @@ def _settle(pids: list[int], limit_gib: float = 4.0, seconds: float = 300.0) -> 
             "rss_gib_after": round(rss / 2**30, 2), "settled": rss <= limit_gib * 2**30}
 
 
-def _tree_usage(root: int) -> tuple[int, dict[int, float]]:
+def _tree_usage(root: int, parts: dict | None = None) -> tuple[int, dict[int, float]]:
     """Process ``root`` and all its descendants now: their summed resident
     memory in bytes, and each one's CPU seconds so far (user and system;
-    a ``govlake build``'s Spark JVM is its child)."""
+    a ``govlake build``'s Spark JVM is its child). ``parts``, when given,
+    is filled with each process's RSS by pid, under its name and role."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -131,12 +132,51 @@ def _tree_usage(root: int) -> tuple[int, dict[int, float]]:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
+                    if parts is not None:
+                        parts[pid] = (_role(pid), int(line.split()[1]) * 1024)
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks       # utime, stime
         except (OSError, IndexError, ValueError):
             pass
         stack += children.get(pid, [])
     return total, cpu
+
+
+def _role(pid: int) -> str:
+    """What a process in a measured tree is, in a word: ``java`` (a Spark
+    JVM), ``pyspark worker`` (PySpark's daemon and its forked workers),
+    ``build service``, or its command's name."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    words = [a.decode(errors="replace") for a in argv if a]
+    if not words:
+        return "gone"
+    if Path(words[0]).name.startswith("java"):
+        return "java"
+    if "pyspark.daemon" in words or "pyspark.worker" in words:
+        return "pyspark worker"
+    if "pipelines.libraries.service" in words:
+        return "build service"
+    # names, not paths: the figures go into docs/benchmarks.md
+    return " ".join(Path(w).name for w in words[:3] if not w.startswith("-"))[:40]
+
+
+def _pss(pids) -> int:
+    """The summed proportional set size of ``pids`` in bytes: a page shared
+    by n processes (PySpark's forked workers share their daemon's) counts
+    1/n in each, so the sum is the memory the processes hold together."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            pass
+    return total
 
 
 def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None = None,
@@ -170,14 +210,26 @@ def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None
         for pid in beside or []:
             beside_before.update(_tree_usage(pid)[1])
 
+        at_peak: dict = {}
+        pss_peak = [0]
+
         def sample() -> None:
+            count = 0
             while not done.wait(0.25):
-                rss, cpu = _tree_usage(process.pid)
+                parts: dict = {}
+                rss, cpu = _tree_usage(process.pid, parts)
                 for pid in beside or []:
-                    other_rss, other_cpu = _tree_usage(pid)
+                    other_rss, other_cpu = _tree_usage(pid, parts)
                     rss += other_rss
                     cpu |= {f"beside {p}": seconds - beside_before.get(p, 0) for p, seconds in other_cpu.items()}
-                tree_peak[0] = max(tree_peak[0], rss)
+                if rss > tree_peak[0]:
+                    tree_peak[0] = rss
+                    at_peak.clear()
+                    for role, size in parts.values():
+                        at_peak[role] = at_peak.get(role, 0) + size
+                if count % 4 == 0 or rss >= tree_peak[0]:        # PSS walks page tables: once a second, and at peaks
+                    pss_peak[0] = max(pss_peak[0], _pss(parts))
+                count += 1
                 tree_cpu.update(cpu)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -195,7 +247,10 @@ def _measured_process(argv: list[str], env: dict | None = None, cwd: Path | None
     own, inherited = usage.ru_maxrss * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"wall": wall, "cpu": max(usage.ru_utime + usage.ru_stime, sum(tree_cpu.values())),
             "returncode": process.returncode,
-            "peak_rss": max(own if own > inherited else 0, tree_peak[0]), "stdout": stdout, "stderr": stderr}
+            "peak_rss": max(own if own > inherited else 0, tree_peak[0]), "stdout": stdout, "stderr": stderr,
+            "peak_pss": pss_peak[0],
+            "rss_at_peak_by_role": {role: round(size / 2**30, 2) for role, size in
+                                    sorted(at_peak.items(), key=lambda item: -item[1])}}
 
 
 def _govlake_ingest(feed: str, path: Path, lake: Path) -> dict:
@@ -590,10 +645,18 @@ def _govlake(args: list[str], lake: Path, code: Path | None = None, beside: list
     return run
 
 
+def _memory(run: dict) -> dict:
+    """A measured process's memory for a stage line: peak summed RSS (the
+    issue's measure), peak summed PSS (shared pages counted once), and the
+    RSS by role at the peak."""
+    return {"peak_rss_gib": round(run["peak_rss"] / 2**30, 2), "peak_pss_gib": round(run["peak_pss"] / 2**30, 2),
+            "rss_at_peak_by_role": run["rss_at_peak_by_role"]}
+
+
 def _ingest_stage(directory: Path, lake: Path, beside: list[int] | None = None) -> dict:
     run = _govlake(["ingest", "--all", str(directory)], lake, beside=beside)
     loads = run["output"]
-    return {"seconds": round(run["wall"], 1), "peak_rss_gib": round(run["peak_rss"] / 2**30, 2),
+    return {"seconds": round(run["wall"], 1), **_memory(run),
             "deliveries": len(loads), "rows_read": sum(r.get("rows_read") or 0 for r in loads),
             "rows_loaded": sum(r.get("rows_loaded") or 0 for r in loads),
             "statuses": dict(sorted(Counter(r["status"] for r in loads).items())),
@@ -606,7 +669,7 @@ def _build_stage(lake: Path, full: bool = False, beside: list[int] | None = None
     run = _govlake(["build"] + (["--full"] if full else []), lake, beside=beside)
     built = [r for r in run["output"] if "mode" in r or r.get("status") == "skipped"]
     service = re.search(r"built by the build service \(pid (\d+)\)", run["stderr"])
-    return {"seconds": round(run["wall"], 1), "peak_rss_gib": round(run["peak_rss"] / 2**30, 2),
+    return {"seconds": round(run["wall"], 1), **_memory(run),
             "cpu_s": round(run["cpu"], 1), "by_build_service": int(service.group(1)) if service else None,
             "libraries": {r["library"]: {"status": r["status"], "mode": r.get("mode"), "rows": r.get("rows"),
                                          "touched_keys": r.get("touched_keys"), "changed": r.get("changed"),
@@ -679,7 +742,7 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
             raise RuntimeError(f"the accuracy evaluation failed: {evaluated['stderr'][-2000:]}")
         accuracy = json.loads(evaluated["stdout"].strip().splitlines()[-1])
         measured("accuracy after day 0", {"seconds": round(evaluated["wall"], 1),
-                                          "peak_rss_gib": round(evaluated["peak_rss"] / 2**30, 2),
+                                          **_memory(evaluated),
                                           "person_precision_recall": [accuracy["population"]["subject_precision"],
                                                                       accuracy["population"]["subject_recall"]],
                                           "entity_precision_recall": [accuracy["legal_person"]["subject_precision"],
@@ -699,7 +762,7 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
                            env=dict(os.environ, GOVLAKE_HOME=str(lake)), capture_output=True)
     # the nightly upkeep: base libraries clustered by key (point lookups read one file)
     upkeep = _govlake(["upkeep", "--layer", "base"], lake)
-    measured("upkeep (base)", {"seconds": round(upkeep["wall"], 1), "peak_rss_gib": round(upkeep["peak_rss"] / 2**30, 2),
+    measured("upkeep (base)", {"seconds": round(upkeep["wall"], 1), **_memory(upkeep),
                                "actions": {r["table"].rsplit("/", 1)[-1]: r["action"] for r in upkeep["output"]}})
     spark = build_spark_session(app_name="govlake-bench-city")
     lookups, rows = _trino_and_duckdb(spark, settings, ["point lookup by ID"], repeats)
@@ -719,6 +782,7 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
             stages[f"day {d} build"]["seconds"] for d in range(1, days + 1))
             / stages[baseline]["seconds"], 2),
         "peak_rss_gib": max(stage["peak_rss_gib"] for stage in stages.values()),
+        "peak_pss_gib": max(stage.get("peak_pss_gib", 0) for stage in stages.values()),
         "person_precision_recall": [accuracy["population"]["subject_precision"],
                                     accuracy["population"]["subject_recall"]],
         "entity_precision_recall": [accuracy["legal_person"]["subject_precision"],
@@ -734,7 +798,8 @@ def bench_city(scale: float, days: int = 3, seed: int = 7, repeats: int = 15, fu
                        "counted in every stage it was up for; before the accuracy evaluation the run waits for the "
                        "idle service to give memory back (stage 'build service settle')" if build_service
                        else "; each build in its own process")
-                    + "); peak RSS is each stage's process tree (sampled every 0.25 s); the "
+                    + "); peak RSS is each stage's process tree (sampled every 0.25 s; PSS beside it counts a "
+                    "page shared by forked PySpark workers once); the "
                     + ("baseline is build --full on the final lake in the same run" if full_rebuild else
                        "baseline is day 0's build (every key, empty lake), no full rebuild was run")
                     + "; upkeep clusters the base libraries before the lookups; point lookups median of "

@@ -79,6 +79,11 @@ _DRIVER_ENVIRONMENT = ("JAVA_HOME", "SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_SUB
 # seconds apart (6.8 GB of heap committed, 2.3 GB in use), 7.4 GB three minutes later with periodic
 # concurrent cycles; with periodic full collections 1.1 GB after two and a half minutes (0.4 GB
 # committed, 0.1 GB live). During a build collections are frequent, so none of these run.
+# glibc gives each thread that allocates its own arena (up to 8 per core), and
+# a JVM's many threads each keep theirs: off-heap RSS that grows with every
+# build. Two arenas is the usual setting for long-lived JVMs; an environment
+# that sets MALLOC_ARENA_MAX itself wins (service_environment keeps it).
+SERVICE_MALLOC = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
 IDLE_GC = ("-XX:G1PeriodicGCInterval=60000", "-XX:-G1PeriodicGCInvokesConcurrent")
 # Sockets' paths are limited to 107 bytes (sun_path); a deeper lake's socket goes to a private temp folder.
 _SOCKET_PATH_LIMIT = 100
@@ -434,6 +439,7 @@ class BuildService:
             self.spark._jvm.java.lang.System.gc()
         except Exception as exc:        # noqa: BLE001 - the next build still runs; the log says why
             log.warning("could not release the last build's data: %s", exc)
+        _release_native_memory()
 
     def stop(self, *_signal) -> None:
         """SIGTERM: no more builds, and a running one cancelled (``_cancel``). (``govlake builder
@@ -443,6 +449,23 @@ class BuildService:
         running = self.running
         if running is not None:
             self._cancel(running)
+
+
+def _release_native_memory() -> None:
+    """Hand the memory this process's allocators keep for reuse back to the
+    system: Arrow's pool (mimalloc in pyarrow's wheels keeps the pages of the
+    tables a build read through delta-rs) and glibc's heap (``malloc_trim``).
+    An idle service then holds what it uses, not its largest build's peak."""
+    import ctypes
+    import ctypes.util
+
+    import pyarrow
+
+    pyarrow.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):     # not glibc: nothing to trim
+        pass
 
 
 def serve(settings: Settings | None = None) -> None:
@@ -586,7 +609,8 @@ def start_service(settings: Settings | None = None, wait_seconds: float = 300,
         with paths.log_file.open("ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "pipelines.libraries.service"], cwd=PROJECT_ROOT,
-                env=service_environment(settings_environment(settings)), stdin=subprocess.DEVNULL,
+                env=service_environment({**SERVICE_MALLOC, **settings_environment(settings)}),
+                stdin=subprocess.DEVNULL,
                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         written = paths.pid_file.with_name("pid.new")
         written.write_text(str(process.pid))

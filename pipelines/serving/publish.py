@@ -45,10 +45,13 @@ def _ensure_ownership(names: list[tuple[str, str]], settings: Settings, wait_sec
         return {(r["schema"].strip("^$"), r["table"].strip("^$")) for r in rules["tables"]
                 if r.get("user") == f"^{ADMIN_USER}$" and "OWNERSHIP" in r.get("privileges", []) and "table" in r}
 
-    if set(names) <= owned():
-        return
-    compile_rules(settings)
-    time.sleep(min(wait_seconds, 6))   # Trino re-reads the rules file every 5 s
+    if not set(names) <= owned():
+        compile_rules(settings)
+    # Trino re-reads the rules file at most every 5 s: rules written just now (here, or by a
+    # caller that compiled them before publishing) may not be in force yet
+    path = rules_path(settings)
+    if path.exists():
+        time.sleep(max(0.0, min(wait_seconds, 6 - (time.time() - path.stat().st_mtime))))
 
 
 def _quote(name: str) -> str:
