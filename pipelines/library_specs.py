@@ -89,6 +89,7 @@ class LibrarySpec:
     # new to read leaves the table as it is
     reads_date: bool = True
     report_reads: tuple[str, ...] = ()        # feeds the report reads besides the sources
+    rule_sets: tuple[str, ...] = ()           # schemas/rules/<name>.yaml the build reads (part of its digest)
     digest: str = ""                          # of the spec file's text: a changed spec rebuilds in full
 
     @property
@@ -144,6 +145,14 @@ def library_names(settings: Settings | None = None) -> list[str]:
     for name in specs:
         visit(name, ())
     return ordered
+
+
+def _rule_sets(document: dict, shown: str, settings: Settings) -> tuple[str, ...]:
+    names = tuple(document.get("rule_sets") or [])
+    for name in names:
+        if not (Path(settings.schemas_dir) / "rules" / f"{name}.yaml").is_file():
+            raise LibrarySpecError(f"{shown}: rule_sets: no schemas/rules/{name}.yaml")
+    return names
 
 
 def load_library_spec(library: str, settings: Settings | None = None) -> LibrarySpec:
@@ -215,4 +224,5 @@ def load_library_spec(library: str, settings: Settings | None = None) -> Library
                        touched_keys=incremental.get("touched"),
                        reads_date=bool(incremental.get("reads_date", kind == "derived" or incremental.get("dated"))),
                        report_reads=tuple(document.get("report_reads", [])),
+                       rule_sets=_rule_sets(document, shown, settings),
                        digest=hashlib.sha256(path.read_bytes()).hexdigest()[:16])

@@ -108,6 +108,25 @@ def _print_demo(summary: dict, scale: float) -> None:
     for library in summary["libraries"]:
         console.print(f"base.{library['library']}: {library['current_rows']} current records "
                       f"({library['versions']} versions); through Trino: {library['trino_rows']}")
+    profile = summary.get("enterprise_profile")
+    if profile:
+        records, licences, hazards = profile["records"], profile["licences"], profile["hazards"]
+        console.print(f"\nEnterprise profile (企业全景画像) of {profile['uscc']} {profile['registration']['entity_name']}"
+                      f" ({profile['place']['town_name'] or '-'}, grid {profile['place']['grid_code'] or '-'}): "
+                      f"credit grade {profile['credit']['credit_grade'] or '-'}, {records['penalty_count']} "
+                      f"penalties, {records['abnormal_open']} open abnormal-list entries, {licences['licences_valid']} "
+                      f"valid licences ({licences['expiring_within_90_days']} expiring within 90 days), "
+                      f"{hazards['hazards_open']} open / {hazards['hazards_closed']} closed grid hazards, "
+                      f"{profile['employees']['insured_employees'] or 0} insured employees "
+                      f"(`govlake show entity {profile['uscc']}` shows every section)", highlight=False)
+    risks = summary.get("risk_list")
+    if risks:
+        console.print(f"\nRisk list (监管对象风险专题库) of {risks['town_name']}: {len(risks['entities'])} entities "
+                      f"at high or medium risk (`govlake show risk {risks['town_code']}`)", highlight=False)
+        console.print(table("", ["uscc", "name", "level", "points", "reasons"],
+                            [[r["uscc"], r["entity_name"], r["risk_level"], r["risk_points"],
+                              "; ".join(x.split(":")[0] for x in r["risk_reasons"])]
+                             for r in risks["entities"][:10]]))
     inspection = summary.get("inspection")
     if inspection:
         drawn = ", ".join(f"{item['item']} {sum(item['drawn'].values())}" for item in inspection["items"])

@@ -165,5 +165,71 @@ def show_person(person_id: str, as_json: bool) -> None:
 @click.argument("uscc")
 @json_option
 def show_entity(uscc: str, as_json: bool) -> None:
-    """The current base.legal_person record of USCC, each value's source, and its conflicts."""
+    """The enterprise profile of USCC (企业全景画像) in sections, then its
+    base.legal_person record with each value's source, and its conflicts."""
+    from pipelines.lake.delta import table_exists
+    from pipelines.libraries.show import enterprise_profile
+    from pipelines.settings import get_settings
+
+    if not table_exists(get_settings().lake_path("base", "enterprise_profile")):
+        _show_record("legal_person", uscc, as_json)
+        return
+    try:
+        profile = enterprise_profile(spark(), uscc)
+    except LookupError as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    if as_json:
+        emit_json(profile)
+        return
+    titles = {"registration": "登记 Registration", "place": "地址与网格 Address and grid",
+              "legal_representative": "法定代表人 Legal representative", "credit": "信用 Credit",
+              "records": "处罚·异常·失信 Penalties, abnormal list, dishonest debtor",
+              "licences": f"证照 Licences (as of {profile['as_of']})", "hazards": "网格隐患 Grid hazards",
+              "inspections": "双随机检查 Inspections"}
+    console.print(f"{uscc}: {profile['registration']['entity_name']}")
+    for section, title in titles.items():
+        rows = [[name, _shown(value)] for name, value in profile[section].items()]
+        console.print(table(title, ["field", "value"], rows))
+    employees = profile["employees"]
+    console.print(table(f"参保 Insured employees: {employees['insured_employees']} now", ["month end", "insured"],
+                        [[m["month_end"], _shown(m["insured_employees"])] for m in employees["trend"]]))
     _show_record("legal_person", uscc, as_json)
+
+
+def _shown(value) -> str:
+    """A profile value for the terminal: lists and hazard categories joined, null as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return "; ".join(f"{v['category']} {v['open']} open / {v['closed']} closed" if isinstance(v, dict) else str(v)
+                         for v in value) or "-"
+    return str(value)
+
+
+@show_group.command("risk")
+@click.argument("town")
+@click.option("--level", "levels", multiple=True, type=click.Choice(["high", "medium", "low"]),
+              help="Levels to list (repeatable; default high and medium).")
+@json_option
+def show_risk(town: str, levels: tuple[str, ...], as_json: bool) -> None:
+    """The risk list of TOWN (a town code or name): its supervised entities at
+    the levels asked (base.supervision_risk), highest points first, each with
+    the rules that held."""
+    from pipelines.lake.delta import table_exists
+    from pipelines.libraries.risk import town_risk_list
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    if not table_exists(settings.lake_path("base", "supervision_risk")):     # before Spark starts
+        raise click.ClickException("base.supervision_risk is not built yet: run `govlake build`")
+    try:
+        rows = town_risk_list(spark(), settings, town, levels or ("high", "medium"))
+    except LookupError as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    if as_json:
+        emit_json(rows)
+        return
+    console.print(table(f"风险清单 Risk list: {town} ({len(rows)} entities)",
+                        ["uscc", "name", "grid", "level", "points", "reasons"],
+                        [[r["uscc"], r["entity_name"], r["grid_code"] or "-", r["risk_level"], r["risk_points"],
+                          "; ".join(r["risk_reasons"])] for r in rows]))

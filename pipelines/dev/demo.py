@@ -247,6 +247,47 @@ def draw_demo_inspections(settings: Settings, seed: int, summary: dict) -> dict 
             "reproduced": verify_draw(record["draw_id"], settings)["reproduced"], "notice": notice}
 
 
+def demo_enterprise_profile(spark, settings: Settings, summary: dict) -> dict | None:
+    """One enterprise profile (企业全景画像, ``govlake show entity``): of the
+    entity with the most open hazards, penalties and valid licences, so the
+    sections are not empty. A profile that cannot be read is a note."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.show import enterprise_profile
+
+    try:
+        chosen = (spark.read.format("delta").load(settings.lake_path("base", "enterprise_profile"))
+                  .where("is_current").orderBy((F.col("hazards_open") + F.col("penalty_count")
+                                                + F.col("licences_valid")).desc(), "uscc").first())
+        return enterprise_profile(spark, chosen["uscc"], settings) if chosen else None
+    except Exception as exc:            # noqa: BLE001 - the demo reports what failed and goes on
+        summary["ok"] = False
+        summary["notes"].append(f"UNEXPECTED: no enterprise profile to show: {exc}")
+        return None
+
+
+def demo_town_risk_list(spark, settings: Settings, summary: dict) -> dict | None:
+    """The risk list (base.supervision_risk, high and medium) of the town with
+    the most entities on it: what its supervision office would work from."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.risk import town_risk_list
+    from pipelines.reference import TOWNS
+
+    try:
+        busiest = (spark.read.format("delta").load(settings.lake_path("base", "supervision_risk"))
+                   .where("is_current and risk_level in ('high', 'medium') and town_code is not null")
+                   .groupBy("town_code").count().orderBy(F.col("count").desc(), "town_code").first())
+        if busiest is None:
+            return None
+        rows = town_risk_list(spark, settings, busiest["town_code"])
+        return {"town_code": busiest["town_code"], "town_name": TOWNS[busiest["town_code"]], "entities": rows}
+    except Exception as exc:            # noqa: BLE001 - the demo reports what failed and goes on
+        summary["ok"] = False
+        summary["notes"].append(f"UNEXPECTED: no risk list to show: {exc}")
+        return None
+
+
 def verify_demo_facts(settings: Settings, city: Path) -> list[dict]:
     """Two verifications instead of documents (核验), as the social insurance bureau and the market
     regulator would ask them: a registered resident alive in their town (the truth says yes), and an
@@ -291,6 +332,8 @@ def run_demo(spark, scale: float = 0.002, seed: int = 7, show_progress: bool = T
     summary = summarise_lake(spark, settings, city)
     mark_planted_failures(runs, summary, city, settings)
     summary["libraries"] = summarise_libraries(spark, settings)
+    summary["enterprise_profile"] = demo_enterprise_profile(spark, settings, summary)
+    summary["risk_list"] = demo_town_risk_list(spark, settings, summary)
     summary["inspection"] = draw_demo_inspections(settings, seed, summary)
     summary["verifications"] = verify_demo_facts(settings, city)
     samples = run_sample_queries(settings)

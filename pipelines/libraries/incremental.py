@@ -154,7 +154,7 @@ def digest_parts(spec: LibrarySpec, settings: Settings) -> dict[str, str]:
     """What a build of ``spec`` is made of, part by part, each with a digest
     of its content: the library spec (``schemas/libraries/...``), the
     contracts of its feeds (``schemas/feeds/...``), its quality suite
-    (``quality/libraries/...``), the rule sets (``schemas/rules/...``), and
+    (``quality/libraries/...``), the rule sets it reads (``rule_sets``), and
     the build code (``BUILD_CODE``, paths from the project root). Names do
     not depend on where the folders are. A part that does not exist is ``<none>``."""
     import hashlib
@@ -166,7 +166,7 @@ def digest_parts(spec: LibrarySpec, settings: Settings) -> dict[str, str]:
     files = {f"schemas/feeds/{feed.split('.')[0]}/{feed.split('.')[1]}.yaml":
              schemas / "feeds" / feed.split(".")[0] / f"{feed.split('.')[1]}.yaml" for feed in spec_feeds(spec)}
     files[f"quality/libraries/{spec.library}.yaml"] = Path(settings.quality_dir) / "libraries" / f"{spec.library}.yaml"
-    files |= {f"schemas/rules/{path.name}": path for path in (schemas / "rules").glob("*.yaml")}  # e.g. credit rules
+    files |= {f"schemas/rules/{name}.yaml": schemas / "rules" / f"{name}.yaml" for name in spec.rule_sets}
     files |= {path.relative_to(PROJECT_ROOT).as_posix(): path
               for pattern in BUILD_CODE for path in PROJECT_ROOT.glob(pattern)}
     parts = {f"schemas/libraries/{spec.library}.yaml": digest(spec.digest.encode())}

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -211,6 +213,7 @@ def resources_from_libraries(settings: Settings | None = None,
     settings = settings or get_settings()
     contracts = contracts or load_contracts(settings.schemas_dir)
     found = {}
+    same: dict[str, dict[str, str]] = {}            # resource -> column -> "library.column" it is the same as
     for path in library_spec_paths(settings):
         spec = load_library_spec(path.stem, settings)
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -257,6 +260,8 @@ def resources_from_libraries(settings: Settings | None = None,
                         ("is_known_to_authority", "boolean", "general", [])]
         for name, declared in (meta.get("columns") or {}).items():
             declared = {"sensitivity": declared} if isinstance(declared, str) else dict(declared)
+            if declared.get("same_as"):
+                same.setdefault(f"base.{spec.library}", {})[name] = str(declared["same_as"])
             derived[name] = list(declared.get("derived_from") or [])
             columns.append((name, declared.get("type", "string"), declared.get("sensitivity", "general"), []))
             descriptions[name] = _words(declared.get("rule"))
@@ -269,7 +274,13 @@ def resources_from_libraries(settings: Settings | None = None,
                          list(everything) if name != "is_current" else [])
                         for name, kind, _ in HISTORY_COLUMNS]
         else:
-            columns += [(name, kind, "general", []) for name, kind, _ in HISTORY_COLUMNS]
+            # a derived record's hash covers every column: as strict as the strictest (a hash of a masked
+            # ID is a brute-force away from it); its version times say when any of them changed
+            strictest = max((c[2] for c in columns), key=SENSITIVITY_ORDER.index, default="general")
+            declared_names = list(derived)
+            columns += [(name, kind, strictest if name != "is_current" else "general",
+                         declared_names if name != "is_current" and strictest != "general" else [])
+                        for name, kind, _ in HISTORY_COLUMNS]
         descriptions |= {name: text for name, _, text in HISTORY_COLUMNS}
         town_column = meta.get("town_column")
         resource_id = f"base.{spec.library}"
@@ -293,6 +304,59 @@ def resources_from_libraries(settings: Settings | None = None,
                 town_column=name == town_column, description=descriptions.get(name, ""), follows=follows,
                 derived_from=derived.get(name, []))
                 for name, kind, sensitivity, follows in columns])
+    return _same_as(found, same)
+
+
+def _same_as(found: dict[str, Resource], same: dict[str, dict[str, str]]) -> dict[str, Resource]:
+    """Columns declared ``same_as: <library>.<column>`` (an application
+    library carrying another library's value, e.g. the enterprise profile's
+    legal representative): the type, classification, share type and owning
+    bureau of that column, so the value is shared exactly as it is there,
+    and its description; what it is computed from stays within its own
+    table (its ``derived_from`` and ``follows`` as declared here)."""
+    def resolve(resource_id: str, name: str, trail: tuple[str, ...]) -> ResourceColumn:
+        shown = f"schemas/libraries/{resource_id.removeprefix('base.')}.yaml: catalog.columns.{name}.same_as"
+        resource = found[resource_id]
+        mine = resource.column(name)
+        target = same.get(resource_id, {}).get(name)
+        if target is None:
+            return mine
+        if f"{resource_id}.{name}" in trail:
+            raise CatalogError(f"{shown}: a cycle ({' -> '.join(trail + (f'{resource_id}.{name}',))})")
+        library, _, column = target.partition(".")
+        other = found.get(f"base.{library}")
+        if other is None or other.column(column) is None:
+            raise CatalogError(f"{shown}: base.{library} has no column {column!r}")
+        origin = resolve(other.resource_id, column, trail + (f"{resource_id}.{name}",))   # that one may be a same_as
+        chained = column in same.get(other.resource_id, {})
+        owners = {origin.owner_bureau or other.owner_bureau} if chained else other.value_owners(column)
+        if len(owners) != 1:
+            raise CatalogError(f"{shown}: base.{library}.{column} holds several bureaus' values ({sorted(owners)}); "
+                               "declare the column's classification instead")
+        # owned as there, whether it came from its own feed or from what it is derived from
+        owner = next(iter(owners))
+        return dataclasses.replace(
+            origin, name=name, header=name, town_column=mine.town_column, follows=mine.follows,
+            derived_from=mine.derived_from, owner_bureau=None if owner == resource.owner_bureau else owner,
+            description=mine.description or f"As base.{library}.{column}"
+            + (f": {origin.description}" if origin.description else "."))
+
+    resolved = {resource_id: {name: resolve(resource_id, name, ()) for name in columns}
+                for resource_id, columns in same.items()}
+    for resource_id, columns in resolved.items():
+        resource = found[resource_id]
+        resource.columns = [columns.get(c.name, c) for c in resource.columns]
+        # the record hash and version times follow every column: as strict as the strictest now resolved
+        history = {name for name, _, _ in HISTORY_COLUMNS} - {"is_current"}
+        strictest = max((c.sensitivity for c in resource.columns if c.name not in history),
+                        key=SENSITIVITY_ORDER.index)
+        if strictest != "general":
+            everything = [c.name for c in resource.columns if c.name not in history | {"is_current"}]
+            resource.columns = [dataclasses.replace(
+                c, sensitivity=strictest, classification=CLASSIFICATION[strictest],
+                security_grade=SECURITY_GRADE[strictest], share_type="conditional", follows=everything)
+                if c.name in history and SENSITIVITY_ORDER.index(c.sensitivity) < SENSITIVITY_ORDER.index(strictest)
+                else c for c in resource.columns]
     return found
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import date
+from pathlib import Path
 
 from pipelines.serving.access import TableDecision, decide, mask_expression, needs_key, reversible_masks
 from pipelines.serving.catalog import Catalog, CatalogError, Resource, load_catalog
 from pipelines.serving.governance_access import governance_rules
 from pipelines.serving.pseudonyms import ensure_pseudonym_key
-from pipelines.serving.tables import publishable_names
+from pipelines.serving.tables import publishable_names, view_files
 from pipelines.serving.trino import ADMIN_USER, CATALOG, base_rules, ensure_passwords, write_rules
-from pipelines.settings import Settings, get_settings
+from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger(__name__)
 PERSON_LIBRARY = "base.population"      # where a department's right to birth dates and genders is judged
@@ -40,6 +42,24 @@ def table_rule(decision: TableDecision, resource: Resource) -> dict:
     return rule
 
 
+def base_views(views_dir: Path | None = None) -> dict[str, set[str]]:
+    """Each view of ``sql/views/base/`` and the ``schema.table`` names it reads."""
+    views_dir = views_dir or PROJECT_ROOT / "sql" / "views"
+    return {view: {f"{schema}.{table}".lower() for schema, table in
+                   re.findall(rf"\b{CATALOG}\.(\w+)\.(\w+)", path.read_text(encoding="utf-8"), flags=re.IGNORECASE)}
+            for schema, view, path in view_files(views_dir) if schema == "base"}
+
+
+def base_view_rules(user: str, readable: set[str]) -> list[dict]:
+    """SELECT on each base view whose tables ``user`` reads, and nothing
+    more: the views are ``security invoker``, so the tables' masks and row
+    filters apply to the reader inside them; a view of a table the user
+    cannot read stays closed."""
+    return [{"user": f"^{re.escape(user)}$", "catalog": CATALOG, "schema": "^base$", "table": f"^{view}$",
+             "privileges": ["SELECT"], "columns": []}
+            for view, reads in sorted(base_views().items()) if reads and reads <= readable]
+
+
 def build_rules(catalog: Catalog, on: date, owned: list[tuple[str, str]] = ()) -> dict:
     """Trino file-based access-control rules for every user and resource;
     ``owned``: the tables and views the administrator may register or create.
@@ -53,11 +73,14 @@ def build_rules(catalog: Catalog, on: date, owned: list[tuple[str, str]] = ()) -
             tables.extend(governance_rules(catalog, department, user))
             population = catalog.resources.get(PERSON_LIBRARY)
             person = decide(user, population, catalog.departments, catalog.grants, on) if population else None
+            readable = set()
             for resource in catalog.resources.values():
                 decision = decide(user, resource, catalog.departments, catalog.grants, on)
                 if decision.readable:
                     problems += reversible_masks(decision, resource, person)
                     tables.append(table_rule(decision, resource))
+                    readable.add(resource.resource_id)
+            tables.extend(base_view_rules(user, readable))
     if problems:
         raise CatalogError("a mask could be undone:\n  " + "\n  ".join(problems))
     # Trino 476's file-based access control does not check table procedures

@@ -110,6 +110,63 @@ def test_demo_draws_inspections_verifies_and_publishes_the_notice(demo_run):
     assert Path(inspection["notice"]["html"]).is_file() and Path(inspection["notice"]["csv"]).is_file()
 
 
+def test_demo_shows_an_enterprise_profile_with_something_in_it(demo_run):
+    summary, settings = demo_run
+    profile = summary["enterprise_profile"]
+    assert profile and profile["uscc"] and len(profile["employees"]["trend"]) == 12
+    figures = (profile["hazards"]["hazards_open"] + profile["records"]["penalty_count"]
+               + profile["licences"]["licences_valid"])
+    assert figures > 0
+
+
+def test_demo_lists_a_towns_risks_and_its_views_answer_through_trino(spark, demo_run):
+    """The risk list printed is the town's high and medium assessments; the
+    grid view's figures equal the hazards in silver (each event by its latest
+    report), its medians the middle closing times; the profile view counts
+    the reader's 90 days."""
+    import statistics
+    from collections import defaultdict
+
+    from pipelines.serving.trino import query
+
+    summary, settings = demo_run
+    risks = summary["risk_list"]
+    assert risks and risks["entities"]
+    table_rows = (spark.read.format("delta").load(settings.lake_path("base", "supervision_risk"))
+                  .where(f"is_current and town_code = '{risks['town_code']}' and risk_level in ('high', 'medium')"))
+    assert sorted(r["uscc"] for r in risks["entities"]) == sorted(r["uscc"] for r in table_rows.collect())
+    assert all(r["risk_points"] == sum(int(x.split("(")[1].split(")")[0]) for x in r["risk_reasons"])
+               for r in risks["entities"])
+
+    reports = spark.read.format("delta").load(table_path("silver", load_contracts()["grid.hazard_report"], settings))
+    latest = {}
+    for r in reports.orderBy("_ingested_at", "_row_number").collect():
+        latest[r["event_number"]] = r
+    expected = defaultdict(lambda: [0, 0, []])
+    for r in latest.values():
+        cell = expected[(r["grid_code"], r["hazard_category"])]
+        if r["handling_status"] == "已办结":
+            cell[1] += 1
+            if r["closed_at"] is not None:
+                cell[2].append((r["closed_at"] - r["reported_at"]).total_seconds() / 3600)
+        else:
+            cell[0] += 1
+    rows = query("select grid_code, hazard_category, open, closed, median_hours_to_close "
+                 "from lake.base.grid_hazard_summary", user="grid_officer", settings=settings)[1]
+    assert {(g, c): (o, k) for g, c, o, k, _ in rows} == {key: (v[0], v[1]) for key, v in expected.items()}
+    for g, c, _, _, median in rows:
+        hours = expected[(g, c)][2]
+        assert (median is None and not hours) or abs(median - statistics.median(hours)) < 1e-6
+    profiles = query("select count(*), sum(licences_expiring_90_days) from lake.base.enterprise_profile_today",
+                     user="edu_officer", settings=settings)[1]
+    current = spark.read.format("delta").load(settings.lake_path("base", "enterprise_profile")).where("is_current")
+    assert profiles[0][0] == current.count() > 0
+    from datetime import date, timedelta
+
+    soon = date.today() + timedelta(days=90)
+    assert profiles[0][1] == sum(1 for r in current.select("valid_licence_expiries").collect()
+                                 for d in r[0] if d < soon)
+
 
 def test_demo_verifies_two_facts_and_logs_them(demo_run):
     summary, settings = demo_run

@@ -446,9 +446,9 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
     register and is built from its change rows) applied to two copies
     of the built city, one built incrementally and one with --full at the
     same build times: every current and historical row of base.population,
-    base.legal_person and the derived credit_record, credit_rating and
-    e_licence (built from their touched keys: new rows, upstream key changes,
-    the date) is the same, and so are governance.conflicts; the
+    base.legal_person and the derived credit_record, credit_rating,
+    e_licence, enterprise_profile and supervision_risk (built from their
+    touched keys: new rows, upstream key changes, the date) is the same, and so are governance.conflicts; the
     incremental builds recomputed only the touched keys, and the day's truth
     is in the library."""
     from datetime import timedelta
@@ -477,7 +477,8 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
             if settings.local_lake_path(part).exists():
                 shutil.copytree(settings.local_lake_path(part), home / part)
         lakes[mode] = dataclasses.replace(settings, home=str(home))
-    golden, derived = ["population", "legal_person"], ["credit_record", "credit_rating", "e_licence"]
+    golden, derived = ["population", "legal_person"], ["credit_record", "credit_rating", "e_licence",
+                                                        "enterprise_profile", "supervision_risk"]
     libraries = golden + derived
     touched = Counter()
     started = utc_now()

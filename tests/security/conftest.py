@@ -82,6 +82,34 @@ def write_population(spark, settings) -> None:
     spark.sql(f"DELETE FROM delta.`{path}` WHERE person_id = '{REMOVED_ID}'")
 
 
+# base.enterprise_profile: one firm in 南城 and one in 虎门, each with a legal
+# representative whose name and ID only the owner bureau (市场监管局) and
+# those granted may read
+PROFILE_REPRESENTATIVES = {"91441900MA4NC0001X": ("441900004", "甲一", "441900198001010011"),
+                           "91441900MA4HM0002Y": ("441900121", "乙二", "441900198202020022")}
+PROFILE_TYPES = {"valid_licence_expiries": "array<date>", "credit_reasons": "array<string>",
+                 "hazards_by_category": "array<struct<category:string,open:bigint,closed:bigint>>",
+                 "registered_capital_wan_cny": "decimal(18,2)", "credit_score": "int",
+                 "tax_evaluation_year": "int", "hazard_latest_reported_at": "timestamp"}
+
+
+def write_enterprise_profile(spark, settings) -> None:
+    resource = load_catalog(settings).resources["base.enterprise_profile"]
+    names = [c.name for c in resource.columns]
+    schema = ", ".join(f"{c.name} {PROFILE_TYPES.get(c.name) or _spark_type(c.type)}" for c in resource.columns)
+    rows = []
+    for uscc, (town, name, person) in PROFILE_REPRESENTATIVES.items():
+        row = {"uscc": uscc, "entity_name": f"{name}公司", "town_code": town, "legal_representative": name,
+               "legal_representative_person_id": person, "legal_representative_found": True,
+               "credit_grade": "B", "penalty_count": 1, "licences_valid": 2,
+               "valid_licence_expiries": [date.today(), date(2099, 1, 1)], "credit_reasons": [],
+               "hazards_by_category": [], "hazards_open": 1, "record_hash": 7, "valid_from": datetime(2026, 11, 1),
+               "is_current": True}
+        rows.append(tuple(row.get(n) for n in names))
+    frame = spark.createDataFrame(rows, schema)
+    frame.write.format("delta").mode("overwrite").save(settings.lake_path("base", "enterprise_profile"))
+
+
 def write_hukou(spark, settings) -> None:
     contract = get_contract("psb.hukou")
     rows = [(p[0], p[1], p[2], ETHNICITY, p[3], p[4], "H1", "户主", p[7], "正常") for p in PERMITS]
@@ -118,6 +146,7 @@ def secured_lake(spark, tmp_path_factory):
     write_permits(spark, settings)
     write_hukou(spark, settings)
     write_population(spark, settings)
+    write_enterprise_profile(spark, settings)
     write_governance_samples(spark, settings)
     status = trino_up_with_rules(settings)
     assert "rules_error" not in status, status.get("rules_error")

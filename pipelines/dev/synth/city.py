@@ -331,6 +331,16 @@ class Entity:
     clean: bool = False     # its registration is delivered without defects (an inspector's relation to it)
 
 
+# truth/entity_records.csv: every record the generator made about a market
+# entity, as it is true (not as delivered), for the enterprise profile's
+# figures. kind: penalty | abnormal | dishonest | food_licence |
+# construction_permit | hazard | insured; on / until: its dates (decided,
+# listed / removed, filed, issued / valid until, reported / closed, insured);
+# address_code: where a hazard was reported; clean: its row was delivered
+# without a planted defect (a defective one may be quarantined or rescued).
+ENTITY_RECORD_COLUMNS = ("uscc", "kind", "key", "on", "until", "status", "category", "address_code", "clean")
+
+
 def _random_day(rng: random.Random, start: date, end: date) -> date:
     return start + timedelta(days=rng.randrange(max(1, (end - start).days)))
 
@@ -409,6 +419,9 @@ class City:
         self.conflicts = csv.writer(conflicts_handle)
         self.conflicts.writerow(("subject", "attribute", "authoritative_feed", "authoritative_value",
                                  "other_feed", "other_value"))
+        records_handle = (self.truth / "entity_records.csv").open("w", encoding="utf-8", newline="")
+        self.entity_records = csv.writer(records_handle)
+        self.entity_records.writerow(ENTITY_RECORD_COLUMNS)
         self.write_addresses()
         self.write_grid()
         self.make_entities()
@@ -418,6 +431,7 @@ class City:
         self.write_special_deliveries()
         self.defect_log.close()
         conflicts_handle.close()
+        records_handle.close()
         self.conflicts = None
         self.write_files_truth()
         defects = sum(1 for _ in (self.truth / "defects.csv").open(encoding="utf-8")) - 1
@@ -746,6 +760,8 @@ class City:
                                          "单位名称": entity.name, "险种": kind, "参保状态": status_ins,
                                          "参保日期": date_text, "缴费基数": base},
                                         labels + uscc_labels + date_labels)
+                    self.entity_records.writerow((entity.uscc, "insured", person_id, started, "", status_ins, "",
+                                                  "", not (labels + uscc_labels)))
 
                 if not dead and 22 <= age <= 60 and rng.random() < 0.02:
                     singles[gender].append((person_id, name))
@@ -893,7 +909,8 @@ class City:
                 truth.writerow((entity.uscc, inspected.isoformat(), ";".join(pair)))
         self.close(writer)
 
-    def write_court_case(self, rng: random.Random, corrupt: Corruptor, name: str, code: str, is_person: bool) -> None:
+    def write_court_case(self, rng: random.Random, corrupt: Corruptor, name: str, code: str,
+                         is_person: bool) -> None:
         self.court_cases += 1
         filed = _random_day(rng, self.as_of - timedelta(days=4 * 365), self.as_of - timedelta(days=30))
         if is_person:
@@ -902,12 +919,16 @@ class City:
             value, labels = corrupt.uscc(code, "证件号码")
         filed_text, filed_labels = corrupt.day(filed, "立案日期", required=True)
         published_text, published_labels = corrupt.day(filed + timedelta(days=rng.randint(20, 200)), "发布日期")
-        self.court.write({
+        case = {
             "案号": f"（{filed.year}）粤19{rng.randint(71, 73)}执{self.court_cases}号", "被执行人名称": name,
             "证件号码": value, "立案日期": filed_text, "发布日期": published_text,
             "履行情况": rng.choices(("全部未履行", "部分履行", "全部履行"), (70, 20, 10))[0],
             "执行法院": rng.choice(voc.COURTS),
-        }, labels + filed_labels + published_labels)
+        }
+        self.court.write(case, labels + filed_labels + published_labels)
+        if not is_person:
+            self.entity_records.writerow((code, "dishonest", case["案号"], filed, "", case["履行情况"], "", "",
+                                          not (labels + filed_labels + published_labels)))
 
     # ------------------------------------------------------------------ entity feeds
     def write_entity_feeds(self) -> None:
@@ -1018,6 +1039,10 @@ class City:
             writer.write({"统一社会信用代码": uscc, "企业名称": e.name, "列入原因": rng.choice(voc.ABNORMAL_REASONS),
                           "列入日期": listed_text, "移出日期": removed_text, "决定机关": "东莞市市场监督管理局"},
                          labels + listed_labels + removed_labels)
+            shown_removed = removed if removed and removed <= self.as_of else None
+            self.entity_records.writerow((e.uscc, "abnormal", "", listed, shown_removed or "",
+                                          "removed" if shown_removed else "listed", "", "",
+                                          not (labels + listed_labels + removed_labels)))
         self.close(writer)
 
     def write_penalties(self, rng: random.Random, corrupt: Corruptor) -> None:
@@ -1044,6 +1069,9 @@ class City:
             original.write(base | {"统一社会信用代码": uscc, "处罚决定日期": decided_text}, labels + decided_labels)
             clean_date, _ = clean.day(decided, "处罚决定日期", required=True)
             corrected.write(base | {"统一社会信用代码": e.uscc, "处罚决定日期": clean_date})
+            # the correction replaces the original: what is loaded is clean
+            self.entity_records.writerow((e.uscc, "penalty", base["处罚决定书文号"], decided, "", "decided", "", "",
+                                          True))
         self.close(original)
         self.close(corrected)
 
@@ -1059,13 +1087,17 @@ class City:
             uscc, labels = corrupt.uscc(e.uscc, "统一社会信用代码")
             issued_value, issued_labels = corrupt.day(issued, "发证日期", required=True)
             until_value, until_labels = corrupt.day(issued + timedelta(days=5 * 365), "有效期至", required=True)
-            writer.write({
+            licence = {
                 "许可证编号": f"JY{rng.choice('123')}441900{count:07d}", "经营者名称": e.name,
                 "统一社会信用代码": uscc,
                 "经营场所": self.geo.free_text(self.geo.address(e.address), rng),
                 "主体业态": rng.choice(voc.FOOD_FORMATS), "发证日期": issued_value, "有效期至": until_value,
                 "发证机关": "东莞市市场监督管理局", "状态": "有效" if rng.random() < 0.95 else "注销",
-            }, labels + issued_labels + until_labels)
+            }
+            writer.write(licence, labels + issued_labels + until_labels)
+            self.entity_records.writerow((e.uscc, "food_licence", licence["许可证编号"], issued,
+                                          issued + timedelta(days=5 * 365), licence["状态"], "", "",
+                                          not (labels + issued_labels + until_labels)))
         self.close(writer)
 
     def write_construction(self, rng: random.Random, corrupt: Corruptor) -> None:
@@ -1082,8 +1114,11 @@ class City:
             c_uscc, c_labels = corrupt.uscc(contractor.uscc, "施工单位统一社会信用代码")
             issued_text, issued_labels = corrupt.day(issued, "发证日期", required=True)
             address = self.geo.address(self.geo.address_in_town(rng, builder.town))
+            permit = f"441900{issued:%Y%m%d}{k + 1:05d}01"
+            self.entity_records.writerow((builder.uscc, "construction_permit", permit, issued, "", "", "", "",
+                                          not (b_labels + c_labels + issued_labels)))
             writer.write({
-                "施工许可证编号": f"441900{issued:%Y%m%d}{k + 1:05d}01",
+                "施工许可证编号": permit,
                 "项目名称": f"{builder.name.removesuffix('有限公司')}{rng.choice(('厂房', '办公楼', '宿舍楼', '仓库'))}项目",
                 "建设单位": builder.name, "建设单位统一社会信用代码": b_uscc, "施工单位统一社会信用代码": c_uscc,
                 "建设地址": self.geo.free_text(address, rng) + ("，一期" if rng.random() < 0.1 else ""),
@@ -1107,13 +1142,29 @@ class City:
             code = None
             if subject:
                 code, labels = corrupt.uscc(subject.uscc, "涉事主体代码")
+            # the main stream's draws first, in the order they always came (the rest of the city stays as it was)
+            grid_code, category = rng.choice(self.grid_codes[town]), rng.choice(voc.HAZARD_CATEGORIES)
+            text = self.geo.free_text(address, rng)
+            at = rng_for(self.seed, "hazard-at", k)
+            premises = at.random()
+            # found at an entity's own premises, named (half of those naming one) or not (a fifth of the
+            # others): the grid worker's app records the standard address
+            host = subject if subject and premises < 0.5 else (
+                at.choice(self.entities) if not subject and premises < 0.2 else None)
+            if host:
+                address = self.geo.address(host.address)
+                grid_code, text = at.choice(self.grid_codes[host.town]), self.geo.standard_text(address)
+            event = f"SJ{reported:%Y%m%d}{k + 1:06d}"
             writer.write({
-                "事件编号": f"SJ{reported:%Y%m%d}{k + 1:06d}", "网格编码": rng.choice(self.grid_codes[town]),
-                "上报时间": reported.strftime(form), "隐患类别": rng.choice(voc.HAZARD_CATEGORIES),
-                "地址": self.geo.free_text(address, rng), "经度": address["longitude"], "纬度": address["latitude"],
+                "事件编号": event, "网格编码": grid_code,
+                "上报时间": reported.strftime(form), "隐患类别": category,
+                "地址": text, "经度": address["longitude"], "纬度": address["latitude"],
                 "涉事主体名称": subject.name if subject else None, "涉事主体代码": code,
                 "处置状态": status, "办结时间": closed.strftime(form) if closed else None,
             }, labels)
+            self.entity_records.writerow((subject.uscc if subject else "", "hazard", event,
+                                          reported.isoformat(sep=" "), closed.isoformat(sep=" ") if closed else "",
+                                          status, category, address["address_code"], not labels))
         self.close(writer)
 
     def write_entity_truth(self) -> None:

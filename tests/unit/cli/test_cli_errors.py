@@ -352,6 +352,7 @@ SWEEP = {
     ("build",): [[], ["--library", "no_such_library"], ["--library", "population"]],
     ("show", "person"): [["000000000000000000"]],
     ("show", "entity"): [["NO-SUCH-USCC"]],
+    ("show", "risk"): [["no-such-town"]],
     ("demo",): [[]],
     ("upkeep",): [["--layer", "no_such_layer"]],
     ("inspect", "draw"): [["--plan", "no-such-plan", "--seed", "1"], ["--plan", "amr-2026-12", "--seed", "1"]],

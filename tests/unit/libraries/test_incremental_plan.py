@@ -70,7 +70,7 @@ def test_specs_declare_what_else_an_incremental_build_recomputes():
     assert SPEC.dated_keys == "pipelines.libraries.enrich:permits_lapsed"
     assert load_library_spec("legal_person").references == (("population", "legal_representative_id"),)
     # the derived libraries built incrementally name their touched keys and reference every upstream
-    for name in ("credit_record", "credit_rating", "e_licence"):
+    for name in ("credit_record", "credit_rating", "e_licence", "enterprise_profile", "supervision_risk"):
         derived = load_library_spec(name)
         assert derived.touched_keys and {n for n, _ in derived.references} == set(derived.depends_on)
     assert load_library_spec("address").touched_keys is None
