@@ -75,3 +75,18 @@ def id_gender(id_number: Column) -> Column:
     ``pipelines.ingest.rules.id_gender`` on such values)."""
     digit = F.substring(id_number, 17, 1).cast("int")
     return F.when(id_number.rlike(ID_SHAPE), F.when(digit % 2 == 1, F.lit("男")).otherwise(F.lit("女")))
+
+
+def threshold_ladder(value: Column, steps, label: str, minimum: str) -> Column:
+    """The ``label`` of the first of ``steps`` (dicts, highest ``minimum``
+    first, the last one's ``minimum`` None: the floor) whose ``minimum``
+    ``value`` reaches: a credit grade off its score, a risk level off its
+    points."""
+    ladder = None
+    for step in steps:
+        if step.get(minimum) is None:
+            return ladder.otherwise(F.lit(step[label])) if ladder is not None else F.lit(step[label])
+        condition = value >= step[minimum]
+        ladder = (ladder.when(condition, F.lit(step[label])) if ladder is not None
+                  else F.when(condition, F.lit(step[label])))
+    return ladder

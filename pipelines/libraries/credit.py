@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.lake.delta import delta_exists, live_loads_of, read_silver
-from pipelines.libraries.columns import id_check_char
+from pipelines.libraries.columns import id_check_char, threshold_ladder
 from pipelines.libraries.golden import latest_per_key
 from pipelines.libraries.incremental import joinable_keys
 from pipelines.settings import Settings
@@ -228,14 +228,7 @@ def rate_entities(entities, records, rule_set: RuleSet, as_of):
              .join(fired, "uscc", "left")
              .withColumn("risk_score", (F.lit(rule_set.start_score) + F.coalesce("points", F.lit(0))).cast("int"))
              .withColumn("reasons", F.coalesce("reasons", F.array().cast("array<string>"))))
-    grade = None
-    for step in rule_set.grades:
-        if step.get("min_score") is None:
-            grade = grade.otherwise(F.lit(step["grade"])) if grade is not None else F.lit(step["grade"])
-        else:
-            condition = F.col("risk_score") >= step["min_score"]
-            grade = (grade.when(condition, F.lit(step["grade"])) if grade is not None
-                     else F.when(condition, F.lit(step["grade"])))
+    grade = threshold_ladder(F.col("risk_score"), rule_set.grades, "grade", "min_score")
     override_reason = F.lit(None).cast("string")
     for override in reversed(rule_set.overrides):
         condition = F.expr(override["when"])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.libraries.columns import threshold_ladder
 from pipelines.libraries.incremental import joinable_keys
 from pipelines.settings import Settings
 
@@ -82,14 +83,7 @@ def assess_profiles(profiles, model: RiskModel, as_of):
     scored = assessed.withColumn("_held", F.filter(F.array(*held), lambda h: h.isNotNull()))
     points = F.aggregate("_held", F.lit(0), lambda total, h: total + h["points"])
     scored = scored.withColumn("risk_points", points.cast("int"))
-    level = None
-    for step in model.levels:
-        if step.get("min_points") is None:
-            level = level.otherwise(F.lit(step["level"])) if level is not None else F.lit(step["level"])
-        else:
-            condition = F.col("risk_points") >= step["min_points"]
-            level = (level.when(condition, F.lit(step["level"])) if level is not None
-                     else F.when(condition, F.lit(step["level"])))
+    level = threshold_ladder(F.col("risk_points"), model.levels, "level", "min_points")
     return scored.select("uscc", "entity_name", "town_code", "grid_code", "risk_points", level.alias("risk_level"),
                          F.transform(F.array_sort(F.transform("_held", lambda h: F.struct(h["id"], h["reason"]))),
                                      lambda h: h["reason"]).alias("risk_reasons"),

@@ -16,6 +16,7 @@ from pipelines.serving.trino import ADMIN_USER, CATALOG, base_rules, ensure_pass
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger(__name__)
+DELTA_HIDDEN_COLUMNS = ("$path", "$file_modified_time", "$file_size", "$partition")
 PERSON_LIBRARY = "base.population"      # where a department's right to birth dates and genders is judged
 
 
@@ -90,6 +91,15 @@ def build_rules(catalog: Catalog, on: date, owned: list[tuple[str, str]] = ()) -
     for rule in tables:
         if rule.get("user") != f"^{ADMIN_USER}$" and rule.get("privileges") and "filter" not in rule:
             rule["filter"] = "true"
+    # The Delta connector's hidden columns say which file a row is in and when that file was written:
+    # an incremental build writes a changed key's row to a new file, so they would tell when a value
+    # the user may not read changed (and version times are closed to such users for that reason).
+    # Closed wherever a rule hides a column or rows; a user who reads a table whole learns nothing new.
+    for rule in tables:
+        if rule.get("user") != f"^{ADMIN_USER}$" and rule.get("privileges") and (
+                rule.get("columns") or rule.get("filter") not in (None, "true")):
+            named = {c["name"] for c in rule.setdefault("columns", [])}
+            rule["columns"] += [{"name": name, "allow": False} for name in DELTA_HIDDEN_COLUMNS if name not in named]
     tables.append({"privileges": []})   # anything not granted above: nothing
     return rules
 

@@ -109,3 +109,14 @@ def test_the_view_cannot_be_redefined_and_past_versions_keep_the_town_filter(sec
         run_as(secured_lake, "nancheng_officer", f"create or replace view {VIEW} security definer as "
                                                  f"select * from {PROFILE}")
     assert run_as(secured_lake, "nancheng_officer", f"select count(*) from {PROFILE} for version as of 0") == [[1]]
+
+
+@pytest.mark.parametrize("hidden", ['"$path"', '"$file_modified_time"', '"$file_size"'])
+@pytest.mark.parametrize("table", ["base.enterprise_profile", "base.population", "silver.psb_residence_permit"])
+def test_the_files_behind_the_rows_are_not_shown(secured_lake, hidden, table):
+    """Delta's hidden columns name the file a row is in and when it was written: an incremental build
+    writes a changed key's row into a new file, so a file's time is when a column the user may not
+    read changed (the version times are closed to them for that reason)."""
+    with pytest.raises(trino.exceptions.TrinoUserError, match="Access Denied"):
+        run_as(secured_lake, "nancheng_officer" if table.startswith("silver") else "edu_officer",
+               f"select {hidden} from lake.{table}")

@@ -7,7 +7,7 @@ from datetime import date
 
 from pipelines.serving.access import pseudonym_expression
 from pipelines.serving.catalog import Catalog, Department, Grant, Resource, ResourceColumn
-from pipelines.serving.rules import build_rules
+from pipelines.serving.rules import DELTA_HIDDEN_COLUMNS, build_rules
 from pipelines.serving.trino import ADMIN_USER, CATALOG
 
 ON = date(2026, 11, 28)
@@ -90,7 +90,7 @@ def test_a_grantee_gets_masks_and_column_denials():
          "mask_environment": {"user": ADMIN_USER}},
         {"name": "phone", "allow": False},
         {"name": "case_note", "allow": False},
-    ]
+    ] + [{"name": name, "allow": False} for name in DELTA_HIDDEN_COLUMNS]   # which file, written when
     assert rule["filter"] == "true"
 
 
@@ -108,7 +108,8 @@ def test_an_unreadable_table_gets_no_rule():
     # edu's only grant has expired and psb_register's one unconditional column is all it may read
     edu = rules_for("edu_officer", rules)
     assert [r["table"] for r in edu] == ["^psb_register$"]
-    assert [c["name"] for c in edu[0]["columns"]] == ["id_number", "full_name", "phone", "case_note"]
+    assert [c["name"] for c in edu[0]["columns"]] == ["id_number", "full_name", "phone", "case_note",
+                                                      *DELTA_HIDDEN_COLUMNS]
     assert all(c == {"name": c["name"], "allow": False} for c in edu[0]["columns"])
     assert not any(r.get("table") == "^psb_secret$" for r in rules["tables"] if r.get("user") not in
                    ("^psb_analyst$", f"^{ADMIN_USER}$"))
