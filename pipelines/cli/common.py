@@ -102,12 +102,18 @@ def spark_if_written(name: str):
     in a lake where nothing has written that table yet (e.g. every delivery was
     clean, so no issue was opened), a listing shows an empty result, says why
     on stderr and starts no Spark. No lake at all is an error (``lake_spark``)."""
+    return spark() if written(name) else None
+
+
+def written(name: str) -> bool:
+    """Whether ``governance.<name>`` has been written; when not, says so (and
+    what writes it) on stderr. No lake at all is an error (``require_lake``)."""
     from pipelines.lake.paths import governance_path
 
     if table_exists(governance_path(name, require_lake())):
-        return spark()
+        return True
     err_console.print(f"governance.{name} is empty: it is written by {_MADE_BY.get(name, 'the pipeline')}",
                       highlight=False)
-    return None
+    return False
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from pipelines.cli.common import console, emit_json, json_option, known_feed, lake_spark, spark_if_written, table
+from pipelines.cli.common import (console, emit_json, json_option, known_feed, lake_spark, require_lake,
+                                  spark_if_written, table, written)
 
 
 @click.group()
@@ -116,25 +117,54 @@ def governance_conflicts(library: str | None, as_json: bool) -> None:
 @click.option("--library", help="Only this base library (population or legal_person).")
 @json_option
 def governance_reviews(library: str | None, as_json: bool) -> None:
-    """Records entity resolution could not link safely (governance.match_review), with candidates."""
-    from pyspark.sql import functions as F
+    """The review queue: records entity resolution could not link safely and nobody has decided yet.
 
-    from pipelines.lake.delta import read_table
+    Each row shows the review ID to decide with (`govlake governance review ID ...`),
+    why it waits, the values it was compared on and its candidate keys.
+    """
+    from pipelines.governance.reviews import open_reviews
 
-    rows = []
-    if session := spark_if_written("match_review"):
-        frame = read_table(session, "match_review")
-        if library:
-            frame = frame.where(F.col("library") == library)
-        rows = [r.asDict() for r in frame.orderBy("library", "feed", "_source_file", "_row_number").collect()]
+    rows = open_reviews(require_lake(), library) if written("match_review") else []
     if as_json:
         emit_json(rows)
         return
-    console.print(table(f"Match review ({len(rows)} open)", [
-        "library", "feed", "file:row", "reason", "name", "birth", "town", "delivered key", "candidates"],
-        [[r["library"], r["feed"], f"{r['_source_file']}:{r['_row_number']}", r["reason"],
+    console.print(table(f"Match review ({len(rows)} undecided)", [
+        "review", "library", "feed", "file:row", "reason", "name", "birth", "town", "delivered key", "candidates"],
+        [[r["review_id"], r["library"], r["feed"], f"{r['_source_file']}:{r['_row_number']}", r["reason"],
           r["record"].get("name_key"), r["record"].get("birth"), r["record"].get("town_code"),
-          r["record"].get("delivered_key"), ", ".join(r["candidate_keys"][:3])] for r in rows[:200]]))
+          r["record"].get("delivered_key"), ", ".join((r["candidate_keys"] or [])[:3])] for r in rows[:200]]))
+
+
+@governance.command("review")
+@click.argument("review_id")
+@click.option("--accept", "candidate_key", default=None, help="Link the record to this candidate key.")
+@click.option("--new-person", is_flag=True, help="The record is nobody the libraries know: keep it out, unlinked.")
+@click.option("--reject", is_flag=True, help="The record is unusable (needs --reason).")
+@click.option("--undo", is_flag=True, help="Withdraw the review's decision; the next build matches it again.")
+@click.option("--reason", default=None, help="Why (required for --reject and --undo; recorded).")
+@click.option("--by", "decided_by", default=None, help="Who decides (default: the OS user; recorded).")
+def governance_review(review_id: str, candidate_key: str | None, new_person: bool, reject: bool, undo: bool,
+                      reason: str | None, decided_by: str | None) -> None:
+    """Decide a match review: --accept KEY, --new-person, --reject --reason, or --undo --reason.
+
+    The decision is kept in governance.review_decisions (who, when, why) and every
+    later build applies it: the record leaves the queue and gets the decided link.
+    """
+    import getpass
+
+    from pipelines.governance.reviews import ReviewRefused, decide
+
+    chosen = [name for name, on in (("accept", candidate_key is not None), ("new_person", new_person),
+                                    ("reject", reject), ("undo", undo)) if on]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --accept KEY, --new-person, --reject, --undo")
+    try:
+        row = decide(review_id, chosen[0], decided_by or getpass.getuser(), candidate_key, reason, require_lake())
+    except ReviewRefused as exc:
+        raise click.ClickException(f"refused: {exc}") from None
+    console.print(f"review {review_id} ({row['library']}, {row['feed']} row {row['_row_number']}): {chosen[0]}"
+                  f"{' ' + candidate_key if candidate_key else ''}; applied by the next build of {row['library']}",
+                  highlight=False)
 
 
 @governance.command("scorecard")
@@ -153,8 +183,10 @@ def governance_scorecard(as_json: bool) -> None:
         return "-" if value is None else f"{value:.1%}"
 
     console.print(table("Bureau scorecard", ["bureau", "feed", "last load", "status", "completeness", "validity",
-                                             "uniqueness", "timeliness", "blocked loads", "open issues"],
+                                             "uniqueness", "timeliness", "blocked loads", "open issues",
+                                             "open reviews", "decided"],
                         [[r.bureau, r.feed, r.last_load_id or "-", r.last_status or "-", pct(r.completeness),
-                          pct(r.validity), pct(r.uniqueness), r.timeliness, r.blocked_loads, r.open_issues]
-                         for r in card],
-                        {"completeness", "validity", "uniqueness", "blocked loads", "open issues"}))
+                          pct(r.validity), pct(r.uniqueness), r.timeliness, r.blocked_loads, r.open_issues,
+                          r.open_reviews, r.reviews_decided] for r in card],
+                        {"completeness", "validity", "uniqueness", "blocked loads", "open issues", "open reviews",
+                         "decided"}))

@@ -34,7 +34,8 @@ def evaluate_resolution(spark, library: str, truth: Path, settings: Settings) ->
                    for row in _truth(truth, "defects.csv")
                    if row["column"] in KEY_HEADERS[library] and row["expected"] == "quarantine"}
     links = (read_table(spark, "entity_links", settings)
-             .where((F.col("library") == library) & (F.col("method") != "key"))
+             # a reviewer's "new person" or "rejected" decision is no link (its key is null)
+             .where((F.col("library") == library) & (F.col("method") != "key") & F.col("key").isNotNull())
              .select("_source_file", "_row_number", "key").collect())
     reviews = (read_table(spark, "match_review", settings)
                .where(F.col("library") == library).select("_source_file", "_row_number", "reason").collect())

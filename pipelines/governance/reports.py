@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pipelines.contracts import Contract
 from pipelines.governance.collection import collection_status
+from pipelines.governance.reviews import decided_counts, open_reviews
 from pipelines.lake.delta import read_table
 from pipelines.lake.manifest import read_manifest
 from pipelines.quality.gate import data_docs_index
@@ -25,6 +26,8 @@ class ScorecardRow:
     timeliness: str                # on_time | late | missing (collection list)
     blocked_loads: int
     open_issues: int
+    open_reviews: int = 0          # its records waiting for a reviewer (governance.match_review, undecided)
+    reviews_decided: int = 0       # its records a reviewer decided (governance.review_decisions, live)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +53,10 @@ def scorecard(spark, contracts: dict[str, Contract], settings: Settings | None =
     issues = {row["feed"]: row["n"] for row in read_table(spark, "issues", settings).where(F.col("status") == "open")
               .groupBy("feed").agg(F.count("*").alias("n")).collect()}
     timeliness = {s.feed: s.status for s in collection_status(spark, contracts, settings, now)}
+    waiting: dict[str, int] = {}
+    for review in open_reviews(settings):
+        waiting[review["feed"]] = waiting.get(review["feed"], 0) + 1
+    decided = decided_counts(settings)
     card = []
     for feed, contract in sorted(contracts.items()):
         last = latest.get(feed)
@@ -67,7 +74,8 @@ def scorecard(spark, contracts: dict[str, Contract], settings: Settings | None =
             bureau=contract.bureau, feed=feed, last_load_id=last["load_id"] if last else None,
             last_status=last["status"] if last else None, completeness=completeness, validity=validity,
             uniqueness=uniqueness, timeliness=timeliness.get(feed, "missing"),
-            blocked_loads=blocked.get(feed, 0), open_issues=issues.get(feed, 0)))
+            blocked_loads=blocked.get(feed, 0), open_issues=issues.get(feed, 0),
+            open_reviews=waiting.get(feed, 0), reviews_decided=decided.get(feed, 0)))
     return card
 
 

@@ -93,6 +93,12 @@ REVIEW_DDL = ("library string, feed string, source_alias string, _load_id string
               "status string, found_at timestamp")
 
 
+# one row per decision on a match review, undoing ones included (pipelines/governance/reviews.py)
+REVIEW_DECISIONS_DDL = ("review_id string, library string, feed string, source_alias string, _load_id string, "
+                        "_row_number long, decision string, candidate_key string, reason string, "
+                        "decided_by string, decided_at timestamp")
+
+
 ADDRESS_MATCH_RATES_DDL = ("feed string, column_name string, rows long, matched long, match_rate double, "
                            "measured_at timestamp")
 
@@ -145,6 +151,7 @@ GOVERNANCE_TABLES = {
     "conflicts": CONFLICTS_DDL,
     "entity_links": LINKS_DDL,
     "match_review": REVIEW_DDL,
+    "review_decisions": REVIEW_DECISIONS_DDL,
     "address_match_rates": ADDRESS_MATCH_RATES_DDL,
     "unmatched_addresses": UNMATCHED_ADDRESSES_DDL,
     "inspection_draws": INSPECTION_DRAWS_DDL,

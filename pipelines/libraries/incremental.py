@@ -50,6 +50,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from pipelines.contracts import get_contract
+from pipelines.governance.reviews import decisions_digest
 from pipelines.lake.changes import change_rows
 from pipelines.lake.delta import delta_version
 from pipelines.lake.upkeep import CLUSTERED
@@ -94,6 +95,8 @@ class BuildState:
     rows: int | None = None
     version: int | None = None
     table_id: str = ""
+    # the reviewers' live decisions on its match reviews (``reviews.decisions_digest``): new ones are applied
+    review_decisions: str = ""
 
 
 @dataclass
@@ -302,7 +305,8 @@ def current_state(spark, spec: LibrarySpec, live: dict[str, list[str]], now: dat
                       upstream=upstream_versions(spark, spec, settings),
                       silver=silver_versions(spec, settings),
                       snapshot_feeds=sorted(feed for feed in spec_feeds(spec)
-                                            if get_contract(feed, settings.schemas_dir).delivery == "snapshot"))
+                                            if get_contract(feed, settings.schemas_dir).delivery == "snapshot"),
+                      review_decisions=decisions_digest(settings, spec.library) if spec.resolution else "")
 
 
 def unfinished(state: BuildState, previous: BuildState | None) -> BuildState:
@@ -452,7 +456,8 @@ def plan_build(spec: LibrarySpec, state: BuildState, previous: BuildState | None
                      or state.silver.get(feed, -1) != previous.silver.get(feed, -2)}
     read_by_build = set(spec_feeds(spec)) - (set(spec.report_reads) - {s.feed for s in spec.sources.values()})
     if (changed_upstream is not None and not changed_upstream and not changed_feeds & read_by_build
-            and (not spec.reads_date or state.as_of == previous.as_of)):
+            and (not spec.reads_date or state.as_of == previous.as_of)
+            and state.review_decisions == previous.review_decisions):
         if changed_feeds:
             return BuildPlan("report", f"only feeds its report reads changed ({', '.join(sorted(changed_feeds))})"
                                        + accepted, previous=previous)

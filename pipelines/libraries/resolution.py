@@ -19,6 +19,9 @@ A row links to a candidate only when exactly one candidate has the best score
 and no attribute contradicts it; otherwise it goes to
 ``governance.match_review`` with the reason and the candidate keys. Links go
 to ``governance.entity_links`` (one row per resolved quarantined row).
+A reviewer's decision on a review (``pipelines.governance.reviews``) is
+applied by every build (``apply_decisions``): the record leaves the reviews
+and gets the decided link.
 
 Why not Splink: probabilistic linkage shines when *every* record lacks a
 trusted key. Here 99%+ of records carry a validated national identifier and
@@ -647,6 +650,7 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
                spark.createDataFrame([], "_record_id string, " + LINKS_DDL)).localCheckpoint()
     review_rows = (reduce(lambda a, b: a.unionByName(b), review_parts) if review_parts
                    else spark.createDataFrame([], REVIEW_DDL))
+    matched, review_rows = apply_decisions(spark, spec.library, unkeyed, matched, review_rows, settings)
     for alias, rescued in rescued_by_alias.items():
         source = spec.sources[alias]
         mine = matched.where(F.col("source_alias") == alias).select("_record_id", F.col("key").alias("_matched_key"))
@@ -661,6 +665,34 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     return out, links, review_rows, disagreements
 
 
+def apply_decisions(spark, library: str, unkeyed, matched, reviews, settings: Settings):
+    """(links, reviews) with the reviewers' live decisions applied
+    (pipelines.governance.reviews): a decided record leaves the reviews and
+    gets the decided link instead of any the matcher made: the accepted
+    key (``review_accepted``), or no key (``review_new_person``,
+    ``review_rejected``: it stays out of the library). Records are found by
+    ``review_id`` (the values compared, not the load), so a decision holds for
+    the same record delivered again."""
+    from pyspark.sql import functions as F
+
+    from pipelines.governance.reviews import EVIDENCE, LINK_METHODS, live_decisions
+
+    decided = [(rid, LINK_METHODS[r["decision"]], r["candidate_key"])
+               for rid, r in live_decisions(settings, library).items()]
+    if not decided:
+        return matched, reviews
+    decisions = F.broadcast(spark.createDataFrame(decided, "_review_id string, method string, key string"))
+    evidence = [F.coalesce(F.col(name).cast("string"), F.lit("")) for name in EVIDENCE]
+    review_id = F.substring(F.sha2(F.concat_ws("|", F.lit(library), "source_alias", *evidence), 256), 1, 12)
+    lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
+    chosen = unkeyed.withColumn("_review_id", review_id).join(decisions, "_review_id").select(
+        "_record_id", *lineage, "key", "method", F.lit(None).cast("int").alias("score")).localCheckpoint()
+    record_id = F.concat_ws(":", "source_alias", "_load_id", F.col("_row_number").cast("string"))
+    links = matched.join(chosen.select("_record_id"), "_record_id", "left_anti").unionByName(chosen)
+    kept = reviews.withColumn("_record_id", record_id).join(chosen.select("_record_id"), "_record_id", "left_anti")
+    return links.localCheckpoint(), kept.drop("_record_id")
+
+
 def _split_by_last_result(spark, spec: LibrarySpec, unkeyed, plan, state, links_before, settings: Settings,
                           candidates):
     """For an incremental build: (the unkeyed records to match now, the
@@ -670,7 +702,10 @@ def _split_by_last_result(spark, spec: LibrarySpec, unkeyed, plan, state, links_
 
     lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
     record_id = F.concat_ws(":", "source_alias", "_load_id", F.col("_row_number").cast("string")).alias("_record_id")
-    links = (links_before.where(F.col("method") != "key").select(record_id, "key", "method", "score")
+    # a reviewer's link is not kept as a result: the record is matched again and its decision, if still
+    # live, applied again (an undone decision puts it back in review)
+    links = (links_before.where((F.col("method") != "key") & ~F.col("method").startswith("review_"))
+             .select(record_id, "key", "method", "score")
              if links_before is not None else spark.createDataFrame([], "_record_id string, key string, "
                                                                         "method string, score int"))
     reviews = read_reviews(spark, spec.library, settings)

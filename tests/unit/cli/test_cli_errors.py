@@ -329,6 +329,7 @@ SWEEP = {
     ("governance", "close"): [["NO-SUCH-ISSUE", "--reason", "r"]],
     ("governance", "conflicts"): [[]],
     ("governance", "reviews"): [[]],
+    ("governance", "review"): [["NO-SUCH-REVIEW", "--reject", "--reason", "r"], ["NO-SUCH-REVIEW"]],
     ("governance", "scorecard"): [[]],
     ("airflow", "status"): [[]],
     ("airflow", "down"): [[]],
