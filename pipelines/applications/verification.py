@@ -26,8 +26,8 @@ for a check that does not exist, or from a town government about another
 town (a yes/no oracle must not locate people across the city) is refused,
 and the refusal is logged. Each question reads only the subject's rows (the
 key pushed into the scan; the base libraries are clustered by key).
-The Trino-callable form (a view or table function per check) is not built
-yet: this is the command line and the package.
+The Trino-callable form is the ``verify`` catalog's table functions, one per
+check (``pipelines/serving/verifier.py``): they call ``verify`` too.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, timedelta
 from zoneinfo import ZoneInfo
 
 from pipelines import reference as ref
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 CITY_TIME = ZoneInfo("Asia/Shanghai")
 MIN_PURPOSE_CHARS = 4       # "核验" alone says nothing; the purpose names the matter (e.g. 办理营业执照变更)
+MAX_PURPOSE_CHARS = 200     # a matter, not a document: every log row carries it
+TOWN_PROBE_DAYS = 30        # one department asking about one person in two towns within this is refused
 OPERATING = ("存续", "在业", "正常")
 LICENCE_COLUMNS = ["licence_type", "status", "expires_on", "holder_found"]
 
@@ -102,6 +104,26 @@ def in_good_standing(entity: dict | None, records: list[dict], licences: list[di
     return holds_valid_licence(licences, "business_licence", today)
 
 
+def _asked_before(settings: Settings, department: str) -> list[dict]:
+    """The questions ``department`` asked before (answered or refused), from the log."""
+    from pipelines.lake.delta import read_delta_rows
+
+    return read_delta_rows(governance_path("verification_log", settings), [("department", "=", department)])
+
+
+def _towns_asked(earlier: list[dict], subject: str, asked_at) -> set[str]:
+    """The towns a department asked ``person-alive-in-town`` about ``subject``
+    within ``TOWN_PROBE_DAYS`` before ``asked_at`` and got an answer to."""
+    since = asked_at - timedelta(days=TOWN_PROBE_DAYS)
+    towns = set()
+    for row in earlier:
+        if (row["check_name"] == "person-alive-in-town" and row["subject"] == subject and row["answer"] is not None
+                and row["asked_at"] >= since):
+            town = json.loads(row["params"] or "{}").get("town")
+            towns.add(ref.TOWN_CODE_BY_NAME.get(town, town))
+    return towns
+
+
 def _current(settings: Settings, library: str, columns: list[str], key: str, value: str, versions: dict,
              row: dict) -> list[dict]:
     """The current rows of base.<library> whose ``key`` is ``value`` (the key
@@ -139,11 +161,16 @@ def verify(check: str, subject: str, params: dict[str, str], department: str | N
            "purpose": purpose, "library_versions": None}
     if check not in CHECKS:
         _refuse(f"no check {check!r}: the checks are {', '.join(CHECKS)}", row, settings)
-    if not department or department not in departments:
+    if not department:
+        _refuse(f"{asked_by!r} belongs to no department of the catalog (catalog/departments.yaml)", row, settings)
+    if department not in departments:
         _refuse(f"department {department!r} is not in the catalog (catalog/departments.yaml)", row, settings)
     if not purpose or len(purpose.strip()) < MIN_PURPOSE_CHARS:
         _refuse(f"a verification needs its purpose (the matter it is for, {MIN_PURPOSE_CHARS} characters or more)",
                 row, settings)
+    if len(purpose) > MAX_PURPOSE_CHARS:
+        row["purpose"] = purpose[:MAX_PURPOSE_CHARS]
+        _refuse(f"a purpose names the matter in at most {MAX_PURPOSE_CHARS} characters", row, settings)
     spec = CHECKS[check]
     subject = row["subject"] = subject.strip().upper()
     if spec.subject == "id_number":
@@ -153,9 +180,21 @@ def verify(check: str, subject: str, params: dict[str, str], department: str | N
     if not valid:
         _refuse(f"{check} is about a {'resident ID number' if spec.subject == 'id_number' else 'USCC'}: "
                 f"{subject!r} is not one (18 characters, its check character right)", row, settings)
+    asked: list[dict] = []
+
+    def earlier() -> list[dict]:          # read once, when a rule needs it
+        if not asked:
+            asked.append(_asked_before(settings, department))
+        return asked[0]
+
+    query_id = params.get("trino_query_id")
+    if query_id and any(json.loads(r["params"] or "{}").get("trino_query_id") == query_id for r in earlier()):
+        _refuse(f"one question per query: Trino query {query_id} already asked one (ask each in a query of its own)",
+                row, settings)
     missing = [name for name in spec.needs if not params.get(name)]
     if missing:
-        _refuse(f"{check} needs {', '.join('--' + m.replace('_', '-') for m in missing)}", row, settings)
+        named = [f"{name} (--{name.replace('_', '-')}; in Trino {name} =>)" for name in missing]
+        _refuse(f"{check} needs {', '.join(named)}", row, settings)
     versions: dict[str, int | None] = {}
     if check == "person-alive-in-town":
         town = params["town"]
@@ -166,6 +205,11 @@ def verify(check: str, subject: str, params: dict[str, str], department: str | N
         if governs and governs != code:
             _refuse(f"department {department} governs town {governs}: it may ask about its own town only",
                     row, settings)
+        elsewhere = _towns_asked(earlier(), subject, asked_at) - {code}
+        if elsewhere:
+            _refuse(f"department {department} asked about this person in another town "
+                    f"({', '.join(sorted(elsewhere))}) within {TOWN_PROBE_DAYS} days: a yes/no oracle must not "
+                    "locate people across the city", row, settings)
         people = _current(settings, "population", ["is_deceased", "town_code"], "person_id", subject, versions, row)
         answer = alive_in_town(people[0] if people else None, code)
     elif check == "holds-valid-licence":

@@ -138,7 +138,7 @@ def _print_demo(summary: dict, scale: float) -> None:
                       f"{inspection['notice']['html']}", highlight=False)
     for asked in summary.get("verifications") or []:
         console.print(f"Verification {asked['check']} {asked['subject']} for {asked['department']} "
-                      f"({asked['purpose']}): {asked['answer']}", highlight=False)
+                      f"({asked['purpose']}): {asked['answer']}\n  via {asked['via']}", highlight=False)
     for sample in summary["sample_queries"]:
         console.print(f"\n[bold]{sample['user']}[/bold]: {sample['title']}\n  {sample['sql']}")
         if sample["error"]:

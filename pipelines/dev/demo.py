@@ -290,8 +290,10 @@ def demo_town_risk_list(spark, settings: Settings, summary: dict) -> dict | None
 
 def verify_demo_facts(settings: Settings, city: Path) -> list[dict]:
     """Two verifications instead of documents (核验), as the social insurance bureau and the market
-    regulator would ask them: a registered resident alive in their town (the truth says yes), and an
-    operating firm's standing. Each is logged in governance.verification_log."""
+    regulator would ask them: a registered resident alive in their town (the truth says yes), asked with
+    the package as ``govlake verify`` does, and an operating firm's standing, asked in SQL through
+    Trino as the market regulator's user (the verify catalog's table function). Each is logged in
+    governance.verification_log."""
     # an inspector: a living hukou resident whose rows the generator delivers clean (its town: the truth's)
     with (city / "truth" / "inspectors.csv").open(encoding="utf-8") as handle:
         inspector = next(csv.DictReader(handle))["person_id"]
@@ -300,16 +302,26 @@ def verify_demo_facts(settings: Settings, city: Path) -> list[dict]:
     with (city / "truth" / "entities.csv").open(encoding="utf-8") as handle:
         entity = next(e for e in csv.DictReader(handle) if e["registration_status"] == "存续")
     departments = {code: d.town_code for code, d in load_departments(settings).items()}
-    asked = [("person-alive-in-town", person["person_id"], {"town": person["town_code"]}, "hrss", "养老金领取资格认证"),
-             ("entity-good-standing", entity["uscc"], {}, "amr", "企业变更登记免提交证明")]
     answers = []
-    for check, subject, params, department, purpose in asked:
-        try:
-            answer = verify(check, subject, params, department, purpose, "govlake-demo", departments, settings)
-        except VerificationRefused as exc:
-            answer = {"answer": f"refused: {exc}"}
-        answers.append({"check": check, "subject": subject[:6] + "*" * 8 + subject[-4:], "department": department,
-                        "purpose": purpose, "answer": answer["answer"]})
+    check, subject, purpose = "person-alive-in-town", person["person_id"], "养老金领取资格认证"
+    try:
+        answer = verify(check, subject, {"town": person["town_code"]}, "hrss", purpose, "govlake-demo", departments,
+                        settings)["answer"]
+    except VerificationRefused as exc:
+        answer = f"refused: {exc}"
+    answers.append({"check": check, "subject": subject[:6] + "*" * 8 + subject[-4:], "department": "hrss",
+                    "purpose": purpose, "answer": answer, "via": "govlake verify"})
+    check, subject, purpose = "entity-good-standing", entity["uscc"], "企业变更登记免提交证明"
+    sql = (f"SELECT answer FROM TABLE(verify.system.entity_good_standing(subject => '{subject}', "
+           f"purpose => '{purpose}'))")
+    try:
+        cursor = connect("amr_inspector", settings=settings).cursor()
+        cursor.execute(sql)
+        answer = cursor.fetchall()[0][0]
+    except Exception as exc:            # noqa: BLE001 - shown to the newcomer, not hidden
+        answer = f"refused: {exc}"
+    answers.append({"check": check, "subject": subject[:6] + "*" * 8 + subject[-4:], "department": "amr",
+                    "purpose": purpose, "answer": answer, "via": f"Trino as amr_inspector: {sql}"})
     return answers
 
 

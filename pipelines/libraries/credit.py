@@ -17,8 +17,10 @@ from pipelines.libraries.golden import latest_per_key
 from pipelines.libraries.incremental import joinable_keys
 from pipelines.settings import Settings
 
-RECORD_TYPES = ("abnormal_operation", "administrative_penalty", "dishonest_debtor", "tax_credit_grade")
-RECORD_FEEDS = ("amr.abnormal_list", "amr.penalty", "court.dishonest_debtor", "tax.taxpayer")
+RECORD_TYPES = ("abnormal_operation", "administrative_penalty", "dishonest_debtor", "tax_credit_grade",
+                "inspection_result")
+RECORD_FEEDS = ("amr.abnormal_list", "amr.penalty", "court.dishonest_debtor", "tax.taxpayer", "amr.inspection_result")
+INSPECTION_AUTHORITY = "市场监督管理局"     # the 双随机 results feed is amr's; its rows name no authority
 
 
 def record_keys() -> dict:
@@ -31,6 +33,8 @@ def record_keys() -> dict:
         "amr.penalty": ("administrative_penalty", F.col("decision_number")),
         "court.dishonest_debtor": ("dishonest_debtor", F.concat_ws(":", "case_number", "debtor_id")),
         "tax.taxpayer": ("tax_credit_grade", F.concat_ws(":", "uscc", F.col("evaluation_year").cast("string"))),
+        # one row per inspector of a task and entity: one record per task and entity
+        "amr.inspection_result": ("inspection_result", F.concat_ws(":", "task_number", "uscc")),
     }
 
 
@@ -74,8 +78,11 @@ def load_rule_set(settings: Settings) -> RuleSet:
                    tuple(document.get("not_rated_statuses") or []))
 
 
-def credit_records_from(abnormal, penalty, debtor, taxpayer):
-    """Credit records from the four silver feeds (any may be None). Pure.
+def credit_records_from(abnormal, penalty, debtor, taxpayer, inspections=None):
+    """Credit records from the five silver feeds (any may be None). Pure.
+    A "double random" inspection (amr.inspection_result, one row per
+    inspector) becomes one record per task and entity: its result is the
+    record's status, its item the detail (双随机抽查结果纳入信用记录).
 
     Columns: record_id, record_type, subject_type (legal_person | person),
     subject_id, subject_name, started_on, ended_on, status, grade, detail,
@@ -137,6 +144,12 @@ def credit_records_from(abnormal, penalty, debtor, taxpayer):
                                 "status": F.lit("evaluated"), "grade": F.col("tax_credit_grade"),
                                 "detail": F.concat(F.lit("纳税信用等级 "), F.col("tax_credit_grade")),
                                 "authority": F.col("tax_authority"), "source_feed": F.lit("tax.taxpayer")}))
+    if inspections is not None:
+        parts.append(shaped(inspections, "amr.inspection_result", {
+            "subject_type": F.lit("legal_person"), "subject_id": F.col("uscc"), "subject_name": F.col("entity_name"),
+            "started_on": F.col("inspected_date"), "ended_on": F.lit(None).cast("date"), "status": F.col("result"),
+            "grade": F.lit(None).cast("string"), "detail": F.col("inspection_item"),
+            "authority": F.lit(INSPECTION_AUTHORITY), "source_feed": F.lit("amr.inspection_result")}))
     if not parts:
         return None
     return reduce(lambda a, b: a.unionByName(b), parts)

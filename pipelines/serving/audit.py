@@ -54,12 +54,13 @@ from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import AUDIT_DDL
 from pipelines.processes import running_pid, service_environment, stop_process_group
 from pipelines.serving.catalog import load_departments
-from pipelines.settings import Settings, get_settings, utc_now
+from pipelines.settings import Settings, get_settings, settings_environment, utc_now
 
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Govlake-Audit-Token"
 EVENTS_PATH = "/events"
+VERIFY_PATH = "/verify"      # the verify catalog's questions (pipelines/serving/verifier.py)
 REJECTED_EVENTS = "rejected-events.jsonl"
 MAX_EVENT_BYTES = 32 * 1024 * 1024       # a completed-query event with a 1 MB query text is far below this
 GENESIS_DIGEST = "0" * 64                # the prev_digest of seq 1
@@ -243,6 +244,8 @@ def serve(settings: Settings | None = None) -> None:
             body = self.rfile.read(length)
             if not trusted:
                 return self.refuse(401, f"wrong {TOKEN_HEADER}" if supplied else f"no {TOKEN_HEADER}", body)
+            if self.path == VERIFY_PATH:       # a question from the verify catalog's table functions
+                return self.verify(body)
             if self.path != EVENTS_PATH:
                 return self.refuse(404, f"not {EVENTS_PATH}", body)
             try:
@@ -258,6 +261,29 @@ def serve(settings: Settings | None = None) -> None:
                 return self.refuse(400, "the event holds text that is not valid Unicode", body)
             self.send_response(200)
             self.end_headers()
+            return None
+
+        def verify(self, body: bytes) -> None:
+            from pipelines.serving.verifier import answer_form, parse_form
+
+            try:
+                form = parse_form(body)
+            except ValueError as exc:
+                # not the body: a question names a person (an ID number) and its purpose
+                return self.refuse(400, f"not a verification form: {exc}", b"")
+            try:
+                status, text = answer_form(form, settings)
+            except Exception:                    # noqa: BLE001 - the query fails, the receiver lives on
+                incident = secrets.token_hex(4)
+                log.exception("verification failed (incident %s)", incident)
+                # the department sees no path or value, only what to quote to the operators
+                status, text = 500, f"the verification failed (incident {incident}, in the receiver's log)"
+            reply = text.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
             return None
 
         def log_message(self, *args):  # quiet
@@ -287,17 +313,21 @@ def start_receiver(settings: Settings, wait_seconds: float = 10) -> int:
     receiver_token(settings)   # created before the receiver and Trino's listener read it
     pid = running_pid(_pid_file(settings))
     if pid is not None:
-        if token_path(settings).stat().st_mtime <= _pid_file(settings).stat().st_mtime:
+        started = _pid_file(settings).stat().st_mtime
+        # its code too: a receiver started before an upgrade would not know the paths Trino now posts to
+        newer = [path for path in (token_path(settings), *RECEIVER_CODE) if path.stat().st_mtime > started]
+        if not newer:
             return pid
-        log.warning("audit: %s changed after the receiver (pid %d) started; restarting it", token_path(settings), pid)
+        log.warning("audit: %s changed after the receiver (pid %d) started; restarting it",
+                    ", ".join(str(path) for path in newer), pid)
         stop_receiver(settings)
     port = receiver_port(settings)
     if _listening(port):
         raise RuntimeError(f"127.0.0.1:{port}, the audit receiver's port (Trino's port + 1), is taken by "
                            "another process")
     folder = _make_audit_dir(settings)
-    environment = service_environment({"GOVLAKE_TRINO_HOME": str(settings.trino_home),
-                                       "GOVLAKE_TRINO_PORT": str(settings.trino_port)})
+    # the lake's settings too: the receiver answers the verify catalog's questions from the libraries
+    environment = service_environment(settings_environment(settings))
     receiver_log = folder / "receiver.log"
     with receiver_log.open("ab") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "pipelines.serving.audit"], env=environment,
@@ -316,6 +346,9 @@ def start_receiver(settings: Settings, wait_seconds: float = 10) -> int:
                                f"see {receiver_log}")
         time.sleep(0.1)
     return process.pid
+
+
+RECEIVER_CODE = (Path(__file__), Path(__file__).with_name("verifier.py"))
 
 
 def stop_receiver(settings: Settings) -> None:

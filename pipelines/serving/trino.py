@@ -31,14 +31,17 @@ import time
 from pathlib import Path
 
 from pipelines.processes import probe_service, service_environment, stop_process_group
-from pipelines.serving.audit import listener_properties, start_receiver, stop_receiver
+from pipelines.serving.audit import (VERIFY_PATH, listener_properties, receiver_port, start_receiver, stop_receiver,
+                                     token_path)
+from pipelines.serving.trino_plugins import PluginBuildError, build_plugins
 from pipelines.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 ADMIN_USER = "govlake"
 CATALOG = "lake"
-PLUGINS_KEPT = ("delta-lake", "password-authenticators", "http-event-listener")
+PLUGINS_KEPT = ("delta-lake", "password-authenticators", "http-event-listener")   # and govlake's own (trino_plugins)
+VERIFY_CATALOG = "verify"
 MIN_JAVA = 24
 METASTORE_DIR = "_trino_metastore"   # under the lake root
 JVM_ROOT = Path("/usr/lib/jvm")
@@ -285,14 +288,22 @@ def base_rules(owned: list[tuple[str, str]] = ()) -> dict:
     - impersonation (``X-Trino-User`` other than the login): nobody;
     - system and catalog session properties: the administrator only;
     - procedures, table procedures (``ALTER TABLE ... EXECUTE``), functions'
-      ownership and authorization changes: the administrator only."""
+      ownership and authorization changes: the administrator only;
+    - functions: the built-in ones, and the ``verify`` catalog's table
+      functions (verification, 核验) for every user: each question is
+      answered or refused, and logged, by the service behind them; no other
+      catalog's table functions (``lake.system.table_changes`` would read
+      a table's changes around its rules)."""
     admin = f"^{ADMIN_USER}$"
     admin_tables = [{"user": admin, "catalog": CATALOG, "schema": f"^{schema}$", "table": f"^{table}$",
                      "privileges": ["SELECT", "OWNERSHIP", "GRANT_SELECT"]} for schema, table in owned]
     return {
         "catalogs": [{"user": admin, "catalog": ".*", "allow": "all"},
                      {"catalog": CATALOG, "allow": "read-only"},
-                     {"catalog": "system", "allow": "read-only"}],
+                     {"catalog": "system", "allow": "read-only"},
+                     {"catalog": VERIFY_CATALOG, "allow": "read-only"}],
+        "functions": [{"catalog": "system", "schema": "builtin", "privileges": ["EXECUTE"]},
+                      {"catalog": VERIFY_CATALOG, "schema": "system", "privileges": ["EXECUTE"]}],
         "schemas": [{"user": admin, "owner": True}, {"owner": False}],
         "queries": [{"user": admin, "allow": ["execute", "kill", "view"]},
                     {"allow": ["execute"]}],
@@ -358,6 +369,12 @@ def write_config(settings: Settings | None = None) -> Path:
             "access-control.name=file", f"security.config-file={rules_path(settings)}",
             "security.refresh-period=5s"],
         "log.properties": ["io.trino=INFO"],
+        # verification (核验) as table functions: answered by the audit receiver's /verify
+        # (pipelines/serving/verifier.py), which holds the token this file names (0600)
+        "catalog/verify.properties": [
+            "connector.name=govlake_verify",
+            f"govlake.verify.endpoint=http://127.0.0.1:{receiver_port(settings)}{VERIFY_PATH}",
+            f"govlake.verify.token-file={token_path(settings)}"],
         "catalog/lake.properties": [
             "connector.name=delta_lake", "hive.metastore=file",
             f"hive.metastore.catalog.dir=local:///{METASTORE_DIR}",
@@ -476,6 +493,10 @@ def trino_up(settings: Settings | None = None, wait_seconds: int = 240) -> dict:
 
     java_home = find_java(settings)
     server = fetch_trino(settings)
+    try:
+        build_plugins(server, java_home, MIN_JAVA, settings.trino_version)
+    except PluginBuildError as exc:
+        raise TrinoSetupError(str(exc)) from None
     etc = write_config(settings)
     try:   # the second client; the server does not need it
         fetch_trino_cli(settings)

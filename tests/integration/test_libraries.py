@@ -157,8 +157,26 @@ def test_credit_records_ratings_and_licences_follow_their_sources(spark, city):
     root, settings, _ = city
     records = current(spark, settings, "credit_record")
     assert {r[0] for r in records.select("record_type").distinct().collect()} == {
-        "abnormal_operation", "administrative_penalty", "dishonest_debtor", "tax_credit_grade"}
+        "abnormal_operation", "administrative_penalty", "dishonest_debtor", "tax_credit_grade", "inspection_result"}
     ratings = current(spark, settings, "credit_rating")
+    # each "double random" inspection of the results feed is one credit record (one per task and entity, not
+    # per inspector), with its result; a problem found within a year counts in the grade
+    inspected = {(t["task_number"], t["uscc"]): t for t in csv.DictReader(
+        (root / "truth" / "last_inspections.csv").open(encoding="utf-8"))}
+    kept = {r["record_id"]: r for r in records.where("record_type = 'inspection_result'").collect()}
+    assert inspected and set(kept) == {f"inspection_result:{task}:{uscc}" for task, uscc in inspected}
+    for (task, uscc), truth in inspected.items():
+        record = kept[f"inspection_result:{task}:{uscc}"]
+        assert (record["subject_id"], str(record["started_on"]), record["status"]) == (
+            uscc, truth["inspected_date"], truth["result"])
+    rated = {r["uscc"]: r for r in ratings.collect()}
+    for (_, uscc), truth in inspected.items():
+        if uscc in rated:
+            on = rated[uscc]["rated_on"]           # add_months(as_of, -12): 29 February falls back to the 28th
+            year_before = (on.replace(day=28) if (on.month, on.day) == (2, 29) else on).replace(year=on.year - 1)
+            counts = truth["result"] in ("发现问题待后续处理", "不配合检查情节严重", "通过登记的住所(经营场所)无法联系") \
+                and date.fromisoformat(truth["inspected_date"]) >= year_before
+            assert any(r.startswith("inspection_problem_unresolved") for r in rated[uscc]["reasons"]) == counts, uscc
     assert {r[0] for r in ratings.select("risk_grade").distinct().collect()} <= {"A", "B", "C", "D"}
     revoked = ratings.where("registration_status = '吊销'").collect()
     assert revoked and all(r["risk_grade"] == "D" for r in revoked)
@@ -169,8 +187,6 @@ def test_credit_records_ratings_and_licences_follow_their_sources(spark, city):
         assert (row["status"] == "revoked") == (row["holder_id"] in deregistered)
     # derived libraries are dated by the build (``now``), not by the machine's clock, and read only the
     # loads the build gives them (the live ones)
-    from datetime import date
-
     from pipelines.libraries.credit import credit_ratings
     from pipelines.libraries.licence import e_licences
 

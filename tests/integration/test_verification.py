@@ -3,11 +3,13 @@ truth: the answers, that the asker learns nothing else, and the log."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
 import sys
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -51,12 +53,19 @@ def test_person_alive_in_town_answers_as_thetruth_rows(spark, lake):
     wrong = {k: (answers[k], expected[k]) for k in answers if answers[k] != expected[k]}
     assert not wrong, wrong
     assert set(answers.values()) == {"yes", "no"}
-    # the same people asked about another town: no
+    # the same people asked about another town by another department: no
     yes = [p for p in persons if answers[p["person_id"]] == "yes"][:20]
-    elsewhere = [verify("person-alive-in-town", p["person_id"], {"town": "441900402" if p["town_code"] != "441900402"
-                                                                 else "441900403"}, "hrss", "养老金领取资格认证",
-                        "tester", DEPARTMENTS, settings)["answer"] for p in yes]
+    other_town = {p["person_id"]: "441900402" if p["town_code"] != "441900402" else "441900403" for p in yes}
+    elsewhere = [verify("person-alive-in-town", p["person_id"], {"town": other_town[p["person_id"]]}, "amr",
+                        "经营者身份核验", "tester", DEPARTMENTS, settings)["answer"] for p in yes]
     assert yes and set(elsewhere) == {"no"}
+    # the department that asked about them in their town may not go on to ask about another: that would
+    # locate them across the city, one yes/no at a time
+    from pipelines.applications.verification import VerificationRefused
+
+    with pytest.raises(VerificationRefused, match="asked about this person in another town"):
+        verify("person-alive-in-town", yes[0]["person_id"], {"town": other_town[yes[0]["person_id"]]}, "hrss",
+               "养老金领取资格认证", "tester", DEPARTMENTS, settings)
 
 
 def test_good_standing_and_licences_answer_as_the_libraries_hold(spark, lake):
@@ -116,3 +125,92 @@ def test_the_asker_learns_the_answer_not_the_record_and_every_question_is_logged
         ("hrss", "养老金领取资格认证", "yes"), ("hrss", None, None)]
     assert last_two[1]["refused_reason"].startswith("a verification needs its purpose")
     assert len(logged) == before + 2
+
+
+# ------------------------------------------------------------------ the Trino-callable form (the verify catalog)
+
+VERIFY_PORT = 18449
+
+
+@pytest.fixture(scope="module")
+def verify_trino(lake):
+    """A Trino over the copied lake (own home and port) with the base rules only: the verify catalog's
+    functions need no grant on any table; the service behind them reads the libraries itself."""
+    import dataclasses
+
+    from pipelines.serving.trino import trino_down, trino_up
+
+    root, settings = lake
+    settings = dataclasses.replace(settings, trino_home=Path(settings.home).parent / "verify-trino",
+                                   trino_port=VERIFY_PORT, trino_heap="2G")
+    trino_up(settings)
+    yield root, settings
+    trino_down(settings)
+
+
+def _ask(settings, user: str, function: str, **arguments):
+    """(rows, column names, query id) of one verify function called as ``user``."""
+    from pipelines.serving.trino import connect
+
+    named = ", ".join(f"{name} => '{value}'" for name, value in arguments.items())
+    connection = connect(user, settings=settings, max_attempts=1)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(f"select * from table(verify.system.{function}({named}))")
+        rows = cursor.fetchall()
+        return rows, [c[0] for c in cursor.description], cursor.query_id
+    finally:
+        connection.close()
+
+
+def test_trino_answers_as_the_command_line_and_the_truth_and_logs_the_asker(verify_trino):
+    root, settings = verify_trino
+    persons = [p for p in random.Random(9).sample(truth_rows(root, "persons.csv"), 40)
+               if p["town_code"] == "441900004"][:4] + random.Random(10).sample(truth_rows(root, "persons.csv"), 4)
+    before = len(read_delta_rows(governance_path("verification_log", settings)))
+    asked = []
+    for person in persons:
+        rows, columns, query_id = _ask(settings, "hrss_officer", "person_alive_in_town", subject=person["person_id"],
+                                       town=person["town_code"], purpose="养老金领取资格认证")
+        assert columns == ["check_name", "answer", "question", "asked_at"]
+        assert len(rows) == 1 and rows[0][0] == "person-alive-in-town" and rows[0][2] == "该人员是否在世且居住在指定镇街"
+        direct = verify("person-alive-in-town", person["person_id"], {"town": person["town_code"]}, "hrss",
+                        "养老金领取资格认证", "tester", DEPARTMENTS, settings)["answer"]
+        assert rows[0][1] == direct
+        if rows[0][1] == "yes":       # yes only for the living and registered (no is also the answer for the unknown)
+            assert _alive_and_registered(person, date.today()), person
+        asked.append(query_id)
+    logged = sorted(read_delta_rows(governance_path("verification_log", settings)), key=lambda r: r["asked_at"])
+    assert len(logged) == before + 2 * len(persons)
+    through_trino = [r for r in logged[before:] if r["asked_by"] == "hrss_officer"]
+    assert [json.loads(r["params"])["trino_query_id"] for r in through_trino] == asked
+    assert {(r["department"], r["purpose"]) for r in through_trino} == {("hrss", "养老金领取资格认证")}
+    # an entity check with no parameter: the same answer as the package
+    uscc = truth_rows(root, "entities.csv")[0]["uscc"]
+    rows, _, _ = _ask(settings, "amr_inspector", "entity_good_standing", subject=uscc, purpose="企业变更登记免提交材料")
+    assert rows[0][1] == verify("entity-good-standing", uscc, {}, "amr", "企业变更登记免提交材料", "tester",
+                                DEPARTMENTS, settings)["answer"]
+
+
+@pytest.mark.parametrize("user, function, arguments, reason", [
+    ("hrss_officer", "person_alive_in_town", {"subject": "441900199001011231", "town": "南城街道"},
+     "a verification needs its purpose"),
+    ("nancheng_officer", "person_alive_in_town", {"subject": "441900199001011231", "town": "虎门镇", "purpose": "低保申请核验"},
+     "department nancheng governs town 441900004"),
+    ("govlake", "entity_good_standing", {"subject": "91441900MA4W1234X3", "purpose": "企业变更登记"},
+     "'govlake' belongs to no department"),
+    ("amr_inspector", "holds_valid_licence", {"subject": "91441900MA4W1234X3", "purpose": "招投标资格审查"},
+     "holds-valid-licence needs licence_type"),
+])
+def test_trino_refuses_with_the_reason_and_logs_the_refusal(verify_trino, user, function, arguments, reason):
+    import trino
+
+    _, settings = verify_trino
+    before = len(read_delta_rows(governance_path("verification_log", settings)))
+    with pytest.raises(trino.exceptions.TrinoQueryError) as refused:
+        _ask(settings, user, function, **arguments)
+    assert "verification refused" in str(refused.value) and reason in str(refused.value)
+    logged = read_delta_rows(governance_path("verification_log", settings))
+    assert len(logged) == before + 1
+    last = max(logged, key=lambda r: r["asked_at"])
+    assert last["asked_by"] == user and last["answer"] is None and reason in last["refused_reason"]

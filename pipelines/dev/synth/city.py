@@ -881,8 +881,8 @@ class City:
         """amr.inspection_result: the last period's inspections (about 2% of
         the operating entities, by two on-duty inspectors each, within the
         three months before day 0), clean, and ``truth/last_inspections.csv``
-        with each entity's inspectors of its latest inspection: the ones a new
-        draw must not send again."""
+        with each entity's inspectors of its latest inspection (the ones a new
+        draw must not send again), its task number and result."""
         rng = rng_for(self.seed, "inspection-results")
         on_duty = [i for i in self.inspectors if i["duty_status"] == "在岗"]
         if len(on_duty) < 2:
@@ -894,19 +894,20 @@ class City:
         items = ("食品经营者落实食品安全主体责任情况检查", "经营者明码标价和价格行为检查", "企业公示信息情况检查")
         with (self.truth / "last_inspections.csv").open("w", encoding="utf-8", newline="") as handle:
             truth = csv.writer(handle)
-            truth.writerow(("uscc", "inspected_date", "certificate_numbers"))
+            truth.writerow(("uscc", "inspected_date", "certificate_numbers", "task_number", "result"))
             for k, entity in enumerate(e for e in self.entities if e.status in ("存续", "在业")):
                 if rng.random() >= 0.02:
                     continue
                 inspected = self.as_of - timedelta(days=rng.randint(7, 90))
                 pair = sorted(i["certificate_number"] for i in rng.sample(on_duty, 2))
+                task = f"SJ{inspected:%Y%m}{k:07d}"
                 result, item = rng.choices(results, (70, 15, 5, 6, 1, 3))[0], rng.choice(items)
                 for certificate in pair:
-                    writer.write({"抽查任务编号": f"SJ{inspected:%Y%m}{k:07d}", "抽查事项": item,
+                    writer.write({"抽查任务编号": task, "抽查事项": item,
                                   "统一社会信用代码": entity.uscc, "检查对象名称": entity.name,
                                   "检查日期": inspected.isoformat(), "检查结果": result, "执法证号": certificate,
                                   "公示日期": (inspected + timedelta(days=20)).isoformat()}, [])
-                truth.writerow((entity.uscc, inspected.isoformat(), ";".join(pair)))
+                truth.writerow((entity.uscc, inspected.isoformat(), ";".join(pair), task, result))
         self.close(writer)
 
     def write_court_case(self, rng: random.Random, corrupt: Corruptor, name: str, code: str,

@@ -61,13 +61,13 @@ def test_a_licence_counts_only_of_its_type_valid_and_unexpired():
      "department 'nobody' is not in the catalog"),
     ("person-alive-in-town", "441900199001011234", {"town": "南城街道"}, "hrss", "社保待遇资格认证",
      "is not one (18 characters"),
-    ("person-alive-in-town", "441900199001011231", {}, "hrss", "社保待遇资格认证", "needs --town"),
+    ("person-alive-in-town", "441900199001011231", {}, "hrss", "社保待遇资格认证", "needs town (--town"),
     ("person-alive-in-town", "441900199001011231", {"town": "南城"}, "hrss", "社保待遇资格认证", "unknown town"),
     ("who-is-rich", "441900199001011231", {}, "hrss", "社保待遇资格认证", "no check 'who-is-rich'"),
     ("person-alive-in-town", "441900199001011231", {"town": "虎门镇"}, "nancheng", "低保申请核验",
      "department nancheng governs town 441900004: it may ask about its own town only"),
     ("person-alive-in-town", "441900199001011231", {"town": "南城街道"}, None, "低保申请核验",
-     "department None is not in the catalog"),
+     "belongs to no department of the catalog"),
     ("holds-valid-licence", "91441900MA4W1234X3", {"licence_type": "driving"}, "amr", "招投标资格审查",
      "unknown licence type 'driving'"),
     ("entity-good-standing", "91441900MA4W1234XY", {}, "amr", "招投标资格审查", "is about a USCC"),
@@ -102,3 +102,32 @@ def test_an_answer_is_logged_with_the_version_it_was_read_at_and_only_the_subjec
     unknown = verify("person-alive-in-town", "441900197001011232", {"town": "441900004"}, "nancheng",
                      "低保申请核验", "tester", DEPARTMENTS, lake_settings)
     assert unknown["answer"] == "no"
+
+
+def test_a_department_cannot_locate_a_person_town_by_town_nor_ask_twice_in_one_query(lake_settings):
+    """A yes/no oracle asked about one person in every town finds where they live: after an answer
+    about one town, the same department's question about another town within 30 days is refused
+    (another department's is not). One Trino query asks one question (UNION ALL would ask many)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    person = "441900199001011231"
+    write_deltalake(lake_settings.lake_path("base", "population"), pa.table(
+        {"person_id": [person], "is_deceased": [False], "town_code": ["441900004"], "is_current": [True]}))
+    asked = {"town": "虎门镇"}
+    assert verify("person-alive-in-town", person, asked, "hrss", "养老金领取资格认证", "t", DEPARTMENTS,
+                  lake_settings)["answer"] == "no"
+    with pytest.raises(VerificationRefused, match=r"asked about this person in another town \(441900121\)"):
+        verify("person-alive-in-town", person, {"town": "南城街道"}, "hrss", "养老金领取资格认证", "t", DEPARTMENTS,
+               lake_settings)
+    assert verify("person-alive-in-town", person, asked, "hrss", "养老金领取资格认证", "t", DEPARTMENTS,
+                  lake_settings)["answer"] == "no"                      # the same town again: answered
+    assert verify("person-alive-in-town", person, {"town": "南城街道"}, "amr", "经营者身份核验", "t", DEPARTMENTS,
+                  lake_settings)["answer"] == "yes"
+    in_query = {"town": "南城街道", "trino_query_id": "20261207_000001_00002_xyz"}
+    verify("person-alive-in-town", "441900197001011232", in_query, "nancheng", "低保申请核验", "t", DEPARTMENTS,
+           lake_settings)
+    with pytest.raises(VerificationRefused, match="one question per query"):
+        verify("person-alive-in-town", person, in_query, "nancheng", "低保申请核验", "t", DEPARTMENTS, lake_settings)
+    with pytest.raises(VerificationRefused, match="at most 200 characters"):
+        verify("entity-good-standing", "91441900MA4W1234X3", {}, "amr", "核验" * 101, "t", DEPARTMENTS, lake_settings)

@@ -123,3 +123,43 @@ def test_a_receiver_older_than_its_token_file_is_restarted_with_the_new_token(re
     assert second != first and new != old and new == receiver_token(receiver)
     assert _post(receiver, json.dumps(GOOD[0]).encode(), new) == 200
     assert _post(receiver, json.dumps(GOOD[0]).encode(), old) == 401
+
+
+def _ask(settings, form: dict, token: str | None) -> tuple[int, str]:
+    """The receiver's answer to one verify-catalog question (as the Trino plugin posts it)."""
+    from urllib.parse import urlencode
+
+    connection = http.client.HTTPConnection("127.0.0.1", settings.trino_port + 1, timeout=30)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} | ({TOKEN_HEADER: token} if token else {})
+    try:
+        connection.request("POST", "/verify", body=urlencode(form).encode(), headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8")
+    finally:
+        connection.close()
+
+
+def test_the_verify_path_answers_for_the_department_of_the_trino_user_in_the_receivers_lake(receiver):
+    """The receiver answers the verify catalog's questions from the lake it was started for (its
+    settings reach the child process) and logs them; the department comes from the user, never the form."""
+    from pipelines.lake.delta import read_delta_rows
+    from pipelines.lake.paths import governance_path
+
+    token = receiver_token(receiver)
+    question = {"user": "nancheng_officer", "check": "person-alive-in-town", "subject": "441900199001011231",
+                "town": "南城街道", "purpose": "低保申请核验", "query_id": "20261207_000000_00001_abcde"}
+    assert _ask(receiver, question, None)[0] == 401
+    status, text = _ask(receiver, question, token)
+    assert (status, text) == (403, "base.population is not built in this lake: nothing can be verified yet")
+    assert _ask(receiver, question | {"town": "虎门镇", "query_id": "q2"}, token) == (
+        403, "department nancheng governs town 441900004: it may ask about its own town only")
+    assert _ask(receiver, question | {"user": "stranger", "query_id": "q3"}, token)[1].startswith(
+        "'stranger' belongs to no department")
+    # a second question of the same Trino query (UNION ALL of many calls): refused
+    assert _ask(receiver, question, token)[1].startswith("one question per query")
+    assert _ask(receiver, question | {"department": "hrss"}, token)[0] == 400        # no field names a department
+    logged = sorted(read_delta_rows(governance_path("verification_log", receiver)), key=lambda r: r["asked_at"])
+    assert [(r["asked_by"], r["department"]) for r in logged] == [
+        ("nancheng_officer", "nancheng"), ("nancheng_officer", "nancheng"), ("stranger", None),
+        ("nancheng_officer", "nancheng")]
+    assert json.loads(logged[0]["params"]) == {"town": "南城街道", "trino_query_id": "20261207_000000_00001_abcde"}

@@ -64,8 +64,12 @@ def test_the_catch_all_deny_comes_last_and_only_once():
 
 def test_nobody_but_the_administrator_writes_or_owns():
     rules = build_rules(CATALOG_UNDER_TEST, ON, owned=[("base", "population")])
-    assert rules["catalogs"][-2:] == [{"catalog": CATALOG, "allow": "read-only"},
-                                      {"catalog": "system", "allow": "read-only"}]
+    assert rules["catalogs"][-3:] == [{"catalog": CATALOG, "allow": "read-only"},
+                                      {"catalog": "system", "allow": "read-only"},
+                                      {"catalog": "verify", "allow": "read-only"}]
+    # functions: the built-in ones and verification's table functions; no catalog's system.table_changes
+    assert rules["functions"] == [{"catalog": "system", "schema": "builtin", "privileges": ["EXECUTE"]},
+                                  {"catalog": "verify", "schema": "system", "privileges": ["EXECUTE"]}]
     owning = [rule for rule in rules["tables"] if "OWNERSHIP" in rule.get("privileges", [])]
     assert owning == [{"user": f"^{ADMIN_USER}$", "catalog": CATALOG, "schema": "^base$", "table": "^population$",
                        "privileges": ["SELECT", "OWNERSHIP", "GRANT_SELECT"]}]
