@@ -41,7 +41,7 @@ from datetime import UTC, date, timedelta
 from zoneinfo import ZoneInfo
 
 from pipelines import reference as ref
-from pipelines.lake.delta import append_rows, read_arrow_at
+from pipelines.lake.delta import append_rows, read_arrow_at, read_delta_rows
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import VERIFICATION_LOG_DDL
 from pipelines.settings import Settings, utc_now
@@ -106,8 +106,6 @@ def in_good_standing(entity: dict | None, records: list[dict], licences: list[di
 
 def _asked_before(settings: Settings, department: str) -> list[dict]:
     """The questions ``department`` asked before (answered or refused), from the log."""
-    from pipelines.lake.delta import read_delta_rows
-
     return read_delta_rows(governance_path("verification_log", settings), [("department", "=", department)])
 
 

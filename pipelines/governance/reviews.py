@@ -59,20 +59,19 @@ def review_id(library: str, source_alias: str, record: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def live_decisions(settings: Settings, library: str | None = None) -> dict[str, dict]:
-    """review_id -> its live decision (the latest row, unless an ``undo``)."""
+def _latest(settings: Settings, library: str | None = None) -> dict[str, dict]:
+    """review_id -> its latest decision row, an ``undo`` included."""
     filters = [("library", "=", library)] if library else None
     latest: dict[str, dict] = {}
     for row in sorted(read_delta_rows(governance_path("review_decisions", settings), filters),
                       key=lambda r: r["decided_at"]):
         latest[row["review_id"]] = row
-    return {rid: row for rid, row in latest.items() if row["decision"] != "undo"}
+    return latest
 
 
-def _history(settings: Settings, review: str) -> list[dict]:
-    """Every decision row of ``review``, oldest first."""
-    return sorted(read_delta_rows(governance_path("review_decisions", settings), [("review_id", "=", review)]),
-                  key=lambda r: r["decided_at"])
+def live_decisions(settings: Settings, library: str | None = None) -> dict[str, dict]:
+    """review_id -> its live decision (the latest row, unless an ``undo``)."""
+    return {rid: row for rid, row in _latest(settings, library).items() if row["decision"] != "undo"}
 
 
 def decisions_digest(settings: Settings, library: str) -> str:
@@ -106,15 +105,17 @@ def decide(review: str, decision: str, decided_by: str, candidate_key: str | Non
            reason: str | None = None, settings: Settings | None = None) -> dict:
     """Record ``decision`` (accept | new_person | reject | undo) on review
     ``review``; returns the decision row. ``ReviewRefused`` naming why for an
-    unknown or already decided review, an accepted key that is not one of
-    its candidates, a rejection or an undo without a reason, or an undo of
-    a review with no live decision."""
+    unknown or already decided review, an accepted key that is neither one
+    of its candidates nor a current key of the library (or is one without a
+    reason), a rejection or an undo without a reason, or an undo of a review
+    with no live decision."""
     settings = settings or get_settings()
     if decision not in (*DECISIONS, "undo"):
         raise ReviewRefused(f"no decision {decision!r}: one of {', '.join(DECISIONS)} or undo")
     if decision in ("reject", "undo") and not (reason or "").strip():
         raise ReviewRefused(f"{'a rejection' if decision == 'reject' else 'undoing a decision'} needs --reason")
-    live = live_decisions(settings)
+    latest = _latest(settings)
+    live = {rid: row for rid, row in latest.items() if row["decision"] != "undo"}
     if decision == "undo":
         if review not in live:
             raise ReviewRefused(f"review {review} has no decision to undo")
@@ -126,7 +127,7 @@ def decide(review: str, decision: str, decided_by: str, candidate_key: str | Non
         found = [r for r in _reviews(settings, None) if r["review_id"] == review]
         if not found:
             # decided, built (it left match_review), then undone: decided again before the next build
-            found = [dict(r, candidate_keys=[]) for r in _history(settings, review)[-1:] if r["decision"] == "undo"]
+            found = [dict(latest[review], candidate_keys=[])] if review in latest else []
         if not found:
             raise ReviewRefused(f"no open review {review} (`govlake governance reviews` lists them)")
         open_review = found[0]

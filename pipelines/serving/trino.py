@@ -371,7 +371,7 @@ def write_config(settings: Settings | None = None) -> Path:
         "log.properties": ["io.trino=INFO"],
         # verification (核验) as table functions: answered by the audit receiver's /verify
         # (pipelines/serving/verifier.py), which holds the token this file names (0600)
-        "catalog/verify.properties": [
+        f"catalog/{VERIFY_CATALOG}.properties": [
             "connector.name=govlake_verify",
             f"govlake.verify.endpoint=http://127.0.0.1:{receiver_port(settings)}{VERIFY_PATH}",
             f"govlake.verify.token-file={token_path(settings)}"],
