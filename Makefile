@@ -11,7 +11,7 @@ SEED ?= 7
 BENCH_ROWS ?= 1000000
 BENCH_LARGE_ROWS ?= 48000000
 
-.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth suites airflow airflow-down trino-up trino-down builder-up builder-down down contracts clean clean-lake help
+.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth bench-er suites airflow airflow-down trino-up trino-down builder-up builder-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-day     one daily build at bench-city's scale: this tree against BASELINE (a commit, default HEAD), alternating"
 	@echo "make bench-synth   govlake synth (SYNTH_SCALE=0.1) vs the same with its workbooks written in process"
 	@echo "make bench-query   Trino vs DuckDB on base.population / base.legal_person (BENCH_SCALE=0.05)"
+	@echo "make bench-er      govlake entity resolution vs Splink on the hard-case city (ER_SCALE=0.05): P/R/F1, seconds"
 	@echo "make suites   re-render quality/suites/*.json from contracts and quality/custom/"
 	@echo "make airflow  start Airflow 3 (standalone) on 127.0.0.1; make down stops it"
 	@echo "make trino-up start Trino (HTTPS, passwords) on 127.0.0.1:8443; make down stops it"
@@ -106,6 +107,10 @@ bench-day: setup
 
 bench-query: setup
 	$(BIN)/python -m pipelines.dev.bench query --scale $(BENCH_SCALE)
+
+# govlake's entity resolution vs Splink on the hard-case city (issue 17); ER_SCALE=0.05 by default
+bench-er: setup
+	$(BIN)/python -m pipelines.dev.bench er --scale $(or $(ER_SCALE),0.05)
 
 bench-synth: setup
 	$(BIN)/python -m pipelines.dev.bench synth --scale $(or $(SYNTH_SCALE),0.1)

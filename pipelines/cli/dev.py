@@ -34,15 +34,18 @@ def setup() -> None:
               help="Multiply every defect rate (0 for a clean city).")
 @click.option("--days", default=0, show_default=True, type=click.IntRange(min=0),
               help="Also write days 1..D of daily change deliveries (days/<k>/) and their truth (truth/day-<k>/).")
+@click.option("--hard", is_flag=True,
+              help="Add the hard cases for entity resolution: mistyped and missing IDs and codes, name, company-name "
+                   "and address variants, changed representatives, namesakes (labelled in truth/).")
 @json_option
-def synth(scale: float, seed: int, out: Path, defect_scale: float, days: int, as_json: bool) -> None:
+def synth(scale: float, seed: int, out: Path, defect_scale: float, days: int, hard: bool, as_json: bool) -> None:
     """Generate a synthetic Dongguan-like city: every bureau export plus ground truth."""
-    from pipelines.dev.synth.city import DefectRates, generate_city
+    from pipelines.dev.synth.city import HARD_CASES, DefectRates, generate_city
     from pipelines.dev.synth.days import generate_days
 
     if out.exists() and not out.is_dir():
         raise click.ClickException(f"--out {out}: not a folder")
-    rates = DefectRates().scaled(defect_scale)
+    rates = (HARD_CASES if hard else DefectRates()).scaled(defect_scale)
     with err_console.status(f"generating scale {scale} city (seed {seed}) into {out}"):
         summary = generate_city(out, scale=scale, seed=seed, rates=rates)
     changes = None

@@ -120,7 +120,8 @@ def governance_reviews(library: str | None, as_json: bool) -> None:
     """The review queue: records entity resolution could not link safely and nobody has decided yet.
 
     Each row shows the review ID to decide with (`govlake governance review ID ...`),
-    why it waits, the values it was compared on and its candidate keys.
+    why it waits, the values it was compared on, its candidate keys (best first)
+    and the evidence against the best one (which attributes agreed and how, the scores).
     """
     from pipelines.governance.reviews import open_reviews
 
@@ -129,10 +130,12 @@ def governance_reviews(library: str | None, as_json: bool) -> None:
         emit_json(rows)
         return
     console.print(table(f"Match review ({len(rows)} undecided)", [
-        "review", "library", "feed", "file:row", "reason", "name", "birth", "town", "delivered key", "candidates"],
+        "review", "library", "feed", "file:row", "reason", "name", "birth", "town", "delivered key", "candidates",
+        "evidence (best candidate)"],
         [[r["review_id"], r["library"], r["feed"], f"{r['_source_file']}:{r['_row_number']}", r["reason"],
           r["record"].get("name_key"), r["record"].get("birth"), r["record"].get("town_code"),
-          r["record"].get("delivered_key"), ", ".join((r["candidate_keys"] or [])[:3])] for r in rows[:200]]))
+          r["record"].get("delivered_key"), ", ".join((r["candidate_keys"] or [])[:3]), r.get("evidence") or ""]
+         for r in rows[:200]]))
 
 
 @governance.command("review")

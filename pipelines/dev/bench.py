@@ -1034,6 +1034,60 @@ def _write_increment(persons_csv: Path, target: Path, changes: int) -> int:
     return written
 
 
+def bench_er(scale: float, seed: int = 7, repeats: int = 3) -> dict:
+    """govlake's entity resolution against Splink on the hard-case city
+    (``govlake synth --hard``) at ``scale``: generate, ingest, build the
+    address, population and legal-person libraries, export what resolution
+    compares (``er_compare.export``), then run each matcher ``repeats``
+    times, alternating, as whole processes on the same records: precision,
+    recall and F1 of person and entity links against the truth, and the
+    median wall seconds."""
+    import dataclasses
+    import shutil
+
+    from pipelines.dev import er_compare
+    from pipelines.dev.synth.city import HARD_CASES
+
+    root, folder = BENCH_DIR / f"er-city-{scale}", BENCH_DIR / f"er-records-{scale}"
+    settings = dataclasses.replace(get_settings(), home=str(BENCH_DIR / f"er-lake-{scale}"))
+    for path in (root, folder, Path(settings.home)):
+        shutil.rmtree(path, ignore_errors=True)
+    started = time.perf_counter()
+    summary = generate_city(root, scale=scale, seed=seed, rates=HARD_CASES)
+    ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=False)
+    spark = build_spark_session(app_name="govlake-bench-er")
+    build_libraries(spark, ["address", "population", "legal_person"], settings=settings)
+    counts = er_compare.export(spark, settings, root / "truth", folder)
+    spark.stop()
+    prepared = round(time.perf_counter() - started, 1)
+    seconds: dict[str, list[float]] = {"govlake": [], "splink": []}
+    scores: dict[str, dict] = {}
+    for _ in range(repeats):
+        for matcher in seconds:
+            run = _measured_process([sys.executable, "-m", "pipelines.dev.er_compare", matcher, str(folder)])
+            if run["returncode"]:
+                raise RuntimeError(f"er_compare {matcher} failed: {run['stderr'][-2000:]}")
+            seconds[matcher].append(run["wall"])
+            found = er_compare.score(folder, matcher)
+            if scores.setdefault(matcher, found) != found:
+                raise RuntimeError(f"{matcher} linked differently on a repeat: {scores[matcher]} vs {found}")
+    outcome = {matcher: {**{kind: {k: figures[k] for k in ("precision", "recall", "f1")}
+                            for kind, figures in scores[matcher].items()},
+                         "seconds": round(statistics.median(seconds[matcher]), 1)} for matcher in seconds}
+    return {
+        "benchmark": f"bench-er: govlake entity resolution vs Splink, hard-case city scale {scale}",
+        "er": outcome,
+        "detail": {matcher: scores[matcher] for matcher in scores},
+        "misses_by_defect": {matcher: er_compare.misses_by_defect(folder, matcher, root / "truth")
+                             for matcher in seconds},
+        "records": counts, "persons": summary.persons, "entities": summary.market_entities + summary.social_orgs,
+        "runs_seconds": {matcher: [round(x, 1) for x in values] for matcher, values in seconds.items()},
+        "prepare_s": prepared, "repeats": repeats,
+        "splink_model": er_compare.SPLINK_DESCRIPTION,
+        "govlake_model": er_compare.govlake_description(),
+    }
+
+
 def record(result: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     if not RESULTS.exists():
@@ -1041,6 +1095,27 @@ def record(result: dict) -> None:
                            "`pipelines/dev/bench.py`; the baseline is measured in the same run.\n", encoding="utf-8")
     stamp = utc_now().strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n## {result['benchmark']} — {stamp}\n", f"Machine: {machine_description()}\n"]
+    if "er" in result:
+        lines += ["Seconds: the median wall time of each matcher as a whole process "
+                  "(`python -m pipelines.dev.er_compare MATCHER FOLDER`: interpreter, Spark or DuckDB start, reading "
+                  "the exported records and candidates, blocking, comparison, training for Splink, writing the links), "
+                  f"{result['repeats']} runs each, alternating, on the same records; not the ingest and build "
+                  "before.\n",
+                  "| matcher | person precision | person recall | person F1 | entity precision | entity recall | "
+                  "entity F1 | seconds |", "|---|---|---|---|---|---|---|---|"]
+        for matcher, figures in result["er"].items():
+            p, e = figures["person"], figures["entity"]
+            lines.append(f"| {matcher} | {p['precision']} | {p['recall']} | {p['f1']} | {e['precision']} | "
+                         f"{e['recall']} | {e['f1']} | {figures['seconds']} |")
+        lines += ["", f"Records compared: {result['records']}", "",
+                  "Missed (linkable records left unlinked) and wrong links, by the defects the generator planted on "
+                  "the record:", ""]
+        for matcher, found in result["misses_by_defect"].items():
+            lines.append(f"- {matcher}: {found}")
+        lines += ["", f"govlake's model: {result['govlake_model']}", "",
+                  f"Splink's model: {result['splink_model']}", ""]
+        result = {k: v for k, v in result.items()
+                  if k not in ("er", "misses_by_defect", "splink_model", "govlake_model", "detail")}
     if "runs" in result:
         lines += ["| scale | persons | entities | rows delivered | synth s | ingest s | build s | increment s | "
                   "person P / R | entity P / R | conflicts found / injected |", "|" + "---|" * 11]
@@ -1116,6 +1191,10 @@ def main(argv: list[str] | None = None) -> None:
     query = sub.add_parser("query", help="Trino vs DuckDB on base.population and base.legal_person")
     query.add_argument("--scale", type=float, default=0.05)
     query.add_argument("--repeats", type=int, default=7)
+    er = sub.add_parser("er", help="govlake entity resolution vs Splink on the hard-case city, whole processes")
+    er.add_argument("--scale", type=float, default=0.05)
+    er.add_argument("--seed", type=int, default=7)
+    er.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     if args.benchmark == "ingest":
         result = bench_ingest(args.rows, args.seed)
@@ -1130,6 +1209,12 @@ def main(argv: list[str] | None = None) -> None:
         result = bench_day(args.baseline, args.scale, args.seed, args.day, args.repeats)
     elif args.benchmark == "synth":
         result = bench_synth(args.scale, args.days, args.seed, args.repeats)
+    elif args.benchmark == "er":
+        result = bench_er(args.scale, args.seed, args.repeats)
+        record(result)
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        print(json.dumps(result["er"], ensure_ascii=False))     # the last line: {"govlake": ..., "splink": ...}
+        return
     elif args.benchmark == "build":
         result = bench_build([float(x) for x in args.scales.split(",")], args.seed)
     else:

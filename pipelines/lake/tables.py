@@ -84,13 +84,15 @@ CONFLICTS_DDL = (
 )
 
 
+# evidence: which attributes agreed and how, and the score against the next
+# candidate's (``resolution.match_unkeyed``); null for a valid key's link
 LINKS_DDL = ("library string, feed string, source_alias string, _load_id string, _source_file string, "
-             "_row_number long, key string, method string, score int")
+             "_row_number long, key string, method string, score int, evidence string")
 
 
 REVIEW_DDL = ("library string, feed string, source_alias string, _load_id string, _source_file string, "
               "_row_number long, reason string, record map<string,string>, candidate_keys array<string>, "
-              "status string, found_at timestamp")
+              "status string, found_at timestamp, evidence string")
 
 
 # one row per decision on a match review, undoing ones included (pipelines/governance/reviews.py)

@@ -41,14 +41,38 @@ MATCHED_ADDRESS_COLUMNS = (
 )
 
 
+def _town_names() -> dict[str, str]:
+    """Every way an address begins with a town -> the town's full name:
+    the full name, and the name without 镇 / 街道 (长安 for 长安镇)."""
+    from pipelines.reference import TOWNS
+
+    names = {}
+    for name in TOWNS.values():
+        names[name] = name
+        short = name.removesuffix("街道").removesuffix("镇")
+        if len(short) >= 2:
+            names.setdefault(short, name)
+    return names
+
+
 def address_match_key(text):
-    """The matching key of a free-text address (a Column)."""
+    """The matching key of a free-text address (a Column): the province and
+    city dropped (东莞 without 市 too), the town written in full (长安 →
+    长安镇), what follows a comma or bracket cut off, and the house number
+    as 12号 however the building is written (12号楼, 12栋, 12号之一, 12号3栋)."""
     from pyspark.sql import functions as F
 
     key = F.regexp_replace(fold_digits(text), "[\\s\\u3000\\u00a0]", "")
-    key = F.regexp_replace(key, "^(广东省)?(东莞市)?", "")
+    # 东莞 alone too, but not the 东莞 of the towns 东莞港 and 东莞生态园
+    key = F.regexp_replace(key, "^(广东省)?(东莞市|东莞(?!港|生态园))?", "")
     key = F.regexp_replace(key, "[，,；;（(].*$", "")
-    return F.regexp_replace(key, "(号)[0-9A-Za-z]+(栋|座|幢).*$", "$1")
+    towns = _town_names()
+    pattern = "^(" + "|".join(sorted(towns, key=len, reverse=True)) + ")"
+    leading = F.regexp_extract(key, pattern, 1)
+    full = F.create_map(*[F.lit(x) for pair in towns.items() for x in pair])[leading]
+    key = F.when(leading != "", F.concat(full, F.regexp_replace(key, pattern, ""))).otherwise(key)
+    key = F.regexp_replace(key, "(号)[0-9A-Za-z]+(栋|座|幢).*$", "$1")
+    return F.regexp_replace(key, "([0-9]+)(号楼|号之[一二三四五六七八九十]|栋|幢|座)$", "$1号")
 
 
 def standard_address_keys(addresses):

@@ -8,35 +8,42 @@ quarantined rows of a library's sources:
 - rows that failed on some other column but carry a valid key join on it
   (method ``key``): the person or firm exists even if, say, a date was bad;
   the failed values stay out (nulled);
-- rows whose key failed (Excel-mangled, wrong check character, impossible
-  birth date, gender disagreeing with the sequence digit, missing) are
-  compared with every validated key the city knows (the library's
-  ``resolution.candidates``), blocked on the normalised name (plus the birth
-  date for persons) and scored on the town and, for entities, the legal
-  representative: +1 per agreeing attribute, -1 per disagreeing one.
+- rows whose key failed (Excel-mangled, mistyped, wrong check character,
+  impossible birth date, gender disagreeing with the sequence digit,
+  missing) are compared with every validated key the city knows (the
+  library's ``resolution.candidates``): blocked on the birth date with the
+  surname or the town, the name with the ID's division, the birth date with
+  the ID's sequence digits (persons), the name's core (entities), and the
+  valid keys one edit from the delivered one; scored on name (exact, rare,
+  pinyin, variant, one character apart), birth date, the delivered key
+  (exact, one or two edits, the digits it still has), town, road and house
+  number, and legal representative, with fixed weights (``WEIGHTS``).
 
-A row links to a candidate only when exactly one candidate has the best score
-and no attribute contradicts it; otherwise it goes to
-``governance.match_review`` with the reason and the candidate keys. Links go
-to ``governance.entity_links`` (one row per resolved quarantined row).
+A row links to a candidate only when its score reaches the threshold, beats
+every other candidate key by the margin and nothing contradicts it (another
+name, another house, somebody else's ID); otherwise it goes to
+``governance.match_review`` with the reason, the candidate keys and the
+evidence. Links go to ``governance.entity_links`` (one row per resolved
+quarantined row), each with its evidence (which attributes agreed and how).
 A reviewer's decision on a review (``pipelines.governance.reviews``) is
 applied by every build (``apply_decisions``): the record leaves the reviews
 and gets the decided link.
 
-Why not Splink: probabilistic linkage shines when *every* record lacks a
-trusted key. Here 99%+ of records carry a validated national identifier and
-the unkeyed remainder is small (0.1-1% of rows), so there is too little
-unlabelled data to train m/u probabilities by EM, and a governor must be able
-to read why two records were linked. Deterministic blocking plus an agreement
-score is the Fellegi-Sunter idea with fixed weights, written as Spark SQL
-joins (no Python UDFs); the accuracy is measured against the generator's
-ground truth in tests/integration/test_libraries.py.
+Fixed weights rather than a trained model: 99%+ of records carry a
+validated national identifier and the unkeyed remainder is small (0.1-1% of
+rows), so there is little unlabelled data to train m/u probabilities on, and
+a governor must be able to read why two records were linked. It is the
+Fellegi-Sunter idea with the weights written down, as Spark SQL joins (no
+Python UDFs); ``make bench-er`` measures it against Splink (trained on the
+same records) on the hard-case city, and tests/integration/test_libraries.py
+and test_hard_cases.py against the generator's ground truth.
 """
 
 from __future__ import annotations
 
 from functools import reduce
 
+from pipelines import reference as ref
 from pipelines.contracts import get_contract
 from pipelines.ingest.rules import standardise_table
 from pipelines.lake.delta import arrow_frame, committed_rows, delta_exists, delta_version, read_silver
@@ -44,7 +51,7 @@ from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import LINKS_DDL, REVIEW_DDL
 from pipelines.libraries.columns import clean_text, fold_code, id_birth_date
 from pipelines.libraries.golden import KEY_SOURCE, key_authority
-from pipelines.libraries.matching import normalise_for_matching, town_code_of
+from pipelines.libraries.matching import address_key_of, normalise_for_matching, town_code_of
 from pipelines.library_specs import LibrarySpec
 from pipelines.settings import Settings
 
@@ -356,20 +363,55 @@ def changed_blocks(spark, spec: LibrarySpec, plan, state, settings: Settings, ca
                        if load in plan.new_loads and load not in plan.diffed_loads)
     parts = []
     if new_loads and candidates is not None:
-        parts.append(candidates.where(F.col("_load_id").isin(*new_loads)).select("name_key"))
-    for feed, mapping in sorted(feeds.items()) if plan.change_loads else ():
+        parts.append(candidates.where(F.col("_load_id").isin(*new_loads)).select(*CANDIDATE_ATTRIBUTES))
+    for feed in sorted(feeds) if plan.change_loads else ():
         rows = change_rows(spark, get_contract(feed, settings.schemas_dir), plan.change_loads, settings)
         if rows is not None:
-            parts.append(rows.where(F.col(mapping["key"]).isNotNull()).select(
-                normalise_for_matching(F.col(mapping["name"]).cast("string")).alias("name_key")))
+            parts.append(candidate_attributes(spec, feed, rows))
     if not parts:
-        return spark.createDataFrame([], "name_key string")
-    return reduce(lambda a, b: a.unionByName(b), parts).where(F.col("name_key").isNotNull()).distinct()
+        return spark.createDataFrame([], "candidate_key string, name_key string, birth date, town_code string, "
+                                         "rep_key string, address_key string")
+    return reduce(lambda a, b: a.unionByName(b), parts).distinct()
+
+
+def records_in_blocks(unkeyed, changed, profile: str):
+    """The ``_record_id`` of the ``unkeyed`` records that share a block of
+    ``match_unkeyed`` with a ``changed`` candidate row (``PERSON_BLOCKS``,
+    ``ENTITY_BLOCKS``, or a key one edit from the record's delivered key):
+    the only records whose result can change."""
+    from pyspark.sql import functions as F
+
+    columns_in = ["_record_id", "name_key", "birth", "town_code", "id_key"] + (
+        ["delivered_key"] if "delivered_key" in unkeyed.columns else [])
+    records = _derived(unkeyed.select(*columns_in), "id_key")
+    rows = _derived(changed, "candidate_key")
+    parts = []
+    for columns in (PERSON_BLOCKS if profile == "person" else ENTITY_BLOCKS).values():
+        wanted = rows.select(*columns).where(reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in columns]))
+        parts.append(records.join(wanted.distinct(), list(columns), "left_semi").select("_record_id"))
+    delivered = [r[0] for r in records.where(F.col("id_key").isNotNull()).select("id_key").distinct().collect()]
+    neighbours = key_neighbours(delivered, profile)
+    if neighbours:
+        near = unkeyed.sparkSession.createDataFrame(neighbours, "id_key string, candidate_key string")
+        hit = near.join(rows.select("candidate_key").distinct(), "candidate_key", "left_semi").select("id_key")
+        parts.append(records.join(hit.distinct(), "id_key", "left_semi").select("_record_id"))
+    # a record with the same delivered key as a changed one (the candidate delivered validly since)
+    parts.append(records.join(rows.select(F.col("candidate_key").alias("id_key")).distinct(), "id_key", "left_semi")
+                 .select("_record_id"))
+    return reduce(lambda a, b: a.unionByName(b), parts)
+
+
+def plausible_birth(day):
+    """``day`` when a person alive can have been born on it (1900 to
+    today), else null: an ID's 20991231 is a date, but no birth date."""
+    from pyspark.sql import functions as F
+
+    return F.when((day >= F.lit("1900-01-01").cast("date")) & (day <= F.current_date()), day)
 
 
 def _fields(frame, mapping: dict, profile: str, key_expr):
     """The attributes records are compared on: ``name_key``, ``birth``,
-    ``town_code``, ``rep_key``."""
+    ``town_code``, ``rep_key``, ``address_key`` (``matching.address_key_of``)."""
     from pyspark.sql import functions as F
 
     def text(column):
@@ -379,14 +421,15 @@ def _fields(frame, mapping: dict, profile: str, key_expr):
         # the delivered birth date, else the one in the delivered ID number (a
         # row quarantined for a birth-date mismatch has its birth date nulled)
         folded = fold_code(clean_text(key_expr.cast("string")))
-        birth = F.when(F.length(folded) == 18, id_birth_date(folded))
+        birth = F.when(F.length(folded) == 18, plausible_birth(id_birth_date(folded)))
         if mapping.get("birth"):
             birth = F.coalesce(F.col(mapping["birth"]).cast("date"), birth)
     else:
         birth = F.lit(None).cast("date")
     return frame.select(
         "*", normalise_for_matching(text("name")).alias("name_key"), birth.alias("birth"),
-        town_code_of(text("town")).alias("town_code"), normalise_for_matching(text("representative")).alias("rep_key"))
+        town_code_of(text("town")).alias("town_code"), normalise_for_matching(text("representative")).alias("rep_key"),
+        address_key_of(text("address")).alias("address_key"))
 
 
 def candidate_rows(spec: LibrarySpec, feed: str, frame):
@@ -402,12 +445,24 @@ def candidate_rows(spec: LibrarySpec, feed: str, frame):
     match scanned them all."""
     from pyspark.sql import functions as F
 
+    return candidate_attributes(spec, feed, frame, ["_load_id"]).select(
+        F.lit(feed).alias("feed"), "_load_id", *CANDIDATE_ATTRIBUTES).distinct()
+
+
+CANDIDATE_ATTRIBUTES = ("candidate_key", "name_key", "birth", "town_code", "rep_key", "address_key")
+
+
+def candidate_attributes(spec: LibrarySpec, feed: str, frame, keep: tuple | list = ()):
+    """``CANDIDATE_ATTRIBUTES`` (and the columns ``keep``) of the keyed rows
+    of ``frame``, ``feed``'s silver rows or change rows. Pure."""
+    from pyspark.sql import functions as F
+
     mapping = spec.resolution.candidates[feed]
     key = F.col(mapping["key"])
     fields = _fields(frame.where(key.isNotNull()), mapping | {"birth": None}, "entity", key)
     birth = id_birth_date(key) if spec.resolution.profile == "person" else F.lit(None).cast("date")
-    return fields.select(F.lit(feed).alias("feed"), "_load_id", key.alias("candidate_key"), "name_key",
-                         birth.alias("birth"), "town_code", "rep_key").distinct()
+    return fields.select(*keep, key.alias("candidate_key"), "name_key", birth.alias("birth"), "town_code", "rep_key",
+                         "address_key")
 
 
 def candidates_path(library: str, settings: Settings, digest: str) -> str:
@@ -447,7 +502,7 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
                                         "feed string, _load_id string")
         parts.append(markers.select("feed", "_load_id", *[F.lit(None).cast(kind).alias(name) for name, kind in (
             ("candidate_key", "string"), ("name_key", "string"), ("birth", "date"), ("town_code", "string"),
-            ("rep_key", "string"))]))
+            ("rep_key", "string"), ("address_key", "string"))]))
         return reduce(lambda a, b: a.unionByName(b), parts)
 
     digest = digest or maintained_digest(spec, settings)
@@ -457,80 +512,329 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
     return rows.where(F.col("name_key").isNotNull())
 
 
-def candidate_keys(rows, blocks):
+def candidate_keys(rows):
     """Every validated key the city knows for this library, with its
-    comparison attributes (one row per key and distinct attribute
-    combination), from the maintained candidate ``rows``
-    (``maintained_candidates``). Pure.
+    comparison attributes (``CANDIDATE_ATTRIBUTES``; a key may have several
+    rows), from the maintained candidate ``rows`` (``maintained_candidates``).
+    Pure. Not made distinct: ``match_unkeyed`` keeps only the rows its
+    blocks name, with broadcast semi-joins, before anything is shuffled (the
+    candidates are every row of the candidate feeds, 10M+ at city scale)."""
+    return rows.select(*CANDIDATE_ATTRIBUTES)
 
-    ``blocks`` (column ``name_key``): the names the records to match carry;
-    only candidates with one of them are kept, before the distinct. A record
-    is only ever compared with candidates of its own name, so the result of
-    matching is the same, and the shuffle is of a few thousand rows instead
-    of every row of the candidate feeds (10M+ at city scale)."""
+
+# The comparison, Fellegi-Sunter with fixed weights a governor can read: each
+# attribute's agreement level adds its weight (log-odds in spirit, rounded
+# to small integers; tuned on the hard-case city, ``make bench-er``). A
+# record links to its best candidate when the score reaches the profile's
+# threshold, beats every other candidate key by ``MARGIN`` and the names do
+# not differ; anything else goes to review with the reason and the
+# evidence. Unknown (null) on either side adds nothing.
+WEIGHTS = {
+    # exact: the normalised names agree (traditional characters, spaces and
+    # dots folded); unique: and no other candidate key has the name (the
+    # term-frequency idea: a rare name says more than 张伟; within the ID's
+    # division when the record's key gives one); pinyin: a name in pinyin
+    # reads as the other (pinyin loses the tones and the characters: weak
+    # evidence, and records in pinyin are not blocked on their surname, so
+    # the person may not be among the candidates compared); variant: an
+    # entity name's core agrees
+    # (legal form, city marks, branch suffix); close: one character apart (a
+    # homophone typo, 王晓明 / 王小明)
+    "name": {"unique": 5, "exact": 3, "variant": 2, "pinyin": 1, "close": 1, "different": -3},
+    "birth": {"agree": 2, "differ": -2},
+    # the delivered key against the candidate's: the same (a row quarantined
+    # for another column's contradiction), one character mistyped or two
+    # swapped, two mistyped; an ID whose birth date is unreadable but whose
+    # division and sequence digits (and birth year) agree, or not; a mangled
+    # one (Excel's 4.41900E+17) whose division differs; a well-formed key
+    # three or more edits away: somebody else's
+    "key": {"exact": 4, "1 edit": 3, "2 edits": 2, "division, birth year and sequence agree": 4,
+            "division and sequence agree": 1, "division or sequence differs": -3, "division differs": -3,
+            "different": -3},
+    "town": {"agree": 1, "differ": -1},
+    # road and house number: a namesake in the same town lives elsewhere
+    "address": {"agree": 1, "differ": -3},
+    # representatives change between bureaus' delivery dates: a weak signal, no veto
+    "representative": {"agree": 1, "differ": -1},
+}
+LINK_THRESHOLD = {"person": 5, "entity": 3}
+MARGIN = 2
+# levels that forbid a link whatever the score: the pair contradicts itself.
+# Two registrations of one person name one house (a hukou holder has no
+# residence permit), and a well-formed ID three edits away is somebody else's.
+VETOES = {"name": ("different",), "address": ("differ",),
+          "key": ("different", "division differs", "division or sequence differs")}
+# the blocking passes: a record is compared with every candidate sharing one of these
+PERSON_BLOCKS = {"birth date and surname": ("birth", "_surname"), "birth date and town": ("birth", "town_code"),
+                 "name and ID division": ("name_key", "_division"),
+                 "birth date and ID sequence": ("birth", "_sequence"),
+                 "ID division, birth year and sequence": ("_division", "_year", "_sequence")}
+ENTITY_BLOCKS = {"name core": ("_core",)}
+# the first six digits of an ID that Excel turned into a number (4.41900E+17)
+MANGLED_DIVISION = "^([1-9])\\.([0-9]{5})[0-9]*E\\+?17$"
+
+
+def _derived(frame, key_column: str):
+    """``frame`` with the block columns: ``_surname`` (a Chinese name's
+    first character), ``_core`` (``entity_core_name``), ``_division`` (an
+    ID's first six digits; from a mangled one's mantissa too),
+    ``_sequence`` (an ID's sequence digits, 15-17) and ``_year`` (its
+    digits 7-10, the birth year: an impossible birth date often keeps it)."""
     from pyspark.sql import functions as F
 
-    return (rows.join(F.broadcast(blocks), "name_key", "left_semi")
-            .select("candidate_key", "name_key", "birth", "town_code", "rep_key").distinct())
+    from pipelines.libraries.matching import entity_core_name, is_latin_name
+
+    name = F.col("name_key")
+    key = F.col(key_column)
+    division = F.when(F.length(key) == 18, F.substring(key, 1, 6))
+    if "delivered_key" in frame.columns:
+        raw = F.upper(F.trim(F.col("delivered_key")))
+        mangled = F.concat(F.regexp_extract(raw, MANGLED_DIVISION, 1), F.regexp_extract(raw, MANGLED_DIVISION, 2))
+        division = F.coalesce(division, F.when(F.length(mangled) == 6, mangled))
+    return (frame.withColumn("_surname", F.when(~is_latin_name(name), F.substring(name, 1, 1)))
+            .withColumn("_core", entity_core_name(name)).withColumn("_division", division)
+            .withColumn("_sequence", F.when(F.length(key) == 18, F.substring(key, 15, 3)))
+            .withColumn("_year", F.when(F.length(key) == 18, F.substring(key, 7, 4))))
+
+
+def key_neighbours(keys: list[str], profile: str) -> list[tuple[str, str]]:
+    """(delivered key, neighbour) for every key one edit away from a
+    delivered one (a character replaced, or two neighbours swapped) whose
+    check character is right: GB 11643 for ID numbers, GB 32100 for codes,
+    with the weights of ``pipelines.reference`` (tested against
+    python-stdnum). Computed on the records' side, a few thousand keys with
+    some 15 neighbours each, by updating the weighted sum, so the candidates
+    are looked up, never expanded. Pure."""
+    if profile == "person":
+        alphabet, weights, width = "0123456789", ref.ID_WEIGHTS, 18
+
+        def check(total: int) -> str:
+            return ref.ID_CHECK_CHARS[total % 11]
+        body_ok, check_chars = set("0123456789"), set("0123456789X")
+    else:
+        alphabet, weights, width = ref.USCC_ALPHABET, ref.USCC_WEIGHTS, 18
+
+        def check(total: int) -> str:
+            return ref.USCC_ALPHABET[(31 - total % 31) % 31]
+        body_ok = check_chars = set(ref.USCC_ALPHABET)
+    value = {c: i for i, c in enumerate(alphabet)}
+    found = []
+    for key in sorted({k for k in keys if k and len(k) == width}):
+        body, last = key[:width - 1], key[width - 1]
+        if not set(body) <= body_ok or last not in check_chars:
+            continue
+        digits = [value[c] for c in body]
+        total = sum(d * w for d, w in zip(digits, weights))
+        near = set()
+        for i, (d, w) in enumerate(zip(digits, weights)):
+            for c, v in value.items():
+                if v != d and check(total + w * (v - d)) == last:
+                    near.add(body[:i] + c + body[i + 1:] + last)
+            if i + 1 < len(digits) and digits[i + 1] != d:
+                swapped = total + (w - weights[i + 1]) * (digits[i + 1] - d)
+                if check(swapped) == last:
+                    near.add(body[:i] + body[i + 1] + body[i] + body[i + 2:] + last)
+        if check(total) != last:                                   # the check character mistyped
+            near.add(body + check(total))
+        if last in value and last != body[-1]:                     # the last two swapped
+            total_swapped = total + weights[-1] * (value[last] - digits[-1])
+            if check(total_swapped) == body[-1]:
+                near.add(body[:-1] + last + body[-1])
+        found += [(key, other) for other in sorted(near)]
+    return found
 
 
 def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     """Link each unkeyed record to at most one candidate key. Pure.
 
-    ``unkeyed``: ``_record_id`` plus the comparison attributes. Returns
-    (links: ``_record_id, key, method, score``; reviews: ``_record_id, reason,
-    candidate_keys``). Both come from one comparison of every record with its
-    block's candidates; ``materialise`` (e.g. a checkpoint) is applied to it,
-    so a caller that uses both does not compare twice."""
+    ``unkeyed``: ``_record_id`` plus the comparison attributes (``name_key,
+    birth, town_code, rep_key``, and where known ``address_key``,
+    ``delivered_key`` and ``id_key``, the delivered key folded when it has a
+    key's length). ``candidates``: ``candidate_key`` plus the same
+    attributes (a key may have several rows). Blocks (``PERSON_BLOCKS``,
+    ``ENTITY_BLOCKS``), and for both profiles the valid keys one edit from
+    the delivered one (``key_neighbours``). Every pair is scored
+    (``WEIGHTS``) and a key scores as its best attribute row.
+
+    Returns (links: ``_record_id, key, method, score, evidence``; reviews:
+    ``_record_id, reason, candidate_keys, evidence``; candidate keys best
+    first). Both come from one comparison; ``materialise`` (e.g. a
+    checkpoint) is applied to it, so a caller that uses both does not
+    compare twice."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    block = ["name_key", "birth"] if profile == "person" else ["name_key"]
-    usable = unkeyed.where(reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in block]))
-    c = candidates.select(F.col("candidate_key"), *[F.col(x).alias(f"c_{x}") for x in
-                                                    ("name_key", "birth", "town_code", "rep_key")])
+    from pipelines.libraries.matching import is_latin_name, pinyin_key
 
-    def agreement(mine, theirs):
-        return (F.when(F.col(mine).isNull() | F.col(theirs).isNull(), 0)
-                .when(F.col(mine) == F.col(theirs), 1).otherwise(-1))
-
-    town, representative = agreement("town_code", "c_town_code"), agreement("rep_key", "c_rep_key")
-    # a key can have several attribute combinations (a hukou town and another
-    # residence-permit town): the pair scores as its best combination, and
-    # among equally good ones a combination without a contradiction wins
-    best = F.max(F.struct((town + representative).alias("score"),
-                          (~((town < 0) | (representative < 0))).alias("consistent")))
-    pairs = (usable.join(c, reduce(lambda a, b: a & b, [usable[x] == c[f"c_{x}"] for x in block]))
-             .groupBy("_record_id", "candidate_key").agg(best.alias("_best"))
-             .select("_record_id", "candidate_key", F.col("_best.score").alias("score"),
-                     (~F.col("_best.consistent")).alias("contradicts")))
-    ranked = pairs.withColumn("_rank", F.dense_rank().over(Window.partitionBy("_record_id").orderBy(F.desc("score"))))
+    spark = unkeyed.sparkSession
+    person = profile == "person"
+    for name in ("id_key", "delivered_key", "address_key"):
+        if name not in unkeyed.columns:
+            unkeyed = unkeyed.withColumn(name, F.lit(None).cast("string"))
+    if "address_key" not in candidates.columns:
+        candidates = candidates.withColumn("address_key", F.lit(None).cast("string"))
+    attributes = ("name_key", "birth", "town_code", "rep_key", "address_key")
+    records = _derived(unkeyed.select("_record_id", *attributes, "delivered_key", "id_key"), "id_key")
+    theirs = _derived(candidates.select(*CANDIDATE_ATTRIBUTES), "candidate_key").select(
+        "candidate_key", *[F.col(x).alias(f"c_{x}") for x in (*attributes, "_surname", "_core", "_division",
+                                                               "_sequence", "_year")])
+    blocks = PERSON_BLOCKS if person else ENTITY_BLOCKS
+    # every pass keeps the candidate rows its block values name (a broadcast
+    # semi-join over the candidates), then pairs them with the records
+    parts = []
+    for columns in blocks.values():
+        mine = records.where(reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in columns]))
+        wanted = F.broadcast(mine.select(*[F.col(c).alias(f"c_{c}") for c in columns]).distinct())
+        named = theirs.join(wanted, [f"c_{c}" for c in columns], "left_semi")
+        parts.append(mine.select("_record_id", *columns).join(
+            named, [mine[c] == named[f"c_{c}"] for c in columns]).select(
+            "_record_id", *theirs.columns, F.lit(False).alias("_via_key")))
+    delivered = [r[0] for r in records.where(F.length("id_key") == 18).select("id_key").distinct().collect()]
+    neighbours = key_neighbours(delivered, profile)
+    if neighbours:
+        near = spark.createDataFrame(neighbours, "id_key string, candidate_key string")
+        named = theirs.join(F.broadcast(near.select("candidate_key").distinct()), "candidate_key", "left_semi")
+        parts.append(records.select("_record_id", "id_key").join(F.broadcast(near), "id_key")
+                     .join(named, "candidate_key").select("_record_id", *theirs.columns,
+                                                         F.lit(True).alias("_via_key")))
+    pairs = records.join(reduce(lambda a, b: a.unionByName(b), parts), "_record_id")
+    # how many candidate keys carry each of the records' names (a name only
+    # one key has is strong evidence), and a name in pinyin against the
+    # candidates' names read in pinyin (pypinyin, on the few names concerned)
+    names = F.broadcast(records.select(F.col("name_key").alias("c_name_key")).where("c_name_key is not null")
+                        .distinct())
+    bearing = theirs.join(names, "c_name_key", "left_semi").select("c_name_key", "c__division", "candidate_key")
+    in_city = bearing.groupBy("c_name_key").agg(F.countDistinct("candidate_key").alias("_bearers_in_city"))
+    in_division = (bearing.groupBy("c_name_key", "c__division")
+                   .agg(F.countDistinct("candidate_key").alias("_bearers_in_division")))
+    pairs = pairs.join(in_city, "c_name_key", "left").join(in_division, ["c_name_key", "c__division"], "left")
+    latin = [r[0] for r in pairs.where(is_latin_name(F.col("name_key")) & F.col("c_name_key").isNotNull())
+             .select("c_name_key").distinct().collect()]
+    if latin:
+        readings = F.broadcast(spark.createDataFrame([(n, pinyin_key(n)) for n in latin],
+                                                     "c_name_key string, _c_pinyin string"))
+        pairs = pairs.join(readings, "c_name_key", "left")
+    else:
+        pairs = pairs.withColumn("_c_pinyin", F.lit(None).cast("string"))
+    levels = _levels(profile)
+    score = reduce(lambda a, b: a + b, [_weight(attribute, level) for attribute, level in levels.items()])
+    evidence = F.concat_ws("; ", *[F.concat(F.lit(f"{a} "), e) for a, e in levels.items()])
+    # one pair row per candidate row and pass: a key scores as its best row,
+    # unless one of its rows contradicts the record (a namesake's insurance row
+    # says nothing against it, the namesake's registration names another
+    # house): then it is that row, and the key cannot be linked
+    vetoed = reduce(lambda a, b: a | b, [F.coalesce(levels[attribute].isin(*names), F.lit(False))
+                                         for attribute, names in VETOES.items()])
+    scored = (pairs.select("_record_id", "candidate_key", score.alias("score"),
+                           vetoed.alias("contradicts"), evidence.alias("evidence"))
+              .groupBy("_record_id", "candidate_key")
+              .agg(F.max(F.struct("contradicts", "score", "evidence")).alias("_best"))
+              .select("_record_id", "candidate_key", F.col("_best.score").alias("score"),
+                      F.col("_best.contradicts").alias("contradicts"), F.col("_best.evidence").alias("evidence")))
+    ranked = scored.withColumn("_rank", F.row_number().over(
+        Window.partitionBy("_record_id").orderBy(F.desc("score"), "candidate_key")))
+    first = F.col("_rank") == 1
     summary = ranked.groupBy("_record_id").agg(
-        F.count("*").alias("candidates"), F.sum((F.col("_rank") == 1).cast("int")).alias("best"),
         F.max("score").alias("score"),
-        F.max_by("candidate_key", "score").alias("key"),
-        F.max_by("contradicts", "score").alias("best_contradicts"),
-        F.slice(F.sort_array(F.collect_list("candidate_key")), 1, 10).alias("candidate_keys"))
+        F.max(F.when(F.col("_rank") == 2, F.col("score"))).alias("next_score"),
+        F.max(F.when(first, F.col("candidate_key"))).alias("key"),
+        F.max(F.when(first, F.col("contradicts"))).alias("contradicts"),
+        F.max(F.when(first, F.col("evidence"))).alias("evidence"),
+        F.slice(F.transform(F.sort_array(F.collect_list(F.struct("_rank", "candidate_key"))),
+                            lambda x: x["candidate_key"]), 1, 10).alias("candidate_keys"))
     summary = materialise(summary) if materialise is not None else summary
-    method = F.lit(f"{profile}:" + "+".join(block + ["score"]))
-    # one best candidate that no compared attribute contradicts: an agreeing
-    # town does not outweigh a disagreeing representative
-    linkable = (F.col("best") == 1) & ~F.col("best_contradicts")
+    threshold = LINK_THRESHOLD[profile]
+    margin = F.col("score") - F.coalesce(F.col("next_score"), F.lit(-1000))
+    next_one = F.when(F.col("next_score").isNotNull(), F.concat(F.lit(", next "), F.col("next_score").cast("string")))
+    full_evidence = F.concat(F.col("evidence"), F.lit("; score "), F.col("score").cast("string"),
+                             F.coalesce(next_one, F.lit("")))
+    linkable = (F.col("score") >= threshold) & (margin >= MARGIN) & ~F.col("contradicts")
     links = summary.where(linkable).select(
-        "_record_id", "key", method.alias("method"), F.col("score").cast("int").alias("score"))
+        "_record_id", "key", F.lit(f"{profile}:scored").alias("method"), F.col("score").cast("int").alias("score"),
+        full_evidence.alias("evidence"))
     reviewed = summary.where(~linkable).select(
         "_record_id",
-        F.when(F.col("best") > 1, F.lit("ambiguous: several candidates score the same"))
-        .when(F.col("score") < 0, F.lit("the only candidates disagree on town or representative"))
-        .otherwise(F.lit("the best candidate disagrees on town or representative")).alias("reason"),
-        "candidate_keys")
-    unmatched = unkeyed.join(summary.select("_record_id"), "_record_id", "left_anti").select(
+        F.when(F.col("contradicts"), F.lit("the best candidate contradicts it (its name, house or ID)"))
+        .when(F.col("next_score") == F.col("score"), F.lit("ambiguous: several candidates score the same"))
+        .when(margin < MARGIN, F.lit(f"ambiguous: another candidate scores within {MARGIN}"))
+        .otherwise(F.lit(f"no candidate scores the {threshold} a link needs")).alias("reason"),
+        "candidate_keys", full_evidence.alias("evidence"))
+    needs = ["birth"] if person else ["name_key"]
+    blockable = reduce(lambda a, b: a & b, [F.col(x).isNotNull() for x in needs]) | (F.length("id_key") == 18)
+    if person:
+        blockable = blockable | (F.col("name_key").isNotNull() & F.col("_division").isNotNull())
+    unmatched = records.join(summary.select("_record_id"), "_record_id", "left_anti").select(
         "_record_id",
-        F.when(reduce(lambda a, b: a & b, [F.col(x).isNotNull() for x in block]),
-               F.lit("no candidate with the same " + " and ".join(block)))
-        .otherwise(F.lit("too little to match on: " + " or ".join(block) + " missing")).alias("reason"),
-        F.array().cast("array<string>").alias("candidate_keys"))
+        F.when(blockable, F.lit(f"no candidate shares a block ({', '.join(blocks)}, or a key one edit away)"))
+        .otherwise(F.lit("too little to match on: " + " or ".join(needs) + " and a readable key missing"))
+        .alias("reason"),
+        F.array().cast("array<string>").alias("candidate_keys"), F.lit(None).cast("string").alias("evidence"))
     return links, reviewed.unionByName(unmatched)
+
+
+def _levels(profile: str) -> dict:
+    """The agreement level of each attribute of a pair row, as Spark
+    columns over ``match_unkeyed``'s pair columns (``WEIGHTS`` names them);
+    null when either side is unknown."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.matching import is_latin_name
+
+    def level(condition_levels, mine, theirs):
+        expr = F.when(F.col(mine).isNull() | F.col(theirs).isNull(), F.lit(None).cast("string"))
+        for condition, name in condition_levels:
+            expr = expr.when(condition, F.lit(name))
+        return expr
+
+    def agreement(mine, theirs):
+        return level([(F.col(mine) == F.col(theirs), "agree"), (F.lit(True), "differ")], mine, theirs)
+
+    n, cn = F.col("name_key"), F.col("c_name_key")
+    one_apart = (F.length(n) == F.length(cn)) & (F.levenshtein(n, cn) == 1) & (F.length(n) >= 2)
+    person = profile == "person"
+    # the only key with the name: in the city, or in the division the record's key names; of
+    # three characters or more (a misspelt two-character name is often somebody else's)
+    alone = (F.length(n) >= 3) & F.when(F.col("_division").isNull(), F.col("_bearers_in_city") == 1).otherwise(
+        (F.col("_division") == F.col("c__division")) & (F.col("_bearers_in_division") == 1))
+    name_levels = ([((n == cn) & alone, "unique")] if person else []) + [
+        (n == cn, "exact"), (is_latin_name(n) & (n == F.col("_c_pinyin")), "pinyin")]
+    if person:
+        name_levels += [(one_apart & (F.substring(n, 1, 1) == F.substring(cn, 1, 1)), "close")]
+    else:
+        name_levels += [(F.col("_core") == F.col("c__core"), "variant"),
+                        ((F.length("_core") >= 4) & (F.levenshtein(F.col("_core"), F.col("c__core")) == 1), "close")]
+    name_levels += [(F.lit(True), "different")]
+    key, theirs = F.col("id_key"), F.col("candidate_key")
+    edits = F.when(F.col("_via_key"), F.lit(1)).otherwise(F.levenshtein(key, theirs))
+    readable = (F.length(key) == 18) & (plausible_birth(id_birth_date(key)).isNotNull() if person else F.lit(True))
+    key_level = (F.when(key.isNull(), F.when(F.col("_division") != F.col("c__division"), F.lit("division differs")))
+                 .when(edits == 0, F.lit("exact")).when(edits == 1, F.lit("1 edit")).when(edits == 2, F.lit("2 edits")))
+    if person:
+        # an ID whose birth date cannot be read: its other digits still speak
+        parts_agree = ~readable & (F.substring(key, 1, 6) == F.substring(theirs, 1, 6)) & (
+            F.substring(key, 15, 3) == F.substring(theirs, 15, 3))
+        key_level = (key_level.when(parts_agree & (F.substring(key, 7, 4) == F.substring(theirs, 7, 4)),
+                                    F.lit("division, birth year and sequence agree"))
+                     .when(parts_agree, F.lit("division and sequence agree"))
+                     .when(~readable & key.rlike("^[0-9]{17}[0-9X]$"), F.lit("division or sequence differs")))
+    key_level = key_level.when(readable, F.lit("different"))
+    return {
+        "name": level(name_levels, "name_key", "c_name_key"),
+        "birth": agreement("birth", "c_birth"),
+        "key": key_level,
+        "town": agreement("town_code", "c_town_code"),
+        "address": agreement("address_key", "c_address_key"),
+        "representative": agreement("rep_key", "c_rep_key"),
+    }
+
+
+def _weight(attribute: str, level):
+    from pyspark.sql import functions as F
+
+    out = F.lit(0)
+    for name, value in WEIGHTS[attribute].items():
+        out = F.when(level == name, F.lit(value)).otherwise(out)
+    return out
 
 
 def id_disagreements(spec: LibrarySpec, alias: str, rescued):
@@ -566,6 +870,24 @@ def id_disagreements(spec: LibrarySpec, alias: str, rescued):
             F.lit(column).alias("other_column"), F.col("d.value").alias("other_value"),
             F.col("_load_id").alias("other_load_id")))
     return reduce(lambda a, b: a.unionByName(b), parts)
+
+
+def unkeyed_records(spec: LibrarySpec, alias: str, rescued):
+    """The rescued rows of source ``alias`` without a valid key, as the
+    records ``match_unkeyed`` compares: ``_record_id``, lineage, the
+    comparison attributes, the key as delivered (``delivered_key``) and,
+    folded, when it has a key's length (``id_key``). Pure."""
+    from pyspark.sql import functions as F
+
+    source = spec.sources[alias]
+    mapping = spec.resolution.candidates.get(source.feed, {})
+    raw_key = F.col(f"_raw_{source.key}") if f"_raw_{source.key}" in rescued.columns else F.lit(None)
+    folded = fold_code(clean_text(raw_key.cast("string")))
+    return _fields(rescued.where(F.col(source.key).isNull()), mapping, spec.resolution.profile, raw_key).select(
+        "_record_id", F.lit(spec.library).alias("library"), F.lit(source.feed).alias("feed"),
+        F.lit(alias).alias("source_alias"), "_load_id", "_source_file", "_row_number",
+        "name_key", "birth", "town_code", "rep_key", raw_key.cast("string").alias("delivered_key"),
+        F.when(F.length(folded) == 18, folded).alias("id_key"), "address_key")
 
 
 def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
@@ -612,13 +934,8 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
         links_parts.append(rescued.where(key.isNotNull()).select(
             F.lit(spec.library).alias("library"), F.lit(source.feed).alias("feed"), F.lit(alias).alias("source_alias"),
             "_load_id", "_source_file", "_row_number", key.alias("key"), F.lit("key").alias("method"),
-            F.lit(None).cast("int").alias("score")))
-        mapping = resolution.candidates.get(source.feed, {})
-        raw_key = F.col(f"_raw_{source.key}") if f"_raw_{source.key}" in rescued.columns else F.lit(None)
-        unkeyed_parts.append(_fields(rescued.where(key.isNull()), mapping, resolution.profile, raw_key).select(
-            "_record_id", F.lit(spec.library).alias("library"), F.lit(source.feed).alias("feed"),
-            F.lit(alias).alias("source_alias"), "_load_id", "_source_file", "_row_number",
-            "name_key", "birth", "town_code", "rep_key", raw_key.cast("string").alias("delivered_key")))
+            F.lit(None).cast("int").alias("score"), F.lit(None).cast("string").alias("evidence")))
+        unkeyed_parts.append(unkeyed_records(spec, alias, rescued))
     # several per (subject, attribute, other feed) are reduced in order by the build (build.current_records)
     disagreements = reduce(lambda a, b: a.unionByName(b), disagreement_parts) if disagreement_parts else None
     unkeyed = reduce(lambda a, b: a.unionByName(b), unkeyed_parts).localCheckpoint()
@@ -632,18 +949,18 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
             spark, spec, unkeyed, plan, state, links_before, settings, candidates)
     matched_now = review_now = None
     if to_match.limit(1).count():
-        blocks = to_match.where(F.col("name_key").isNotNull()).select("name_key").distinct().localCheckpoint()
-        candidates = (candidate_keys(candidates, blocks) if candidates is not None
+        candidates = (candidate_keys(candidates) if candidates is not None
                       else spark.createDataFrame([], "candidate_key string, name_key string, birth date, "
-                                                      "town_code string, rep_key string"))
-        links, reviews = match_unkeyed(to_match, candidates.localCheckpoint(), resolution.profile,
+                                                      "town_code string, rep_key string, address_key string"))
+        links, reviews = match_unkeyed(to_match, candidates, resolution.profile,
                                        materialise=lambda frame: frame.localCheckpoint())
-        matched_now = to_match.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score")
+        matched_now = to_match.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score",
+                                                                "evidence")
         record = F.create_map(*[x for name in ("name_key", "birth", "town_code", "rep_key", "delivered_key")
                                 for x in (F.lit(name), F.col(name).cast("string"))])
         review_now = to_match.join(reviews, "_record_id").select(
             *lineage, "reason", record.alias("record"), "candidate_keys", F.lit("open").alias("status"),
-            F.current_timestamp().alias("found_at"))
+            F.current_timestamp().alias("found_at"), "evidence")
     matched_parts = [frame for frame in (matched_now, kept_links) if frame is not None]
     review_parts = [frame for frame in (review_now, kept_reviews) if frame is not None]
     matched = (reduce(lambda a, b: a.unionByName(b), matched_parts) if matched_parts else
@@ -686,7 +1003,8 @@ def apply_decisions(spark, library: str, unkeyed, matched, reviews, settings: Se
     review_id = F.substring(F.sha2(F.concat_ws("|", F.lit(library), "source_alias", *evidence), 256), 1, 12)
     lineage = ["library", "feed", "source_alias", "_load_id", "_source_file", "_row_number"]
     chosen = unkeyed.withColumn("_review_id", review_id).join(decisions, "_review_id").select(
-        "_record_id", *lineage, "key", "method", F.lit(None).cast("int").alias("score")).localCheckpoint()
+        "_record_id", *lineage, "key", "method", F.lit(None).cast("int").alias("score"),
+        F.lit("a reviewer's decision (governance.review_decisions)").alias("evidence")).localCheckpoint()
     record_id = F.concat_ws(":", "source_alias", "_load_id", F.col("_row_number").cast("string"))
     links = matched.join(chosen.select("_record_id"), "_record_id", "left_anti").unionByName(chosen)
     kept = reviews.withColumn("_record_id", record_id).join(chosen.select("_record_id"), "_record_id", "left_anti")
@@ -705,28 +1023,37 @@ def _split_by_last_result(spark, spec: LibrarySpec, unkeyed, plan, state, links_
     # a reviewer's link is not kept as a result: the record is matched again and its decision, if still
     # live, applied again (an undone decision puts it back in review)
     links = (links_before.where((F.col("method") != "key") & ~F.col("method").startswith("review_"))
-             .select(record_id, "key", "method", "score")
+             .select(record_id, "key", "method", "score", _column_or_null(links_before, "evidence"))
              if links_before is not None else spark.createDataFrame([], "_record_id string, key string, "
-                                                                        "method string, score int"))
+                                                                        "method string, score int, evidence string"))
     reviews = read_reviews(spark, spec.library, settings)
-    reviews = (reviews.select(record_id, "reason", "record", "candidate_keys", "status", "found_at")
+    reviews = (reviews.select(record_id, "reason", "record", "candidate_keys", "status", "found_at",
+                              _column_or_null(reviews, "evidence"))
                if reviews is not None else None)
     known = links.select("_record_id")
     if reviews is not None:
         known = known.unionByName(reviews.select("_record_id"))
-    blocks = changed_blocks(spark, spec, plan, state, settings, candidates)
+    changed = changed_blocks(spark, spec, plan, state, settings, candidates)
     new = F.col("_load_id").isin(*plan.new_loads) if plan.new_loads else F.lit(False)
     again = (unkeyed.where(new).select("_record_id")
-             .unionByName(unkeyed.join(blocks, "name_key", "left_semi").select("_record_id"))
+             .unionByName(records_in_blocks(unkeyed, changed, spec.resolution.profile))
              .unionByName(unkeyed.join(known, "_record_id", "left_anti").select("_record_id"))
              .distinct().localCheckpoint())
     to_match = unkeyed.join(again, "_record_id", "left_semi").localCheckpoint()
     rest = unkeyed.join(again, "_record_id", "left_anti").select("_record_id", *lineage)
-    kept_links = rest.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score")
+    kept_links = rest.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score", "evidence")
     kept_reviews = (rest.join(reviews, "_record_id").select(*lineage, "reason", "record", "candidate_keys",
-                                                             "status", "found_at")
+                                                             "status", "found_at", "evidence")
                     if reviews is not None else None)
     return to_match, kept_links, kept_reviews
+
+
+def _column_or_null(frame, name: str):
+    """``frame``'s column ``name``, or a null string named so when a table
+    written before the column existed lacks it."""
+    from pyspark.sql import functions as F
+
+    return F.col(name) if name in frame.columns else F.lit(None).cast("string").alias(name)
 
 
 def write_resolution(spark, library: str, links, reviews, settings: Settings) -> dict:
@@ -741,7 +1068,8 @@ def write_resolution(spark, library: str, links, reviews, settings: Settings) ->
     for name, frame in (("entity_links", links), ("match_review", reviews)):
         path = governance_path(name, settings)
         tag = f"govlake resolution {library} {uuid4()}"
-        (frame.write.format("delta").mode("overwrite").partitionBy("library")
+        # mergeSchema: tables written before the evidence column (issue 17) gain it
+        (frame.write.format("delta").mode("overwrite").partitionBy("library").option("mergeSchema", "true")
          .option("replaceWhere", f"library = '{library}'").option("userMetadata", tag).save(path))
         counts[name] = committed_rows(path, tag)
     return counts

@@ -184,29 +184,30 @@ def approval_rows() -> list[tuple]:
 
 
 def link_rows() -> list[tuple]:
-    # library, feed, source_alias, _load_id, _source_file, _row_number, key, method, score
+    # library, feed, source_alias, _load_id, _source_file, _row_number, key, method, score, evidence
     return [
-        ("population", "psb.hukou", "psb.hukou", "L-HUKOU-1", HUKOU_FILE, 11, LINKED_ID, "key", None),
+        ("population", "psb.hukou", "psb.hukou", "L-HUKOU-1", HUKOU_FILE, 11, LINKED_ID, "key", None, None),
         ("population", "mca.death", "mca.death", "L-DEATH-1", DEATH_FILE, 3, MATCHED_ID,
-         "person:name_key+birth+score", 2),
+         "person:scored", 6, "name exact; birth agree; town agree; score 6"),
         ("legal_person", "amr.business_registration", "amr.business_registration", "L-AMR-1", "amr.csv", 2,
-         "91441900MA4W000001", "key", None),
-        ("population", "mca.death", "mca.death", "L-DEATH-1", DEATH_FILE, 12, None, "key", None),
+         "91441900MA4W000001", "key", None, None),
+        ("population", "mca.death", "mca.death", "L-DEATH-1", DEATH_FILE, 12, None, "key", None, None),
     ]
 
 
 def review_rows() -> list[tuple]:
     # library, feed, source_alias, _load_id, _source_file, _row_number, reason, record, candidate_keys, status,
-    # found_at
+    # found_at, evidence
     record = {"name_key": REVIEW_NAME, "birth": "1961-07-07", "town_code": "441900004", "rep_key": None,
               "delivered_key": REVIEW_DELIVERED_KEY}
     return [
         ("population", "mca.death", "mca.death", "L-DEATH-1", DEATH_FILE, 4,
-         "ambiguous: several candidates score the same", record, list(CANDIDATE_IDS), "open", AT),
+         "ambiguous: several candidates score the same", record, list(CANDIDATE_IDS), "open", AT,
+         "name exact; birth agree; score 5, next 5"),
         ("population", "mca.death", "mca.death", "L-DEATH-1", DEATH_FILE, 5, "too little to match on",
-         {}, [], "open", AT),
+         {}, [], "open", AT, None),
         ("population", "mca.death", "mca.death", "L-DEATH-1", DEATH_FILE, 6, "too little to match on",
-         None, None, "open", AT),
+         None, None, "open", AT, None),
     ]
 
 

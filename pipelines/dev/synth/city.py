@@ -14,6 +14,7 @@ Output::
     OUT/truth/files.csv                     every delivery and what ingest should do with it
     OUT/truth/conflicts.csv                 injected cross-bureau disagreements, and
                                             bureau values that contradict the ID number
+    OUT/truth/namesakes.csv                 planted namesakes (same name, birth date and town; hard cases)
     OUT/truth/inspectors.csv                the inspectors of amr.inspector, as persons
     OUT/truth/inspector_conflicts.csv       every entity an inspector must not inspect, and why
     OUT/truth/last_inspections.csv          each inspected entity's inspectors of its last inspection
@@ -75,10 +76,45 @@ class DefectRates:
     duplicate_row: float = 0.002
     repeated_header: float = 0.0002
     tax_legal_rep_conflict: float = 0.005
+    # Hard cases for entity resolution (issue 17), all 0 in the default city
+    # and turned on by ``HARD_CASES`` (``govlake synth --hard``); drawn from a
+    # random stream of their own, so a city without them is byte for byte the
+    # city it always was. Each is labelled in truth/defects.csv.
+    id_typo_one: float = 0.0           # one digit of the ID mistyped, or two adjacent swapped (check fails)
+    id_typo_two: float = 0.0           # two digits mistyped (check fails)
+    id_missing: float = 0.0            # hukou and residence rows: no ID, name + birth date + address only
+    uscc_typo_one: float = 0.0
+    uscc_typo_two: float = 0.0
+    name_variant: float = 0.0          # of the person rows delivered without a usable ID
+    company_name_variant: float = 0.0  # of the entity rows delivered without a usable code
+    rep_changed: float = 0.0           # of the tax rows delivered without a usable code: the new representative
+    address_variant: float = 0.0       # of the free-text addresses: abbreviations, 号楼/栋, order, no community
+    namesake: float = 0.0              # of persons: one more with the same name, birth date and town
 
     def scaled(self, factor: float) -> "DefectRates":
         """All rates times ``factor`` (0 gives a clean city)."""
         return replace(self, **{f.name: getattr(self, f.name) * factor for f in fields(self)})
+
+
+# ``govlake synth --hard``: the default defects plus the hard cases, at rates
+# that give a few thousand unkeyed records at scale 0.05 (truth/defects.csv)
+HARD_CASES = replace(DefectRates(), id_typo_one=0.003, id_typo_two=0.0015, id_missing=0.0015,
+                     uscc_typo_one=0.003, uscc_typo_two=0.0015, name_variant=0.3, company_name_variant=0.4,
+                     rep_changed=0.3, address_variant=0.2, namesake=0.002)
+HARD_RATE_NAMES = ("id_typo_one", "id_typo_two", "id_missing", "uscc_typo_one", "uscc_typo_two", "name_variant",
+                   "company_name_variant", "rep_changed", "address_variant", "namesake")
+
+# Homophone typos of given-name characters (同音字), as clerks type them from
+# what a person says: 王晓明 for 王小明.
+HOMOPHONES = dict(pair for a, b in (
+    ("伟", "玮"), ("芳", "方"), ("敏", "民"), ("丽", "莉"), ("磊", "雷"), ("军", "君"), ("勇", "永"), ("杰", "洁"),
+    ("涛", "滔"), ("明", "铭"), ("兰", "岚"), ("华", "桦"), ("玉", "钰"), ("红", "宏"), ("玲", "琳"), ("彬", "斌"),
+    ("鑫", "欣"), ("宇", "雨"), ("浩", "豪"), ("子", "梓"), ("轩", "宣"), ("涵", "寒"), ("怡", "宜"), ("琪", "琦"),
+    ("桐", "彤"), ("思", "斯"), ("远", "源"), ("文", "雯"), ("俊", "峻"), ("嘉", "佳"), ("志", "智"), ("建", "健"),
+    ("东", "冬"), ("梅", "玫"), ("婷", "庭"), ("颖", "莹"), ("晨", "辰"), ("辉", "晖"), ("鹏", "朋"), ("翔", "祥"),
+    ("瑞", "锐"), ("雪", "学"), ("慧", "惠"), ("振", "震"), ("德", "得"), ("荣", "蓉"), ("锦", "金"), ("程", "成"),
+    ("鸣", "铭"), ("珍", "真"), ("晓", "小"), ("国", "帼"), ("春", "纯"), ("霞", "夏"), ("燕", "艳"),
+) for pair in ((a, b), (b, a)))
 
 
 @dataclass
@@ -134,10 +170,20 @@ class Corruptor:
         self.rng = rng
         self.rates = rates
         self.xlsx = xlsx
+        # the hard cases' own stream, seeded from ``rng`` only when a hard rate is on
+        self.hard = (random.Random(rng.getrandbits(64))
+                     if any(getattr(rates, name) for name in HARD_RATE_NAMES) else None)
 
-    def person_id(self, true_id: str, header: str, allow_gender: bool = False) -> tuple[object, list[Label], bool]:
-        """Returns (delivered value, labels, flip_gender)."""
+    def person_id(self, true_id: str, header: str, allow_gender: bool = False,
+                  allow_missing: bool = False) -> tuple[object, list[Label], bool]:
+        """Returns (delivered value, labels, flip_gender). ``allow_missing``:
+        the row carries a birth date and an address, so it may come without
+        an ID at all (hard case ``id_missing``)."""
         rng, rates = self.rng, self.rates
+        if self.hard is not None:
+            typo = self._id_typo(true_id, header, allow_missing)
+            if typo is not None:
+                return typo[0], typo[1], False
         roll = rng.random()
         edge = rates.id_excel_mangled
         if roll < edge and true_id[-1] != "X":
@@ -173,8 +219,67 @@ class Corruptor:
             labels.append(Label(header, "id_padded_spaces", "fixed", "", true_id))
         return value, labels, False
 
+    def _id_typo(self, true_id: str, header: str, allow_missing: bool) -> tuple[str, list[Label]] | None:
+        """A hard case on an ID, or None: no ID, or one or two digits
+        mistyped where ingest finds them by the check character only
+        (division digits 3-6 and sequence digits 15-16: the province, birth
+        date and gender digit stay right, so no other rule fires first)."""
+        hard, rates = self.hard, self.rates
+        roll = hard.random()
+        if allow_missing and roll < rates.id_missing:
+            return "", [Label(header, "id_missing", "quarantine", "required", true_id)]
+        roll -= rates.id_missing if allow_missing else 0.0
+        if roll >= rates.id_typo_one + rates.id_typo_two:
+            return None
+        edits = 1 if roll < rates.id_typo_one else 2
+        value = _mistyped(hard, true_id, (2, 3, 4, 5, 14, 15), edits, lambda v: ref.id_check_char(v[:17]) != v[17])
+        return value, [Label(header, f"id_typo_{'one' if edits == 1 else 'two'}", "quarantine",
+                             "id_number.check_character", true_id)]
+
+    def person_name(self, name: str, header: str, unkeyed: bool) -> tuple[str, list[Label]]:
+        """The name as a clerk wrote it on a row without a usable ID (hard
+        case ``name_variant``): traditional characters, a homophone typo
+        (王晓明/王小明), a space or a dot after the surname, or pinyin."""
+        if self.hard is None or not unkeyed or self.hard.random() >= self.rates.name_variant:
+            return name, []
+        value = _name_variant(self.hard, name)
+        if value == name:
+            return name, []
+        return value, [Label(header, "name_variant", "resolved", "", name)]
+
+    def entity_name(self, name: str, header: str, unkeyed: bool) -> tuple[str, list[Label]]:
+        """An entity name as another system writes it, on a row without a
+        usable code (hard case ``company_name_variant``): 有限公司 for
+        有限责任公司 and back, the city in brackets after the brand, or a
+        branch suffix."""
+        if self.hard is None or not unkeyed or self.hard.random() >= self.rates.company_name_variant:
+            return name, []
+        value = _company_name_variant(self.hard, name)
+        if value == name:
+            return name, []
+        return value, [Label(header, "company_name_variant", "resolved", "", name)]
+
+    def address(self, text: str, header: str) -> tuple[str, list[Label]]:
+        """A free-text address as written (hard case ``address_variant``)."""
+        if self.hard is None or self.hard.random() >= self.rates.address_variant:
+            return text, []
+        value = _address_variant(self.hard, text)
+        if value == text:
+            return text, []
+        return value, [Label(header, "address_variant", "resolved", "", text)]
+
     def uscc(self, true_code: str, header: str) -> tuple[str, list[Label]]:
         rng, rates = self.rng, self.rates
+        if self.hard is not None:
+            roll = self.hard.random()
+            if roll < rates.uscc_typo_one + rates.uscc_typo_two:
+                edits = 1 if roll < rates.uscc_typo_one else 2
+                value = _mistyped(self.hard, true_code, tuple(range(2, 16)), edits,
+                                  lambda v: ref.uscc_check_char(v[:17]) != v[17])
+                rule = ("uscc.check_character" if ref.org_code_check_char(value[8:16]) == value[16]
+                        else "uscc.organisation_code")
+                return value, [Label(header, f"uscc_typo_{'one' if edits == 1 else 'two'}", "quarantine", rule,
+                                     true_code)]
         roll = rng.random()
         if roll < rates.uscc_wrong_check:
             wrong = rng.choice([c for c in ref.USCC_ALPHABET if c != true_code[-1]])
@@ -343,6 +448,78 @@ ENTITY_RECORD_COLUMNS = ("uscc", "kind", "key", "on", "until", "status", "catego
 
 def _random_day(rng: random.Random, start: date, end: date) -> date:
     return start + timedelta(days=rng.randrange(max(1, (end - start).days)))
+
+
+def _unkeyed(labels: list[Label]) -> bool:
+    """Whether a row's key labels leave it without a usable key (quarantined)."""
+    return any(label.expected == "quarantine" and label.defect.startswith(("id_", "uscc_")) for label in labels)
+
+
+def _mistyped(rng: random.Random, code: str, positions: tuple[int, ...], edits: int, invalid) -> str:
+    """``code`` with ``edits`` mistakes at ``positions`` (one: a digit
+    replaced or two neighbours swapped; two: two digits replaced), drawn
+    until ``invalid(value)``: a typo the check character does not catch
+    would be another valid code, which is not this hard case."""
+    while True:
+        chars = list(code)
+        if edits == 1 and rng.random() < 0.4:
+            i = rng.choice([p for p in positions if p + 1 in positions and code[p] != code[p + 1]] or positions)
+            if i + 1 in positions:
+                chars[i], chars[i + 1] = chars[i + 1], chars[i]
+            else:
+                chars[i] = rng.choice([d for d in "0123456789" if d != code[i]])
+        else:
+            for i in rng.sample(positions, edits):
+                chars[i] = rng.choice([d for d in "0123456789" if d != code[i]])
+        value = "".join(chars)
+        if value != code and invalid(value):
+            return value
+
+
+def _name_variant(rng: random.Random, name: str) -> str:
+    kind = rng.choice(("traditional", "homophone", "homophone", "separator", "pinyin"))
+    if kind == "traditional":
+        table = voc.traditional_forms()
+        if any(c in table for c in name):
+            return "".join(table.get(c, c) for c in name)
+        kind = "homophone"
+    if kind == "homophone":
+        places = [i for i in range(1, len(name)) if name[i] in HOMOPHONES]
+        if places:
+            i = rng.choice(places)
+            return name[:i] + HOMOPHONES[name[i]] + name[i + 1:]
+        kind = "separator"
+    if kind == "separator":
+        return name[0] + rng.choice(("·", "•", " ", ".")) + name[1:]
+    from pypinyin import lazy_pinyin
+
+    syllables = lazy_pinyin(name)
+    return (syllables[0] + " " + "".join(syllables[1:])).title() if rng.random() < 0.7 else " ".join(
+        syllables).upper()
+
+
+def _company_name_variant(rng: random.Random, name: str) -> str:
+    kind = rng.choice(("legal_form", "brackets", "branch"))
+    if kind == "legal_form" and "有限责任公司" in name:
+        return name.replace("有限责任公司", "有限公司")
+    if kind == "legal_form" and name.endswith("有限公司") and "股份" not in name:
+        return name.removesuffix("有限公司") + "有限责任公司"
+    if kind in ("legal_form", "brackets") and name.startswith("东莞市") and "公司" in name:
+        head, tail = name.removeprefix("东莞市").split("有限", 1) if "有限" in name else (name[3:], "")
+        return f"{head}（东莞）有限{tail}" if tail else f"{head}（东莞）"
+    return name + rng.choice(("东莞分公司", "长安分公司", "第一分店", "（分部）"))
+
+
+def _address_variant(rng: random.Random, text: str) -> str:
+    kind = rng.choice(("abbreviated", "building", "no_city", "typo"))
+    if kind == "abbreviated":
+        return text.replace("东莞市", "东莞", 1).replace("镇", "", 1).replace("街道", "", 1)
+    if kind == "building" and text.endswith("号"):
+        return text.removesuffix("号") + rng.choice(("号楼", "栋", "号之一"))
+    if kind == "no_city":
+        return text.removeprefix("东莞市").removeprefix("广东省东莞市")
+    i = rng.randrange(len(text) // 2, len(text))
+    return text[:i] + text[i + 1:]
 
 
 def _person_name(rng: random.Random) -> str:
@@ -608,6 +785,35 @@ class City:
             "status": "死亡" if dead else ("迁出" if rng.random() < 0.01 else "正常"),
         }
 
+    def namesake_id(self, corrupt: Corruptor, true_id: str, header: str) -> tuple[str, list[Label]]:
+        """A planted namesake's own registration row, delivered without a
+        usable ID half the time (no ID, or one digit mistyped), so that
+        resolution has to tell the two apart (and must not merge them)."""
+        if corrupt.hard.random() < 0.5:
+            return true_id, []
+        if corrupt.hard.random() < 0.5:
+            return "", [Label(header, "id_missing", "quarantine", "required", true_id)]
+        value = _mistyped(corrupt.hard, true_id, (2, 3, 4, 5, 14, 15), 1,
+                          lambda v: ref.id_check_char(v[:17]) != v[17])
+        return value, [Label(header, "id_typo_one", "quarantine", "id_number.check_character", true_id)]
+
+    def namesake(self, rng: random.Random, like: dict, sequence: dict[str, int]) -> dict:
+        """A second person with ``like``'s name, birth date, gender, division
+        and town (hard case ``namesake``): a different ID, nothing else to
+        tell them apart by."""
+        person = dict(like)
+        division, key = like["person_id"][:6], f"{like['person_id'][:6]}{like['birth']:%Y%m%d}{like['gender']}"
+        count = sequence.get(key, 0)
+        sequence[key] = count + 1
+        seq = 2 * count + (1 if like["gender"] == "男" else 2)
+        if seq > 999:
+            return None
+        town = TOWN_CODES.index(like["address"]["town_code"])
+        person.update(person_id=_check_id(f"{division}{like['birth']:%Y%m%d}{seq:03d}"),
+                      address=self.geo.address(self.geo.address_in_town(rng, town)),
+                      phone=f"1{rng.choice('35789')}{rng.randrange(10**9):09d}", namesake_of=like["person_id"])
+        return person
+
     def planted_id_conflict(self, person: dict, feed: str) -> None:
         """A delivered gender that contradicts the (true) ID number's sequence
         digit (defect ``id_gender_parity``): ingest quarantines the row, and
@@ -628,18 +834,24 @@ class City:
             relation = rng.choice(voc.RELATIONS_AFTER_HEAD)
         household["left"] -= 1
         gender, birth = person["gender"], person["birth"]
-        value, labels, flip = corrupt.person_id(person["person_id"], "身份证号", allow_gender=True)
+        value, labels, flip = corrupt.person_id(person["person_id"], "身份证号", allow_gender=True,
+                                                allow_missing=True)
+        if person.get("namesake_of") and corrupt.hard is not None and not labels:
+            value, labels = self.namesake_id(corrupt, person["person_id"], "身份证号")
         birth_text, birth_labels = corrupt.day(birth, "出生日期", required=True)
         reg_text, reg_labels = corrupt.day(_random_day(rng, max(birth, date(1985, 1, 1)), self.as_of), "登记日期")
         name_text, name_labels = corrupt.required_text(person["name"], "姓名")
+        if not name_labels:
+            name_text, name_labels = corrupt.person_name(name_text, "姓名", _unkeyed(labels))
+        address_text, address_labels = corrupt.address(self.geo.free_text(person["address"], rng), "户籍地址")
         if flip:
             self.planted_id_conflict(person, "psb.hukou")
         return {
             "身份证号": value, "姓名": name_text, "性别": ("女" if gender == "男" else "男") if flip else gender,
             "民族": person["ethnicity"], "出生日期": birth_text,
-            "户籍地址": self.geo.free_text(person["address"], rng), "户号": household["number"],
+            "户籍地址": address_text, "户号": household["number"],
             "与户主关系": relation, "登记日期": reg_text, "人口状态": person["status"],
-        }, labels + birth_labels + reg_labels + name_labels
+        }, labels + birth_labels + reg_labels + name_labels + address_labels
 
     def write_persons(self) -> None:
         rates = self.rates
@@ -658,6 +870,9 @@ class City:
         self.court_cases = 0
         truth_handle = (self.truth / "persons.csv").open("w", encoding="utf-8", newline="")
         truth = csv.writer(truth_handle)
+        namesakes_handle = (self.truth / "namesakes.csv").open("w", encoding="utf-8", newline="")
+        namesakes = csv.writer(namesakes_handle)
+        namesakes.writerow(("person_id", "namesake_of", "full_name", "birth_date", "town_code"))
         truth.writerow(("person_id", "full_name", "gender", "birth_date", "ethnicity", "registration",
                         "town_code", "address_code", "phone", "population_status", "death_date",
                         "employer_uscc", "permit_valid_until"))
@@ -680,8 +895,17 @@ class City:
             c_hukou = Corruptor(rng, rates)
             c_res = Corruptor(rng, rates, xlsx=True)
             c_clean = Corruptor(rng, rates.scaled(0.0))
+            twin_draw = rng_for(self.seed, "namesakes", chunk_start) if rates.namesake else None
+            previous = None
             for p in range(chunk_start, min(self.n_persons, chunk_start + PERSON_CHUNK)):
-                person = self.new_person(rng, p, sequence)
+                person = None
+                if twin_draw is not None and previous is not None and twin_draw.random() < rates.namesake:
+                    person = self.namesake(twin_draw, previous, sequence)
+                    if person is not None:
+                        namesakes.writerow((person["person_id"], previous["person_id"], person["name"],
+                                            person["birth"].isoformat(), person["address"]["town_code"]))
+                person = person or self.new_person(rng, p, sequence)
+                previous = person if not person.get("namesake_of") else None
                 is_hukou, gender, birth, person_id, name = (
                     person["is_hukou"], person["gender"], person["birth"], person["person_id"], person["name"])
                 age, address, phone, ethnicity = person["age"], person["address"], person["phone"], person["ethnicity"]
@@ -714,7 +938,10 @@ class City:
                     if member is not None:
                         member["household_number"] = household["number"]
                 elif not dead:
-                    value, labels, flip = c_res.person_id(person_id, "证件号码", allow_gender=True)
+                    value, labels, flip = c_res.person_id(person_id, "证件号码", allow_gender=True,
+                                                          allow_missing=True)
+                    if person.get("namesake_of") and c_res.hard is not None and not labels:
+                        value, labels = self.namesake_id(c_res, person_id, "证件号码")
                     if flip:
                         self.planted_id_conflict(person, "psb.residence_permit")
                     registered = _random_day(rng, self.as_of - timedelta(days=3 * 365), self.as_of)
@@ -724,22 +951,26 @@ class City:
                     if not until_labels:
                         permit_valid_until = (registered + timedelta(days=365 * 3)).isoformat()
                     phone_value, phone_labels = c_res.optional_text(phone, "联系电话")
+                    name_value, name_labels = c_res.person_name(name, "姓名", _unkeyed(labels))
+                    address_value, address_labels = c_res.address(self.geo.free_text(address, rng), "居住地址")
                     residence.write({
-                        "证件号码": value, "姓名": name,
+                        "证件号码": value, "姓名": name_value,
                         "性别": ("女" if gender == "男" else "男") if flip else gender,
-                        "出生日期": birth_value, "居住地址": self.geo.free_text(address, rng),
+                        "出生日期": birth_value, "居住地址": address_value,
                         "所属镇街": address["town_name"], "联系电话": phone_value,
                         "登记日期": reg_value, "有效期至": until_value,
-                    }, labels + birth_labels + reg_labels + until_labels + phone_labels)
+                    }, labels + birth_labels + reg_labels + until_labels + phone_labels + name_labels
+                        + address_labels)
 
                 if dead:
                     value, labels, _ = c_hukou.person_id(person_id, "身份证号")
                     death_text, death_labels = c_hukou.day(death_date, "死亡日期", required=True)
                     cremation = death_date + timedelta(days=rng.randint(1, 7))
                     cremation_text, cremation_labels = c_hukou.day(min(cremation, self.as_of), "火化日期")
-                    death.write({"身份证号": value, "姓名": name, "死亡日期": death_text, "火化日期": cremation_text,
-                                 "殡仪馆": rng.choice(voc.FUNERAL_HOMES)},
-                                labels + death_labels + cremation_labels)
+                    name_value, name_labels = c_hukou.person_name(name, "姓名", _unkeyed(labels))
+                    death.write({"身份证号": value, "姓名": name_value, "死亡日期": death_text,
+                                 "火化日期": cremation_text, "殡仪馆": rng.choice(voc.FUNERAL_HOMES)},
+                                labels + death_labels + cremation_labels + name_labels)
 
                 employer = ""
                 if not dead and 18 <= age < 60 and rng.random() < 0.6:
@@ -754,12 +985,13 @@ class City:
                     status_ins = rng.choices(("参保缴费", "暂停缴费", "终止参保"), (90, 5, 5))[0]
                     kinds = ["养老保险", "医疗保险"] + [k for k, share in (("工伤保险", 0.6), ("失业保险", 0.4),
                                                                      ("生育保险", 0.3)) if rng.random() < share]
+                    name_value, name_labels = c_person.person_name(name, "姓名", _unkeyed(labels))
                     for kind in kinds:
                         date_text, date_labels = c_person.day(started, "参保日期")
-                        insurance.write({"身份证号": value, "姓名": name, "单位统一社会信用代码": uscc_value,
+                        insurance.write({"身份证号": value, "姓名": name_value, "单位统一社会信用代码": uscc_value,
                                          "单位名称": entity.name, "险种": kind, "参保状态": status_ins,
                                          "参保日期": date_text, "缴费基数": base},
-                                        labels + uscc_labels + date_labels)
+                                        labels + uscc_labels + date_labels + name_labels)
                     self.entity_records.writerow((entity.uscc, "insured", person_id, started, "", status_ins, "",
                                                   "", not (labels + uscc_labels)))
 
@@ -790,6 +1022,7 @@ class City:
             target = self.entities[j] if j < len(self.entities) else self.social_orgs[j - len(self.entities)]
             target.rep_id, target.rep_name = person_id, name
         truth_handle.close()
+        namesakes_handle.close()
         for writer in (hukou, residence, death, marriage, insurance):
             self.close(writer)
 
@@ -972,8 +1205,11 @@ class City:
             domicile = self.geo.free_text(address, rng)
             if rng.random() < 0.03:
                 domicile += f",{rng.randint(1, 9)}栋"
+            domicile, domicile_labels = c.address(domicile, "住所")
+            name, name_labels = c.entity_name(e.name, "企业名称", _unkeyed(labels))
+            labels = labels + domicile_labels + name_labels
             writer.write({
-                "统一社会信用代码": uscc, "企业名称": e.name, "市场主体类型": e.entity_type,
+                "统一社会信用代码": uscc, "企业名称": name, "市场主体类型": e.entity_type,
                 "法定代表人": e.rep_name, "法定代表人证件号": rep_id, "注册资本(万元)": e.capital,
                 "成立日期": established, "登记状态": e.status, "住所": domicile,
                 "所属镇街": ref.TOWNS[TOWN_CODES[e.town]], "行业代码": e.industry_code,
@@ -990,8 +1226,10 @@ class City:
             uscc, labels = c.uscc(e.uscc, "统一社会信用代码")
             rep_id, rep_labels, _ = c.person_id(e.rep_id, "法定代表人身份证号")
             established, est_labels = c.day(e.established, "成立日期")
+            name, name_labels = c.entity_name(e.name, "组织名称", _unkeyed(labels))
+            labels = labels + name_labels
             writer.write({
-                "统一社会信用代码": uscc, "组织名称": e.name, "组织类型": e.entity_type, "法定代表人": e.rep_name,
+                "统一社会信用代码": uscc, "组织名称": name, "组织类型": e.entity_type, "法定代表人": e.rep_name,
                 "法定代表人身份证号": rep_id, "成立日期": established, "登记状态": e.status,
                 "住所": self.geo.free_text(self.geo.address(e.address), rng),
             }, labels + rep_labels + est_labels)
@@ -1013,7 +1251,13 @@ class City:
             if ("（" in name or "(" in name) and rng.random() < 0.3:
                 name = name.translate(str.maketrans("（）()", "()（）"))
             rep = e.rep_name
-            if rng.random() < self.rates.tax_legal_rep_conflict:
+            name, name_labels = corrupt.entity_name(name, "纳税人名称", _unkeyed(labels))
+            labels = labels + name_labels
+            if corrupt.hard is not None and _unkeyed(labels) and corrupt.hard.random() < self.rates.rep_changed:
+                # the representative changed after registration's delivery: tax has the new one
+                rep = _person_name(corrupt.hard)
+                labels.append(Label("法定代表人", "rep_changed", "resolved", "", e.rep_name))
+            elif rng.random() < self.rates.tax_legal_rep_conflict:
                 rep = _person_name(rng)
                 if rep != e.rep_name:
                     self.conflicts.writerow((e.uscc, "legal_representative", "amr.business_registration",

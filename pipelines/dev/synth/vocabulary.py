@@ -58,3 +58,31 @@ COURTS = ("东莞市第一人民法院", "东莞市第二人民法院", "东莞�
 TAX_AUTHORITIES_SUFFIX = "税务分局"
 FOOD_FORMATS = ("餐饮服务经营者", "食品销售经营者", "单位食堂")
 HAZARD_CATEGORIES = ("消防", "食品安全", "安全生产", "治安", "环境")
+
+
+def traditional_forms() -> dict[str, str]:
+    """Simplified character -> its traditional form, for the characters with
+    exactly one (OpenCC's STCharacters dictionary, the table Chinese
+    converters use): how a Hong Kong, Macao or Taiwan document writes a name."""
+    return _traditional_forms_cached()
+
+
+def _read_forms() -> dict[str, str]:
+    from importlib.resources import files
+
+    forms = {}
+    for line in files("opencc").joinpath("dictionary/STCharacters.txt").read_text(encoding="utf-8").splitlines():
+        simplified, _, variants = line.partition("\t")
+        choices = variants.split()
+        if len(simplified) == 1 and len(choices) == 1 and choices[0] != simplified:
+            forms[simplified] = choices[0]
+    return forms
+
+
+_FORMS: dict[str, str] = {}
+
+
+def _traditional_forms_cached() -> dict[str, str]:
+    if not _FORMS:
+        _FORMS.update(_read_forms())
+    return _FORMS

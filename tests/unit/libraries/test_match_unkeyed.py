@@ -1,5 +1,8 @@
-"""``libraries.resolution.match_unkeyed`` on tiny inline frames: a record links
-only to a single best candidate; ties and contradictions go to review."""
+"""``libraries.resolution.match_unkeyed`` on tiny inline frames: blocking on
+birth date with surname or town (persons), on the name's core (entities) and
+on keys one edit from the delivered one; a record links only to a best
+candidate that reaches the threshold, beats the next by the margin and has
+no differing name. Everything else goes to review, with the evidence."""
 
 from __future__ import annotations
 
@@ -7,15 +10,31 @@ from datetime import date
 
 import pytest
 
-from pipelines.libraries.resolution import match_unkeyed
+from pipelines import reference as ref
+from pipelines.libraries.resolution import LINK_THRESHOLD, MARGIN, WEIGHTS, key_neighbours, match_unkeyed
 
 FIELDS = "name_key string, birth date, town_code string, rep_key string"
 NANCHENG, DONGCHENG = "441900004", "441900003"
 D1, D2, D3 = date(1990, 1, 1), date(1985, 5, 5), date(1970, 7, 7)
 
 
+def person_id(birth: date, sequence: int) -> str:
+    body = f"441900{birth:%Y%m%d}{sequence:03d}"
+    return body + ref.id_check_char(body)
+
+
+def typo(key: str, position: int = 3) -> str:
+    """``key`` with one digit mistyped (the check character then fails)."""
+    digit = "7" if key[position] != "7" else "8"
+    return key[:position] + digit + key[position + 1:]
+
+
+K1, K2, K3, K4 = person_id(D1, 11), person_id(D1, 13), person_id(D2, 21), person_id(D2, 23)
+K5, K6 = person_id(D3, 31), person_id(D1, 15)
+
+
 def run(spark, unkeyed_rows, candidate_rows, profile, materialise=None):
-    unkeyed = spark.createDataFrame(unkeyed_rows, f"_record_id string, {FIELDS}")
+    unkeyed = spark.createDataFrame(unkeyed_rows, f"_record_id string, {FIELDS}, id_key string")
     candidates = spark.createDataFrame(candidate_rows, f"candidate_key string, {FIELDS}")
     links, reviews = match_unkeyed(unkeyed, candidates, profile, materialise)
     return ({r["_record_id"]: r.asDict() for r in links.collect()},
@@ -25,95 +44,191 @@ def run(spark, unkeyed_rows, candidate_rows, profile, materialise=None):
 @pytest.fixture(scope="module")
 def persons(spark):
     unkeyed = [
-        ("best", "张三", D1, NANCHENG, None),        # K1 agrees on town, K2 disagrees: K1
-        ("only", "赵六", D1, None, None),            # one candidate, nothing to compare: links on the block
-        ("tie", "李四", D2, None, None),             # two candidates, same score
-        ("contradicts", "王五", D3, NANCHENG, None),  # the only candidate is in another town
-        ("other_birth", "张三", D2, NANCHENG, None),  # same name, another birth date: no candidate
-        ("no_birth", "张三", None, NANCHENG, None),   # cannot block
+        ("best", "张三", D1, NANCHENG, None, None),        # K1 agrees on town (6), K2 disagrees (4): K1
+        ("only", "赵六一", D1, None, None, None),          # the only key of the name, birth agrees: 7
+        ("short", "赵六", D1, None, None, None),            # a two-character name is never "unique": 3 + 2
+        ("tie", "李四", D2, None, None, None),             # two candidates, same score
+        ("moved", "王五", D3, NANCHENG, None, None),       # the only candidate is in another town: 4, below 5
+        ("other_birth", "张三", D2, NANCHENG, None, None),  # same town and birth as 李四 only: the name differs
+        ("no_birth", "张三", None, NANCHENG, None, None),   # no birth date, no readable key: cannot block
+        ("namesake_typo", "李四", D2, None, None, typo(K4)),  # the namesakes' tie broken by the key: K4
+        ("homophone_typo", "张叁", D1, NANCHENG, None, typo(K1, 15)),  # close name, key one edit away: K1
+        ("homophone", "张叁", D1, NANCHENG, None, None),   # close name alone (4): review
+        ("pinyin", "zhangsan", D1, NANCHENG, None, typo(K1, 15)),  # pinyin 1, birth 2, town 1, key 3: K1
+        ("pinyin_alone", "zhangsan", D1, NANCHENG, None, None),    # pinyin 1 + birth 2 + town 1 = 4: review
+        ("key_only", "钱七", None, None, None, typo(K5)),   # no birth, another name: the key finds K5, name differs
     ]
     candidates = [
-        ("K1", "张三", D1, NANCHENG, None), ("K2", "张三", D1, DONGCHENG, None),
-        ("K6", "赵六", D1, DONGCHENG, None),
-        ("K3", "李四", D2, NANCHENG, None), ("K4", "李四", D2, DONGCHENG, None),
-        ("K5", "王五", D3, DONGCHENG, None),
-        ("K7", "王五", D1, NANCHENG, None),           # another birth date: not a candidate for "contradicts"
+        (K1, "张三", D1, NANCHENG, None), (K2, "张三", D1, DONGCHENG, None),
+        (K6, "赵六一", D1, DONGCHENG, None), ("K8", "赵六", D1, DONGCHENG, None),
+        (K3, "李四", D2, NANCHENG, None), (K4, "李四", D2, DONGCHENG, None),
+        (K5, "王五", D3, DONGCHENG, None),
+        ("K7", "王五", D1, NANCHENG, None),           # another birth date: not compared with "moved"
     ]
     # checkpointed once between the comparison and the split, as resolve_records does
     return run(spark, unkeyed, candidates, "person", materialise=lambda frame: frame.localCheckpoint())
 
 
-def test_exactly_one_best_candidate_links(persons):
+def test_the_weights_make_name_and_birth_alone_a_link_and_a_close_name_not():
+    """The thresholds as a governor reads them: an exact name and birth date
+    link on their own; a one-character name difference needs the key."""
+    threshold = LINK_THRESHOLD["person"]
+    assert WEIGHTS["name"]["exact"] + WEIGHTS["birth"]["agree"] == threshold
+    assert WEIGHTS["name"]["close"] + WEIGHTS["birth"]["agree"] + WEIGHTS["town"]["agree"] < threshold
+    assert MARGIN == 2
+
+
+def test_exactly_one_best_candidate_links_with_its_evidence(persons):
     links, _ = persons
-    assert links["best"] == {"_record_id": "best", "key": "K1", "method": "person:name_key+birth+score", "score": 1}
-    assert (links["only"]["key"], links["only"]["score"]) == ("K6", 0)
+    assert (links["best"]["key"], links["best"]["score"], links["best"]["method"]) == (K1, 6, "person:scored")
+    assert links["best"]["evidence"] == "name exact; birth agree; town agree; score 6, next 4"
+    # the only 赵六一 among the candidates: a unique name of three characters (5) with its birth date (2)
+    assert (links["only"]["key"], links["only"]["score"]) == (K6, 7)
+    assert links["only"]["evidence"] == "name unique; birth agree; score 7, next -1"     # 赵六 differs
 
 
-def test_only_single_best_candidates_link(persons):
+def test_only_clear_best_candidates_link(persons):
     links, reviews = persons
-    assert set(links) == {"best", "only"}
-    assert set(reviews) == {"tie", "contradicts", "other_birth", "no_birth"}
+    assert set(links) == {"best", "only", "short", "namesake_typo", "homophone_typo", "pinyin"}
+    assert (links["short"]["score"], links["short"]["evidence"]) == (5, "name exact; birth agree; score 5, next -1")
+    assert set(reviews) == {"tie", "moved", "other_birth", "no_birth", "homophone", "key_only", "pinyin_alone"}
 
 
-def test_a_tie_goes_to_review_with_both_candidates(persons):
-    _, reviews = persons
+def test_a_key_one_edit_away_tells_namesakes_apart(persons):
+    links, reviews = persons
+    assert links["namesake_typo"]["key"] == K4
+    assert "key 1 edit" in links["namesake_typo"]["evidence"]
     assert reviews["tie"]["reason"] == "ambiguous: several candidates score the same"
-    assert reviews["tie"]["candidate_keys"] == ["K3", "K4"]
+    assert sorted(reviews["tie"]["candidate_keys"]) == sorted([K3, K4])
 
 
-def test_a_contradicting_attribute_goes_to_review(persons):
+def test_a_homophone_needs_the_key_and_pinyin_reads_as_the_name(persons):
+    links, reviews = persons
+    assert links["homophone_typo"]["key"] == K1 and "name close" in links["homophone_typo"]["evidence"]
+    assert reviews["homophone"]["reason"] == "no candidate scores the 5 a link needs"
+    assert reviews["homophone"]["candidate_keys"][0] == K1       # best first
+    assert links["pinyin"]["key"] == K1 and links["pinyin"]["evidence"].startswith("name pinyin")
+
+
+def test_a_differing_name_is_never_linked_even_on_its_key(persons):
     _, reviews = persons
-    assert reviews["contradicts"]["reason"] == "the only candidates disagree on town or representative"
-    assert reviews["contradicts"]["candidate_keys"] == ["K5"]
+    assert reviews["key_only"]["candidate_keys"] == [K5]
+    assert reviews["key_only"]["evidence"].startswith("name different")
+    assert reviews["other_birth"]["candidate_keys"] == [K3]
+
+
+def test_records_without_a_candidate_say_why(persons):
+    _, reviews = persons
+    assert reviews["moved"]["reason"] == "no candidate scores the 5 a link needs"
+    assert reviews["no_birth"]["reason"] == "too little to match on: birth and a readable key missing"
+    assert reviews["no_birth"]["candidate_keys"] == []
 
 
 def test_links_and_reviews_both_come_from_the_one_materialised_comparison(spark):
     """``materialise`` is applied once, to the comparison both outputs are
     cut from: a comparison it drops a record from is missing from the links
     and the record is reviewed as without candidate."""
-    unkeyed = [("best", "张三", D1, NANCHENG, None), ("tie", "李四", D2, None, None)]
-    candidates = [("K1", "张三", D1, NANCHENG, None), ("K3", "李四", D2, None, None), ("K4", "李四", D2, None, None)]
+    unkeyed = [("best", "张三", D1, NANCHENG, None, None), ("tie", "李四", D2, None, None, None)]
+    candidates = [(K1, "张三", D1, NANCHENG, None), (K3, "李四", D2, None, None), (K4, "李四", D2, None, None)]
     links, reviews = run(spark, unkeyed, candidates, "person",
                          materialise=lambda frame: frame.where("_record_id != 'best'"))
     assert links == {}
-    assert reviews["best"]["reason"] == "no candidate with the same name_key and birth"
+    assert reviews["best"]["reason"].startswith("no candidate shares a block")
     assert reviews["tie"]["reason"] == "ambiguous: several candidates score the same"
 
 
-def test_records_without_a_candidate_say_why(persons):
-    _, reviews = persons
-    assert reviews["other_birth"]["reason"] == "no candidate with the same name_key and birth"
-    assert reviews["no_birth"]["reason"] == "too little to match on: name_key or birth missing"
-    assert reviews["other_birth"]["candidate_keys"] == reviews["no_birth"]["candidate_keys"] == []
-
-
-def test_entities_block_on_the_name_and_score_town_and_representative(spark):
+def test_entities_block_on_the_name_core_and_score_town_representative_and_key(spark):
+    c1, c2 = "91441900MA4W000037", "91441900MA4W0001XX"
     unkeyed = [
-        ("rep", "某某公司", None, None, "甲"),          # C1 has the representative, C2 another one
-        ("both", "某某公司", None, NANCHENG, "乙"),     # C2 agrees on both (+2), C1 on the town only (+1 -1)
-        ("none", "无此公司", None, NANCHENG, "甲"),
+        ("rep", "某某公司", None, None, "甲", None),          # C1 4 (name 3, representative +1), C2 2
+        ("both", "某某公司", None, NANCHENG, "乙", None),     # C2 5, C1 3
+        ("none", "无此公司", None, NANCHENG, "甲", None),
+        ("form", "东莞市鸿福电子科技有限责任公司", None, NANCHENG, None, None),   # a variant (2) in its town (1)
+        ("changed_rep", "东莞市鸿福电子科技有限公司", None, None, "丙", typo(c1, 12)),  # 3 + 3 - 1
     ]
-    candidates = [("C1", "某某公司", None, NANCHENG, "甲"), ("C2", "某某公司", None, NANCHENG, "乙")]
+    candidates = [(c2, "某某公司", None, NANCHENG, "乙"), ("C1", "某某公司", None, NANCHENG, "甲"),
+                  (c1, "东莞市鸿福电子科技有限公司", None, NANCHENG, "丁")]
     links, reviews = run(spark, unkeyed, candidates, "entity")
-    assert {k: (r["key"], r["score"], r["method"]) for k, r in links.items()} == {
-        "rep": ("C1", 1, "entity:name_key+score"), "both": ("C2", 2, "entity:name_key+score")}
-    assert reviews["none"]["reason"] == "no candidate with the same name_key"
+    assert {k: (r["key"], r["score"]) for k, r in links.items()} == {
+        "rep": ("C1", 4), "both": (c2, 5), "form": (c1, 3), "changed_rep": (c1, 5)}
+    assert links["form"]["evidence"].startswith("name variant")
+    assert reviews["none"]["reason"].startswith("no candidate shares a block (name core")
     assert set(reviews) == {"none"}
 
 
-def test_a_single_candidate_with_one_contradicting_attribute_is_not_linked(spark):
-    """A town agreement (+1) does not offset a representative disagreement (-1)."""
-    unkeyed = [("mixed", "某某公司", None, NANCHENG, "乙")]
+def test_a_name_alone_with_a_disagreeing_representative_is_not_linked(spark):
+    """Representatives change, so a disagreement is no veto, but an exact
+    name (3) less a disagreeing representative (1) is below the threshold."""
+    unkeyed = [("mixed", "某某公司", None, None, "乙", None)]
     candidates = [("C1", "某某公司", None, NANCHENG, "甲")]
     links, reviews = run(spark, unkeyed, candidates, "entity")
-    assert links == {} and set(reviews) == {"mixed"}
-    assert reviews["mixed"]["reason"] == "the best candidate disagrees on town or representative"
+    assert links == {} and reviews["mixed"]["reason"] == "no candidate scores the 3 a link needs"
 
 
 def test_a_key_known_in_two_towns_links_a_record_that_agrees_with_one_of_them(spark):
     """A migrant: hukou town Dongcheng, residence-permit town Nancheng. A
     record in Nancheng agrees with one of the key's combinations: it links."""
-    unkeyed = [("migrant", "陈七", D1, NANCHENG, None)]
-    candidates = [("K8", "陈七", D1, DONGCHENG, None), ("K8", "陈七", D1, NANCHENG, None)]
+    unkeyed = [("migrant", "陈七一", D1, NANCHENG, None, None)]
+    candidates = [(K1, "陈七一", D1, DONGCHENG, None), (K1, "陈七一", D1, NANCHENG, None)]
     links, reviews = run(spark, unkeyed, candidates, "person")
-    assert reviews == {} and (links["migrant"]["key"], links["migrant"]["score"]) == ("K8", 1)
+    assert reviews == {} and (links["migrant"]["key"], links["migrant"]["score"]) == (K1, 8)
+
+
+def test_a_namesake_the_candidates_do_not_know_is_not_merged_with_the_one_they_do(spark):
+    """Two persons of one name, birth date and town; only one (K1) is a
+    candidate. The other's record must not link to K1: its mistyped ID is
+    three or more edits from K1's (somebody else's), or, without an ID, its
+    address is another house."""
+    absent = person_id(D1, 13)
+    unkeyed = [("typo", "张三", D1, NANCHENG, None, typo(absent)),
+               ("no_id", "张三", D1, NANCHENG, None, None)]
+    records = spark.createDataFrame(unkeyed, f"_record_id string, {FIELDS}, id_key string").withColumn(
+        "address_key", __import__("pyspark.sql.functions", fromlist=["lit"]).lit("鸿福路12"))
+    candidates = spark.createDataFrame([(K1, "张三", D1, NANCHENG, None, "鸿福路8"), ("K9", "李九", D2, None, None, None)],
+                                       f"candidate_key string, {FIELDS}, address_key string")
+    links, reviews = match_unkeyed(records, candidates, "person")
+    assert links.count() == 0
+    found = {r["_record_id"]: r["evidence"] for r in reviews.collect()}
+    assert {r["reason"] for r in reviews.collect()} == {"the best candidate contradicts it (its name, house or ID)"}
+    assert "key different" in found["typo"] and "address differ" in found["typo"]
+    assert "address differ" in found["no_id"] and "key" not in found["no_id"]
+
+
+def test_mangled_and_contradicted_ids_keep_what_they_still_say(spark):
+    """An ID Excel turned into 4.41900E+17 keeps its division: a candidate of
+    another division is not it; an ID quarantined for another column's
+    contradiction (gender parity) is the key itself."""
+    unkeyed = spark.createDataFrame([
+        ("mangled_here", "周八一", None, None, None, None, "4.41900E+17"),
+        ("mangled_elsewhere", "吴九一", None, None, None, None, "5.32128E+17"),
+        ("parity", "郑十一", None, None, None, K5, K5),
+    ], f"_record_id string, {FIELDS}, id_key string, delivered_key string")
+    candidates = spark.createDataFrame([(K6, "周八一", D1, NANCHENG, None), (K4, "吴九一", D2, NANCHENG, None),
+                                        (K5, "郑十一", D3, NANCHENG, None)], f"candidate_key string, {FIELDS}")
+    links, reviews = match_unkeyed(unkeyed, candidates, "person")
+    linked = {r["_record_id"]: (r["key"], r["evidence"]) for r in links.collect()}
+    assert linked["mangled_here"] == (K6, "name unique; score 5")
+    assert linked["parity"] == (K5, "name unique; key exact; score 9")
+    [elsewhere] = reviews.collect()
+    assert elsewhere["reason"].startswith("no candidate shares a block (birth date and surname, birth date and town, "
+                                          "name and ID division")
+
+
+def test_key_neighbours_find_every_single_typo_and_swap_and_only_valid_keys():
+    true = person_id(D1, 11)
+    for position in range(17):
+        for digit in "0123456789":
+            if digit == true[position]:
+                continue
+            delivered = true[:position] + digit + true[position + 1:]
+            assert (delivered, true) in key_neighbours([delivered], "person")
+    swapped = true[:4] + true[5] + true[4] + true[6:]
+    if swapped != true:
+        assert (swapped, true) in key_neighbours([swapped], "person")
+    wrong_check = true[:17] + ("1" if true[17] != "1" else "2")
+    assert (wrong_check, true) in key_neighbours([wrong_check], "person")
+    assert all(ref.id_check_char(other[:17]) == other[17] for _, other in key_neighbours([wrong_check], "person"))
+    code = "91441900MA4W000037"
+    mistyped = code[:10] + "5" + code[11:]
+    assert (mistyped, code) in key_neighbours([mistyped], "entity")
+    assert key_neighbours(["4.41900E+17", None, ""], "person") == []
