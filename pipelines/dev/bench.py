@@ -1042,23 +1042,20 @@ def bench_er(scale: float, seed: int = 7, repeats: int = 3) -> dict:
     times, alternating, as whole processes on the same records: precision,
     recall and F1 of person and entity links against the truth, and the
     median wall seconds."""
-    import dataclasses
     import shutil
 
     from pipelines.dev import er_compare
-    from pipelines.dev.synth.city import HARD_CASES
 
-    root, folder = BENCH_DIR / f"er-city-{scale}", BENCH_DIR / f"er-records-{scale}"
-    settings = dataclasses.replace(get_settings(), home=str(BENCH_DIR / f"er-lake-{scale}"))
-    for path in (root, folder, Path(settings.home)):
+    root, folder, lake = BENCH_DIR / f"er-city-{scale}", BENCH_DIR / f"er-records-{scale}", BENCH_DIR / f"er-lake-{scale}"
+    for path in (root, folder, lake):
         shutil.rmtree(path, ignore_errors=True)
+    # in a process of its own, so that no Spark JVM of it stays beside the matchers
     started = time.perf_counter()
-    summary = generate_city(root, scale=scale, seed=seed, rates=HARD_CASES)
-    ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=False)
-    spark = build_spark_session(app_name="govlake-bench-er")
-    build_libraries(spark, ["address", "population", "legal_person"], settings=settings)
-    counts = er_compare.export(spark, settings, root / "truth", folder)
-    spark.stop()
+    made = _measured_process([sys.executable, "-m", "pipelines.dev.er_compare", "prepare", str(folder),
+                              "--scale", str(scale), "--seed", str(seed), "--city", str(root), "--lake", str(lake)])
+    if made["returncode"]:
+        raise RuntimeError(f"er_compare prepare failed: {made['stderr'][-2000:]}")
+    prepared_counts = json.loads(made["stdout"].strip().splitlines()[-1])
     prepared = round(time.perf_counter() - started, 1)
     seconds: dict[str, list[float]] = {"govlake": [], "splink": []}
     scores: dict[str, dict] = {}
@@ -1080,7 +1077,8 @@ def bench_er(scale: float, seed: int = 7, repeats: int = 3) -> dict:
         "detail": {matcher: scores[matcher] for matcher in scores},
         "misses_by_defect": {matcher: er_compare.misses_by_defect(folder, matcher, root / "truth")
                              for matcher in seconds},
-        "records": counts, "persons": summary.persons, "entities": summary.market_entities + summary.social_orgs,
+        "records": prepared_counts["records"], "persons": prepared_counts["persons"],
+        "entities": prepared_counts["entities"],
         "runs_seconds": {matcher: [round(x, 1) for x in values] for matcher, values in seconds.items()},
         "prepare_s": prepared, "repeats": repeats,
         "splink_model": er_compare.SPLINK_DESCRIPTION,

@@ -131,7 +131,8 @@ def splink_settings(profile: str):
         comparisons = [cl.JaroWinklerAtThresholds("name_key", [0.9, 0.7]), cl.ExactMatch("name_core"),
                        cl.ExactMatch("town_code"), cl.ExactMatch("rep_key"),
                        cl.DamerauLevenshteinAtThresholds("id_key", [1, 2])]
-        blocking = [block_on("name_core"), block_on("substr(id_key, 1, 9)"), block_on("substr(id_key, 10, 9)")]
+        # the code's halves after the registration authority and division (91441900, shared by most firms)
+        blocking = [block_on("name_core"), block_on("substr(id_key, 9, 5)"), block_on("substr(id_key, 14, 5)")]
     return SettingsCreator(link_type="link_only", comparisons=comparisons,
                            blocking_rules_to_generate_predictions=blocking, retain_matching_columns=False)
 
@@ -171,7 +172,7 @@ def run_splink(folder: Path) -> dict:
             linker.training.estimate_parameters_using_expectation_maximisation(block_on("name_key"))
         else:
             linker.training.estimate_parameters_using_expectation_maximisation(block_on("name_core"))
-            linker.training.estimate_parameters_using_expectation_maximisation(block_on("substr(id_key, 1, 9)"))
+            linker.training.estimate_parameters_using_expectation_maximisation(block_on("substr(id_key, 9, 5)"))
         pairs = linker.inference.predict(threshold_match_probability=SPLINK_THRESHOLD).as_pandas_dataframe()
         links = []
         if len(pairs):
@@ -191,8 +192,9 @@ def run_splink(folder: Path) -> dict:
 
 
 def _core_names(names):
-    """``matching.entity_core_name`` on a pandas Series (the same rules, in
-    Python regular expressions), so Splink blocks on the same core."""
+    """``matching.entity_trunk_name`` of ``entity_core_name`` on a pandas
+    Series (the same rules, in Python regular expressions), so Splink blocks
+    on the same name core govlake does."""
     from pipelines.libraries.matching import BRANCH_SUFFIX, CITY_MARKS, LEGAL_FORM
 
     core = names.str.replace(LEGAL_FORM[0], LEGAL_FORM[1], regex=False)
@@ -214,10 +216,10 @@ SPLINK_DESCRIPTION = (
     "DamerauLevenshteinAtThresholds(id_key, [1, 2]); blocking for predictions: birth+surname, birth+town_code, "
     "ID characters 1-9 with 15-18, ID characters 7-18. Entities: JaroWinklerAtThresholds(name_key, [0.9, 0.7]), "
     "ExactMatch(name_core), ExactMatch(town_code), ExactMatch(rep_key), DamerauLevenshteinAtThresholds(id_key, "
-    "[1, 2]); blocking: name_core, code characters 1-9, code characters 10-18. Training: the prior from "
+    "[1, 2]); blocking: name_core, code characters 9-13, code characters 14-18. Training: the prior from "
     "deterministic rules (name+birth+town for persons, name for entities, recall 0.8), u by random sampling "
     "(1e6 pairs, seed 7), m by expectation-maximisation blocked on birth then name_key (persons), name_core then "
-    f"code characters 1-9 (entities). A record links to its best key at match probability >= {SPLINK_THRESHOLD} "
+    f"code characters 9-13 (entities). A record links to its best key at match probability >= {SPLINK_THRESHOLD} "
     "when no other key scores the same. Inputs: the same prepared columns govlake compares (normalised names, "
     "birth dates, town codes, road-and-number address keys, delivered keys).")
 
@@ -288,14 +290,45 @@ def score(folder: Path, matcher: str) -> dict:
     return out
 
 
+def prepare(scale: float, seed: int, root: Path, lake: Path, folder: Path) -> dict:
+    """The hard-case city at ``scale`` generated under ``root``, ingested
+    and built (address, population, legal_person) into the lake ``lake``,
+    and what resolution compares exported to ``folder``; returns the counts."""
+    import dataclasses
+
+    from pipelines.contracts import load_contracts
+    from pipelines.dev.synth.city import HARD_CASES, generate_city
+    from pipelines.ingest.load import ingest_directory
+    from pipelines.libraries.build import build_libraries
+    from pipelines.settings import get_settings
+    from pipelines.spark import build_spark_session
+
+    settings = dataclasses.replace(get_settings(), home=str(lake))
+    summary = generate_city(root, scale=scale, seed=seed, rates=HARD_CASES)
+    ingest_directory(root / "deliveries", load_contracts(), settings=settings, run_gate=False)
+    spark = build_spark_session(app_name="govlake-bench-er-prepare")
+    build_libraries(spark, ["address", "population", "legal_person"], settings=settings)
+    counts = export(spark, settings, root / "truth", folder)
+    return {"records": counts, "persons": summary.persons,
+            "entities": summary.market_entities + summary.social_orgs}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipelines.dev.er_compare {govlake,splink} FOLDER``: one
     matcher on the exported records, as a process of its own; prints its
-    wall seconds as JSON on the last line."""
+    wall seconds as JSON on the last line. ``prepare FOLDER --scale S
+    --seed N --city DIR --lake DIR``: make the records (``prepare``)."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.dev.er_compare", description=main.__doc__)
-    parser.add_argument("matcher", choices=("govlake", "splink"))
+    parser.add_argument("matcher", choices=("govlake", "splink", "prepare"))
     parser.add_argument("folder", type=Path)
+    parser.add_argument("--scale", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--city", type=Path)
+    parser.add_argument("--lake", type=Path)
     args = parser.parse_args(argv)
+    if args.matcher == "prepare":
+        print(json.dumps(prepare(args.scale, args.seed, args.city, args.lake, args.folder), ensure_ascii=False))
+        return 0
     started = time.perf_counter()
     models = run_govlake(args.folder) if args.matcher == "govlake" else run_splink(args.folder)
     seconds = time.perf_counter() - started

@@ -63,11 +63,12 @@ def address_match_key(text):
     from pyspark.sql import functions as F
 
     key = F.regexp_replace(fold_digits(text), "[\\s\\u3000\\u00a0]", "")
-    # 东莞 alone too, but not the 东莞 of the towns 东莞港 and 东莞生态园
-    key = F.regexp_replace(key, "^(广东省)?(东莞市|东莞(?!港|生态园))?", "")
+    # 东莞 alone too, but not the 东莞 of the towns 东莞港 and 东莞生态园 or of 东莞大道
+    key = F.regexp_replace(key, "^(广东省)?(东莞市|东莞(?!港|生态园|大道))?", "")
     key = F.regexp_replace(key, "[，,；;（(].*$", "")
     towns = _town_names()
-    pattern = "^(" + "|".join(sorted(towns, key=len, reverse=True)) + ")"
+    # a town's name, not a road's (东城路 is no 东城街道)
+    pattern = "^(" + "|".join(sorted(towns, key=len, reverse=True)) + ")(?!路|大道|大街|街|巷)"
     leading = F.regexp_extract(key, pattern, 1)
     full = F.create_map(*[F.lit(x) for pair in towns.items() for x in pair])[leading]
     key = F.when(leading != "", F.concat(full, F.regexp_replace(key, pattern, ""))).otherwise(key)

@@ -14,7 +14,7 @@ SEPARATORS = "[\\s\u3000\u00a0·•・．.]"
 # brackets after the brand (鸿福（东莞）有限公司) is 东莞市鸿福有限公司; a branch or
 # shop suffix names the firm it belongs to.
 LEGAL_FORM = ("有限责任公司", "有限公司")
-CITY_MARKS = ("^东莞市", "^广东省东莞市", "^广东", "\\(东莞\\)", "\\(广东\\)")
+CITY_MARKS = ("^广东省东莞市", "^东莞市", "\\(东莞\\)")
 # A branch: an optional place (东莞, a town, its short form) or ordinal (第一), then the branch word.
 BRANCH_SUFFIX = ("(东莞|" + "|".join(sorted({n for name in TOWNS.values() for n in (
     name, name.removesuffix("街道").removesuffix("镇"))}, key=len, reverse=True))
@@ -55,13 +55,22 @@ def normalise_for_matching(value):
 def entity_core_name(name_key):
     """The part of a normalised entity name (``normalise_for_matching``) that
     variants share: the legal form folded (有限责任公司 → 有限公司), the city
-    marks and a branch suffix removed. Blocks and scores entity names; two
-    names with one core are a variant, not an exact agreement."""
+    marks removed. Two names with one core are a variant of one name, not
+    an exact agreement."""
     from pyspark.sql import functions as F
 
     core = F.regexp_replace(name_key, LEGAL_FORM[0], LEGAL_FORM[1])
     for mark in CITY_MARKS:
         core = F.regexp_replace(core, mark, "")
+    return core
+
+
+def entity_trunk_name(core):
+    """An entity name's core (``entity_core_name``) without a branch suffix
+    (长安分公司, 第一分店): what blocks entity names. A branch is a firm of its
+    own with its own code, so sharing a trunk is no evidence by itself."""
+    from pyspark.sql import functions as F
+
     return F.regexp_replace(core, BRANCH_SUFFIX, "")
 
 
@@ -82,8 +91,9 @@ def pinyin_key(name: str) -> str:
 
 # A road and house number: the part of a free-text address that bureaus
 # write alike (the city, town and community before it, and 号楼, 栋, 之一
-# after it, vary): the two characters before the road suffix, and the number.
-ROAD_AND_NUMBER = "(\\p{IsHan}{2}(?:大道|大街|路|街|巷))([0-9]+)"
+# after it, vary): the two characters before the road suffix, and the house
+# number (not a lane's: 鸿福路1巷3号 names no house on 鸿福路).
+ROAD_AND_NUMBER = "(\\p{IsHan}{2}(?:大道|大街|路|街|巷))([0-9]+)(?=号|栋|幢|座|$)"
 
 
 def address_key_of(text):

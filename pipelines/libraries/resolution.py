@@ -342,15 +342,16 @@ def kept_table_per_load(path: str, wanted: dict[str, str], make_rows, marker_col
 
 
 def changed_blocks(spark, spec: LibrarySpec, plan, state, settings: Settings, candidates):
-    """The name keys (``name_key``) whose candidates may differ from those the
-    last build matched against, for an incremental ``plan``: the names of
-    the candidate feeds' rows it has to look at (as ``incremental.new_rows``
-    has them: new loads' rows and both sides of a replacing load's changes).
-    A record is only compared with candidates of its own name
-    (``match_unkeyed``), so an earlier record whose name is not among these
-    keeps its last result.
+    """The candidate rows (``CANDIDATE_ATTRIBUTES``) that may differ from
+    those the last build matched against, for an incremental ``plan``: the
+    candidate feeds' rows it has to look at (as ``incremental.new_rows`` has
+    them: new loads' rows and both sides of a replacing load's changes). A
+    record is only compared with candidates sharing one of its blocks, and
+    only a name's bearers change its count (``match_unkeyed``), so an
+    earlier record that shares none of these with them keeps its last
+    result (``records_in_blocks``).
 
-    New loads' names are read from ``candidates`` (``maintained_candidates``,
+    New loads' rows are read from ``candidates`` (``maintained_candidates``,
     where they are normalised already) rather than from silver, one read for
     every feed; only change rows (replacing loads, a few a month) are
     normalised here."""
@@ -383,8 +384,8 @@ def records_in_blocks(unkeyed, changed, profile: str):
 
     columns_in = ["_record_id", "name_key", "birth", "town_code", "id_key"] + (
         ["delivered_key"] if "delivered_key" in unkeyed.columns else [])
-    records = _derived(unkeyed.select(*columns_in), "id_key")
-    rows = _derived(changed, "candidate_key")
+    records = _derived(unkeyed.select(*columns_in), "id_key", profile == "person")
+    rows = _derived(changed, "candidate_key", profile == "person")
     parts = []
     for columns in (PERSON_BLOCKS if profile == "person" else ENTITY_BLOCKS).values():
         wanted = rows.select(*columns).where(reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in columns]))
@@ -395,6 +396,11 @@ def records_in_blocks(unkeyed, changed, profile: str):
         near = unkeyed.sparkSession.createDataFrame(neighbours, "id_key string, candidate_key string")
         hit = near.join(rows.select("candidate_key").distinct(), "candidate_key", "left_semi").select("id_key")
         parts.append(records.join(hit.distinct(), "id_key", "left_semi").select("_record_id"))
+    # a record without an ID division whose name a changed row bears: the count of keys with the name
+    # (a unique name weighs more) may have changed, in any block or none
+    parts.append(records.where(F.col("_division").isNull())
+                 .join(rows.select("name_key").where("name_key is not null").distinct(), "name_key", "left_semi")
+                 .select("_record_id"))
     # a record with the same delivered key as a changed one (the candidate delivered validly since)
     parts.append(records.join(rows.select(F.col("candidate_key").alias("id_key")).distinct(), "id_key", "left_semi")
                  .select("_record_id"))
@@ -411,7 +417,9 @@ def plausible_birth(day):
 
 def _fields(frame, mapping: dict, profile: str, key_expr):
     """The attributes records are compared on: ``name_key``, ``birth``,
-    ``town_code``, ``rep_key``, ``address_key`` (``matching.address_key_of``)."""
+    ``town_code``, ``rep_key``, ``address_key`` (``matching.address_key_of``),
+    and ``_birth_from_key``: the birth date was read from the delivered ID
+    (the row has no birth-date column), so a mistyped ID may have changed it."""
     from pyspark.sql import functions as F
 
     def text(column):
@@ -422,12 +430,14 @@ def _fields(frame, mapping: dict, profile: str, key_expr):
         # row quarantined for a birth-date mismatch has its birth date nulled)
         folded = fold_code(clean_text(key_expr.cast("string")))
         birth = F.when(F.length(folded) == 18, plausible_birth(id_birth_date(folded)))
-        if mapping.get("birth"):
-            birth = F.coalesce(F.col(mapping["birth"]).cast("date"), birth)
+        delivered = F.col(mapping["birth"]).cast("date") if mapping.get("birth") else F.lit(None).cast("date")
+        birth_from_key = delivered.isNull() & birth.isNotNull()
+        birth = F.coalesce(delivered, birth)
     else:
-        birth = F.lit(None).cast("date")
+        birth, birth_from_key = F.lit(None).cast("date"), F.lit(False)
     return frame.select(
         "*", normalise_for_matching(text("name")).alias("name_key"), birth.alias("birth"),
+        birth_from_key.alias("_birth_from_key"),
         town_code_of(text("town")).alias("town_code"), normalise_for_matching(text("representative")).alias("rep_key"),
         address_key_of(text("address")).alias("address_key"))
 
@@ -537,10 +547,11 @@ WEIGHTS = {
     # reads as the other (pinyin loses the tones and the characters: weak
     # evidence, and records in pinyin are not blocked on their surname, so
     # the person may not be among the candidates compared); variant: an
-    # entity name's core agrees
+    # entity name's core agrees; branch: only once a branch suffix is dropped
+    # (a branch is a firm of its own: no evidence either way)
     # (legal form, city marks, branch suffix); close: one character apart (a
     # homophone typo, 王晓明 / 王小明)
-    "name": {"unique": 5, "exact": 3, "variant": 2, "pinyin": 1, "close": 1, "different": -3},
+    "name": {"unique": 5, "exact": 3, "variant": 2, "pinyin": 1, "close": 1, "branch": 0, "different": -3},
     "birth": {"agree": 2, "differ": -2},
     # the delivered key against the candidate's: the same (a row quarantined
     # for another column's contradiction), one character mistyped or two
@@ -569,30 +580,33 @@ PERSON_BLOCKS = {"birth date and surname": ("birth", "_surname"), "birth date an
                  "name and ID division": ("name_key", "_division"),
                  "birth date and ID sequence": ("birth", "_sequence"),
                  "ID division, birth year and sequence": ("_division", "_year", "_sequence")}
-ENTITY_BLOCKS = {"name core": ("_core",)}
+ENTITY_BLOCKS = {"name core": ("_trunk",)}
 # the first six digits of an ID that Excel turned into a number (4.41900E+17)
 MANGLED_DIVISION = "^([1-9])\\.([0-9]{5})[0-9]*E\\+?17$"
 
 
-def _derived(frame, key_column: str):
+def _derived(frame, key_column: str, person: bool = True):
     """``frame`` with the block columns: ``_surname`` (a Chinese name's
-    first character), ``_core`` (``entity_core_name``), ``_division`` (an
+    first character), ``_core`` and ``_trunk`` (``entity_core_name``,
+    ``entity_trunk_name``; entities only), ``_division`` (an
     ID's first six digits; from a mangled one's mantissa too),
     ``_sequence`` (an ID's sequence digits, 15-17) and ``_year`` (its
     digits 7-10, the birth year: an impossible birth date often keeps it)."""
     from pyspark.sql import functions as F
 
-    from pipelines.libraries.matching import entity_core_name, is_latin_name
+    from pipelines.libraries.matching import entity_core_name, entity_trunk_name, is_latin_name
 
     name = F.col("name_key")
     key = F.col(key_column)
     division = F.when(F.length(key) == 18, F.substring(key, 1, 6))
     if "delivered_key" in frame.columns:
-        raw = F.upper(F.trim(F.col("delivered_key")))
+        raw = fold_code(clean_text(F.col("delivered_key")))
         mangled = F.concat(F.regexp_extract(raw, MANGLED_DIVISION, 1), F.regexp_extract(raw, MANGLED_DIVISION, 2))
         division = F.coalesce(division, F.when(F.length(mangled) == 6, mangled))
     return (frame.withColumn("_surname", F.when(~is_latin_name(name), F.substring(name, 1, 1)))
-            .withColumn("_core", entity_core_name(name)).withColumn("_division", division)
+            .withColumn("_core", F.lit(None).cast("string") if person else entity_core_name(name))
+            .withColumn("_trunk", F.lit(None).cast("string") if person else entity_trunk_name(F.col("_core")))
+            .withColumn("_division", division)
             .withColumn("_sequence", F.when(F.length(key) == 18, F.substring(key, 15, 3)))
             .withColumn("_year", F.when(F.length(key) == 18, F.substring(key, 7, 4))))
 
@@ -602,30 +616,46 @@ def key_neighbours(keys: list[str], profile: str) -> list[tuple[str, str]]:
     delivered one (a character replaced, or two neighbours swapped) whose
     check character is right: GB 11643 for ID numbers, GB 32100 for codes,
     with the weights of ``pipelines.reference`` (tested against
-    python-stdnum). Computed on the records' side, a few thousand keys with
-    some 15 neighbours each, by updating the weighted sum, so the candidates
-    are looked up, never expanded. Pure."""
+    python-stdnum). A character no key can hold (an X among an ID's digits,
+    an O for a 0 in a code) is the one replaced; a check character no key
+    can end in is replaced by the right one. Computed on the records' side,
+    a few thousand keys with some 15 neighbours each, by updating the
+    weighted sum, so the candidates are looked up, never expanded. Pure."""
     if profile == "person":
-        alphabet, weights, width = "0123456789", ref.ID_WEIGHTS, 18
+        alphabet, weights, checks = "0123456789", ref.ID_WEIGHTS, "0123456789X"
 
         def check(total: int) -> str:
             return ref.ID_CHECK_CHARS[total % 11]
-        body_ok, check_chars = set("0123456789"), set("0123456789X")
     else:
-        alphabet, weights, width = ref.USCC_ALPHABET, ref.USCC_WEIGHTS, 18
+        alphabet, weights, checks = ref.USCC_ALPHABET, ref.USCC_WEIGHTS, ref.USCC_ALPHABET
 
         def check(total: int) -> str:
             return ref.USCC_ALPHABET[(31 - total % 31) % 31]
-        body_ok = check_chars = set(ref.USCC_ALPHABET)
     value = {c: i for i, c in enumerate(alphabet)}
+    width = len(weights) + 1
     found = []
     for key in sorted({k for k in keys if k and len(k) == width}):
-        body, last = key[:width - 1], key[width - 1]
-        if not set(body) <= body_ok or last not in check_chars:
+        body, last = key[:-1], key[-1]
+        strange = [i for i, c in enumerate(body) if c not in value]
+        near: set[str] = set()
+        if len(strange) > 1:
+            continue
+        if strange:                                     # the one character no key holds is the typo
+            i = strange[0]
+            rest = sum(value[c] * w for j, (c, w) in enumerate(zip(body, weights)) if j != i)
+            near.update(body[:i] + c + body[i + 1:] + last for c, v in value.items()
+                        if check(rest + weights[i] * v) == last)
+            if i == len(body) - 1 and last in value and body[i] in checks:     # the last two swapped
+                swapped = body[:i] + last
+                if check(rest + weights[i] * value[last]) == body[i]:
+                    near.add(swapped + body[i])
+            found += [(key, other) for other in sorted(near)]
             continue
         digits = [value[c] for c in body]
         total = sum(d * w for d, w in zip(digits, weights))
-        near = set()
+        if last not in checks:                          # only the check character is wrong
+            found.append((key, body + check(total)))
+            continue
         for i, (d, w) in enumerate(zip(digits, weights)):
             for c, v in value.items():
                 if v != d and check(total + w * (v - d)) == last:
@@ -671,13 +701,16 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     for name in ("id_key", "delivered_key", "address_key"):
         if name not in unkeyed.columns:
             unkeyed = unkeyed.withColumn(name, F.lit(None).cast("string"))
+    if "_birth_from_key" not in unkeyed.columns:
+        unkeyed = unkeyed.withColumn("_birth_from_key", F.lit(False))
     if "address_key" not in candidates.columns:
         candidates = candidates.withColumn("address_key", F.lit(None).cast("string"))
     attributes = ("name_key", "birth", "town_code", "rep_key", "address_key")
-    records = _derived(unkeyed.select("_record_id", *attributes, "delivered_key", "id_key"), "id_key")
-    theirs = _derived(candidates.select(*CANDIDATE_ATTRIBUTES), "candidate_key").select(
-        "candidate_key", *[F.col(x).alias(f"c_{x}") for x in (*attributes, "_surname", "_core", "_division",
-                                                               "_sequence", "_year")])
+    records = _derived(unkeyed.select("_record_id", *attributes, "delivered_key", "id_key", "_birth_from_key"),
+                       "id_key", person)
+    theirs = _derived(candidates.select(*CANDIDATE_ATTRIBUTES), "candidate_key", person).select(
+        "candidate_key", *[F.col(x).alias(f"c_{x}") for x in (*attributes, "_surname", "_core", "_trunk",
+                                                               "_division", "_sequence", "_year")])
     blocks = PERSON_BLOCKS if person else ENTITY_BLOCKS
     # every pass keeps the candidate rows its block values name (a broadcast
     # semi-join over the candidates), then pairs them with the records
@@ -685,7 +718,8 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     for columns in blocks.values():
         mine = records.where(reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in columns]))
         wanted = F.broadcast(mine.select(*[F.col(c).alias(f"c_{c}") for c in columns]).distinct())
-        named = theirs.join(wanted, [f"c_{c}" for c in columns], "left_semi")
+        # distinct: the maintained candidates hold a row per load that delivered it
+        named = theirs.join(wanted, [f"c_{c}" for c in columns], "left_semi").distinct()
         parts.append(mine.select("_record_id", *columns).join(
             named, [mine[c] == named[f"c_{c}"] for c in columns]).select(
             "_record_id", *theirs.columns, F.lit(False).alias("_via_key")))
@@ -693,7 +727,8 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     neighbours = key_neighbours(delivered, profile)
     if neighbours:
         near = spark.createDataFrame(neighbours, "id_key string, candidate_key string")
-        named = theirs.join(F.broadcast(near.select("candidate_key").distinct()), "candidate_key", "left_semi")
+        named = theirs.join(F.broadcast(near.select("candidate_key").distinct()), "candidate_key",
+                            "left_semi").distinct()
         parts.append(records.select("_record_id", "id_key").join(F.broadcast(near), "id_key")
                      .join(named, "candidate_key").select("_record_id", *theirs.columns,
                                                          F.lit(True).alias("_via_key")))
@@ -704,12 +739,15 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     names = F.broadcast(records.select(F.col("name_key").alias("c_name_key")).where("c_name_key is not null")
                         .distinct())
     bearing = theirs.join(names, "c_name_key", "left_semi").select("c_name_key", "c__division", "candidate_key")
-    in_city = bearing.groupBy("c_name_key").agg(F.countDistinct("candidate_key").alias("_bearers_in_city"))
+    # a key has one division: the city's count is the divisions' sum
     in_division = (bearing.groupBy("c_name_key", "c__division")
-                   .agg(F.countDistinct("candidate_key").alias("_bearers_in_division")))
+                   .agg(F.countDistinct("candidate_key").alias("_bearers_in_division"))).localCheckpoint()
+    in_city = in_division.groupBy("c_name_key").agg(F.sum("_bearers_in_division").alias("_bearers_in_city"))
     pairs = pairs.join(in_city, "c_name_key", "left").join(in_division, ["c_name_key", "c__division"], "left")
-    latin = [r[0] for r in pairs.where(is_latin_name(F.col("name_key")) & F.col("c_name_key").isNotNull())
-             .select("c_name_key").distinct().collect()]
+    latin = []
+    if records.where(is_latin_name(F.col("name_key"))).limit(1).count():
+        latin = [r[0] for r in pairs.where(is_latin_name(F.col("name_key")) & F.col("c_name_key").isNotNull())
+                 .select("c_name_key").distinct().collect()]
     if latin:
         readings = F.broadcast(spark.createDataFrame([(n, pinyin_key(n)) for n in latin],
                                                      "c_name_key string, _c_pinyin string"))
@@ -719,18 +757,21 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     levels = _levels(profile)
     score = reduce(lambda a, b: a + b, [_weight(attribute, level) for attribute, level in levels.items()])
     evidence = F.concat_ws("; ", *[F.concat(F.lit(f"{a} "), e) for a, e in levels.items()])
-    # one pair row per candidate row and pass: a key scores as its best row,
-    # unless one of its rows contradicts the record (a namesake's insurance row
+    # one pair row per candidate row and pass: a key scores as its best row;
+    # if one of its rows contradicts the record (a namesake's insurance row
     # says nothing against it, the namesake's registration names another
-    # house): then it is that row, and the key cannot be linked
+    # house) the key cannot be linked, shows that row's evidence, and still
+    # ranks by its best score (a key vetoed by one stale row is no reason for
+    # the next key to win by the margin)
     vetoed = reduce(lambda a, b: a | b, [F.coalesce(levels[attribute].isin(*names), F.lit(False))
                                          for attribute, names in VETOES.items()])
     scored = (pairs.select("_record_id", "candidate_key", score.alias("score"),
                            vetoed.alias("contradicts"), evidence.alias("evidence"))
               .groupBy("_record_id", "candidate_key")
-              .agg(F.max(F.struct("contradicts", "score", "evidence")).alias("_best"))
-              .select("_record_id", "candidate_key", F.col("_best.score").alias("score"),
-                      F.col("_best.contradicts").alias("contradicts"), F.col("_best.evidence").alias("evidence")))
+              .agg(F.max("score").alias("score"), F.max("contradicts").alias("contradicts"),
+                   F.max(F.struct("contradicts", "score", "evidence")).alias("_shown"))
+              .select("_record_id", "candidate_key", "score", "contradicts",
+                      F.col("_shown.evidence").alias("evidence")))
     ranked = scored.withColumn("_rank", F.row_number().over(
         Window.partitionBy("_record_id").orderBy(F.desc("score"), "candidate_key")))
     first = F.col("_rank") == 1
@@ -755,9 +796,9 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     reviewed = summary.where(~linkable).select(
         "_record_id",
         F.when(F.col("contradicts"), F.lit("the best candidate contradicts it (its name, house or ID)"))
+        .when(F.col("score") < threshold, F.lit(f"no candidate scores the {threshold} a link needs"))
         .when(F.col("next_score") == F.col("score"), F.lit("ambiguous: several candidates score the same"))
-        .when(margin < MARGIN, F.lit(f"ambiguous: another candidate scores within {MARGIN}"))
-        .otherwise(F.lit(f"no candidate scores the {threshold} a link needs")).alias("reason"),
+        .otherwise(F.lit(f"ambiguous: another candidate scores within {MARGIN}")).alias("reason"),
         "candidate_keys", full_evidence.alias("evidence"))
     needs = ["birth"] if person else ["name_key"]
     blockable = reduce(lambda a, b: a & b, [F.col(x).isNotNull() for x in needs]) | (F.length("id_key") == 18)
@@ -802,25 +843,35 @@ def _levels(profile: str) -> dict:
         name_levels += [(one_apart & (F.substring(n, 1, 1) == F.substring(cn, 1, 1)), "close")]
     else:
         name_levels += [(F.col("_core") == F.col("c__core"), "variant"),
-                        ((F.length("_core") >= 4) & (F.levenshtein(F.col("_core"), F.col("c__core")) == 1), "close")]
+                        ((F.length("_core") >= 4) & (F.levenshtein(F.col("_core"), F.col("c__core")) == 1), "close"),
+                        (F.col("_trunk") == F.col("c__trunk"), "branch")]
     name_levels += [(F.lit(True), "different")]
     key, theirs = F.col("id_key"), F.col("candidate_key")
     edits = F.when(F.col("_via_key"), F.lit(1)).otherwise(F.levenshtein(key, theirs))
     readable = (F.length(key) == 18) & (plausible_birth(id_birth_date(key)).isNotNull() if person else F.lit(True))
-    key_level = (F.when(key.isNull(), F.when(F.col("_division") != F.col("c__division"), F.lit("division differs")))
-                 .when(edits == 0, F.lit("exact")).when(edits == 1, F.lit("1 edit")).when(edits == 2, F.lit("2 edits")))
+    # the strongest level that holds comes first: an unreadable ID's agreeing
+    # parts (+4) outrank one edit (+3)
+    key_level = F.when(key.isNull(), F.when(F.col("_division") != F.col("c__division"), F.lit("division differs"))
+                       ).when(edits == 0, F.lit("exact"))
+    parts_agree = F.lit(False)
     if person:
         # an ID whose birth date cannot be read: its other digits still speak
         parts_agree = ~readable & (F.substring(key, 1, 6) == F.substring(theirs, 1, 6)) & (
             F.substring(key, 15, 3) == F.substring(theirs, 15, 3))
-        key_level = (key_level.when(parts_agree & (F.substring(key, 7, 4) == F.substring(theirs, 7, 4)),
-                                    F.lit("division, birth year and sequence agree"))
-                     .when(parts_agree, F.lit("division and sequence agree"))
+        key_level = key_level.when(parts_agree & (F.substring(key, 7, 4) == F.substring(theirs, 7, 4)),
+                                   F.lit("division, birth year and sequence agree"))
+    key_level = key_level.when(edits == 1, F.lit("1 edit")).when(edits == 2, F.lit("2 edits"))
+    if person:
+        key_level = (key_level.when(parts_agree, F.lit("division and sequence agree"))
                      .when(~readable & key.rlike("^[0-9]{17}[0-9X]$"), F.lit("division or sequence differs")))
     key_level = key_level.when(readable, F.lit("different"))
+    birth = agreement("birth", "c_birth")
+    if person:
+        # a birth date read from a mistyped ID may be the typo: the key's edits already count
+        birth = F.when(F.col("_birth_from_key") & edits.between(1, 2), F.lit(None).cast("string")).otherwise(birth)
     return {
         "name": level(name_levels, "name_key", "c_name_key"),
-        "birth": agreement("birth", "c_birth"),
+        "birth": birth,
         "key": key_level,
         "town": agreement("town_code", "c_town_code"),
         "address": agreement("address_key", "c_address_key"),
@@ -887,7 +938,7 @@ def unkeyed_records(spec: LibrarySpec, alias: str, rescued):
         "_record_id", F.lit(spec.library).alias("library"), F.lit(source.feed).alias("feed"),
         F.lit(alias).alias("source_alias"), "_load_id", "_source_file", "_row_number",
         "name_key", "birth", "town_code", "rep_key", raw_key.cast("string").alias("delivered_key"),
-        F.when(F.length(folded) == 18, folded).alias("id_key"), "address_key")
+        F.when(F.length(folded) == 18, folded).alias("id_key"), "address_key", "_birth_from_key")
 
 
 def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
@@ -903,11 +954,11 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     With an incremental ``plan`` (and its ``state`` and ``links_before``, the
     library's entity links as the last build left them), only the unkeyed
     records that can have a new result are matched: those of the plan's new
-    loads, those whose name is in a changed block (``changed_blocks``) and
-    any without a result from the last build. Every other one keeps its
-    link or open review (with the review's ``found_at``); the result is the
-    same as matching them all, since a record is only compared with the
-    candidates of its own name.
+    loads, those sharing a block or a name with a changed candidate row
+    (``changed_blocks``, ``records_in_blocks``) and any without a result
+    from the last build. Every other one keeps its link or open review (with
+    the review's ``found_at``); the result is the same as matching them all,
+    since a record is only compared with the candidates of its blocks.
 
     Checkpointed at the few points that are reused: on small deliveries a
     Spark action costs seconds whatever its size, so there are few of them."""

@@ -232,3 +232,68 @@ def test_key_neighbours_find_every_single_typo_and_swap_and_only_valid_keys():
     mistyped = code[:10] + "5" + code[11:]
     assert (mistyped, code) in key_neighbours([mistyped], "entity")
     assert key_neighbours(["4.41900E+17", None, ""], "person") == []
+
+
+def test_key_neighbours_replace_a_character_no_key_can_hold():
+    """An X typed among an ID's digits, or swapped with the check X; an O for
+    a 0 in a credit code; a check character no code ends in."""
+    true = next(person_id(D1, n) for n in range(1, 400, 2) if person_id(D1, n).endswith("X"))
+    assert (true[:3] + "X" + true[4:], true) in key_neighbours([true[:3] + "X" + true[4:]], "person")
+    swapped = true[:16] + "X" + true[16]
+    assert (swapped, true) in key_neighbours([swapped], "person")
+    code = "91441900MA4W000037"
+    letter_o = code[:12] + "O" + code[13:]          # 0 at 13 typed as the letter O
+    assert (letter_o, code) in key_neighbours([letter_o], "entity")
+    assert key_neighbours([code[:17] + "I"], "entity") == [(code[:17] + "I", code)]
+
+
+def test_a_key_vetoed_by_one_row_still_outranks_a_weaker_key(spark):
+    """T's registration agrees on everything, another of its rows names
+    another house: T cannot be linked, and O, which scores less than T's
+    best, does not win by the margin either."""
+    t, o = person_id(D1, 41), person_id(D1, 43)
+    unkeyed = spark.createDataFrame([("r", "孙小美", D1, NANCHENG, None, None, "鸿福路12")],
+                                    f"_record_id string, {FIELDS}, id_key string, address_key string")
+    candidates = spark.createDataFrame([
+        (t, "孙小美", D1, NANCHENG, None, "鸿福路12"), (t, "孙小美", D1, NANCHENG, None, "东纵路3"),
+        (o, "孙小美", D1, NANCHENG, None, None)], f"candidate_key string, {FIELDS}, address_key string")
+    links, reviews = match_unkeyed(unkeyed, candidates, "person")
+    assert links.count() == 0
+    [review] = reviews.collect()
+    assert review["reason"] == "the best candidate contradicts it (its name, house or ID)"
+    assert review["candidate_keys"] == [t, o] and "address differ" in review["evidence"]
+
+
+def test_an_unreadable_ids_agreeing_digits_and_a_birth_date_read_from_a_typo(spark):
+    """An ID with an impossible birth date keeps its division, year and
+    sequence (+4, more than one edit); a birth date read from a mistyped ID
+    is not held against the key the typo came from."""
+    k = person_id(D1, 51)                       # born 1990-01-01
+    impossible = k[:6] + "19900230" + k[14:17]
+    impossible += ref.id_check_char(impossible)
+    day_typo = k[:13] + "2" + k[14:]            # 19900102: a real date, the check character fails
+    assert ref.id_check_char(day_typo[:17]) != day_typo[17]
+    unkeyed = spark.createDataFrame([
+        ("impossible", "钱多", None, None, None, impossible, False),
+        ("day_typo", "钱多", date(1990, 1, 2), None, None, day_typo, True),
+    ], f"_record_id string, {FIELDS}, id_key string, _birth_from_key boolean")
+    candidates = spark.createDataFrame([(k, "钱多", D1, NANCHENG, None)], f"candidate_key string, {FIELDS}")
+    links, _ = match_unkeyed(unkeyed, candidates, "person")
+    found = {r["_record_id"]: (r["key"], r["evidence"]) for r in links.collect()}
+    assert found["impossible"] == (k, "name exact; key division, birth year and sequence agree; score 7")
+    assert found["day_typo"] == (k, "name exact; key 1 edit; score 6")
+
+
+def test_a_branch_alone_is_no_evidence(spark):
+    """东莞市鸿福贸易有限公司长安分公司 shares its trunk with the firm, but a
+    branch is a firm of its own: only the code one edit away links it."""
+    code = "91441900MA4W000037"
+    unkeyed = spark.createDataFrame([
+        ("branch", "东莞市鸿福贸易有限公司长安分公司", None, NANCHENG, "甲", None),
+        ("branch_typo", "东莞市鸿福贸易有限公司长安分公司", None, None, None, code[:12] + "9" + code[13:]),
+    ], f"_record_id string, {FIELDS}, id_key string")
+    candidates = spark.createDataFrame([(code, "东莞市鸿福贸易有限公司", None, NANCHENG, "甲")],
+                                       f"candidate_key string, {FIELDS}")
+    links, reviews = match_unkeyed(unkeyed, candidates, "entity")
+    assert {r["_record_id"]: r["key"] for r in links.collect()} == {"branch_typo": code}
+    assert [r["evidence"] for r in reviews.collect()] == ["name branch; town agree; representative agree; score 2"]
