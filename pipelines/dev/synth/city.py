@@ -240,33 +240,28 @@ class Corruptor:
         """The name as a clerk wrote it on a row without a usable ID (hard
         case ``name_variant``): traditional characters, a homophone typo
         (王晓明/王小明), a space or a dot after the surname, or pinyin."""
-        if self.hard is None or not unkeyed or self.hard.random() >= self.rates.name_variant:
-            return name, []
-        value = _name_variant(self.hard, name)
-        if value == name:
-            return name, []
-        return value, [Label(header, "name_variant", "resolved", "", name)]
+        return self._variant(name, header, "name_variant", unkeyed, _name_variant)
 
     def entity_name(self, name: str, header: str, unkeyed: bool) -> tuple[str, list[Label]]:
         """An entity name as another system writes it, on a row without a
         usable code (hard case ``company_name_variant``): 有限公司 for
         有限责任公司 and back, the city in brackets after the brand, or a
         branch suffix."""
-        if self.hard is None or not unkeyed or self.hard.random() >= self.rates.company_name_variant:
-            return name, []
-        value = _company_name_variant(self.hard, name)
-        if value == name:
-            return name, []
-        return value, [Label(header, "company_name_variant", "resolved", "", name)]
+        return self._variant(name, header, "company_name_variant", unkeyed, _company_name_variant)
 
     def address(self, text: str, header: str) -> tuple[str, list[Label]]:
         """A free-text address as written (hard case ``address_variant``)."""
-        if self.hard is None or self.hard.random() >= self.rates.address_variant:
-            return text, []
-        value = _address_variant(self.hard, text)
-        if value == text:
-            return text, []
-        return value, [Label(header, "address_variant", "resolved", "", text)]
+        return self._variant(text, header, "address_variant", True, _address_variant)
+
+    def _variant(self, value: str, header: str, defect: str, applies: bool, make) -> tuple[str, list[Label]]:
+        """``value`` as ``make(rng, value)`` writes it, at the rate named
+        ``defect``, labelled ``resolved`` (resolution must see through it)."""
+        if self.hard is None or not applies or self.hard.random() >= getattr(self.rates, defect):
+            return value, []
+        written = make(self.hard, value)
+        if written == value:
+            return value, []
+        return written, [Label(header, defect, "resolved", "", value)]
 
     def uscc(self, true_code: str, header: str) -> tuple[str, list[Label]]:
         rng, rates = self.rng, self.rates
