@@ -757,21 +757,33 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     levels = _levels(profile)
     score = reduce(lambda a, b: a + b, [_weight(attribute, level) for attribute, level in levels.items()])
     evidence = F.concat_ws("; ", *[F.concat(F.lit(f"{a} "), e) for a, e in levels.items()])
-    # one pair row per candidate row and pass: a key scores as its best row;
-    # if one of its rows contradicts the record (a namesake's insurance row
-    # says nothing against it, the namesake's registration names another
-    # house) the key cannot be linked, shows that row's evidence, and still
-    # ranks by its best score (a key vetoed by one stale row is no reason for
-    # the next key to win by the margin)
-    vetoed = reduce(lambda a, b: a | b, [F.coalesce(levels[attribute].isin(*names), F.lit(False))
-                                         for attribute, names in VETOES.items()])
-    scored = (pairs.select("_record_id", "candidate_key", score.alias("score"),
-                           vetoed.alias("contradicts"), evidence.alias("evidence"))
-              .groupBy("_record_id", "candidate_key")
-              .agg(F.max("score").alias("score"), F.max("contradicts").alias("contradicts"),
-                   F.max(F.struct("contradicts", "score", "evidence")).alias("_shown"))
-              .select("_record_id", "candidate_key", "score", "contradicts",
-                      F.col("_shown.evidence").alias("evidence")))
+    # one pair row per candidate row and pass. A key contradicts the record
+    # when one of its rows does and none of its rows says the opposite: a
+    # namesake's insurance row says nothing either way, the namesake's
+    # registration names another house (a veto), so the key is vetoed and
+    # ranks by that row; a person with a stale address in one row and this
+    # house in another is not. Otherwise a key scores as its best row.
+    flags = {
+        "name_vetoes": F.coalesce(levels["name"] == "different", F.lit(False)),
+        "name_holds": F.coalesce(levels["name"] != "different", F.lit(False)),
+        "house_vetoes": F.coalesce(levels["address"] == "differ", F.lit(False)),
+        "house_holds": F.coalesce(levels["address"] == "agree", F.lit(False)),
+        "key_vetoes": F.coalesce(levels["key"].isin(*VETOES["key"]), F.lit(False)),
+    }
+    row_vetoes = flags["name_vetoes"] | flags["house_vetoes"] | flags["key_vetoes"]
+    per_key = (pairs.select("_record_id", "candidate_key", score.alias("score"), evidence.alias("evidence"),
+                            row_vetoes.alias("row_vetoes"), *[flag.alias(name) for name, flag in flags.items()])
+               .groupBy("_record_id", "candidate_key")
+               .agg(*[F.max(name).alias(name) for name in flags],
+                    F.max(F.struct("score", "evidence")).alias("_best"),
+                    F.max(F.struct("row_vetoes", "score", "evidence")).alias("_vetoing")))
+    contradicts = ((F.col("name_vetoes") & ~F.col("name_holds")) | (F.col("house_vetoes") & ~F.col("house_holds"))
+                   | F.col("key_vetoes"))
+    def shown(field: str):
+        return F.when(contradicts, F.col(f"_vetoing.{field}")).otherwise(F.col(f"_best.{field}"))
+
+    scored = per_key.select("_record_id", "candidate_key", contradicts.alias("contradicts"),
+                            shown("score").alias("score"), shown("evidence").alias("evidence"))
     ranked = scored.withColumn("_rank", F.row_number().over(
         Window.partitionBy("_record_id").orderBy(F.desc("score"), "candidate_key")))
     first = F.col("_rank") == 1
@@ -867,8 +879,11 @@ def _levels(profile: str) -> dict:
     key_level = key_level.when(readable, F.lit("different"))
     birth = agreement("birth", "c_birth")
     if person:
-        # a birth date read from a mistyped ID may be the typo: the key's edits already count
-        birth = F.when(F.col("_birth_from_key") & edits.between(1, 2), F.lit(None).cast("string")).otherwise(birth)
+        # a birth date read from a mistyped ID whose typo is in the birth digits: the key's edits already
+        # count it, and the date read is the typo's
+        in_birth = F.substring(key, 7, 8) != F.substring(theirs, 7, 8)
+        birth = F.when(F.col("_birth_from_key") & edits.between(1, 2) & in_birth,
+                       F.lit(None).cast("string")).otherwise(birth)
     return {
         "name": level(name_levels, "name_key", "c_name_key"),
         "birth": birth,

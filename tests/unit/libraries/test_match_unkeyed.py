@@ -247,21 +247,26 @@ def test_key_neighbours_replace_a_character_no_key_can_hold():
     assert key_neighbours([code[:17] + "I"], "entity") == [(code[:17] + "I", code)]
 
 
-def test_a_key_vetoed_by_one_row_still_outranks_a_weaker_key(spark):
-    """T's registration agrees on everything, another of its rows names
-    another house: T cannot be linked, and O, which scores less than T's
-    best, does not win by the margin either."""
-    t, o = person_id(D1, 41), person_id(D1, 43)
-    unkeyed = spark.createDataFrame([("r", "孙小美", D1, NANCHENG, None, None, "鸿福路12")],
+def test_a_row_that_confirms_the_house_outweighs_a_stale_one_and_a_namesake_is_vetoed(spark):
+    """T has a row naming this house and a stale one naming another: T is
+    not contradicted and links. A namesake N's only registration names
+    another house: N is vetoed, ranks by that row, and the person whose
+    insurance row says nothing against the record links."""
+    t, o, n, p = person_id(D1, 41), person_id(D1, 43), person_id(D2, 45), person_id(D2, 47)
+    unkeyed = spark.createDataFrame([("moved", "孙小美", D1, NANCHENG, None, None, "鸿福路12"),
+                                     ("twin", "周大同", D2, NANCHENG, None, None, "鸿福路12")],
                                     f"_record_id string, {FIELDS}, id_key string, address_key string")
     candidates = spark.createDataFrame([
         (t, "孙小美", D1, NANCHENG, None, "鸿福路12"), (t, "孙小美", D1, NANCHENG, None, "东纵路3"),
-        (o, "孙小美", D1, NANCHENG, None, None)], f"candidate_key string, {FIELDS}, address_key string")
+        (o, "孙小美", D1, None, None, None),
+        (n, "周大同", D2, NANCHENG, None, "东纵路3"), (n, "周大同", D2, None, None, None),
+        (p, "周大同", D2, None, None, None)], f"candidate_key string, {FIELDS}, address_key string")
     links, reviews = match_unkeyed(unkeyed, candidates, "person")
-    assert links.count() == 0
-    [review] = reviews.collect()
-    assert review["reason"] == "the best candidate contradicts it (its name, house or ID)"
-    assert review["candidate_keys"] == [t, o] and "address differ" in review["evidence"]
+    found = {r["_record_id"]: (r["key"], r["evidence"]) for r in links.collect()}
+    assert found["moved"] == (t, "name exact; birth agree; town agree; address agree; score 7, next 5")
+    # N: 3 + 2 + 1 - 3 = 3 by its vetoing row; P: 3 + 2 = 5
+    assert found["twin"] == (p, "name exact; birth agree; score 5, next 3")
+    assert reviews.count() == 0
 
 
 def test_an_unreadable_ids_agreeing_digits_and_a_birth_date_read_from_a_typo(spark):
