@@ -384,27 +384,24 @@ def records_in_blocks(unkeyed, changed, profile: str):
 
     columns_in = ["_record_id", "name_key", "birth", "town_code", "id_key"] + (
         ["delivered_key"] if "delivered_key" in unkeyed.columns else [])
+    blocks = PERSON_BLOCKS if profile == "person" else ENTITY_BLOCKS
     records = _derived(unkeyed.select(*columns_in), "id_key", profile == "person")
     rows = _derived(changed, "candidate_key", profile == "person")
-    parts = []
-    for columns in (PERSON_BLOCKS if profile == "person" else ENTITY_BLOCKS).values():
-        wanted = rows.select(*columns).where(reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in columns]))
-        parts.append(records.join(wanted.distinct(), list(columns), "left_semi").select("_record_id"))
+    # a record's values: its blocks; its delivered key and the keys one edit from it (the candidate may be
+    # one of them, or delivered validly since); its name when it has no ID division (the count of keys
+    # with the name, a unique name weighing more, may have changed, in any block or none)
+    mine = records.select("_record_id", F.explode(_block_values(blocks)).alias("_block"))
     delivered = [r[0] for r in records.where(F.col("id_key").isNotNull()).select("id_key").distinct().collect()]
-    neighbours = key_neighbours(delivered, profile)
-    if neighbours:
-        near = unkeyed.sparkSession.createDataFrame(neighbours, "id_key string, candidate_key string")
-        hit = near.join(rows.select("candidate_key").distinct(), "candidate_key", "left_semi").select("id_key")
-        parts.append(records.join(hit.distinct(), "id_key", "left_semi").select("_record_id"))
-    # a record without an ID division whose name a changed row bears: the count of keys with the name
-    # (a unique name weighs more) may have changed, in any block or none
-    parts.append(records.where(F.col("_division").isNull())
-                 .join(rows.select("name_key").where("name_key is not null").distinct(), "name_key", "left_semi")
-                 .select("_record_id"))
-    # a record with the same delivered key as a changed one (the candidate delivered validly since)
-    parts.append(records.join(rows.select(F.col("candidate_key").alias("id_key")).distinct(), "id_key", "left_semi")
-                 .select("_record_id"))
-    return reduce(lambda a, b: a.unionByName(b), parts)
+    keys = [(key, NEAR_KEY + key) for key in delivered] + [
+        (key, NEAR_KEY + other) for key, other in key_neighbours(delivered, profile)]
+    if keys:
+        near = unkeyed.sparkSession.createDataFrame(keys, "id_key string, _block string")
+        mine = mine.unionByName(records.join(F.broadcast(near), "id_key").select("_record_id", "_block"))
+    mine = mine.unionByName(records.where(F.col("_division").isNull() & F.col("name_key").isNotNull())
+                            .select("_record_id", F.concat(F.lit(NAME), "name_key").alias("_block")))
+    theirs = rows.select(F.explode(_block_values(blocks, with_key_and_name=True)).alias("_block")).distinct()
+    # no broadcast hint: a month's new load of a candidate feed can be large
+    return mine.join(theirs, "_block", "left_semi").select("_record_id")
 
 
 def plausible_birth(day):
@@ -527,7 +524,7 @@ def candidate_keys(rows):
     comparison attributes (``CANDIDATE_ATTRIBUTES``; a key may have several
     rows), from the maintained candidate ``rows`` (``maintained_candidates``).
     Pure. Not made distinct: ``match_unkeyed`` keeps only the rows its
-    blocks name, with broadcast semi-joins, before anything is shuffled (the
+    blocks name, with one broadcast semi-join, before anything is shuffled (the
     candidates are every row of the candidate feeds, 10M+ at city scale)."""
     return rows.select(*CANDIDATE_ATTRIBUTES)
 
@@ -609,6 +606,30 @@ def _derived(frame, key_column: str, person: bool = True):
             .withColumn("_division", division)
             .withColumn("_sequence", F.when(F.length(key) == 18, F.substring(key, 15, 3)))
             .withColumn("_year", F.when(F.length(key) == 18, F.substring(key, 7, 4))))
+
+
+# prefixes of the block values: a key one edit from a record's, a name (for the count of its bearers)
+NEAR_KEY, NAME = "key\u0001", "name\u0001"
+
+
+def _block_values(blocks: dict, prefix: str = "", with_key_and_name: bool = False):
+    """An array column of a ``_derived`` row's block values, one per block
+    of ``blocks`` whose columns (``prefix`` + name) are all known, each
+    tagged with its block's position; ``with_key_and_name`` (the
+    candidates' side) adds the row's key (``NEAR_KEY``, matched against the
+    records' near keys) and name (``NAME``). One explode and one join pair a
+    record with every candidate sharing a block, where a pass per block
+    would scan the candidates once each."""
+    from pyspark.sql import functions as F
+
+    values = []
+    for position, columns in enumerate(blocks.values()):
+        parts = [F.col(prefix + c).cast("string") for c in columns]
+        known = reduce(lambda a, b: a & b, [part.isNotNull() for part in parts])
+        values.append(F.when(known, F.concat_ws("\u0001", F.lit(str(position)), *parts)))
+    if with_key_and_name:
+        values += [F.concat(F.lit(NEAR_KEY), F.col("candidate_key")), F.concat(F.lit(NAME), F.col(prefix + "name_key"))]
+    return F.filter(F.array(*values), lambda value: value.isNotNull())
 
 
 def key_neighbours(keys: list[str], profile: str) -> list[tuple[str, str]]:
@@ -712,40 +733,39 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
         "candidate_key", *[F.col(x).alias(f"c_{x}") for x in (*attributes, "_surname", "_core", "_trunk",
                                                                "_division", "_sequence", "_year")])
     blocks = PERSON_BLOCKS if person else ENTITY_BLOCKS
-    # every pass keeps the candidate rows its block values name (a broadcast
-    # semi-join over the candidates), then pairs them with the records
-    parts = []
-    for columns in blocks.values():
-        mine = records.where(reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in columns]))
-        wanted = F.broadcast(mine.select(*[F.col(c).alias(f"c_{c}") for c in columns]).distinct())
-        # distinct: the maintained candidates hold a row per load that delivered it
-        named = theirs.join(wanted, [f"c_{c}" for c in columns], "left_semi").distinct()
-        parts.append(mine.select("_record_id", *columns).join(
-            named, [mine[c] == named[f"c_{c}"] for c in columns]).select(
-            "_record_id", *theirs.columns, F.lit(False).alias("_via_key")))
-    delivered = [r[0] for r in records.where(F.length("id_key") == 18).select("id_key").distinct().collect()]
-    neighbours = key_neighbours(delivered, profile)
+    # one action on the (checkpointed, small) records: their readable keys and whether any name is in pinyin
+    seen = records.agg(F.collect_set(F.when(F.length("id_key") == 18, F.col("id_key"))).alias("keys"),
+                       F.max(is_latin_name(F.col("name_key"))).alias("latin")).first()
+    neighbours = key_neighbours(list(seen["keys"] or []), profile)
+    # every (record, block value) pair, the keys one edit away among them
+    mine = records.select("_record_id", F.explode(_block_values(blocks)).alias("_block"))
     if neighbours:
-        near = spark.createDataFrame(neighbours, "id_key string, candidate_key string")
-        named = theirs.join(F.broadcast(near.select("candidate_key").distinct()), "candidate_key",
-                            "left_semi").distinct()
-        parts.append(records.select("_record_id", "id_key").join(F.broadcast(near), "id_key")
-                     .join(named, "candidate_key").select("_record_id", *theirs.columns,
-                                                         F.lit(True).alias("_via_key")))
-    pairs = records.join(reduce(lambda a, b: a.unionByName(b), parts), "_record_id")
+        near = spark.createDataFrame([(key, NEAR_KEY + other) for key, other in neighbours],
+                                     "id_key string, _block string")
+        mine = mine.unionByName(records.select("_record_id", "id_key").join(F.broadcast(near), "id_key")
+                                .select("_record_id", "_block"))
+    names = records.where(F.col("name_key").isNotNull()).select(F.concat(F.lit(NAME), "name_key").alias("_block"))
+    # one scan of the candidates keeps the rows that share a block value, a near key or a name with a record
+    # (a broadcast semi-join, map-side: no candidate row is shuffled unless kept); distinct, since the
+    # maintained candidates hold a row per load that delivered it
+    wanted = F.broadcast(mine.select("_block").unionByName(names).distinct())
+    kept = (theirs.select("*", F.explode(_block_values(blocks, "c_", with_key_and_name=True)).alias("_block"))
+            .join(wanted, "_block", "left_semi").distinct().localCheckpoint())
+    pairs = records.join(
+        mine.join(kept.where(~F.col("_block").startswith(NAME)), "_block")
+        .select("_record_id", *theirs.columns, F.col("_block").startswith(NEAR_KEY).alias("_via_key")),
+        "_record_id")
     # how many candidate keys carry each of the records' names (a name only
     # one key has is strong evidence), and a name in pinyin against the
     # candidates' names read in pinyin (pypinyin, on the few names concerned)
-    names = F.broadcast(records.select(F.col("name_key").alias("c_name_key")).where("c_name_key is not null")
-                        .distinct())
-    bearing = theirs.join(names, "c_name_key", "left_semi").select("c_name_key", "c__division", "candidate_key")
+    bearing = kept.where(F.col("_block").startswith(NAME)).select("c_name_key", "c__division", "candidate_key")
     # a key has one division: the city's count is the divisions' sum
     in_division = (bearing.groupBy("c_name_key", "c__division")
-                   .agg(F.countDistinct("candidate_key").alias("_bearers_in_division"))).localCheckpoint()
+                   .agg(F.countDistinct("candidate_key").alias("_bearers_in_division")))
     in_city = in_division.groupBy("c_name_key").agg(F.sum("_bearers_in_division").alias("_bearers_in_city"))
     pairs = pairs.join(in_city, "c_name_key", "left").join(in_division, ["c_name_key", "c__division"], "left")
     latin = []
-    if records.where(is_latin_name(F.col("name_key"))).limit(1).count():
+    if seen["latin"]:
         latin = [r[0] for r in pairs.where(is_latin_name(F.col("name_key")) & F.col("c_name_key").isNotNull())
                  .select("c_name_key").distinct().collect()]
     if latin:
