@@ -11,7 +11,7 @@ SEED ?= 7
 BENCH_ROWS ?= 1000000
 BENCH_LARGE_ROWS ?= 48000000
 
-.PHONY: setup demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth bench-er suites airflow airflow-down trino-up trino-down builder-up builder-down down contracts clean clean-lake help
+.PHONY: setup browser demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth bench-er suites airflow airflow-down trino-up trino-down builder-up builder-down portal portal-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
@@ -29,6 +29,7 @@ help:
 	@echo "make suites   re-render quality/suites/*.json from contracts and quality/custom/"
 	@echo "make airflow  start Airflow 3 (standalone) on 127.0.0.1; make down stops it"
 	@echo "make trino-up start Trino (HTTPS, passwords) on 127.0.0.1:8443; make down stops it"
+	@echo "make portal   start the governance portal (https://127.0.0.1:8445, Trino's users and passwords); make down stops it"
 	@echo "make builder-up start the lake's build service (a warm Spark driver govlake build builds through); make down stops it"
 
 setup: $(INSTALLED) $(JARS)
@@ -46,8 +47,17 @@ $(JARS): $(INSTALLED)
 demo: setup
 	$(BIN)/govlake demo --scale $(SCALE) --seed $(SEED)
 
-test: setup
+test: setup browser
 	$(BIN)/pytest -q
+
+# The portal's browser tests: Debian's chromium and its chromedriver, and a CJK
+# font so pages (and screenshots) show Chinese; nothing is downloaded at run time.
+BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q .; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	else echo "the portal's browser tests need: apt-get install $(BROWSER_PACKAGES)" >&2; fi
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit
@@ -82,7 +92,13 @@ builder-up: setup
 builder-down:
 	-$(BIN)/govlake builder down
 
-down: airflow-down trino-down builder-down
+portal: trino-up
+	$(BIN)/govlake portal up
+
+portal-down:
+	-$(BIN)/govlake portal down
+
+down: portal-down airflow-down trino-down builder-down
 
 bench-ingest: setup
 	$(BIN)/python -m pipelines.dev.bench ingest --rows $(BENCH_ROWS)

@@ -54,6 +54,8 @@ class Settings:
     airflow_home / airflow_port: where the local Airflow keeps its SQLite
         metadata, logs and config (``GOVLAKE_AIRFLOW_HOME``, default ``./.airflow``,
         git-ignored) and the port its UI/API listens on (127.0.0.1 only).
+    portal_port: the governance portal's HTTPS port on 127.0.0.1 (8445;
+        ``GOVLAKE_PORTAL_PORT``); Trino's audit receiver has Trino's port + 1.
     gate_engine: GX's engine for delivery gates (``GOVLAKE_GATE_ENGINE``):
         ``duckdb`` (default: GX's SQL engine on an in-process DuckDB over the
         delivery's Arrow table, 0.7 s for 1M hukou rows) or ``pandas`` (GX's
@@ -98,6 +100,7 @@ class Settings:
     trino_heap: str = "4G"
     airflow_home: Path = PROJECT_ROOT / ".airflow"
     airflow_port: int = 8080
+    portal_port: int = 8445
     gate_engine: str = "duckdb"
     ingest_chunk_rows: int = 2_000_000
     gate_memory_limit: str = "2GB"
@@ -181,6 +184,7 @@ def get_settings() -> Settings:
         trino_heap=_env("GOVLAKE_TRINO_HEAP", "4G"),
         airflow_home=Path(_env("GOVLAKE_AIRFLOW_HOME", str(PROJECT_ROOT / ".airflow"))).resolve(),
         airflow_port=int(_env("GOVLAKE_AIRFLOW_PORT", "8080")),
+        portal_port=int(_env("GOVLAKE_PORTAL_PORT", "8445")),
         gate_engine=_env("GOVLAKE_GATE_ENGINE", "duckdb"),
         ingest_chunk_rows=_positive_int("GOVLAKE_INGEST_CHUNK_ROWS", "2000000"),
         gate_memory_limit=_env("GOVLAKE_GATE_MEMORY_LIMIT", "2GB"),
@@ -197,7 +201,7 @@ _ENVIRONMENT_NAMES = {
     "catalog_dir": "GOVLAKE_CATALOG", "quality_dir": "GOVLAKE_QUALITY", "trino_home": "GOVLAKE_TRINO_HOME",
     "trino_version": "GOVLAKE_TRINO_VERSION", "trino_java_home": "GOVLAKE_TRINO_JAVA_HOME",
     "trino_port": "GOVLAKE_TRINO_PORT", "trino_heap": "GOVLAKE_TRINO_HEAP", "airflow_home": "GOVLAKE_AIRFLOW_HOME",
-    "airflow_port": "GOVLAKE_AIRFLOW_PORT", "today": "GOVLAKE_TODAY",
+    "airflow_port": "GOVLAKE_AIRFLOW_PORT", "portal_port": "GOVLAKE_PORTAL_PORT", "today": "GOVLAKE_TODAY",
     "rules_refresh_seconds": "GOVLAKE_RULES_REFRESH_SECONDS", "gate_engine": "GOVLAKE_GATE_ENGINE",
     "ingest_chunk_rows": "GOVLAKE_INGEST_CHUNK_ROWS", "gate_memory_limit": "GOVLAKE_GATE_MEMORY_LIMIT",
     "build_workers": "GOVLAKE_BUILD_WORKERS",

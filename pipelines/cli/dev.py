@@ -153,6 +153,10 @@ def _print_demo(summary: dict, scale: float) -> None:
     console.print(f"  Trino:       {trino['url']} catalog {trino['catalog']} (left running; `make down` stops it). "
                   f"Certificate {trino['certificate']}, passwords {trino['passwords']}; "
                   "Python: `from pipelines.serving.trino import connect; connect('hrss_officer')`")
+    portal = summary.get("portal") or {}
+    console.print(f"  Portal:      {portal['url']} (log in as a department user with its Trino password; "
+                  "`make down` stops it)" if portal.get("url")
+                  else f"  Portal:      not started: {portal.get('error')}")
     console.print(f"  Data Docs:   {summary['data_docs']}")
     console.print(f"  Airflow:     `make airflow`, then http://127.0.0.1:8080 (this demo's DAG run log: "
                   f"{summary['airflow_log']})")

@@ -202,3 +202,37 @@ add_service_commands(builder_group, Service(
     status_help="Is the lake's build service running, and what is it building.",
     describe=_describe_builder,
 ))
+
+
+# ---------------------------------------------------------------------- portal
+@click.group("portal")
+def portal_group() -> None:
+    """The governance portal: bureaus answer their issues, departments browse the catalog (HTTPS, 127.0.0.1)."""
+
+
+def _portal() -> ModuleType:
+    from pipelines.portal import service
+
+    return service
+
+
+def _describe_portal(status: dict) -> list[str]:
+    state = "answering" if status["answering"] else "starting" if status["running"] else "stopped"
+    lines = [f"Portal {state}: {status['url']} (pid {status['pid'] or '-'})"]
+    if status["running"]:
+        lines.append(f"  log in as a department user with its Trino password; log: {status['log']}")
+    return lines
+
+
+add_service_commands(portal_group, Service(
+    name="The portal",
+    up=lambda: _portal().portal_up(),
+    down=lambda: _portal().portal_down(),
+    status=lambda: _portal().portal_status(),
+    up_errors=lambda: (_portal().PortalError,),
+    starting="starting the portal",
+    up_help="Start the governance portal on 127.0.0.1 over HTTPS (Trino must be up) and wait until it answers.",
+    down_help="Stop the portal started by `govlake portal up`.",
+    status_help="Is the portal running and answering, and its URL.",
+    describe=_describe_portal,
+))

@@ -325,6 +325,16 @@ def verify_demo_facts(settings: Settings, city: Path) -> list[dict]:
     return answers
 
 
+def start_portal(settings: Settings) -> dict:
+    """The governance portal, left running like Trino: its URL, or why it did not start."""
+    from pipelines.portal.service import PortalError, portal_up
+
+    try:
+        return portal_up(settings)
+    except PortalError as exc:
+        return {"url": None, "error": str(exc)}
+
+
 def run_demo(spark, scale: float = 0.002, seed: int = 7, show_progress: bool = True, console=None,
              settings: Settings | None = None) -> dict:
     """Generate, land, run every feed DAG through Airflow, summarise from the lake."""
@@ -355,6 +365,7 @@ def run_demo(spark, scale: float = 0.002, seed: int = 7, show_progress: bool = T
         audit = load_demo_audit(settings, {s["query_id"] for s in samples if s["query_id"]})
     docs = data_docs_index(settings)
     return {
+        "portal": start_portal(settings),
         "scale": scale, "seed": seed, "lake": settings.home, "truth": str(city / "truth"),
         "dag_runs": runs, **summary, "sample_queries": samples,
         "audit": audit,

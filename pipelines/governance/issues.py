@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pipelines.contracts import Contract
-from pipelines.lake.delta import read_delta_rows, upsert_rows
+from pipelines.lake.delta import append_rows, read_delta_rows, upsert_rows
 from pipelines.lake.paths import governance_path
-from pipelines.lake.tables import ISSUES_DDL
+from pipelines.lake.tables import ISSUE_EVENTS_DDL, ISSUES_DDL
 from pipelines.settings import Settings, get_settings, utc_now
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,10 @@ def update_issues(contract: Contract, load_id: str, findings: list[Finding],
     if not changes:
         return summary
     upsert_rows(path, changes, ISSUES_DDL, key="issue_id", partition=("feed", contract.feed))
+    by_id = {issue["issue_id"]: issue for issue in changes}
+    record_events([_event(by_id[i], action, "govlake", None, load_id=load_id, now=now,
+                          reason=by_id[i]["closed_reason"] if action == "closed" else by_id[i]["detail"])
+                   for action, key in (("opened", "opened"), ("closed", "closed")) for i in summary[key]], settings)
     for kind, ids in summary.items():
         if ids:
             log.info("%s load %s: governance issues %s: %s", contract.feed, load_id, kind, ", ".join(ids))
@@ -159,3 +163,99 @@ def close_issue(issue_id: str, reason: str, closed_by: str, settings: Settings |
     if not outcome.get("num_updated_rows"):
         raise ValueError(f"issue {issue_id} was closed meanwhile")
     return row | closing
+
+
+# --------------------------------------------------------------------------- the response flow
+
+# What the owning bureau may answer to an open issue, and what a governor may do
+# (``respond``). A bureau's answer leaves the issue open: only a governor, or the
+# bureau's next delivery that passes the rule (``update_issues``), closes it.
+BUREAU_ACTIONS = {"acknowledged": "the bureau has seen the issue and works on it",
+                  "disputed": "the bureau holds that its data is right (a reason is required)",
+                  "fixed": "fixed at the source, pending redelivery"}
+GOVERNOR_ACTIONS = {"closed": "closed by a governor (a reason is required)",
+                    "reopened": "reopened by a governor (a reason is required)"}
+NEEDS_REASON = ("disputed", "closed", "reopened")
+
+
+class IssueActionRefused(ValueError):
+    """An issue action that is not allowed; the message says why."""
+
+
+def _event(issue: dict, action: str, by_user: str, department: str | None, reason: str | None = None,
+           load_id: str | None = None, now: datetime | None = None) -> dict:
+    now = now or utc_now()
+    text = f"{issue['issue_id']}|{action}|{by_user}|{now.isoformat()}"
+    return {"event_id": "GE-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12], "issue_id": issue["issue_id"],
+            "bureau": issue["bureau"], "feed": issue["feed"], "action": action,
+            "status_after": "closed" if action == "closed" else "open", "reason": reason, "by_user": by_user,
+            "department": department, "load_id": load_id, "at": now}
+
+
+def record_events(events: list[dict], settings: Settings | None = None) -> None:
+    """Append issue transitions to ``governance.issue_events`` (delta-rs, one commit)."""
+    if events:
+        append_rows(governance_path("issue_events", settings or get_settings()), events, ISSUE_EVENTS_DDL)
+
+
+def issue_events(issue_id: str, settings: Settings | None = None) -> list[dict]:
+    """The transitions of one issue, oldest first."""
+    rows = read_delta_rows(governance_path("issue_events", settings or get_settings()),
+                           [("issue_id", "=", issue_id)])
+    return sorted(rows, key=lambda r: (r["at"], r["event_id"]))
+
+
+def respond(issue_id: str, action: str, by_user: str, department, reason: str = "",
+            settings: Settings | None = None) -> dict:
+    """Record ``action`` on issue ``issue_id`` by ``by_user`` of ``department``
+    (``pipelines.serving.catalog.Department``) and return the event.
+
+    A bureau answers its own open issues (``BUREAU_ACTIONS``); a governor
+    closes an open issue or reopens a closed one (``GOVERNOR_ACTIONS``).
+    Anything else is refused with ``IssueActionRefused`` naming why; the
+    caller audits the refusal. Closing goes through ``close_issue``."""
+    from deltalake import DeltaTable
+
+    settings = settings or get_settings()
+    reason = (reason or "").strip()
+    found = read_delta_rows(governance_path("issues", settings), [("issue_id", "=", issue_id)])
+    if not found:
+        raise LookupError(f"no governance issue {issue_id}")
+    issue = found[0]
+    governor = department.role == "governor"
+    if action in BUREAU_ACTIONS:
+        if department.bureau != issue["bureau"]:
+            raise IssueActionRefused(f"issue {issue_id} is {issue['bureau']}'s; only its own bureau answers it "
+                                     f"({by_user} is of {department.code})")
+        if issue["status"] != "open":
+            raise IssueActionRefused(f"issue {issue_id} is {issue['status']}: only an open issue is answered")
+    elif action in GOVERNOR_ACTIONS:
+        if not governor:
+            raise IssueActionRefused(f"only a governor may mark an issue {action} ({by_user} is of "
+                                     f"{department.code})")
+        wanted = "open" if action == "closed" else "closed"
+        if issue["status"] != wanted:
+            raise IssueActionRefused(f"issue {issue_id} is {issue['status']}: only a {wanted} issue can be {action}")
+        if action == "reopened":     # at most one open issue per feed and rule
+            open_now = [r["issue_id"] for r in read_delta_rows(governance_path("issues", settings), [
+                ("feed", "=", issue["feed"]), ("status", "=", "open")]) if r["rule"] == issue["rule"]]
+            if open_now:
+                raise IssueActionRefused(f"{issue['feed']} has an open issue for {issue['rule']} already "
+                                         f"({open_now[0]})")
+    else:
+        raise IssueActionRefused(f"unknown action {action!r}: one of {', '.join([*BUREAU_ACTIONS, *GOVERNOR_ACTIONS])}")
+    if action in NEEDS_REASON and not reason:
+        raise IssueActionRefused(f"{action} needs a reason")
+    if action == "closed":
+        close_issue(issue_id, reason, by_user, settings)
+    elif action == "reopened":
+        path = governance_path("issues", settings)
+        feed, issue_literal = issue["feed"].replace("'", "''"), issue_id.replace("'", "''")
+        outcome = DeltaTable(path).update(
+            updates={"status": "'open'", "closed_at": "null", "closed_by": "null", "closed_reason": "null"},
+            predicate=f"feed = '{feed}' AND issue_id = '{issue_literal}' AND status = 'closed'")
+        if not outcome.get("num_updated_rows"):
+            raise IssueActionRefused(f"issue {issue_id} was reopened meanwhile")
+    event = _event(issue, action, by_user, department.code, reason or None)
+    record_events([event], settings)
+    return event

@@ -36,6 +36,15 @@ ISSUES_DDL = (
 )
 
 
+# One row per transition of a governance issue (governance.issues): opened and
+# closed by a delivery, answered by the owning bureau (acknowledged, disputed,
+# fixed pending redelivery), closed or reopened by a governor.
+ISSUE_EVENTS_DDL = (
+    "event_id string, issue_id string, bureau string, feed string, action string, status_after string, "
+    "reason string, by_user string, department string, load_id string, at timestamp"
+)
+
+
 QUALITY_RESULTS_DDL = (
     "run_id string, load_id string, feed string, bureau string, suite string, expectation_type string, "
     "column_name string, expectation string, rule string, blocking boolean, success boolean, "
@@ -146,6 +155,7 @@ GOVERNANCE_TABLES = {
     "quality_results": QUALITY_RESULTS_DDL,
     "quality_approvals": APPROVALS_DDL,
     "issues": ISSUES_DDL,
+    "issue_events": ISSUE_EVENTS_DDL,
     "demand_list": DEMAND_DDL,
     "sharing_list": SHARING_DDL,
     "collection_list": COLLECTION_DDL,

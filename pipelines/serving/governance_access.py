@@ -10,7 +10,7 @@ Trino table rules that keep those values as the sharing list would:
 - **Owners.** A bureau reads its own rows in full: the rows of the feeds it
   owns (``split_part(feed, '.', 1)``, which the contracts tie to the owner
   bureau; rows of no bureau's feed, such as ``base.*``, belong to nobody) in
-  quarantine, quality_results, quality_approvals, issues, load_manifest,
+  quarantine, quality_results, quality_approvals, issues, issue_events, load_manifest,
   entity_links, match_review, address_match_rates, unmatched_addresses and
   collection_list; in ``conflicts`` the rows where one of the two feeds is
   its own, with the other bureau's value masked as the sharing list gives it
@@ -79,7 +79,7 @@ KEY_SOURCE = "id_number"      # conflicts.authoritative_feed of a value derived 
 AUTHORITY, OTHER = '"authoritative_feed"', '"other_feed"'
 
 # Tables whose rows belong to the bureau owning the row's feed.
-FEED_OWNED_TABLES = ("load_manifest", "quarantine", "quality_results", "quality_approvals", "issues",
+FEED_OWNED_TABLES = ("load_manifest", "quarantine", "quality_results", "quality_approvals", "issues", "issue_events",
                      "collection_list", "entity_links", "match_review", "address_match_rates",
                      "unmatched_addresses")
 # Tables whose rows belong to the department named in them.
@@ -430,6 +430,7 @@ class _Reader:
             self.rule("quality_approvals", self.text_masks(["reason", "blocking_failures"])),
             self.rule("issues", [self.mask("sample_rows", self.samples_mask())]
                       + self.text_masks(["detail", "closed_reason"])),
+            self.rule("issue_events", self.text_masks(["reason"])),
             self.rule("demand_list"),
             self.rule("sharing_list"),
             self.rule("collection_list"),

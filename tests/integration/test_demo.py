@@ -17,6 +17,7 @@ from pipelines.contracts import load_contracts
 from pipelines.lake.delta import delta_exists, read_delta_rows, read_table
 from pipelines.lake.paths import governance_path, table_path
 from pipelines.library_specs import library_names
+from pipelines.portal.service import portal_down
 from pipelines.serving.trino import trino_down
 from pipelines.settings import get_settings
 
@@ -25,10 +26,10 @@ from pipelines.settings import get_settings
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     settings = dataclasses.replace(get_settings(), home=str(root / "lake"), airflow_home=root / "airflow",
-                                   trino_home=root / "trino", trino_port=18460, trino_heap="2G")
+                                   trino_home=root / "trino", trino_port=18460, trino_heap="2G", portal_port=18462)
     environment = dict(os.environ, GOVLAKE_HOME=settings.home, GOVLAKE_AIRFLOW_HOME=str(settings.airflow_home),
                        GOVLAKE_TRINO_HOME=str(settings.trino_home), GOVLAKE_TRINO_PORT="18460",
-                       GOVLAKE_TRINO_HEAP="2G")
+                       GOVLAKE_TRINO_HEAP="2G", GOVLAKE_PORTAL_PORT="18462")
     try:
         completed = subprocess.run([sys.executable, "-m", "pipelines.cli", "demo", "--scale", "0.0006",
                                     "--seed", "5", "--json"], env=environment, capture_output=True, text=True,
@@ -36,6 +37,7 @@ def demo_run(tmp_path_factory):
         assert completed.returncode == 0, completed.stderr[-3000:]
         yield json.loads(completed.stdout), settings
     finally:
+        portal_down(settings)
         trino_down(settings)
 
 
@@ -61,6 +63,8 @@ def test_demo_figures_agree_with_the_lake(spark, demo_run):
         current = spark.read.format("delta").load(path).where("is_current").count()
         assert library["current_rows"] == library["trino_rows"] == current > 0, library
     assert states["feed__court_dishonest_debtor"] == "failed"   # its 补充 file is rejected, visibly
+    # the portal is left running like Trino, on the configured port
+    assert summary["portal"]["answering"] and summary["portal"]["url"] == "https://127.0.0.1:18462"
     assert sum(1 for s in states.values() if s == "success") == len(states) - 1
 
 

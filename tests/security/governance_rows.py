@@ -230,6 +230,12 @@ def governance_rows() -> dict[str, list[tuple]]:
         "quality_results": quality_rows(),
         "quality_approvals": approval_rows(),
         "issues": issue_rows(),
+        # psb disputes its issue quoting the ID it holds right; a governor closed psb's conflict issue
+        "issue_events": [("GE-psb00000001", "GI-psb000001", "psb", "psb.hukou", "disputed", "open",
+                          f"{HUKOU_ID} is right: its check character was mistyped by the form", "psb_analyst", "psb",
+                          None, AT),
+                         ("GE-psb00000002", "GI-psb000002", "psb", "psb.residence_permit", "closed", "closed",
+                          f"checked with the holder of {GENDER_CONFLICT_ID}", "governor_li", "dsj", None, AT)],
         "demand_list": [("REQ-0001", "hrss", "silver.psb_hukou", ["full_name"], "参保核查", "社会保险法",
                          "all", date(2027, 12, 31), "hrss_officer", AT, "pending", [], None, None, None, None)],
         "sharing_list": [("hrss", "silver.psb_residence_permit", ["id_number", "full_name"], "参保核查",

@@ -337,6 +337,8 @@ SWEEP = {
     ("trino", "down"): [[]],
     ("builder", "status"): [[]],
     ("builder", "down"): [[]],
+    ("portal", "status"): [[]],
+    ("portal", "down"): [[]],
     ("publish",): [[]],
     ("catalog", "list"): [[]],
     ("catalog", "show"): [["no_such_resource"]],
@@ -363,7 +365,7 @@ SWEEP = {
                    "--purpose", "社保待遇资格认证"], ["entity-good-standing", "NO-SUCH-USCC", "--department", "x"]],
 }
 # Starting them would start a real service or Airflow's database: tested elsewhere.
-NOT_SWEPT = {("airflow", "up"), ("trino", "up"), ("airflow", "run"), ("builder", "up")}
+NOT_SWEPT = {("airflow", "up"), ("trino", "up"), ("airflow", "run"), ("builder", "up"), ("portal", "up")}
 # These need Spark whatever the lake holds (the stand-in refuses, in one line).
 NEED_SPARK = {("setup",), ("demo",), ("access", "request")}
 # read-only listings of one governance table: empty (exit 0) while nothing has written it
@@ -393,5 +395,6 @@ def test_no_command_shows_a_stack_trace(lake, state):
             if listing:   # nothing has written the table yet: an empty listing that says why
                 assert result.exit_code == 0 and "is empty: it is written by" in result.output, (shown, result.output)
             elif path not in {("contracts", "list"), ("quality", "suites"), ("catalog", "list"), ("access", "compile"),
-                              ("airflow", "down"), ("trino", "down"), ("builder", "down"), ("access", "check")}:
+                              ("airflow", "down"), ("trino", "down"), ("builder", "down"), ("portal", "down"),
+                              ("access", "check")}:
                 assert result.exit_code != 0, f"{shown} exited 0 on an {state}:\n{result.output}"

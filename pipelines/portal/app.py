@@ -1,0 +1,283 @@
+"""The portal's web application.
+
+FastAPI with Jinja2 templates, rendered on the server: both come with the
+pinned Airflow 3 (its API server is FastAPI), so the portal adds no web
+framework to the stack, and pages need no JavaScript. One local stylesheet;
+nothing is loaded from the internet (government networks are offline), and
+the Content-Security-Policy forbids it.
+
+Who may do what is Trino's to say: every data page reads as the logged-in
+user (``reads``). The portal itself decides only which page and action fits
+a user's role (a bureau answers its own issues, a governor closes and
+reopens them), refuses the rest with 403 naming why, and records each
+refusal in ``<portal home>/refusals.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from pipelines.governance.issues import BUREAU_ACTIONS, GOVERNOR_ACTIONS, IssueActionRefused, respond
+from pipelines.portal import reads
+from pipelines.portal.sessions import COOKIE, Session, SessionStore, check_csrf
+from pipelines.serving.catalog import CLASSIFICATION, SHARE_TYPE_LABEL, Catalog, Department, load_catalog
+from pipelines.serving.trino import ADMIN_USER
+from pipelines.settings import Settings, get_settings, utc_now
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
+                               "form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+ACTION_LABELS = {"acknowledged": "确认 Acknowledge", "disputed": "异议 Dispute",
+                 "fixed": "已整改 Fixed, pending redelivery", "closed": "关闭 Close", "reopened": "重新打开 Reopen",
+                 "opened": "发现 Opened"}
+
+
+def portal_home(settings: Settings) -> Path:
+    """The portal's pid, log and refusals, next to the Trino server whose
+    certificate it serves with (git-ignored)."""
+    return Path(settings.trino_home) / "portal"
+
+
+class Refused(Exception):
+    """A page or action this user may not have; ``reason`` says why."""
+
+    def __init__(self, reason: str, status: int = 403):
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="govlake portal", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["when"] = _when
+    sessions = SessionStore()
+    app.state.sessions = sessions
+
+    def catalog() -> Catalog:
+        return load_catalog(settings)
+
+    def department_of(user: str) -> Department | None:
+        return next((d for d in catalog().departments.values() if user in d.users), None)
+
+    def audit_refusal(request: Request, session: Session | None, reason: str, status: int) -> None:
+        folder = portal_home(settings)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"at": utc_now().isoformat(), "user": session.user if session else None,
+                  "department": session.department if session else None, "method": request.method,
+                  "path": request.url.path, "status": status, "reason": reason}
+        with (folder / "refusals.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        log.warning("portal refused %s %s for %s: %s", request.method, request.url.path, record["user"], reason)
+
+    def page(request: Request, name: str, session: Session | None, status: int = 200, **context) -> HTMLResponse:
+        department = catalog().departments.get(session.department) if session and session.department else None
+        response = templates.TemplateResponse(request, name, dict(
+            context, session=session, department=department, action_labels=ACTION_LABELS,
+            share_labels=SHARE_TYPE_LABEL, classification_labels=CLASSIFICATION), status_code=status)
+        return response
+
+    def signed_in(request: Request) -> Session:
+        session = sessions.get(request.cookies.get(COOKIE))
+        if session is None or session.user is None:
+            raise Refused("log in first", 401)
+        return session
+
+    def reader(session: Session) -> reads.TrinoReader:
+        return reads.TrinoReader(session.user, session.password, settings)
+
+    def set_cookie(response: Response, session: Session) -> None:
+        response.set_cookie(COOKIE, session.session_id, secure=True, httponly=True, samesite="strict", path="/")
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused):
+        session = sessions.get(request.cookies.get(COOKIE))
+        if exc.status == 401 and request.method == "GET":
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        audit_refusal(request, session, exc.reason, exc.status)
+        return page(request, "refused.html", session, status=exc.status, reason=exc.reason)
+
+    @app.exception_handler(reads.NotVisible)
+    async def not_visible(request: Request, exc: reads.NotVisible):
+        session = sessions.get(request.cookies.get(COOKIE))
+        reason = f"Trino refused it under the sharing list: {exc}"
+        audit_refusal(request, session, reason, 403)
+        return page(request, "refused.html", session, status=403, reason=reason)
+
+    # ------------------------------------------------------------------ login
+    @app.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request, next: str = "/home"):
+        session = sessions.new()
+        response = page(request, "login.html", None, csrf=session.csrf, next=_local(next), error=None)
+        set_cookie(response, session)
+        return response
+
+    @app.post("/login")
+    def login(request: Request, username: str = Form(""), password: str = Form(""), csrf: str = Form(""),
+              next: str = Form("/home")):
+        anonymous = sessions.get(request.cookies.get(COOKIE))
+        if not check_csrf(anonymous, csrf):
+            raise Refused("the form's CSRF token is missing or not this session's: reload the login page")
+        sessions.end(anonymous.session_id)
+        username = username.strip()
+        department = department_of(username)
+        error = None
+        if not username or not password:
+            error = "用户名和密码必填 user name and password are required"
+        elif username == ADMIN_USER or department is None:
+            # checked with Trino all the same, so the attempt is in its request log
+            reads.check_login(username, password, settings)
+            error = f"{username} is no department user of the catalog; the portal is for department users"
+        elif not reads.check_login(username, password, settings):
+            error = "用户名或密码错误 wrong user name or password"
+        if error:
+            fresh = sessions.new()
+            audit_refusal(request, None, f"login of {username!r} refused: {error}", 401)
+            response = page(request, "login.html", None, status=401, csrf=fresh.csrf, next=_local(next),
+                            error=error, username=username)
+            set_cookie(response, fresh)
+            return response
+        session = sessions.new(username, password, department.code)     # a new id after login
+        response = RedirectResponse(_local(next), status_code=303)
+        set_cookie(response, session)
+        return response
+
+    @app.post("/logout")
+    def logout(request: Request, csrf: str = Form("")):
+        session = signed_in(request)
+        if not check_csrf(session, csrf):
+            raise Refused("the form's CSRF token is missing or not this session's")
+        sessions.end(session.session_id)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    # ------------------------------------------------------------------ pages
+    @app.get("/")
+    def root():
+        return RedirectResponse("/home", status_code=303)
+
+    @app.get("/home", response_class=HTMLResponse)
+    def home(request: Request):
+        session = signed_in(request)
+        department = catalog().departments[session.department]
+        user = reader(session)
+        governor = department.role == "governor"
+        if not (department.bureau or governor):
+            return page(request, "home.html", session, issues=None, quarantine=None, collection=None,
+                        governor=False)
+        try:
+            issues = reads.open_issues(user)
+            quarantine, collected = reads.quarantine_summary(user), reads.collection(user)
+        except reads.NotVisible:
+            issues = quarantine = collected = None
+        except reads.MissingTable:
+            issues, quarantine, collected = [], [], []
+        return page(request, "home.html", session, issues=issues, quarantine=quarantine, collection=collected,
+                    governor=governor)
+
+    @app.get("/issues/{issue_id}", response_class=HTMLResponse)
+    def issue_page(request: Request, issue_id: str, error: str | None = None):
+        session = signed_in(request)
+        user = reader(session)
+        found = reads.issue(user, issue_id)
+        if found is None:
+            raise Refused(f"no issue {issue_id} that {session.user} may see: unknown, or another bureau's", 404)
+        department = catalog().departments[session.department]
+        actions = []
+        if found["status"] == "open" and department.bureau == found["bureau"]:
+            actions = list(BUREAU_ACTIONS)
+        if department.role == "governor":
+            actions += ["closed"] if found["status"] == "open" else ["reopened"]
+        return page(request, "issue.html", session, issue=found, history=reads.issue_history(user, issue_id),
+                    rows=reads.offending_rows(user, found["feed"], found["sample_rows"]), actions=actions,
+                    descriptions={**BUREAU_ACTIONS, **GOVERNOR_ACTIONS}, error=error)
+
+    @app.post("/issues/{issue_id}/actions")
+    def issue_action(request: Request, issue_id: str, action: str = Form(""), reason: str = Form(""),
+                     csrf: str = Form("")):
+        session = signed_in(request)
+        if not check_csrf(session, csrf):
+            raise Refused("the form's CSRF token is missing or not this session's")
+        # the user must see the issue through Trino: another bureau's is unknown to them
+        found = reads.issue(reader(session), issue_id)
+        if found is None:
+            raise Refused(f"no issue {issue_id} that {session.user} may see: unknown, or another bureau's", 404)
+        department = catalog().departments[session.department]
+        if action in BUREAU_ACTIONS and department.bureau != found["bureau"]:
+            raise Refused(f"issue {issue_id} is {found['bureau']}'s: only its own bureau answers it")
+        if action in GOVERNOR_ACTIONS and department.role != "governor":
+            raise Refused(f"only a governor may mark an issue {action}")
+        if action not in BUREAU_ACTIONS and action not in GOVERNOR_ACTIONS:
+            return issue_page(request, issue_id, error=f"action: unknown action {action!r}")
+        if len(reason) > 2000:
+            return issue_page(request, issue_id, error="reason: at most 2000 characters")
+        try:
+            respond(issue_id, action, session.user, department, reason, settings)
+        except IssueActionRefused as exc:
+            response = issue_page(request, issue_id, error=f"reason: {exc}" if "reason" in str(exc) else str(exc))
+            response.status_code = 400
+            return response
+        return RedirectResponse(f"/issues/{issue_id}", status_code=303)
+
+    @app.get("/catalog", response_class=HTMLResponse)
+    def catalog_page(request: Request, q: str = "", classification: str = "", share_type: str = "",
+                     owner: str = ""):
+        session = signed_in(request)
+        found = reads.search_catalog(catalog(), q, classification, share_type, owner)
+        owners = sorted({r.owner_bureau for r in catalog().resources.values()})
+        return page(request, "catalog.html", session, resources=found, q=q, classification=classification,
+                    share_type=share_type, owner=owner, owners=owners)
+
+    @app.get("/catalog/{resource_id}", response_class=HTMLResponse)
+    def resource_page(request: Request, resource_id: str):
+        from pipelines.serving.access import decide
+
+        session = signed_in(request)
+        known = catalog()
+        resource = known.resources.get(resource_id)
+        if resource is None:
+            raise Refused(f"no resource {resource_id} in the catalog", 404)
+        decision = decide(session.user, resource, known.departments, known.grants, date.today())
+        try:
+            grants = reads.grants_of(reader(session), resource_id)
+        except reads.NotVisible:
+            grants = None
+        return page(request, "resource.html", session, resource=resource, decision=decision, grants=grants)
+
+    return app
+
+
+def _when(value, seconds: bool = False) -> str:
+    """A timestamp as the pages show it (UTC, to the minute or second); "" for none."""
+    if value is None:
+        return ""
+    return value.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") if hasattr(value, "strftime") \
+        else str(value)
+
+
+def _local(target: str | None) -> str:
+    """A redirect target on this site only (no open redirect)."""
+    target = target or "/home"
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/home"

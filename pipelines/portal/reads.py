@@ -1,0 +1,186 @@
+"""What the portal's pages read, through Trino as the logged-in user.
+
+Every function takes a ``TrinoReader`` (one user's connection settings) and
+runs plain SQL on the ``lake`` catalog; what the user may not see, Trino's
+rules already withhold, mask or filter. A table the user has no rule for is
+an access error, which the pages show as "not yours to see"."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from pipelines.serving.catalog import Catalog, Resource
+from pipelines.settings import Settings
+
+# issue ids are GI- and ten hex digits (``governance.issues._issue_id``); anything else is nobody's
+ISSUE_ID = re.compile(r"^GI-[0-9A-Za-z]{1,40}$")
+SAMPLE_REF = re.compile(r"^(?P<file>[^:]+):(?P<row>[0-9]+)$")
+
+
+class NotVisible(PermissionError):
+    """Trino refused the user the table a page reads (no rule gives it)."""
+
+
+class MissingTable(LookupError):
+    """A table the page reads does not exist yet in the lake."""
+
+
+@dataclass(frozen=True)
+class TrinoReader:
+    user: str
+    password: str
+    settings: Settings
+
+    def rows(self, sql: str, params: list | None = None) -> list[dict]:
+        """The statement's rows as dicts. Parameters are bound by Trino
+        (``?``), never formatted into the text."""
+        from trino.exceptions import TrinoUserError
+
+        from pipelines.serving.trino import connect
+
+        connection = connect(self.user, self.password, self.settings, max_attempts=1)
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, params) if params else cursor.execute(sql)
+                found = cursor.fetchall()
+            except TrinoUserError as exc:
+                if exc.error_name == "PERMISSION_DENIED":
+                    raise NotVisible(exc.message) from None
+                if exc.error_name in ("TABLE_NOT_FOUND", "SCHEMA_NOT_FOUND"):
+                    raise MissingTable(exc.message) from None
+                raise
+            names = [column[0] for column in cursor.description or []]
+            return [dict(zip(names, row)) for row in found]
+        finally:
+            connection.close()
+
+
+def check_login(user: str, password: str, settings: Settings) -> bool:
+    """Whether Trino accepts ``user`` with ``password`` (a refused login is
+    in Trino's request log, which the audit loads: ``pipelines.serving.audit``)."""
+    from trino.exceptions import HttpError
+
+    try:
+        TrinoReader(user, password, settings).rows("SELECT current_user")
+    except HttpError as exc:
+        if "401" in str(exc):
+            return False
+        raise
+    return True
+
+
+def _optional(reader: TrinoReader, sql: str, params: list | None = None) -> list[dict]:
+    """Rows, or none when the table does not exist yet (no delivery wrote it)."""
+    try:
+        return reader.rows(sql, params)
+    except MissingTable:
+        return []
+
+
+def open_issues(reader: TrinoReader, limit: int = 200) -> list[dict]:
+    """Open governance issues the user may see, newest first, each with the
+    latest answer recorded for it (``governance.issue_events``)."""
+    issues = reader.rows(
+        "SELECT issue_id, bureau, feed, rule, column_name, source, status, affected_rows, last_affected_rows, "
+        "occurrences, first_seen_at, last_seen_at FROM lake.governance.issues WHERE status = 'open' "
+        "ORDER BY last_seen_at DESC, issue_id LIMIT " + str(int(limit)))
+    latest = latest_answers(_optional(
+        reader, "SELECT issue_id, action, at FROM lake.governance.issue_events "
+                "WHERE action IN ('acknowledged', 'disputed', 'fixed', 'reopened')"))
+    return [dict(issue, answer=latest.get(issue["issue_id"])) for issue in issues]
+
+
+def latest_answers(events: list[dict]) -> dict[str, str]:
+    """Issue id -> the action of its latest event among ``events``. Pure."""
+    latest: dict[str, tuple] = {}
+    for event in events:
+        key = (event["at"], event["action"])
+        if event["issue_id"] not in latest or key > latest[event["issue_id"]]:
+            latest[event["issue_id"]] = key
+    return {issue: action for issue, (_, action) in latest.items()}
+
+
+def quarantine_summary(reader: TrinoReader) -> list[dict]:
+    """Per feed: quarantined rows, deliveries they came from, the latest."""
+    return _optional(reader, "SELECT feed, count(*) AS quarantined_rows, count(DISTINCT _load_id) AS deliveries, "
+                             "max(quarantined_at) AS last_quarantined_at FROM lake.governance.quarantine "
+                             "GROUP BY feed ORDER BY feed")
+
+
+def collection(reader: TrinoReader) -> list[dict]:
+    """The collection list (归集清单): each feed's cadence, last delivery and timeliness."""
+    return _optional(reader, "SELECT feed, bureau, title, cadence, last_delivery_at, last_rows, loads, status "
+                             "FROM lake.governance.collection_list ORDER BY bureau, feed")
+
+
+def issue(reader: TrinoReader, issue_id: str) -> dict | None:
+    """One issue the user may see, or None (unknown, or another bureau's)."""
+    if not ISSUE_ID.match(issue_id):
+        return None
+    found = reader.rows("SELECT * FROM lake.governance.issues WHERE issue_id = ?", [issue_id])
+    return found[0] if found else None
+
+
+def issue_history(reader: TrinoReader, issue_id: str) -> list[dict]:
+    return _optional(reader, "SELECT at, action, status_after, reason, by_user, department, load_id "
+                             "FROM lake.governance.issue_events WHERE issue_id = ? ORDER BY at, event_id",
+                     [issue_id])
+
+
+def sample_references(samples: list[str] | None) -> dict[str, list[int]]:
+    """``<file>:<row>`` samples of an issue by file; others (a conflict's
+    withheld keys) are left out. Pure."""
+    by_file: dict[str, list[int]] = defaultdict(list)
+    for sample in samples or []:
+        found = SAMPLE_REF.match(sample or "")
+        if found:
+            by_file[found["file"]].append(int(found["row"]))
+    return dict(by_file)
+
+
+def offending_rows(reader: TrinoReader, feed: str, samples: list[str] | None) -> list[dict]:
+    """The quarantined rows an issue's samples name, as the user may see them
+    (its own bureau in full; a governor masked as the sharing list says)."""
+    rows = []
+    for source_file, numbers in sample_references(samples).items():
+        marks = ", ".join("?" for _ in numbers)
+        rows += _optional(reader, "SELECT _source_file, _row_number, column_name, rule, original_values "
+                                  "FROM lake.governance.quarantine WHERE feed = ? AND _source_file = ? "
+                                  f"AND _row_number IN ({marks}) ORDER BY _row_number",
+                          [feed, source_file, *numbers])
+    return rows
+
+
+def grants_of(reader: TrinoReader, resource_id: str) -> list[dict]:
+    """Grants on a resource the user may see in the sharing list (共享清单):
+    its own department's, or every department's for a governor."""
+    return _optional(reader, "SELECT department, columns, purpose, row_scope, expires, state "
+                             "FROM lake.governance.sharing_list WHERE resource = ? ORDER BY department",
+                     [resource_id])
+
+
+# --------------------------------------------------------------------------- the catalog (metadata)
+
+def search_catalog(catalog: Catalog, text: str = "", classification: str = "", share_type: str = "",
+                   owner: str = "") -> list[Resource]:
+    """Resources whose id, code, name, description or a column's name or
+    description holds ``text`` (case-insensitive), with a column of that
+    ``classification`` or ``share_type``, of that ``owner`` bureau. Pure."""
+    needle = text.strip().lower()
+    found = []
+    for resource in sorted(catalog.resources.values(), key=lambda r: r.resource_id):
+        if owner and resource.owner_bureau != owner:
+            continue
+        if classification and not any(c.classification == classification for c in resource.columns):
+            continue
+        if share_type and not any(c.share_type == share_type for c in resource.columns):
+            continue
+        words = [resource.resource_id, resource.code, resource.name, resource.description]
+        words += [w for c in resource.columns for w in (c.name, getattr(c, "description", "") or "")]
+        if needle and not any(needle in (w or "").lower() for w in words):
+            continue
+        found.append(resource)
+    return found
