@@ -124,13 +124,14 @@ def load_demo_audit(settings: Settings, query_ids: set[str], wait_seconds: float
 
 
 def run_downstream_dags(settings: Settings, show_progress: bool = True) -> list[dict]:
-    """The base-library DAGs, then the publish DAG (lists, audit, Trino up,
-    registration, access rules), through Airflow."""
+    """The base-library DAGs, the day's scorecard snapshot (governance_daily,
+    which the portal's ranking reads), then the publish DAG (lists, audit,
+    Trino up, registration, access rules), through Airflow."""
 
     libraries = library_names(settings)   # in dependency order
     runs = []
     with _quiet(Path(settings.airflow_home) / "demo-dag-runs.log") as progress:
-        for dag_id in [f"library__{name}" for name in libraries] + ["publish"]:
+        for dag_id in [f"library__{name}" for name in libraries] + ["governance_daily", "publish"]:
             run = run_dag(dag_id, settings)
             runs.append(run)
             if show_progress:

@@ -1,9 +1,10 @@
-"""Reports for governors: the bureau scorecard and the quality report."""
+"""Reports for governors: the bureau scorecard, its daily history and the
+monthly ranking of bureaus (数据质量通报), and the quality report."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from pipelines.contracts import Contract
 from pipelines.governance.collection import collection_status
@@ -77,6 +78,78 @@ def scorecard(spark, contracts: dict[str, Contract], settings: Settings | None =
             blocked_loads=blocked.get(feed, 0), open_issues=issues.get(feed, 0),
             open_reviews=waiting.get(feed, 0), reviews_decided=decided.get(feed, 0)))
     return card
+
+
+# A feed's score for a day, 0-100: the mean of its quality dimensions that are
+# known (completeness, validity, uniqueness; none before a first delivery) and
+# its timeliness (on time 1, late 0.5, missing 0), less 2 points per open issue
+# (at most 20): a bureau that leaves issues open ranks below one that answers
+# them. A bureau's score is the mean of its feeds'.
+TIMELINESS_SCORE = {"on_time": 1.0, "late": 0.5, "missing": 0.0}
+ISSUE_PENALTY, ISSUE_PENALTY_CAP = 2.0, 20.0
+
+
+def feed_score(row: ScorecardRow) -> float:
+    parts = [v for v in (row.completeness, row.validity, row.uniqueness) if v is not None]
+    parts.append(TIMELINESS_SCORE.get(row.timeliness, 0.0))
+    penalty = min(ISSUE_PENALTY_CAP, ISSUE_PENALTY * row.open_issues)
+    return round(max(0.0, 100 * sum(parts) / len(parts) - penalty), 2)
+
+
+def snapshot_scorecard(spark, contracts: dict[str, Contract], settings: Settings | None = None,
+                       day: date | None = None, now: datetime | None = None) -> list[dict]:
+    """Store the scorecard as it stands in ``governance.scorecard_history``
+    for ``day`` (default: today), replacing that day's rows, so a rerun of
+    the day's DAG leaves one snapshot. Returns the rows written."""
+    from deltalake import write_deltalake
+    from deltalake.exceptions import TableNotFoundError
+
+    from pipelines.lake.delta import rows_table
+    from pipelines.lake.paths import governance_path
+    from pipelines.lake.tables import SCORECARD_HISTORY_DDL
+    from pipelines.settings import utc_now
+
+    settings = settings or get_settings()
+    taken_at = now or utc_now()
+    day = day or settings.on_date()
+    rows = [{"day": day, "bureau": r.bureau, "feed": r.feed, "completeness": r.completeness, "validity": r.validity,
+             "uniqueness": r.uniqueness, "timeliness": r.timeliness, "blocked_loads": r.blocked_loads,
+             "open_issues": r.open_issues, "open_reviews": r.open_reviews, "score": feed_score(r),
+             "taken_at": taken_at} for r in scorecard(spark, contracts, settings, now)]
+    path = governance_path("scorecard_history", settings)
+    table = rows_table(rows, SCORECARD_HISTORY_DDL)
+    try:
+        write_deltalake(path, table, mode="overwrite", predicate=f"day = '{day.isoformat()}'")
+    except TableNotFoundError:
+        write_deltalake(path, table, mode="append")
+    return rows
+
+
+def bureau_days(history: list[dict]) -> dict[str, dict[date, float]]:
+    """Bureau -> day -> the bureau's score that day (its feeds' mean). Pure."""
+    by_bureau: dict[str, dict[date, list[float]]] = {}
+    for row in history:
+        if row.get("score") is not None:
+            by_bureau.setdefault(row["bureau"], {}).setdefault(row["day"], []).append(float(row["score"]))
+    return {bureau: {day: round(sum(s) / len(s), 2) for day, s in sorted(days.items())}
+            for bureau, days in by_bureau.items()}
+
+
+def monthly_ranking(history: list[dict], month: str) -> list[dict]:
+    """The ranking of bureaus for ``month`` (``YYYY-MM``) from the daily
+    snapshots of ``governance.scorecard_history`` (dicts): each bureau's mean
+    daily score over the month's snapshot days, its first and last day's
+    score, and its rank (1 is best; ties share a rank, ordered by bureau). Pure."""
+    ranking = []
+    for bureau, days in bureau_days([r for r in history if r["day"].strftime("%Y-%m") == month]).items():
+        scores = list(days.values())
+        ranking.append({"bureau": bureau, "score": round(sum(scores) / len(scores), 2), "days": len(scores),
+                        "first": scores[0], "last": scores[-1], "change": round(scores[-1] - scores[0], 2)})
+    ranking.sort(key=lambda r: (-r["score"], r["bureau"]))
+    for position, row in enumerate(ranking):
+        same = position and ranking[position - 1]["score"] == row["score"]
+        row["rank"] = ranking[position - 1]["rank"] if same else position + 1
+    return ranking
 
 
 def _required_cells_missing(spark, load_ids: list[str], settings: Settings) -> dict[str, int]:

@@ -45,6 +45,14 @@ ISSUE_EVENTS_DDL = (
 )
 
 
+# One row per feed per day: the bureau scorecard as it stood that day
+# (pipelines.governance.reports.snapshot_scorecard, the governance_daily DAG).
+SCORECARD_HISTORY_DDL = (
+    "day date, bureau string, feed string, completeness double, validity double, uniqueness double, "
+    "timeliness string, blocked_loads int, open_issues int, open_reviews int, score double, taken_at timestamp"
+)
+
+
 QUALITY_RESULTS_DDL = (
     "run_id string, load_id string, feed string, bureau string, suite string, expectation_type string, "
     "column_name string, expectation string, rule string, blocking boolean, success boolean, "
@@ -156,6 +164,7 @@ GOVERNANCE_TABLES = {
     "quality_approvals": APPROVALS_DDL,
     "issues": ISSUES_DDL,
     "issue_events": ISSUE_EVENTS_DDL,
+    "scorecard_history": SCORECARD_HISTORY_DDL,
     "demand_list": DEMAND_DDL,
     "sharing_list": SHARING_DDL,
     "collection_list": COLLECTION_DDL,

@@ -98,3 +98,13 @@ def any_of(assets: list[Asset]):
     for asset in assets[1:]:
         schedule = schedule | asset
     return schedule
+
+
+def governance_schedule() -> str:
+    """The governance_daily DAG's schedule (``catalog/governance.yaml``)."""
+    import yaml
+
+    from pipelines.settings import get_settings
+
+    path = get_settings().catalog_dir / "governance.yaml"
+    return str(yaml.safe_load(path.read_text(encoding="utf-8"))["schedule"])

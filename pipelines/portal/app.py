@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+import re
+from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -26,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from pipelines.governance.issues import BUREAU_ACTIONS, GOVERNOR_ACTIONS, IssueActionRefused, respond
+from pipelines.governance.reports import bureau_days, monthly_ranking
 from pipelines.portal import reads
 from pipelines.portal.sessions import COOKIE, Session, SessionStore, check_csrf
 from pipelines.serving.catalog import CLASSIFICATION, SHARE_TYPE_LABEL, Catalog, Department, load_catalog
@@ -187,15 +189,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not (department.bureau or governor):
             return page(request, "home.html", session, issues=None, quarantine=None, collection=None,
                         governor=False)
+        trend = []
         try:
             issues = reads.open_issues(user)
             quarantine, collected = reads.quarantine_summary(user), reads.collection(user)
+            days = bureau_days(reads.scorecard_trend(user))
+            if not governor and department.bureau in days:
+                trend = list(days[department.bureau].items())
         except reads.NotVisible:
             issues = quarantine = collected = None
         except reads.MissingTable:
             issues, quarantine, collected = [], [], []
         return page(request, "home.html", session, issues=issues, quarantine=quarantine, collection=collected,
-                    governor=governor)
+                    governor=governor, trend=trend_line(trend))
 
     @app.get("/issues/{issue_id}", response_class=HTMLResponse)
     def issue_page(request: Request, issue_id: str, error: str | None = None):
@@ -241,6 +247,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return response
         return RedirectResponse(f"/issues/{issue_id}", status_code=303)
 
+    @app.get("/ranking", response_class=HTMLResponse)
+    def ranking_page(request: Request, month: str = ""):
+        session = signed_in(request)
+        department = catalog().departments[session.department]
+        if department.role != "governor":
+            raise Refused("the monthly ranking of bureaus (数据质量通报) is the governors'; a bureau's own trend is "
+                          "on its home page")
+        user = reader(session)
+        months = reads.scorecard_months(user)
+        error = None
+        if month and not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
+            error, month = f"month: {month!r} is not a month (YYYY-MM)", ""
+        month = month or (months[0] if months else date.today().strftime("%Y-%m"))
+        first = date.fromisoformat(month + "-01")
+        after = (first + timedelta(days=32)).replace(day=1)
+        history = reads.scorecard_history(user, first, after)
+        ranked = monthly_ranking(history, month)
+        last_day = max((r["day"] for r in history), default=None)
+        latest = [r for r in history if r["day"] == last_day]
+        return page(request, "ranking.html", session, month=month, months=months, ranking=ranked, latest=latest,
+                    last_day=last_day, error=error)
+
     @app.get("/catalog", response_class=HTMLResponse)
     def catalog_page(request: Request, q: str = "", classification: str = "", share_type: str = "",
                      owner: str = ""):
@@ -267,6 +295,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return page(request, "resource.html", session, resource=resource, decision=decision, grants=grants)
 
     return app
+
+
+def trend_line(points: list[tuple], width: int = 600, height: int = 120) -> dict | None:
+    """An SVG polyline of (day, score 0-100) points, oldest first: its
+    ``points`` attribute and the figures, or None with fewer than one point. Pure."""
+    if not points:
+        return None
+    step = width / max(1, len(points) - 1)
+    drawn = " ".join(f"{round(i * step, 1)},{round(height - height * float(score) / 100, 1)}"
+                     for i, (_, score) in enumerate(points))
+    return {"points": drawn, "width": width, "height": height, "rows": points}
 
 
 def _when(value, seconds: bool = False) -> str:

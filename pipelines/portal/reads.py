@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import date
 
 from pipelines.serving.catalog import Catalog, Resource
 from pipelines.settings import Settings
@@ -160,6 +161,29 @@ def grants_of(reader: TrinoReader, resource_id: str) -> list[dict]:
     return _optional(reader, "SELECT department, columns, purpose, row_scope, expires, state "
                              "FROM lake.governance.sharing_list WHERE resource = ? ORDER BY department",
                      [resource_id])
+
+
+def scorecard_history(reader: TrinoReader, first: date, before: date) -> list[dict]:
+    """Daily scorecard rows from ``first`` up to ``before`` (its own feeds'
+    for a bureau, every feed's for a governor)."""
+    return _optional(reader, "SELECT day, bureau, feed, completeness, validity, uniqueness, timeliness, "
+                             "blocked_loads, open_issues, score FROM lake.governance.scorecard_history "
+                             "WHERE day >= ? AND day < ? ORDER BY day, bureau, feed", [first, before])
+
+
+def scorecard_trend(reader: TrinoReader, days: int = 90) -> list[dict]:
+    """Daily scorecard rows of the last ``days`` days with a snapshot (the
+    user's own feeds for a bureau)."""
+    return _optional(reader, "SELECT day, bureau, feed, score FROM lake.governance.scorecard_history "
+                             "WHERE day > (SELECT max(day) FROM lake.governance.scorecard_history) - "
+                             f"INTERVAL '{int(days)}' DAY ORDER BY day, bureau, feed")
+
+
+def scorecard_months(reader: TrinoReader) -> list[str]:
+    """The months (``YYYY-MM``) with a stored scorecard, newest first."""
+    return [r["month"] for r in _optional(
+        reader, "SELECT DISTINCT date_format(day, '%Y-%m') AS month FROM lake.governance.scorecard_history "
+                "ORDER BY month DESC")]
 
 
 # --------------------------------------------------------------------------- the catalog (metadata)

@@ -11,8 +11,8 @@ Trino table rules that keep those values as the sharing list would:
   owns (``split_part(feed, '.', 1)``, which the contracts tie to the owner
   bureau; rows of no bureau's feed, such as ``base.*``, belong to nobody) in
   quarantine, quality_results, quality_approvals, issues, issue_events, load_manifest,
-  entity_links, match_review, address_match_rates, unmatched_addresses and
-  collection_list; in ``conflicts`` the rows where one of the two feeds is
+  entity_links, match_review, address_match_rates, unmatched_addresses,
+  scorecard_history and collection_list; in ``conflicts`` the rows where one of the two feeds is
   its own, with the other bureau's value masked as the sharing list gives it
   to a department without a grant. Every department reads its own rows of
   demand_list, sharing_list and query_audit (``department`` column).
@@ -81,7 +81,7 @@ AUTHORITY, OTHER = '"authoritative_feed"', '"other_feed"'
 # Tables whose rows belong to the bureau owning the row's feed.
 FEED_OWNED_TABLES = ("load_manifest", "quarantine", "quality_results", "quality_approvals", "issues", "issue_events",
                      "collection_list", "entity_links", "match_review", "address_match_rates",
-                     "unmatched_addresses")
+                     "unmatched_addresses", "scorecard_history")
 # Tables whose rows belong to the department named in them.
 DEPARTMENT_TABLES = ("demand_list", "sharing_list", "query_audit")
 
@@ -440,6 +440,7 @@ class _Reader:
             self.rule("match_review", [self.mask("record", self.record_mask()),
                                        self.mask("candidate_keys", self.candidates_mask())]),
             self.rule("address_match_rates"),
+            self.rule("scorecard_history"),
             self.rule("unmatched_addresses", [self.mask("address_text", self.address_mask())]),
         ]
 

@@ -54,7 +54,9 @@ def test_demo_figures_agree_with_the_lake(spark, demo_run):
     open_issues = read_table(spark, "issues", settings).where(F.col("status") == "open").count()
     assert len(summary["open_issues"]) == open_issues
     states = {run["dag_id"]: run["state"] for run in summary["dag_runs"]}
-    assert states["publish"] == "success"
+    assert states["publish"] == states["governance_daily"] == "success"
+    # the day's scorecard, stored by its DAG: one row per feed
+    assert {r["feed"] for r in read_delta_rows(governance_path("scorecard_history", settings))} == set(contracts)
     assert all(states[f"library__{name}"] == "success" for name in library_names(settings))
     # the chain feed DAGs -> library DAG -> publish DAG ends in Trino
     assert {library["library"] for library in summary["libraries"]} == set(library_names(settings))

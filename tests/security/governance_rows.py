@@ -222,6 +222,23 @@ def conflict_rows() -> list[tuple]:
     ]
 
 
+# feed scores by day: psb's two feeds average 85, 86, 87 (86 for November), hrss 95, mca 75; a
+# day of October, which November's ranking leaves out
+SCORES = {("psb", "psb.hukou"): (90, 92, 94), ("psb", "psb.residence_permit"): (80, 80, 80),
+          ("hrss", "hrss.social_insurance"): (95, 95, 95), ("mca", "mca.death"): (70, 75, 80)}
+NOVEMBER_RANKING = [("hrss", 95.0, 1), ("psb", 86.0, 2), ("mca", 75.0, 3)]
+
+
+def scorecard_rows() -> list[tuple]:
+    # day, bureau, feed, completeness, validity, uniqueness, timeliness, blocked_loads, open_issues,
+    # open_reviews, score, taken_at
+    rows = [(date(2026, 10, 31), "psb", "psb.hukou", 0.1, 0.1, 0.1, "missing", 3, 9, 0, 10.0, AT)]
+    for (bureau, feed), scores in SCORES.items():
+        for day, score in zip((1, 2, 3), scores):
+            rows.append((date(2026, 11, day), bureau, feed, 0.99, 0.98, 1.0, "on_time", 0, 1, 0, float(score), AT))
+    return rows
+
+
 def governance_rows() -> dict[str, list[tuple]]:
     """Rows of every governance table written here, as tuples in DDL order."""
     return {
@@ -236,6 +253,7 @@ def governance_rows() -> dict[str, list[tuple]]:
                           None, AT),
                          ("GE-psb00000002", "GI-psb000002", "psb", "psb.residence_permit", "closed", "closed",
                           f"checked with the holder of {GENDER_CONFLICT_ID}", "governor_li", "dsj", None, AT)],
+        "scorecard_history": scorecard_rows(),
         "demand_list": [("REQ-0001", "hrss", "silver.psb_hukou", ["full_name"], "参保核查", "社会保险法",
                          "all", date(2027, 12, 31), "hrss_officer", AT, "pending", [], None, None, None, None)],
         "sharing_list": [("hrss", "silver.psb_residence_permit", ["id_number", "full_name"], "参保核查",

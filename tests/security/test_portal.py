@@ -27,7 +27,7 @@ import requests
 from pipelines.portal.app import portal_home
 from pipelines.portal.service import portal_down, portal_up
 from pipelines.serving.trino import certificate_path, password_for
-from tests.security.governance_rows import HUKOU_ETHNICITY, HUKOU_ID, HUKOU_PHONE
+from tests.security.governance_rows import HUKOU_ETHNICITY, HUKOU_ID, HUKOU_PHONE, NOVEMBER_RANKING
 
 PORTAL_PORT = 18449
 SHOTS = Path(__file__).resolve().parents[2] / ".artifacts" / "portal"
@@ -191,6 +191,41 @@ def test_a_governor_sees_every_bureaus_issues_masked_and_closes_and_reopens_one(
     assert browser.find_element(By.ID, "issue-status").text == "open"
     assert [row.text.split()[2] for row in browser.find_elements(By.CSS_SELECTOR, "#history tbody tr")][-2:] == [
         "关闭", "重新打开"]
+
+
+def test_a_governor_ranks_bureaus_by_month_from_the_stored_scorecards(browser, portal):
+    from selenium.webdriver.common.by import By
+
+    _login(browser, portal, "governor_li")
+    _go(browser, browser.find_element(By.ID, "ranking-link"))
+    assert browser.find_element(By.ID, "month").text == "2026-11"          # the newest month with snapshots
+    rows = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in browser.find_elements(By.CSS_SELECTOR, "#ranking tbody tr")]
+    assert [(r[1], float(r[2]), int(r[0])) for r in rows] == NOVEMBER_RANKING
+    assert [r[3] for r in rows] == ["3", "3", "3"] and rows[1][6] == "+2.00"      # psb: 85 -> 87
+    # the chart draws the same figures: one bar per bureau, as long as its score
+    bars = browser.find_elements(By.CSS_SELECTOR, "#ranking-chart rect")
+    assert [round(float(b.get_attribute("width")) / 5, 2) for b in bars] == [score for _, score, _ in NOVEMBER_RANKING]
+    assert {r.find_elements(By.TAG_NAME, "td")[1].text for r in
+            browser.find_elements(By.CSS_SELECTOR, "#scorecard tbody tr")} == {
+        "psb.hukou", "psb.residence_permit", "hrss.social_insurance", "mca.death"}
+    _offline_and_styled(browser, portal)
+    browser.save_screenshot(str(SHOTS / "ranking.png"))
+    browser.get(_url(portal, "/ranking?month=2026-13"))
+    assert "not a month" in browser.find_element(By.ID, "error").text
+
+
+def test_a_bureau_sees_its_own_trend_and_not_the_ranking(browser, portal):
+    from selenium.webdriver.common.by import By
+
+    _login(browser, portal, "psb_analyst")
+    # the last 90 days of snapshots as Trino gives them to psb: its own feeds' scores, averaged per day
+    figures = [[c.text for c in row.find_elements(By.TAG_NAME, "td")]
+               for row in browser.find_elements(By.CSS_SELECTOR, "#trend-figures tbody tr")]
+    assert [float(score) for _, score in figures][-3:] == [85.0, 86.0, 87.0]
+    assert not browser.find_elements(By.ID, "ranking-link")
+    browser.get(_url(portal, "/ranking"))
+    assert "governors'" in browser.find_element(By.ID, "refused").text
 
 
 def test_a_department_searches_the_catalog_and_reads_a_resource_page(browser, portal):

@@ -52,6 +52,8 @@ def test_dagbag_imports_one_feed_dag_per_contract(project_airflow):
     upkeep, policy = bag.dags["lake_upkeep"], load_policy()
     assert [t.task_id for t in upkeep.topological_sort()] == [f"upkeep_{layer}" for layer in policy.layers]
     assert upkeep.schedule == policy.schedule
+    governance = bag.dags["governance_daily"]
+    assert [t.task_id for t in governance.tasks] == ["snapshot_scorecard"] and governance.schedule == "0 7 * * *"
 
 
 def test_a_new_contract_file_adds_a_dag(project_airflow, tmp_path, monkeypatch):
@@ -94,6 +96,7 @@ def test_dag_files_do_no_heavy_work_at_parse_time():
         sys.path.insert(0, {str(PROJECT_ROOT / 'dags')!r})
         started = time.monotonic()
         import govlake_feeds, govlake_libraries, govlake_publish, govlake_upkeep, govlake_inspections
+        import govlake_governance
         print(round(time.monotonic() - started, 3))
         heavy = [m for m in ("pyspark", "great_expectations", "delta", "pandas") if m in sys.modules]
         assert not heavy, heavy

@@ -60,3 +60,42 @@ def test_catalog_search_by_text_column_classification_share_type_and_owner():
     not_shared = search_catalog(catalog, share_type="not_shared")
     assert not_shared and all(any(c.share_type == "not_shared" for c in r.columns) for r in not_shared)
     assert search_catalog(catalog, "户籍") and not search_catalog(catalog, "no such words anywhere")
+
+
+def test_feed_scores_and_the_monthly_ranking_from_daily_snapshots():
+    from datetime import date
+
+    from pipelines.governance.reports import ScorecardRow, feed_score, monthly_ranking
+
+    def card(**values):
+        base = dict(bureau="psb", feed="psb.hukou", last_load_id="L", last_status="loaded", completeness=1.0,
+                    validity=1.0, uniqueness=1.0, timeliness="on_time", blocked_loads=0, open_issues=0)
+        return ScorecardRow(**(base | values))
+
+    assert feed_score(card()) == 100.0
+    assert feed_score(card(timeliness="late")) == 87.5 and feed_score(card(open_issues=3)) == 94.0
+    assert feed_score(card(open_issues=50)) == 80.0                       # the issue penalty stops at 20
+    assert feed_score(card(completeness=None, validity=None, uniqueness=None, timeliness="missing")) == 0.0
+
+    def row(day, bureau, feed, score):
+        return {"day": date(2026, 11, day) if day else date(2026, 10, 31), "bureau": bureau, "feed": feed,
+                "score": score}
+
+    history = [row(1, "psb", "a", 90), row(1, "psb", "b", 80), row(2, "psb", "a", 94), row(2, "psb", "b", 80),
+               row(1, "hrss", "c", 87), row(2, "hrss", "c", 87), row(1, "mca", "d", 60), row(0, "mca", "d", 100),
+               row(2, "tax", "e", 87)]
+    ranked = monthly_ranking(history, "2026-11")
+    # psb: 85 then 87 (its feeds' means); October's day is not November's; equal scores share a rank
+    assert [(r["bureau"], r["score"], r["rank"], r["days"], r["change"]) for r in ranked] == [
+        ("hrss", 87.0, 1, 2, 0.0), ("tax", 87.0, 1, 1, 0.0), ("psb", 86.0, 3, 2, 2.0), ("mca", 60.0, 4, 1, 0.0)]
+    assert monthly_ranking(history, "2026-12") == []
+
+
+def test_the_trend_line_spans_the_box_and_scales_scores_to_its_height():
+    from datetime import date
+
+    from pipelines.portal.app import trend_line
+
+    line = trend_line([(date(2026, 11, 1), 100), (date(2026, 11, 2), 50), (date(2026, 11, 3), 0)], 600, 120)
+    assert line["points"] == "0.0,0.0 300.0,60.0 600.0,120.0"
+    assert trend_line([]) is None
