@@ -287,12 +287,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resource = known.resources.get(resource_id)
         if resource is None:
             raise Refused(f"no resource {resource_id} in the catalog", 404)
-        decision = decide(session.user, resource, known.departments, known.grants, date.today())
+        decision = decide(session.user, resource, known.departments, known.grants, settings.on_date())
         try:
             grants = reads.grants_of(reader(session), resource_id)
         except reads.NotVisible:
             grants = None
-        return page(request, "resource.html", session, resource=resource, decision=decision, grants=grants)
+        readable = [c.name for c in resource.columns if decision.columns.get(c.name)
+                    and decision.columns[c.name].state != "denied"]
+        preview_error = None
+        try:
+            rows = reads.preview(reader(session), resource, readable)
+        except (reads.NotVisible, reads.MissingTable) as exc:
+            rows, preview_error = [], str(exc)
+        return page(request, "resource.html", session, resource=resource, decision=decision, grants=grants,
+                    lineage=reads.lineage(resource_id, settings), preview_columns=readable, preview=rows,
+                    preview_error=preview_error)
 
     return app
 

@@ -155,6 +155,54 @@ def offending_rows(reader: TrinoReader, feed: str, samples: list[str] | None) ->
     return rows
 
 
+def preview(reader: TrinoReader, resource: Resource, columns: list[str], limit: int = 10) -> list[dict]:
+    """Up to ``limit`` rows of a catalog resource's ``columns`` as Trino
+    gives them to the user: masked, filtered to its town. The caller names
+    the columns the sharing list does not deny it (Trino refuses a query
+    that reads a denied column, so ``SELECT *`` would fail); Trino still
+    decides. Current versions only where the table keeps history."""
+    schema, _, table = resource.resource_id.partition(".")
+    if not columns:
+        return []
+    current = " WHERE is_current" if resource.column("is_current") else ""
+    return reader.rows(f'SELECT {", ".join(_quoted(n) for n in columns)} FROM lake.{_quoted(schema)}.'
+                       f"{_quoted(table)}{current} LIMIT {int(limit)}")
+
+
+def lineage(resource_id: str, settings: Settings) -> dict[str, list[str]]:
+    """Where a resource's rows come from and where they go, from the feed
+    contracts, the library specs and the published views: a feed's delivery
+    -> ``silver.<feed>`` -> the base libraries built from it -> libraries
+    and views built on those. Metadata only. Pure but for reading the specs."""
+    from pipelines.library_specs import library_spec_paths, load_library_spec
+    from pipelines.settings import PROJECT_ROOT
+
+    specs = {path.stem: load_library_spec(path.stem, settings) for path in library_spec_paths(settings)}
+    schema, _, table = resource_id.partition(".")
+    upstream, downstream = [], []
+    if schema == "silver":
+        feeds = [f for spec in specs.values() for f in (s.feed for s in spec.sources.values())
+                 if f.replace(".", "_") == table]
+        feed = feeds[0] if feeds else table.replace("_", ".", 1)
+        upstream.append(f"delivery {feed}")
+        downstream += [f"base.{name}" for name, spec in specs.items()
+                       if any(s.feed == feed for s in spec.sources.values())]
+    elif schema == "base" and table in specs:
+        spec = specs[table]
+        upstream += sorted({f"silver.{s.feed.replace('.', '_')}" for s in spec.sources.values()})
+        upstream += [f"base.{name}" for name in spec.depends_on]
+        downstream += [f"base.{name}" for name, other in specs.items() if table in other.depends_on]
+    views = PROJECT_ROOT / "sql" / "views"
+    for path in sorted(views.glob("*/*.sql")):
+        if re.search(rf"\b{re.escape(schema)}\.{re.escape(table)}\b", path.read_text(encoding="utf-8")):
+            downstream.append(f"{path.parent.name}.{path.stem} (view)")
+    return {"upstream": sorted(dict.fromkeys(upstream)), "downstream": sorted(dict.fromkeys(downstream))}
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def grants_of(reader: TrinoReader, resource_id: str) -> list[dict]:
     """Grants on a resource the user may see in the sharing list (共享清单):
     its own department's, or every department's for a governor."""

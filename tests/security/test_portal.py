@@ -243,15 +243,29 @@ def test_a_department_searches_the_catalog_and_reads_a_resource_page(browser, po
     states = {row.find_elements(By.TAG_NAME, "td")[0].text: row.find_elements(By.TAG_NAME, "td")[5].text
               for row in browser.find_elements(By.CSS_SELECTOR, "#columns tbody tr")}
     assert states["ethnicity"] == "denied" and states["person_id"] in ("masked", "full")
+    # the preview as Trino gives it to hrss: pseudonyms for IDs, no denied column
+    header = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#preview thead th")]
+    ids = [row.find_elements(By.TAG_NAME, "td")[header.index("person_id")].text
+           for row in browser.find_elements(By.CSS_SELECTOR, "#preview tbody tr")]
+    assert "ethnicity" not in header and ids and all(i.startswith("P") and len(i) == 25 for i in ids), ids
+    assert "silver.psb_hukou" in browser.find_element(By.ID, "lineage").text
     _offline_and_styled(browser, portal)
     browser.save_screenshot(str(SHOTS / "resource.png"))
 
 
-def test_a_town_without_feeds_gets_the_catalog_not_issues(browser, portal):
+def test_a_town_without_feeds_gets_the_catalog_not_issues_and_previews_only_its_town(browser, portal):
     from selenium.webdriver.common.by import By
+
+    from tests.security.conftest import population_rows
 
     _login(browser, portal, "nancheng_officer")
     assert "delivers no feeds" in _text(browser) and not browser.find_elements(By.ID, "issues")
+    browser.get(_url(portal, "/catalog/base.population"))
+    header = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#preview thead th")]
+    towns = [row.find_elements(By.TAG_NAME, "td")[header.index("town_code")].text
+             for row in browser.find_elements(By.CSS_SELECTOR, "#preview tbody tr")]
+    in_town = [r for r in population_rows() if r["is_current"] and r["town_code"] == "441900004"]
+    assert towns == ["441900004"] * len(in_town) and len(in_town) < sum(r["is_current"] for r in population_rows())
     browser.get(_url(portal, "/issues/GI-psb000001"))
     # Trino's own refusal, named: a town has no rule on the governance list
     assert "Access Denied" in browser.find_element(By.ID, "refused").text and HUKOU_ID not in _text(browser)

@@ -99,3 +99,17 @@ def test_the_trend_line_spans_the_box_and_scales_scores_to_its_height():
     line = trend_line([(date(2026, 11, 1), 100), (date(2026, 11, 2), 50), (date(2026, 11, 3), 0)], 600, 120)
     assert line["points"] == "0.0,0.0 300.0,60.0 600.0,120.0"
     assert trend_line([]) is None
+
+
+def test_lineage_follows_feeds_into_libraries_and_libraries_into_views():
+    from pipelines.portal.reads import lineage
+    from pipelines.settings import get_settings
+
+    hukou = lineage("silver.psb_hukou", get_settings())
+    assert hukou["upstream"] == ["delivery psb.hukou"] and "base.population" in hukou["downstream"]
+    population = lineage("base.population", get_settings())
+    assert {"silver.psb_hukou", "silver.psb_residence_permit", "silver.mca_death"} <= set(population["upstream"])
+    profile = lineage("base.enterprise_profile", get_settings())
+    assert "base.legal_person" in profile["upstream"]
+    assert "base.enterprise_profile_today (view)" in profile["downstream"]
+    assert "base.enterprise_profile" in lineage("base.legal_person", get_settings())["downstream"]
