@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipelines.cli.common import console, emit_json, json_option, lake_spark, spark, spark_if_written, table
+from pipelines.cli.common import console, emit_json, json_option, spark_if_written, table
 
 
 @click.command("publish")
@@ -150,7 +150,7 @@ def access_request(department, resource, columns, purpose, legal_basis, expires,
     from pipelines.serving.requests import file_request
 
     try:
-        row = file_request(spark(), department, resource, [c.strip() for c in columns.split(",") if c.strip()],
+        row = file_request(department, resource, [c.strip() for c in columns.split(",") if c.strip()],
                            purpose, legal_basis, expires.date(), requested_by or getpass.getuser(), row_scope)
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from None
@@ -163,7 +163,7 @@ def _decide(request_id: str, approve: bool, reason: str, decided_by: str | None)
     from pipelines.serving.requests import decide_request
 
     try:
-        row = decide_request(lake_spark("demand_list"), request_id, approve, decided_by or getpass.getuser(), reason)
+        row = decide_request(request_id, approve, decided_by or getpass.getuser(), reason)
     except (LookupError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     console.print(f"{request_id} {row['status']}" + (f": grant written to {row['grant_file']}; live once the "
@@ -179,7 +179,7 @@ def access_consent(request_id: str, consented_by: str) -> None:
     from pipelines.serving.requests import consent_request
 
     try:
-        row = consent_request(lake_spark("demand_list"), request_id, consented_by)
+        row = consent_request(request_id, consented_by)
     except (LookupError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     console.print(f"{request_id}: consents {'; '.join(row['consents'])}")

@@ -83,8 +83,9 @@ def scorecard(spark, contracts: dict[str, Contract], settings: Settings | None =
 # A feed's score for a day, 0-100: the mean of its quality dimensions that are
 # known (completeness, validity, uniqueness; none before a first delivery) and
 # its timeliness (on time 1, late 0.5, missing 0), less 2 points per open issue
-# (at most 20): a bureau that leaves issues open ranks below one that answers
-# them. A bureau's score is the mean of its feeds'.
+# of the feed (at most 20): issues that stay open, answered or not, cost until a
+# delivery or a governor closes them. A bureau's score is the mean of its
+# feeds' (so the penalty is per feed, not per bureau).
 TIMELINESS_SCORE = {"on_time": 1.0, "late": 0.5, "missing": 0.0}
 ISSUE_PENALTY, ISSUE_PENALTY_CAP = 2.0, 20.0
 

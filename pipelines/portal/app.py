@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   "path": request.url.path, "status": status, "reason": reason}
         with (folder / "refusals.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        log.warning("portal refused %s %s for %s: %s", request.method, request.url.path, record["user"], reason)
+        log.warning("portal refused %r %r for %r: %r", request.method, request.url.path, record["user"], reason)
 
     def page(request: Request, name: str, session: Session | None, status: int = 200, **context) -> HTMLResponse:
         department = catalog().departments.get(session.department) if session and session.department else None
@@ -94,9 +94,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     def signed_in(request: Request) -> Session:
+        """The request's logged-in session; its department is looked up again
+        on every request, so a user moved to another department (or removed
+        from the catalog) does not keep the old role."""
         session = sessions.get(request.cookies.get(COOKIE))
         if session is None or session.user is None:
             raise Refused("log in first", 401)
+        department = department_of(session.user)
+        if department is None or department.code != session.department:
+            sessions.end(session.session_id)
+            raise Refused(f"{session.user}'s department changed since login: log in again", 401)
         return session
 
     def reader(session: Session) -> reads.TrinoReader:
@@ -123,13 +130,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(reads.NotVisible)
     async def not_visible(request: Request, exc: reads.NotVisible):
         session = sessions.get(request.cookies.get(COOKIE))
-        reason = f"Trino refused it under the sharing list: {exc}"
+        reason = "Trino refused it under the sharing list: " + _first_line(str(exc))
         audit_refusal(request, session, reason, 403)
         return page(request, "refused.html", session, status=403, reason=reason)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        """Trino refusing the session's password (changed since login) ends the session; anything
+        else is a fixed message (no engine error text reaches a page), logged here in full."""
+        from trino.exceptions import HttpError
+
+        session = sessions.get(request.cookies.get(COOKIE))
+        if isinstance(exc, HttpError) and "401" in str(exc) and session is not None:
+            sessions.end(session.session_id)
+            response = RedirectResponse("/login", status_code=303)
+        else:
+            log.exception("portal error on %r", request.url.path)
+            response = page(request, "refused.html", session, status=500,
+                            reason="the portal could not answer this request; the error is in its log")
+        for name, value in SECURITY_HEADERS.items():       # this handler runs outside the middleware
+            response.headers.setdefault(name, value)
+        return response
 
     # ------------------------------------------------------------------ login
     @app.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/home"):
+        sessions.end(request.cookies.get(COOKIE))      # a login form ends the session it replaces
         session = sessions.new()
         response = page(request, "login.html", None, csrf=session.csrf, next=_local(next), error=None)
         set_cookie(response, session)
@@ -142,11 +168,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not check_csrf(anonymous, csrf):
             raise Refused("the form's CSRF token is missing or not this session's: reload the login page")
         sessions.end(anonymous.session_id)
-        username = username.strip()
+        username = username.strip()[:64]
+        client = request.client.host if request.client else "?"
         department = department_of(username)
         error = None
         if not username or not password:
             error = "用户名和密码必填 user name and password are required"
+        elif sessions.locked_out(f"user:{username}", f"client:{client}"):
+            error = "登录失败次数过多，请稍后再试 too many failed logins: wait five minutes"
         elif username == ADMIN_USER or department is None:
             # checked with Trino all the same, so the attempt is in its request log
             reads.check_login(username, password, settings)
@@ -154,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         elif not reads.check_login(username, password, settings):
             error = "用户名或密码错误 wrong user name or password"
         if error:
+            sessions.failed(f"user:{username}", f"client:{client}")
             fresh = sessions.new()
             audit_refusal(request, None, f"login of {username!r} refused: {error}", 401)
             response = page(request, "login.html", None, status=401, csrf=fresh.csrf, next=_local(next),
@@ -201,10 +231,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except reads.MissingTable:
             issues, quarantine, collected = [], [], []
         return page(request, "home.html", session, issues=issues, quarantine=quarantine, collection=collected,
-                    governor=governor, trend=trend_line(trend))
+                    governor=governor, trend=trend_line(trend), shown_limit=reads.OPEN_ISSUES_SHOWN)
 
     @app.get("/issues/{issue_id}", response_class=HTMLResponse)
+    def issue_route(request: Request, issue_id: str):
+        return issue_page(request, issue_id)
+
     def issue_page(request: Request, issue_id: str, error: str | None = None):
+        """The issue page, with a form's ``error`` (not a query parameter: no page shows text from a URL)."""
         session = signed_in(request)
         user = reader(session)
         found = reads.issue(user, issue_id)
@@ -241,9 +275,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return issue_page(request, issue_id, error="reason: at most 2000 characters")
         try:
             respond(issue_id, action, session.user, department, reason, settings)
-        except IssueActionRefused as exc:
+        except (IssueActionRefused, ValueError, LookupError) as exc:   # refused, or changed meanwhile
             response = issue_page(request, issue_id, error=f"reason: {exc}" if "reason" in str(exc) else str(exc))
-            response.status_code = 400
+            response.status_code = 400 if isinstance(exc, IssueActionRefused) else 409
             return response
         return RedirectResponse(f"/issues/{issue_id}", status_code=303)
 
@@ -257,9 +291,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         user = reader(session)
         months = reads.scorecard_months(user)
         error = None
-        if month and not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
-            error, month = f"month: {month!r} is not a month (YYYY-MM)", ""
-        month = month or (months[0] if months else date.today().strftime("%Y-%m"))
+        if month and not re.fullmatch(r"(19|20)[0-9]{2}-(0[1-9]|1[0-2])", month):
+            error, month = f"month: {month[:20]!r} is not a month (YYYY-MM)", ""
+        month = month or (months[0] if months else settings.on_date().strftime("%Y-%m"))
         first = date.fromisoformat(month + "-01")
         after = (first + timedelta(days=32)).replace(day=1)
         history = reads.scorecard_history(user, first, after)
@@ -268,6 +302,90 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         latest = [r for r in history if r["day"] == last_day]
         return page(request, "ranking.html", session, month=month, months=months, ranking=ranked, latest=latest,
                     last_day=last_day, error=error)
+
+    # ------------------------------------------------------------------ requests (需求清单)
+    @app.post("/catalog/{resource_id}/requests")
+    def file_a_request(request: Request, resource_id: str, columns: list[str] = Form(default=[]),
+                       purpose: str = Form(""), legal_basis: str = Form(""), expires: str = Form(""),
+                       row_scope: str = Form(""), csrf: str = Form("")):
+        from pipelines.serving.requests import file_request
+
+        session = signed_in(request)
+        if not check_csrf(session, csrf):
+            raise Refused("the form's CSRF token is missing or not this session's")
+        resource = catalog().resources.get(resource_id)
+        if resource is None:
+            raise Refused(f"no resource {resource_id} in the catalog", 404)
+        errors = request_errors(resource, columns, purpose, legal_basis, expires, row_scope, settings.on_date())
+        if errors:
+            response = resource_page(request, resource_id, form_errors=errors)
+            response.status_code = 400
+            return response
+        file_request(session.department, resource_id, columns, purpose.strip(), legal_basis.strip(),
+                     date.fromisoformat(expires), session.user, row_scope or None, settings)
+        return RedirectResponse("/requests", status_code=303)
+
+    @app.get("/requests", response_class=HTMLResponse)
+    def requests_route(request: Request):
+        return requests_page(request)
+
+    def requests_page(request: Request, error: str | None = None):
+        from pipelines.serving.requests import demand_rows, owning_bureaus
+
+        session = signed_in(request)
+        known = catalog()
+        department = known.departments[session.department]
+        mine = reads.my_requests(reader(session))
+        # the requests awaiting this bureau's consent: read from the demand list itself, since Trino gives a
+        # department only its own requests, and an owner must see what it is asked to share (no values)
+        awaiting = []
+        if department.bureau:
+            for row in demand_rows(settings, status="pending"):
+                owners = owning_bureaus(known, row["resource"], row["columns"]) if row["resource"] in \
+                    known.resources else []
+                given = {c.split()[0].removeprefix("bureau=") for c in row["consents"]}
+                if department.bureau in owners and department.bureau not in given:
+                    awaiting.append(row)
+        governor = department.role == "governor"
+        return page(request, "requests.html", session, mine=mine, awaiting=awaiting, governor=governor,
+                    error=error)
+
+    @app.post("/requests/{request_id}/consent")
+    def consent(request: Request, request_id: str, csrf: str = Form("")):
+        from pipelines.serving.requests import consent_request
+
+        session = signed_in(request)
+        if not check_csrf(session, csrf):
+            raise Refused("the form's CSRF token is missing or not this session's")
+        try:
+            consent_request(request_id, session.user, settings)
+        except LookupError as exc:
+            raise Refused(str(exc), 404) from None
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+        return RedirectResponse("/requests", status_code=303)
+
+    @app.post("/requests/{request_id}/decision")
+    def decision(request: Request, request_id: str, decision: str = Form(""), reason: str = Form(""),
+                 csrf: str = Form("")):
+        from pipelines.serving.requests import decide_request
+
+        session = signed_in(request)
+        if not check_csrf(session, csrf):
+            raise Refused("the form's CSRF token is missing or not this session's")
+        if catalog().departments[session.department].role != "governor":
+            raise Refused("only a governor approves or rejects a sharing request")
+        if decision not in ("approve", "reject"):
+            return requests_page(request, error=f"decision: {decision!r} is neither approve nor reject")
+        if not reason.strip():
+            return requests_page(request, error="reason: a decision needs a reason")
+        try:
+            decide_request(request_id, decision == "approve", session.user, reason.strip(), settings)
+        except LookupError as exc:
+            raise Refused(str(exc), 404) from None
+        except ValueError as exc:
+            return requests_page(request, error=str(exc))
+        return RedirectResponse("/requests", status_code=303)
 
     @app.get("/catalog", response_class=HTMLResponse)
     def catalog_page(request: Request, q: str = "", classification: str = "", share_type: str = "",
@@ -279,7 +397,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     share_type=share_type, owner=owner, owners=owners)
 
     @app.get("/catalog/{resource_id}", response_class=HTMLResponse)
-    def resource_page(request: Request, resource_id: str):
+    def resource_route(request: Request, resource_id: str):
+        return resource_page(request, resource_id)
+
+    def resource_page(request: Request, resource_id: str, form_errors: list[str] | None = None):
         from pipelines.serving.access import decide
 
         session = signed_in(request)
@@ -299,11 +420,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rows = reads.preview(reader(session), resource, readable)
         except (reads.NotVisible, reads.MissingTable) as exc:
             rows, preview_error = [], str(exc)
+        department = known.departments[session.department]
+        requestable = [c.name for c in resource.columns if decision.columns.get(c.name) is None
+                       or decision.columns[c.name].state != "full"]
         return page(request, "resource.html", session, resource=resource, decision=decision, grants=grants,
                     lineage=reads.lineage(resource_id, settings), preview_columns=readable, preview=rows,
-                    preview_error=preview_error)
+                    preview_error=preview_error, requestable=requestable if department.role != "governor" else [],
+                    form_errors=form_errors or [])
 
     return app
+
+
+def request_errors(resource, columns: list[str], purpose: str, legal_basis: str, expires: str, row_scope: str,
+                   today: date) -> list[str]:
+    """What is wrong with a sharing request form, each naming its field. Pure."""
+    errors = []
+    unknown = [c for c in columns if resource.column(c) is None]
+    if not columns:
+        errors.append("columns: choose at least one column")
+    elif unknown:
+        errors.append(f"columns: {resource.resource_id} has no column {', '.join(unknown)}")
+    if not purpose.strip():
+        errors.append("purpose: say what the data is for (用途)")
+    if not legal_basis.strip():
+        errors.append("legal_basis: name the law or regulation (法律依据)")
+    try:
+        until = date.fromisoformat(expires)
+        if until <= today:
+            errors.append(f"expires: {expires} is not after today ({today})")
+        elif until > today.replace(year=today.year + 3):
+            errors.append("expires: at most three years ahead")
+    except ValueError:
+        errors.append(f"expires: {expires!r} is not a date (YYYY-MM-DD)")
+    if row_scope not in ("", "all", "own_town"):
+        errors.append(f"row_scope: {row_scope!r} is neither all nor own_town")
+    for name, value in (("purpose", purpose), ("legal_basis", legal_basis)):
+        if len(value) > 500:
+            errors.append(f"{name}: at most 500 characters")
+    return errors
 
 
 def trend_line(points: list[tuple], width: int = 600, height: int = 120) -> dict | None:
@@ -315,6 +469,10 @@ def trend_line(points: list[tuple], width: int = 600, height: int = 120) -> dict
     drawn = " ".join(f"{round(i * step, 1)},{round(height - height * float(score) / 100, 1)}"
                      for i, (_, score) in enumerate(points))
     return {"points": drawn, "width": width, "height": height, "rows": points}
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    return text.strip().splitlines()[0][:limit] if text.strip() else ""
 
 
 def _when(value, seconds: bool = False) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 from pipelines.serving.catalog import Catalog, Resource
@@ -31,8 +31,8 @@ class MissingTable(LookupError):
 @dataclass(frozen=True)
 class TrinoReader:
     user: str
-    password: str
-    settings: Settings
+    password: str = field(repr=False)
+    settings: Settings = field(repr=False)
 
     def rows(self, sql: str, params: list | None = None) -> list[dict]:
         """The statement's rows as dicts. Parameters are bound by Trino
@@ -41,6 +41,8 @@ class TrinoReader:
 
         from pipelines.serving.trino import connect
 
+        if not self.password:       # connect() would fall back to the generated password: never for a user
+            raise PermissionError(f"no password for {self.user}")
         connection = connect(self.user, self.password, self.settings, max_attempts=1)
         try:
             cursor = connection.cursor()
@@ -64,6 +66,8 @@ def check_login(user: str, password: str, settings: Settings) -> bool:
     in Trino's request log, which the audit loads: ``pipelines.serving.audit``)."""
     from trino.exceptions import HttpError
 
+    if not user or not password:
+        return False
     try:
         TrinoReader(user, password, settings).rows("SELECT current_user")
     except HttpError as exc:
@@ -81,7 +85,10 @@ def _optional(reader: TrinoReader, sql: str, params: list | None = None) -> list
         return []
 
 
-def open_issues(reader: TrinoReader, limit: int = 200) -> list[dict]:
+OPEN_ISSUES_SHOWN = 200
+
+
+def open_issues(reader: TrinoReader, limit: int = OPEN_ISSUES_SHOWN) -> list[dict]:
     """Open governance issues the user may see, newest first, each with the
     latest answer recorded for it (``governance.issue_events``)."""
     issues = reader.rows(
@@ -201,6 +208,15 @@ def lineage(resource_id: str, settings: Settings) -> dict[str, list[str]]:
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def my_requests(reader: TrinoReader) -> list[dict]:
+    """The demand list as Trino gives it to the user: its own department's
+    requests, or every request for a governor."""
+    return _optional(reader, "SELECT request_id, department, resource, columns, purpose, legal_basis, row_scope, "
+                             "expires, requested_by, requested_at, status, consents, decided_by, decided_at, "
+                             "decision_reason, grant_file FROM lake.governance.demand_list "
+                             "ORDER BY requested_at DESC, request_id")
 
 
 def grants_of(reader: TrinoReader, resource_id: str) -> list[dict]:

@@ -6,8 +6,10 @@ memory and never reach the browser, which holds only a random session id in
 a cookie that is ``Secure``, ``HttpOnly`` and ``SameSite=Strict``. Every form
 carries the session's CSRF token (``check_csrf``), the login form included
 (an anonymous session is made for it), and a login gets a new session id.
-Sessions end on logout, after ``IDLE_SECONDS`` without a request, or when the
-portal stops."""
+Sessions end on logout, after ``IDLE_SECONDS`` without a request or
+``LIFETIME_SECONDS`` in all, or when the portal stops; login forms waiting
+are capped. ``FAILURES_ALLOWED`` failed logins of a user name or a client
+within ``FAILURE_WINDOW_SECONDS`` lock further attempts for the window."""
 
 from __future__ import annotations
 
@@ -17,8 +19,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-COOKIE = "govlake_portal"
+# __Host-: only this origin's HTTPS pages set or get it (cookies ignore ports: Trino's
+# and Airflow's pages on 127.0.0.1 cannot overwrite it)
+COOKIE = "__Host-govlake_portal"
 IDLE_SECONDS = 30 * 60
+LIFETIME_SECONDS = 8 * 3600         # a working day, however active
+ANONYMOUS_LIMIT = 1000              # login forms waiting; the oldest go first
+FAILURES_ALLOWED, FAILURE_WINDOW_SECONDS = 5, 300
 
 
 @dataclass
@@ -29,22 +36,41 @@ class Session:
     password: str | None = field(default=None, repr=False)
     department: str | None = None      # its code in the catalog
     seen_at: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.monotonic)
 
 
 class SessionStore:
     """Sessions by id, in memory; thread-safe."""
 
-    def __init__(self, idle_seconds: float = IDLE_SECONDS):
-        self.idle_seconds = idle_seconds
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, lifetime_seconds: float = LIFETIME_SECONDS):
+        self.idle_seconds, self.lifetime_seconds = idle_seconds, lifetime_seconds
         self._sessions: dict[str, Session] = {}
+        self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
     def new(self, user: str | None = None, password: str | None = None, department: str | None = None) -> Session:
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), user, password, department)
         with self._lock:
             self._drop_idle()
+            if user is None:
+                anonymous = [k for k, s in self._sessions.items() if s.user is None]
+                for key in anonymous[:max(0, len(anonymous) - ANONYMOUS_LIMIT + 1)]:
+                    del self._sessions[key]
             self._sessions[session.session_id] = session
         return session
+
+    def locked_out(self, *who: str) -> bool:
+        """Whether a user name or client address failed to log in
+        ``FAILURES_ALLOWED`` times within ``FAILURE_WINDOW_SECONDS``."""
+        limit = time.monotonic() - FAILURE_WINDOW_SECONDS
+        with self._lock:
+            return any(len([t for t in self._failures.get(w, []) if t > limit]) >= FAILURES_ALLOWED for w in who)
+
+    def failed(self, *who: str) -> None:
+        limit = time.monotonic() - FAILURE_WINDOW_SECONDS
+        with self._lock:
+            for w in who:
+                self._failures[w] = [t for t in self._failures.get(w, []) if t > limit] + [time.monotonic()]
 
     def get(self, session_id: str | None) -> Session | None:
         if not session_id:
@@ -61,8 +87,9 @@ class SessionStore:
             self._sessions.pop(session_id or "", None)
 
     def _drop_idle(self) -> None:
-        limit = time.monotonic() - self.idle_seconds
-        for key in [k for k, s in self._sessions.items() if s.seen_at < limit]:
+        now = time.monotonic()
+        for key in [k for k, s in self._sessions.items()
+                    if s.seen_at < now - self.idle_seconds or s.started_at < now - self.lifetime_seconds]:
             del self._sessions[key]
 
 

@@ -12,9 +12,10 @@
   (live / expired), refreshed by ``refresh_lists``;
 - governance list (治理清单) ``governance.issues``: see ``pipelines.governance.issues``.
 
-The demand, collection and sharing lists are written by Spark only (a MERGE
-per request, an overwrite per refresh); read them with
-``pipelines.lake.delta.read_table``.
+The demand list is written by delta-rs (a MERGE per request: no JVM, so the
+portal and the CLI file, consent and decide without Spark); the collection
+and sharing lists by Spark (an overwrite per refresh). Read them with
+``pipelines.lake.delta.read_table`` (Spark) or ``read_delta_rows``.
 """
 
 from __future__ import annotations
@@ -27,27 +28,39 @@ import yaml
 
 from pipelines.contracts import load_contracts
 from pipelines.governance.collection import collection_status
-from pipelines.lake.delta import delta_exists, read_table
+from pipelines.lake.delta import read_delta_rows, rows_table
 from pipelines.lake.paths import governance_path
 from pipelines.lake.tables import COLLECTION_DDL, DEMAND_DDL, SHARING_DDL
 from pipelines.serving.catalog import CatalogError, load_catalog
 from pipelines.settings import Settings, get_settings, utc_now
 
 
-def _upsert_demand(spark, row: dict, settings: Settings) -> None:
-    from delta.tables import DeltaTable
+def _upsert_demand(row: dict, settings: Settings) -> None:
+    from deltalake import DeltaTable, write_deltalake
+    from deltalake.exceptions import TableNotFoundError
 
-    frame = spark.createDataFrame([row], DEMAND_DDL)
+    table = rows_table([row], DEMAND_DDL)
     path = governance_path("demand_list", settings)
-    if not delta_exists(spark, path):
-        frame.write.format("delta").save(path)
+    try:
+        target = DeltaTable(path)
+    except TableNotFoundError:
+        write_deltalake(path, table, mode="append")
         return
     # with schema evolution: a demand list written before ``consents`` existed gains the column
-    (DeltaTable.forPath(spark, path).alias("t").merge(frame.alias("s"), "t.request_id = s.request_id")
-     .whenMatchedUpdateAll().whenNotMatchedInsertAll().withSchemaEvolution().execute())
+    (target.merge(table, "t.request_id = s.request_id", source_alias="s", target_alias="t", merge_schema=True)
+     .when_matched_update_all().when_not_matched_insert_all().execute())
 
 
-def file_request(spark, department: str, resource: str, columns: list[str], purpose: str, legal_basis: str,
+def demand_rows(settings: Settings | None = None, status: str | None = None) -> list[dict]:
+    """The demand list's requests (of one ``status``), newest first."""
+    path = governance_path("demand_list", settings or get_settings())
+    rows = read_delta_rows(path, [("status", "=", status)] if status else None)
+    for row in rows:
+        row["consents"] = list(row.get("consents") or [])
+    return sorted(rows, key=lambda r: (r["requested_at"], r["request_id"]), reverse=True)
+
+
+def file_request(department: str, resource: str, columns: list[str], purpose: str, legal_basis: str,
                  expires: date, requested_by: str, row_scope: str | None = None, settings: Settings | None = None) -> dict:
     """A department asks for columns of a resource: a pending entry on the demand list.
     The request is validated against the catalog like a grant."""
@@ -67,7 +80,7 @@ def file_request(spark, department: str, resource: str, columns: list[str], purp
            "purpose": purpose, "legal_basis": legal_basis, "row_scope": row_scope, "expires": expires,
            "requested_by": requested_by, "requested_at": now, "status": "pending", "consents": [], "decided_by": None,
            "decided_at": None, "decision_reason": None, "grant_file": None}
-    _upsert_demand(spark, row, settings)
+    _upsert_demand(row, settings)
     return row
 
 
@@ -77,25 +90,23 @@ def owning_bureaus(catalog, resource: str, columns: list[str]) -> list[str]:
     return sorted(set().union(*(found.value_owners(c) for c in columns)))
 
 
-def _pending(spark, request_id: str, settings: Settings) -> dict:
-    from pyspark.sql import functions as F
-
-    found = read_table(spark, "demand_list", settings).where(F.col("request_id") == request_id).first()
-    if found is None:
+def _pending(request_id: str, settings: Settings) -> dict:
+    found = read_delta_rows(governance_path("demand_list", settings), [("request_id", "=", request_id)])
+    if not found:
         raise LookupError(f"no request {request_id} on the demand list")
-    row = found.asDict()
+    row = found[0]
     if row["status"] != "pending":
         raise ValueError(f"request {request_id} is already {row['status']}")
     row["consents"] = list(row.get("consents") or [])
     return row
 
 
-def consent_request(spark, request_id: str, consented_by: str, settings: Settings | None = None) -> dict:
+def consent_request(request_id: str, consented_by: str, settings: Settings | None = None) -> dict:
     """An owning bureau's user consents to sharing its columns (recorded on the
     request as ``bureau=<code> by=<user> at=<time>``). Refused for a user of a
     bureau that owns none of the requested columns."""
     settings = settings or get_settings()
-    row = _pending(spark, request_id, settings)
+    row = _pending(request_id, settings)
     catalog = load_catalog(settings)
     owners = owning_bureaus(catalog, row["resource"], row["columns"])
     bureau = next((d.bureau for d in catalog.departments.values() if consented_by in d.users), None)
@@ -104,11 +115,11 @@ def consent_request(spark, request_id: str, consented_by: str, settings: Setting
                          f"{', '.join(owners)}, not to {bureau or 'no bureau'}")
     row["consents"] = [c for c in row["consents"] if not c.startswith(f"bureau={bureau} ")] + [
         f"bureau={bureau} by={consented_by} at={utc_now():%Y-%m-%dT%H:%M:%SZ}"]
-    _upsert_demand(spark, row, settings)
+    _upsert_demand(row, settings)
     return row
 
 
-def decide_request(spark, request_id: str, approve: bool, decided_by: str, reason: str,
+def decide_request(request_id: str, approve: bool, decided_by: str, reason: str,
                    settings: Settings | None = None) -> dict:
     """Approve (writes ``catalog/grants/<request id>.yaml``) or reject a pending
     request. Approval needs the consent of every bureau that owns a requested
@@ -116,7 +127,7 @@ def decide_request(spark, request_id: str, approve: bool, decided_by: str, reaso
     settings = settings or get_settings()
     if not reason.strip():
         raise ValueError("a decision needs a reason")
-    row = _pending(spark, request_id, settings)
+    row = _pending(request_id, settings)
     if approve:
         owners = owning_bureaus(load_catalog(settings), row["resource"], row["columns"])
         consented = {c.split()[0].removeprefix("bureau=") for c in row["consents"]}
@@ -140,7 +151,7 @@ def decide_request(spark, request_id: str, approve: bool, decided_by: str, reaso
             + yaml.safe_dump({"grants": [grant]}, allow_unicode=True, sort_keys=False), encoding="utf-8")
         partial.replace(grant_path)
         row["grant_file"] = f"catalog/grants/{grant_path.name}"
-    _upsert_demand(spark, row, settings)
+    _upsert_demand(row, settings)
     return row
 
 

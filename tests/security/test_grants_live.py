@@ -74,15 +74,15 @@ def test_a_bad_grant_file_is_not_applied_and_the_running_rules_stay(secured_lake
         bad.unlink()
 
 
-def test_an_approved_request_becomes_live_by_itself(spark, secured_lake):
+def test_an_approved_request_becomes_live_by_itself(secured_lake):
     from pipelines.serving.requests import consent_request, decide_request, file_request
 
     sql = "select full_name from lake.silver.psb_hukou"
     assert not _can_read(secured_lake, "court_clerk", sql)
-    request = file_request(spark, "court", "silver.psb_hukou", ["full_name"], "执行案件当事人身份核实",
+    request = file_request("court", "silver.psb_hukou", ["full_name"], "执行案件当事人身份核实",
                            "《民事诉讼法》第二百五十五条", date(2030, 1, 1), "clerk-zhao", settings=secured_lake)
-    consent_request(spark, request["request_id"], "psb_analyst", secured_lake)
-    decide_request(spark, request["request_id"], True, "governor_li", "依法核验", secured_lake)
+    consent_request(request["request_id"], "psb_analyst", secured_lake)
+    decide_request(request["request_id"], True, "governor_li", "依法核验", secured_lake)
     _eventually(lambda: _can_read(secured_lake, "court_clerk", sql), secured_lake.rules_refresh_seconds + 15)
 
 

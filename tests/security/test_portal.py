@@ -143,7 +143,7 @@ def test_a_bureau_sees_only_its_own_issues_answers_one_and_the_answer_lasts(brow
 
     _login(browser, portal, "psb_analyst")
     assert browser.current_url.endswith("/home"), _text(browser)
-    cookie = browser.get_cookie("govlake_portal")
+    cookie = browser.get_cookie("__Host-govlake_portal")
     assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     # psb's open issue only: not hrss's or mca's, not its own closed one
     assert _issue_ids(browser) == {"GI-psb000001"}
@@ -271,6 +271,80 @@ def test_a_town_without_feeds_gets_the_catalog_not_issues_and_previews_only_its_
     assert "Access Denied" in browser.find_element(By.ID, "refused").text and HUKOU_ID not in _text(browser)
 
 
+def test_a_request_from_a_resource_page_becomes_a_live_grant_after_consent_and_approval(browser, portal):
+    """mca asks for psb's full_name in silver.psb_hukou; psb consents; the
+    governor approves; the rules keeper makes the grant live and mca's
+    preview shows the column, with no other step. The grant is removed
+    afterwards (the attack suite's later modules expect the catalog's own)."""
+    import time
+    from pathlib import Path
+
+    from selenium.webdriver.common.by import By
+
+    def preview_header() -> list[str]:
+        return [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#preview thead th")]
+
+    _login(browser, portal, "mca_officer")
+    browser.get(_url(portal, "/catalog/silver.psb_hukou"))
+    assert "full_name" not in preview_header() and "id_number" not in preview_header()
+    # a form without a purpose or a date is refused, naming the fields
+    browser.find_element(By.CSS_SELECTOR, "input[name=columns][value=full_name]").click()
+    _go(browser, browser.find_element(By.ID, "file-request"))
+    errors = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".form-error"))
+    assert "purpose:" in errors and "legal_basis:" in errors and "expires:" in errors
+    browser.find_element(By.CSS_SELECTOR, "input[name=columns][value=full_name]").click()
+    browser.find_element(By.ID, "purpose").send_keys("婚姻登记核验户籍")
+    browser.find_element(By.ID, "legal_basis").send_keys("《婚姻登记条例》第七条")
+    browser.execute_script("document.getElementById('expires').value = arguments[0]",
+                           portal.on_date().replace(year=portal.on_date().year + 1).isoformat())
+    _go(browser, browser.find_element(By.ID, "file-request"))
+    assert browser.current_url.endswith("/requests")
+    [request_id] = [row.find_elements(By.TAG_NAME, "td")[0].text
+                    for row in browser.find_elements(By.CSS_SELECTOR, "#requests tbody tr")
+                    if "silver.psb_hukou" in row.text and "pending" in row.text]
+
+    _login(browser, portal, "governor_li")           # approval before psb consents is refused
+    browser.get(_url(portal, "/requests"))
+    browser.find_element(By.ID, f"reason-{request_id}").send_keys("依法核验")
+    _go(browser, browser.find_element(By.ID, f"approve-{request_id}"))
+    assert "needs the consent of psb" in browser.find_element(By.ID, "error").text
+
+    _login(browser, portal, "psb_analyst")
+    browser.get(_url(portal, "/requests"))
+    _go(browser, browser.find_element(By.ID, f"consent-{request_id}"))
+    assert not browser.find_elements(By.ID, f"consent-{request_id}")
+
+    _login(browser, portal, "governor_li")
+    browser.get(_url(portal, "/requests"))
+    browser.find_element(By.ID, f"reason-{request_id}").send_keys("依法核验")
+    _go(browser, browser.find_element(By.ID, f"approve-{request_id}"))
+    assert browser.find_element(By.ID, f"status-{request_id}").text == "approved"
+    grant = Path(portal.catalog_dir) / "grants" / f"{request_id.lower()}.yaml"
+    try:
+        assert grant.exists()
+        _login(browser, portal, "mca_officer")
+        deadline = time.monotonic() + portal.rules_refresh_seconds + 30
+        while "full_name" not in preview_header() and time.monotonic() < deadline:
+            time.sleep(2)
+            browser.get(_url(portal, "/catalog/silver.psb_hukou"))
+        header = preview_header()
+        names = [row.find_elements(By.TAG_NAME, "td")[header.index("full_name")].text
+                 for row in browser.find_elements(By.CSS_SELECTOR, "#preview tbody tr")]
+        assert names and all(names), names
+        assert "id_number" not in header                        # only what was asked for
+        browser.save_screenshot(str(SHOTS / "granted.png"))
+    finally:
+        grant.unlink(missing_ok=True)
+        from tests.security.conftest import run_as
+        deadline = time.monotonic() + portal.rules_refresh_seconds + 30
+        while time.monotonic() < deadline:
+            try:
+                run_as(portal, "mca_officer", "select full_name from lake.silver.psb_hukou")
+            except Exception:  # noqa: BLE001 - refused again: the grant is gone
+                break
+            time.sleep(2)
+
+
 # --------------------------------------------------------------------------- the HTTP surface, attacked
 
 def _session(settings, user: str) -> tuple[requests.Session, str]:
@@ -300,6 +374,25 @@ def test_another_bureaus_issue_and_actions_out_of_turn_are_refused_and_recorded(
     assert "only a governor may mark an issue closed" in refusals and "GI-hrss00001" in refusals
 
 
+def test_only_a_governor_decides_and_only_an_owner_consents(portal):
+    from datetime import date
+
+    from pipelines.serving.requests import file_request
+
+    request = file_request("edu", "silver.psb_hukou", ["full_name"], "x", "y", date(2030, 1, 1), "edu_officer",
+                           settings=portal)["request_id"]
+    http, token = _session(portal, "psb_analyst")
+    answer = http.post(_url(portal, f"/requests/{request}/decision"), data={"decision": "approve", "reason": "r",
+                                                                            "csrf": token}, allow_redirects=False)
+    assert answer.status_code == 403 and "only a governor" in answer.text
+    http, token = _session(portal, "hrss_officer")             # hrss owns no column of it
+    answer = http.post(_url(portal, f"/requests/{request}/consent"), data={"csrf": token}, allow_redirects=False)
+    assert answer.status_code == 403 and "belong to psb" in answer.text
+    # a page shows no text from its URL
+    assert "INJECTED" not in http.get(_url(portal, "/catalog/silver.psb_hukou?form_errors=INJECTED")).text
+    assert "INJECTED" not in http.get(_url(portal, "/issues/GI-hrss00001?error=INJECTED")).text
+
+
 def test_forms_without_their_csrf_token_or_a_forged_session_are_refused(portal):
     http, token = _session(portal, "psb_analyst")
     for data in ({"action": "acknowledged"}, {"action": "acknowledged", "csrf": token[:-2] + "xx"}):
@@ -307,7 +400,7 @@ def test_forms_without_their_csrf_token_or_a_forged_session_are_refused(portal):
         assert answer.status_code == 403 and "CSRF" in answer.text
     forged = requests.Session()
     forged.trust_env, forged.verify = False, str(certificate_path(portal))
-    forged.cookies.set("govlake_portal", "guessed-session-id")
+    forged.cookies.set("__Host-govlake_portal", "guessed-session-id")
     assert "/login" in forged.get(_url(portal, "/home")).url
     answer = forged.post(_url(portal, "/issues/GI-psb000001/actions"), data={"action": "acknowledged",
                                                                            "csrf": token}, allow_redirects=False)

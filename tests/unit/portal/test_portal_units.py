@@ -113,3 +113,36 @@ def test_lineage_follows_feeds_into_libraries_and_libraries_into_views():
     assert "base.legal_person" in profile["upstream"]
     assert "base.enterprise_profile_today (view)" in profile["downstream"]
     assert "base.enterprise_profile" in lineage("base.legal_person", get_settings())["downstream"]
+
+
+def test_failed_logins_lock_a_name_or_a_client_for_the_window_and_waiting_forms_are_capped(monkeypatch):
+    from pipelines.portal import sessions as module
+
+    store = SessionStore()
+    for _ in range(module.FAILURES_ALLOWED - 1):
+        store.failed("user:psb_analyst", "client:127.0.0.1")
+    assert not store.locked_out("user:psb_analyst")
+    store.failed("user:psb_analyst", "client:127.0.0.1")
+    assert store.locked_out("user:psb_analyst") and store.locked_out("user:x", "client:127.0.0.1")
+    assert not store.locked_out("user:hrss_officer", "client:10.0.0.2")
+    monkeypatch.setattr(module, "ANONYMOUS_LIMIT", 3)
+    forms = [store.new() for _ in range(5)]
+    logged_in = store.new("psb_analyst", "p", "psb")
+    assert [store.get(f.session_id) is not None for f in forms] == [False, False, True, True, True]
+    assert store.get(logged_in.session_id) is logged_in
+
+
+def test_a_request_form_names_every_wrong_field():
+    from datetime import date
+
+    from pipelines.portal.app import request_errors
+
+    hukou = load_catalog().resources["silver.psb_hukou"]
+    today = date(2026, 12, 7)
+    assert request_errors(hukou, ["full_name"], "核验", "条例", "2027-06-30", "", today) == []
+    errors = request_errors(hukou, [], " ", "", "2026-12-07", "everyone", today)
+    assert [e.split(":")[0] for e in errors] == ["columns", "purpose", "legal_basis", "expires", "row_scope"]
+    assert request_errors(hukou, ["shoe_size"], "p", "l", "2030-13-01", "", today) == [
+        "columns: silver.psb_hukou has no column shoe_size", "expires: '2030-13-01' is not a date (YYYY-MM-DD)"]
+    assert request_errors(hukou, ["full_name"], "p", "l", "2031-01-01", "", today) == [
+        "expires: at most three years ahead"]
