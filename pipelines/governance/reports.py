@@ -136,6 +136,15 @@ def bureau_days(history: list[dict]) -> dict[str, dict[date, float]]:
             for bureau, days in by_bureau.items()}
 
 
+def timeliness_grid(history: list[dict]) -> tuple[list[date], list[tuple[str, list[str | None]]]]:
+    """(days, [(feed, timeliness per day or None)]) of scorecard snapshots:
+    the timeliness heat map's cells. Pure."""
+    days = sorted({r["day"] for r in history})
+    cells = {(r["feed"], r["day"]): r["timeliness"] for r in history}
+    feeds = sorted({r["feed"] for r in history})
+    return days, [(feed, [cells.get((feed, day)) for day in days]) for feed in feeds]
+
+
 def monthly_ranking(history: list[dict], month: str) -> list[dict]:
     """The ranking of bureaus for ``month`` (``YYYY-MM``) from the daily
     snapshots of ``governance.scorecard_history`` (dicts): each bureau's mean

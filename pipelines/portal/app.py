@@ -27,9 +27,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from pipelines.governance.issues import BUREAU_ACTIONS, GOVERNOR_ACTIONS, IssueActionRefused, respond
-from pipelines.governance.reports import bureau_days, monthly_ranking
+from pipelines.governance.reports import bureau_days, monthly_ranking, timeliness_grid
 from pipelines.portal import reads
-from pipelines.portal.sessions import COOKIE, Session, SessionStore, check_csrf
+from pipelines.portal.sessions import COOKIE, Session, SessionStore, check_csrf, remember_login
 from pipelines.serving.catalog import CLASSIFICATION, SHARE_TYPE_LABEL, Catalog, Department, load_catalog
 from pipelines.serving.trino import ADMIN_USER
 from pipelines.settings import Settings, get_settings, utc_now
@@ -104,6 +104,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if department is None or department.code != session.department:
             sessions.end(session.session_id)
             raise Refused(f"{session.user}'s department changed since login: log in again", 401)
+        return session
+
+    def posted(request: Request, csrf: str) -> Session:
+        """The logged-in session of a form post whose CSRF token is the session's."""
+        session = signed_in(request)
+        if not check_csrf(session, csrf):
+            raise Refused("the form's CSRF token is missing or not this session's")
         return session
 
     def reader(session: Session) -> reads.TrinoReader:
@@ -191,15 +198,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             set_cookie(response, fresh)
             return response
         session = sessions.new(username, password, department.code)     # a new id after login
+        session.previous_login = remember_login(portal_home(settings), username, utc_now())
         response = RedirectResponse(_local(next), status_code=303)
         set_cookie(response, session)
         return response
 
     @app.post("/logout")
     def logout(request: Request, csrf: str = Form("")):
-        session = signed_in(request)
-        if not check_csrf(session, csrf):
-            raise Refused("the form's CSRF token is missing or not this session's")
+        session = posted(request, csrf)
         sessions.end(session.session_id)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
@@ -230,8 +236,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             issues = quarantine = collected = None
         except reads.MissingTable:
             issues, quarantine, collected = [], [], []
+        since = session.previous_login
+        new = reads.new_since(issues or [], since)
         return page(request, "home.html", session, issues=issues, quarantine=quarantine, collection=collected,
-                    governor=governor, trend=trend_line(trend), shown_limit=reads.OPEN_ISSUES_SHOWN)
+                    governor=governor, trend=trend_line(trend), shown_limit=reads.OPEN_ISSUES_SHOWN, new=new,
+                    since=since)
 
     @app.get("/issues/{issue_id}", response_class=HTMLResponse)
     def issue_route(request: Request, issue_id: str):
@@ -257,9 +266,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/issues/{issue_id}/actions")
     def issue_action(request: Request, issue_id: str, action: str = Form(""), reason: str = Form(""),
                      csrf: str = Form("")):
-        session = signed_in(request)
-        if not check_csrf(session, csrf):
-            raise Refused("the form's CSRF token is missing or not this session's")
+        session = posted(request, csrf)
         # the user must see the issue through Trino: another bureau's is unknown to them
         found = reads.issue(reader(session), issue_id)
         if found is None:
@@ -300,8 +307,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ranked = monthly_ranking(history, month)
         last_day = max((r["day"] for r in history), default=None)
         latest = [r for r in history if r["day"] == last_day]
+        grid_days, grid = timeliness_grid(history)
         return page(request, "ranking.html", session, month=month, months=months, ranking=ranked, latest=latest,
-                    last_day=last_day, error=error)
+                    last_day=last_day, error=error, grid_days=grid_days, grid=grid)
 
     # ------------------------------------------------------------------ requests (需求清单)
     @app.post("/catalog/{resource_id}/requests")
@@ -310,9 +318,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        row_scope: str = Form(""), csrf: str = Form("")):
         from pipelines.serving.requests import file_request
 
-        session = signed_in(request)
-        if not check_csrf(session, csrf):
-            raise Refused("the form's CSRF token is missing or not this session's")
+        session = posted(request, csrf)
         resource = catalog().resources.get(resource_id)
         if resource is None:
             raise Refused(f"no resource {resource_id} in the catalog", 404)
@@ -354,9 +360,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def consent(request: Request, request_id: str, csrf: str = Form("")):
         from pipelines.serving.requests import consent_request
 
-        session = signed_in(request)
-        if not check_csrf(session, csrf):
-            raise Refused("the form's CSRF token is missing or not this session's")
+        session = posted(request, csrf)
         try:
             consent_request(request_id, session.user, settings)
         except LookupError as exc:
@@ -370,9 +374,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                  csrf: str = Form("")):
         from pipelines.serving.requests import decide_request
 
-        session = signed_in(request)
-        if not check_csrf(session, csrf):
-            raise Refused("the form's CSRF token is missing or not this session's")
+        session = posted(request, csrf)
         if catalog().departments[session.department].role != "governor":
             raise Refused("only a governor approves or rejects a sharing request")
         if decision not in ("approve", "reject"):

@@ -16,6 +16,7 @@ from pipelines.serving.catalog import Catalog, Resource
 from pipelines.settings import Settings
 
 # issue ids are GI- and ten hex digits (``governance.issues._issue_id``); anything else is nobody's
+SOURCE = "govlake-portal"        # every page's queries carry it into governance.query_audit
 ISSUE_ID = re.compile(r"^GI-[0-9A-Za-z]{1,40}$")
 SAMPLE_REF = re.compile(r"^(?P<file>[^:]+):(?P<row>[0-9]+)$")
 
@@ -43,7 +44,7 @@ class TrinoReader:
 
         if not self.password:       # connect() would fall back to the generated password: never for a user
             raise PermissionError(f"no password for {self.user}")
-        connection = connect(self.user, self.password, self.settings, max_attempts=1)
+        connection = connect(self.user, self.password, self.settings, max_attempts=1, source=SOURCE)
         try:
             cursor = connection.cursor()
             try:
@@ -98,17 +99,39 @@ def open_issues(reader: TrinoReader, limit: int = OPEN_ISSUES_SHOWN) -> list[dic
     latest = latest_answers(_optional(
         reader, "SELECT issue_id, action, at FROM lake.governance.issue_events "
                 "WHERE action IN ('acknowledged', 'disputed', 'fixed', 'reopened')"))
-    return [dict(issue, answer=latest.get(issue["issue_id"])) for issue in issues]
+    return with_answers(issues, latest)
 
 
-def latest_answers(events: list[dict]) -> dict[str, str]:
-    """Issue id -> the action of its latest event among ``events``. Pure."""
+def with_answers(issues: list[dict], latest: dict[str, tuple]) -> list[dict]:
+    """Each issue with its latest answer (``latest_answers``) and whether a
+    delivery saw the issue again after it (a "fixed" the next delivery did
+    not bear out). Pure."""
+    shown = []
+    for issue in issues:
+        at, action = latest.get(issue["issue_id"], (None, None))
+        again = at is not None and issue["last_seen_at"] is not None and at < issue["last_seen_at"]
+        shown.append(dict(issue, answer=action, answer_at=at, seen_again=again))
+    return shown
+
+
+def new_since(issues: list[dict], since) -> set[str]:
+    """The ids of ``issues`` first seen after ``since`` (the user's previous
+    login; none without one). Times compared as UTC. Pure."""
+    if since is None:
+        return set()
+    since = since.replace(tzinfo=None)
+    return {i["issue_id"] for i in issues if i.get("first_seen_at") is not None
+            and i["first_seen_at"].replace(tzinfo=None) > since}
+
+
+def latest_answers(events: list[dict]) -> dict[str, tuple]:
+    """Issue id -> (time, action) of its latest event among ``events``. Pure."""
     latest: dict[str, tuple] = {}
     for event in events:
         key = (event["at"], event["action"])
         if event["issue_id"] not in latest or key > latest[event["issue_id"]]:
             latest[event["issue_id"]] = key
-    return {issue: action for issue, (_, action) in latest.items()}
+    return latest
 
 
 def quarantine_summary(reader: TrinoReader) -> list[dict]:

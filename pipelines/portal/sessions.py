@@ -18,6 +18,8 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 
 # __Host-: only this origin's HTTPS pages set or get it (cookies ignore ports: Trino's
 # and Airflow's pages on 127.0.0.1 cannot overwrite it)
@@ -37,6 +39,7 @@ class Session:
     department: str | None = None      # its code in the catalog
     seen_at: float = field(default_factory=time.monotonic)
     started_at: float = field(default_factory=time.monotonic)
+    previous_login: datetime | None = None     # the user's login before this one (what is new since)
 
 
 class SessionStore:
@@ -96,3 +99,25 @@ class SessionStore:
 def check_csrf(session: Session | None, token: str | None) -> bool:
     """Whether a form's ``token`` is its session's (constant-time)."""
     return session is not None and bool(token) and hmac.compare_digest(session.csrf, token)
+
+
+def remember_login(folder: Path, user: str, at: datetime) -> datetime | None:
+    """Record ``user``'s login at ``at`` in ``folder/logins.json`` (mode
+    0600) and return the one before, so a page can say what is new since.
+    A missing or unreadable file means no earlier login."""
+    import json
+    import os
+
+    path = folder / "logins.json"
+    try:
+        logins = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        logins = {}
+    before = logins.get(user)
+    logins[user] = at.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(logins, sort_keys=True), encoding="utf-8")
+    os.chmod(partial, 0o600)
+    partial.replace(path)
+    return datetime.fromisoformat(before) if before else None

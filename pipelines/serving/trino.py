@@ -424,8 +424,9 @@ def _pid_file(settings: Settings) -> Path:
 
 
 def connect(user: str = ADMIN_USER, password: str | None = None, settings: Settings | None = None,
-            catalog: str = CATALOG, schema: str | None = None, max_attempts: int = 3):
-    """A DB-API connection to the project's Trino over HTTPS with a password."""
+            catalog: str = CATALOG, schema: str | None = None, max_attempts: int = 3, source: str | None = None):
+    """A DB-API connection to the project's Trino over HTTPS with a password;
+    ``source`` names the client in the query audit (``query_audit.source``)."""
     import requests
     import trino
     from trino.auth import BasicAuthentication
@@ -437,7 +438,8 @@ def connect(user: str = ADMIN_USER, password: str | None = None, settings: Setti
     return trino.dbapi.connect(
         host="127.0.0.1", port=settings.trino_port, user=user, catalog=catalog, schema=schema,
         http_scheme="https", auth=BasicAuthentication(user, password or password_for(user, settings)),
-        http_session=session, request_timeout=120, max_attempts=max_attempts)
+        http_session=session, request_timeout=120, max_attempts=max_attempts,
+        **({"source": source} if source else {}))
 
 
 def query(sql: str, user: str = ADMIN_USER, password: str | None = None, settings: Settings | None = None,

@@ -85,12 +85,32 @@ def _url(settings, path: str) -> str:
 def _go(driver, element) -> None:
     """Click a link or submit button and wait for the next page."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
     page = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(page))
+    try:
+        element.click()
+    except StaleElementReferenceException:
+        pass                # the click navigated before the driver finished with the element
+    except WebDriverException as exc:
+        if "does not belong to the document" not in str(exc):
+            raise
+    def replaced(_) -> bool:
+        """The old page is gone. Chromium 156 sometimes answers a node of a
+        replaced document with this error instead of a stale reference."""
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, 60).until(replaced)
 
 
 def _login(driver, settings, user: str, password: str | None = None) -> None:
@@ -209,6 +229,12 @@ def test_a_governor_ranks_bureaus_by_month_from_the_stored_scorecards(browser, p
     assert {r.find_elements(By.TAG_NAME, "td")[1].text for r in
             browser.find_elements(By.CSS_SELECTOR, "#scorecard tbody tr")} == {
         "psb.hukou", "psb.residence_permit", "hrss.social_insurance", "mca.death"}
+    # the timeliness heat map: every planted November day of every feed on time
+    heat = {row.find_elements(By.TAG_NAME, "td")[0].text: [c.get_attribute("class") for c in
+                                                            row.find_elements(By.CSS_SELECTOR, "td.cell")]
+            for row in browser.find_elements(By.CSS_SELECTOR, "#timeliness tbody tr")}
+    assert set(heat) == {"psb.hukou", "psb.residence_permit", "hrss.social_insurance", "mca.death"}
+    assert all(cells == ["cell on_time"] * 3 for cells in heat.values()), heat
     _offline_and_styled(browser, portal)
     browser.save_screenshot(str(SHOTS / "ranking.png"))
     browser.get(_url(portal, "/ranking?month=2026-13"))
@@ -391,6 +417,29 @@ def test_only_a_governor_decides_and_only_an_owner_consents(portal):
     # a page shows no text from its URL
     assert "INJECTED" not in http.get(_url(portal, "/catalog/silver.psb_hukou?form_errors=INJECTED")).text
     assert "INJECTED" not in http.get(_url(portal, "/issues/GI-hrss00001?error=INJECTED")).text
+
+
+def test_every_page_view_is_in_the_query_audit_under_the_user(portal):
+    """The portal reads as the user: its queries are audited with the user as
+    principal and the portal as the client, like any department's."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from pipelines.lake.delta import read_delta_rows
+    from pipelines.lake.paths import governance_path
+
+    http, _ = _session(portal, "hrss_officer")
+    since = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=5)     # the table's times: naive UTC
+    assert http.get(_url(portal, "/issues/GI-hrss00001")).status_code == 200
+    deadline, found = time.monotonic() + 60, []
+    while not found and time.monotonic() < deadline:
+        time.sleep(2)
+        found = [r for r in read_delta_rows(governance_path("query_audit", portal))
+                 if r["source"] == "govlake-portal" and r["principal"] == "hrss_officer"
+                 and r["created_at"] and r["created_at"] >= since
+                 and "lake.governance.issues" in (r["tables_read"] or [])]
+    assert found, "the issue page's query was not in governance.query_audit within 60 s"
+    assert all(r["department"] == "hrss" and not r["access_denied"] for r in found)
 
 
 def test_forms_without_their_csrf_token_or_a_forged_session_are_refused(portal):

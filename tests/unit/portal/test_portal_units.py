@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from pipelines.portal.app import _local
-from pipelines.portal.reads import ISSUE_ID, latest_answers, sample_references, search_catalog
+from pipelines.portal.reads import ISSUE_ID, latest_answers, sample_references, search_catalog, with_answers
 from pipelines.portal.sessions import SessionStore, check_csrf
 from pipelines.serving.catalog import load_catalog
 
@@ -43,7 +43,12 @@ def test_the_latest_answer_of_each_issue_wins():
     events = [{"issue_id": "GI-1", "action": "acknowledged", "at": at},
               {"issue_id": "GI-1", "action": "disputed", "at": at.replace(hour=9)},
               {"issue_id": "GI-2", "action": "fixed", "at": at}]
-    assert latest_answers(events) == {"GI-1": "disputed", "GI-2": "fixed"}
+    assert latest_answers(events) == {"GI-1": (at.replace(hour=9), "disputed"), "GI-2": (at, "fixed")}
+    issues = [{"issue_id": "GI-1", "last_seen_at": at.replace(hour=10)}, {"issue_id": "GI-2", "last_seen_at": at},
+              {"issue_id": "GI-3", "last_seen_at": at}]
+    shown = with_answers(issues, latest_answers(events))
+    # GI-1 was disputed at 9 and delivered again, still failing, at 10
+    assert [(i["answer"], i["seen_again"]) for i in shown] == [("disputed", True), ("fixed", False), (None, False)]
     assert ISSUE_ID.match("GI-0123456789") and not ISSUE_ID.match("GI-1' OR '1'='1")
 
 
@@ -146,3 +151,33 @@ def test_a_request_form_names_every_wrong_field():
         "columns: silver.psb_hukou has no column shoe_size", "expires: '2030-13-01' is not a date (YYYY-MM-DD)"]
     assert request_errors(hukou, ["full_name"], "p", "l", "2031-01-01", "", today) == [
         "expires: at most three years ahead"]
+
+
+def test_the_timeliness_grid_has_a_cell_per_feed_and_snapshot_day():
+    from datetime import date
+
+    from pipelines.governance.reports import timeliness_grid
+
+    history = [{"day": date(2026, 11, 1), "feed": "a", "timeliness": "on_time"},
+               {"day": date(2026, 11, 2), "feed": "a", "timeliness": "late"},
+               {"day": date(2026, 11, 2), "feed": "b", "timeliness": "missing"}]
+    assert timeliness_grid(history) == ([date(2026, 11, 1), date(2026, 11, 2)],
+                                        [("a", ["on_time", "late"]), ("b", [None, "missing"])])
+
+
+def test_issues_new_since_the_previous_login_and_logins_remembered(tmp_path):
+    import os
+    from datetime import UTC, datetime
+
+    from pipelines.portal.reads import new_since
+    from pipelines.portal.sessions import remember_login
+
+    first, second = datetime(2026, 12, 1, 8, tzinfo=UTC), datetime(2026, 12, 3, 8, tzinfo=UTC)
+    assert remember_login(tmp_path, "psb_analyst", first) is None
+    assert remember_login(tmp_path, "psb_analyst", second) == first
+    assert remember_login(tmp_path, "hrss_officer", second) is None
+    assert oct(os.stat(tmp_path / "logins.json").st_mode & 0o777) == "0o600"
+    issues = [{"issue_id": "GI-old", "first_seen_at": datetime(2026, 11, 30)},
+              {"issue_id": "GI-new", "first_seen_at": datetime(2026, 12, 2, tzinfo=UTC)},
+              {"issue_id": "GI-none", "first_seen_at": None}]
+    assert new_since(issues, first) == {"GI-new"} and new_since(issues, None) == set()
