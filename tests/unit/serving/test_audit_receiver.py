@@ -29,14 +29,22 @@ from tests.unit.serving.test_audit_events import GOOD
 
 
 def _free_port_pair() -> int:
-    """A port p with p + 1 free (the receiver listens on Trino's port + 1)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port > 1024:
-            return port - 1
-    raise RuntimeError("no free port")
+    """A port p with p + 1 free (the receiver listens on Trino's port + 1),
+    below Linux's ephemeral range (32768-60999): a port the kernel hands out
+    for outgoing connections can be taken between this check and a restart
+    of the receiver (a CI run failed so: "port ... taken by another process")."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair")
 
 
 @pytest.fixture
