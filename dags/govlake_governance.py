@@ -1,11 +1,12 @@
 """The day's bureau scorecard, stored (schedule: ``catalog/governance.yaml``).
 
-One task: the scorecard as it stands (completeness, validity, uniqueness,
+Two tasks. The scorecard as it stands (completeness, validity, uniqueness,
 timeliness, open issues per feed, and each feed's score) into
 ``governance.scorecard_history``, replacing the day's rows, so a rerun
 leaves one snapshot. Governors rank bureaus by month from it (the portal's
 数据质量通报); bureaus see their own trend. Spark reads the lake; delta-rs
-writes the rows.
+writes the rows. And every resource's freshness and quality pass rate
+(``governance.resource_health``, delta-rs only; publishing refreshes it too).
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ def governance_daily_dag():
         rows = snapshot_scorecard(build_spark_session(app_name="govlake-governance"), load_contracts())
         return {"feeds": len(rows), "bureaus": len({r["bureau"] for r in rows})}
 
+    @task
+    def snapshot_resource_health() -> dict:
+        """Every resource's freshness and quality pass rate (resource_health), recomputed."""
+        from pipelines.contracts import load_contracts
+        from pipelines.governance.health import snapshot_resource_health
+
+        rows = snapshot_resource_health(load_contracts())
+        return {"resources": len(rows), "with_checks": sum(1 for r in rows if r["checks"])}
+
     snapshot_scorecard()
+    snapshot_resource_health()
 
 
 governance_daily_dag()

@@ -126,7 +126,16 @@ def update_issues(contract: Contract, load_id: str, findings: list[Finding],
                 summary["closed"].append(issue["issue_id"])
     if not changes:
         return summary
-    upsert_rows(path, changes, ISSUES_DDL, key="issue_id", partition=("feed", contract.feed))
+    # An issue a governor closed (or anyone changed) since it was read above stays
+    # as they left it: only rows still open are updated, new ones inserted.
+    merged = upsert_rows(path, changes, ISSUES_DDL, key="issue_id", partition=("feed", contract.feed),
+                         matched_predicate="t.status = 'open'")
+    if merged.get("num_target_rows_updated", 0) < len(summary["updated"]) + len(summary["closed"]):
+        stored = {row["issue_id"]: row for row in read_delta_rows(path, [("feed", "=", contract.feed)])}
+        for kind in ("updated", "closed"):
+            summary[kind] = [i for i in summary[kind] if stored.get(i, {}).get("last_load_id") == load_id
+                             or (kind == "closed" and stored.get(i, {}).get("closed_by") == "govlake"
+                                 and stored[i].get("closed_reason") == f"passed in delivery {load_id}")]
     by_id = {issue["issue_id"]: issue for issue in changes}
     record_events([_event(by_id[i], action, "govlake", None, load_id=load_id, now=now,
                           reason=by_id[i]["closed_reason"] if action == "closed" else by_id[i]["detail"])
@@ -135,6 +144,10 @@ def update_issues(contract: Contract, load_id: str, findings: list[Finding],
         if ids:
             log.info("%s load %s: governance issues %s: %s", contract.feed, load_id, kind, ", ".join(ids))
     return summary
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def close_issue(issue_id: str, reason: str, closed_by: str, settings: Settings | None = None) -> dict:
@@ -158,8 +171,12 @@ def close_issue(issue_id: str, reason: str, closed_by: str, settings: Settings |
     closing = {"status": "closed", "closed_at": utc_now(), "closed_by": closed_by, "closed_reason": reason}
     feed = row["feed"].replace("'", "''")
     issue = issue_id.replace("'", "''")
+    # SQL expressions, quotes doubled: delta-rs's ``new_values`` does not escape
+    # them, and a reason like "the register's error" failed the close
     outcome = DeltaTable(path).update(
-        new_values=closing, predicate=f"feed = '{feed}' AND issue_id = '{issue}' AND status = 'open'")
+        updates={"status": "'closed'", "closed_at": f"cast('{closing['closed_at'].isoformat()}Z' as timestamp)",
+                 "closed_by": _sql_text(closed_by), "closed_reason": _sql_text(reason)},
+        predicate=f"feed = '{feed}' AND issue_id = '{issue}' AND status = 'open'")
     if not outcome.get("num_updated_rows"):
         raise ValueError(f"issue {issue_id} was closed meanwhile")
     return row | closing

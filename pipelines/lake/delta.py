@@ -205,15 +205,20 @@ def append_rows(path: str, rows: list[dict], ddl: str, partition_by: str | None 
                          path, f"append {len(rows)} rows")
 
 
-def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tuple[str, str]) -> None:
+def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tuple[str, str],
+                matched_predicate: str | None = None) -> dict:
     """Insert or replace ``rows`` by ``key`` within one partition (column,
-    value) in one MERGE commit; creates the table partitioned by that column."""
+    value) in one MERGE commit; creates the table partitioned by that column.
+    With ``matched_predicate`` (on the target ``t``) an existing row is
+    replaced only while it holds: a row someone else changed since it was
+    read is left as they left it. Returns delta-rs's merge metrics."""
     from deltalake import DeltaTable, write_deltalake
     from deltalake.exceptions import TableNotFoundError
 
     table = rows_table(rows, ddl)
     column, value = partition
     literal = "'" + value.replace("'", "''") + "'"
+    metrics: dict = {}
 
     def upsert() -> None:
         try:
@@ -222,12 +227,15 @@ def upsert_rows(path: str, rows: list[dict], ddl: str, key: str, partition: tupl
             # the first rows create the table; a concurrent creator makes this
             # commit fail, and the retry merges into the table it created
             write_deltalake(path, table, mode="append", partition_by=column)
+            metrics.update(num_target_rows_inserted=table.num_rows, num_target_rows_updated=0)
             return
-        (target.merge(table, predicate=f"t.{column} = {literal} AND t.{key} = s.{key}",
-                      source_alias="s", target_alias="t")
-         .when_matched_update_all().when_not_matched_insert_all().execute())
+        metrics.update((target.merge(table, predicate=f"t.{column} = {literal} AND t.{key} = s.{key}",
+                                     source_alias="s", target_alias="t")
+                        .when_matched_update_all(predicate=matched_predicate).when_not_matched_insert_all()
+                        .execute()))
 
     _with_commit_retries(upsert, path, f"upsert {len(rows)} rows of {column} = {literal}")
+    return metrics
 
 
 def read_arrow(path: str, ddl: str):

@@ -53,6 +53,15 @@ SCORECARD_HISTORY_DDL = (
 )
 
 
+# One row per published resource: its freshness and its feeds' quality pass
+# rate over a window (pipelines.governance.health; every department reads it).
+RESOURCE_HEALTH_DDL = (
+    "resource_id string, feeds array<string>, last_changed_at timestamp, last_delivery_at timestamp, "
+    "deliveries int, blocked int, checks long, checks_passed long, pass_rate double, window_days int, "
+    "computed_at timestamp"
+)
+
+
 QUALITY_RESULTS_DDL = (
     "run_id string, load_id string, feed string, bureau string, suite string, expectation_type string, "
     "column_name string, expectation string, rule string, blocking boolean, success boolean, "
@@ -165,6 +174,7 @@ GOVERNANCE_TABLES = {
     "issues": ISSUES_DDL,
     "issue_events": ISSUE_EVENTS_DDL,
     "scorecard_history": SCORECARD_HISTORY_DDL,
+    "resource_health": RESOURCE_HEALTH_DDL,
     "demand_list": DEMAND_DDL,
     "sharing_list": SHARING_DDL,
     "collection_list": COLLECTION_DDL,

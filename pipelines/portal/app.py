@@ -422,11 +422,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rows = reads.preview(reader(session), resource, readable)
         except (reads.NotVisible, reads.MissingTable) as exc:
             rows, preview_error = [], str(exc)
+        try:
+            health = reads.resource_health(reader(session), resource_id)
+        except reads.NotVisible:
+            health = None
         department = known.departments[session.department]
         requestable = [c.name for c in resource.columns if decision.columns.get(c.name) is None
                        or decision.columns[c.name].state != "full"]
         return page(request, "resource.html", session, resource=resource, decision=decision, grants=grants,
-                    lineage=reads.lineage(resource_id, settings), preview_columns=readable, preview=rows,
+                    lineage=reads.lineage(resource_id, settings), health=health, preview_columns=readable, preview=rows,
                     preview_error=preview_error, requestable=requestable if department.role != "governor" else [],
                     form_errors=form_errors or [])
 

@@ -250,6 +250,16 @@ def grants_of(reader: TrinoReader, resource_id: str) -> list[dict]:
                      [resource_id])
 
 
+def resource_health(reader: TrinoReader, resource_id: str) -> dict | None:
+    """The resource's freshness and its feeds' quality pass rate
+    (``governance.resource_health``, every department's to read), or None
+    before the first publish computed it."""
+    rows = _optional(reader, "SELECT feeds, last_changed_at, last_delivery_at, deliveries, blocked, checks, "
+                             "checks_passed, pass_rate, window_days, computed_at "
+                             "FROM lake.governance.resource_health WHERE resource_id = ?", [resource_id])
+    return rows[0] if rows else None
+
+
 def scorecard_history(reader: TrinoReader, first: date, before: date) -> list[dict]:
     """Daily scorecard rows from ``first`` up to ``before`` (its own feeds'
     for a bureau, every feed's for a governor)."""

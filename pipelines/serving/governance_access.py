@@ -15,7 +15,8 @@ Trino table rules that keep those values as the sharing list would:
   scorecard_history and collection_list; in ``conflicts`` the rows where one of the two feeds is
   its own, with the other bureau's value masked as the sharing list gives it
   to a department without a grant. Every department reads its own rows of
-  demand_list, sharing_list and query_audit (``department`` column).
+  demand_list, sharing_list and query_audit (``department`` column), and
+  every row of resource_health (counts and times per resource, no values).
 - **Governors** (``role: governor``) read every row of every governance
   table, but a value that came from a feed they do not own is shown the way
   the sharing list shows it to a department with no grant
@@ -84,6 +85,9 @@ FEED_OWNED_TABLES = ("load_manifest", "quarantine", "quality_results", "quality_
                      "unmatched_addresses", "scorecard_history")
 # Tables whose rows belong to the department named in them.
 DEPARTMENT_TABLES = ("demand_list", "sharing_list", "query_audit")
+# Tables of counts and times about the catalog's resources, no value of any
+# delivery in them: every department reads every row, like the catalog itself.
+PUBLIC_TABLES = ("resource_health",)
 
 _DIGIT = "[0-9０-９]"
 # an 18- or 15-character ID number (or any longer digit run): its first 6 digits kept
@@ -441,12 +445,14 @@ class _Reader:
                                        self.mask("candidate_keys", self.candidates_mask())]),
             self.rule("address_match_rates"),
             self.rule("scorecard_history"),
+            *[self.rule(table) for table in PUBLIC_TABLES],
             self.rule("unmatched_addresses", [self.mask("address_text", self.address_mask())]),
         ]
 
     def department_rules(self) -> list[dict]:
         mine = f"\"department\" = {_literal(self.department.code)}"
         rules = [self.rule(table, row_filter=mine) for table in DEPARTMENT_TABLES]
+        rules += [self.rule(table) for table in PUBLIC_TABLES]
         if not self.owns_feeds:
             return rules
         # A bureau's own rows, in full, except the library keys in them that did not

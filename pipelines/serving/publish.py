@@ -59,10 +59,16 @@ def _quote(name: str) -> str:
 
 
 def publish(settings: Settings | None = None, views_dir: Path | None = None) -> dict:
-    """Register new tables, unregister vanished ones, (re)create views."""
+    """Register new tables, unregister vanished ones, (re)create views; first
+    recompute ``governance.resource_health`` so the catalog's freshness is as
+    of this publish."""
+    from pipelines.contracts import load_contracts
+    from pipelines.governance.health import snapshot_resource_health
+
     settings = settings or get_settings()
     views_dir = views_dir or PROJECT_ROOT / "sql" / "views"
     ensure_pseudonym_key(settings)         # the department masks read it: registered with the rest
+    snapshot_resource_health(load_contracts(settings.schemas_dir), settings)
     tables = discover_tables(settings)
     _ensure_ownership(publishable_names(settings, views_dir), settings)
     connection = connect(settings=settings)

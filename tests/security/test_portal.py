@@ -275,6 +275,15 @@ def test_a_department_searches_the_catalog_and_reads_a_resource_page(browser, po
            for row in browser.find_elements(By.CSS_SELECTOR, "#preview tbody tr")]
     assert "ethnicity" not in header and ids and all(i.startswith("P") and len(i) == 25 for i in ids), ids
     assert "silver.psb_hukou" in browser.find_element(By.ID, "lineage").text
+    # freshness and pass rate: resource_health as the last publish computed it, read by a non-owner
+    from pipelines.lake.delta import read_delta_rows
+    from pipelines.lake.paths import governance_path
+
+    health = read_delta_rows(governance_path("resource_health", portal), [("resource_id", "=", "base.population")])[0]
+    assert health["last_changed_at"] is not None                     # the planted library table
+    assert browser.find_element(By.ID, "last-changed").text == f"{health['last_changed_at']:%Y-%m-%d %H:%M}"
+    assert browser.find_element(By.ID, "deliveries").text.startswith(str(health["deliveries"]))
+    assert "psb.hukou" in browser.find_element(By.ID, "health").text
     _offline_and_styled(browser, portal)
     browser.save_screenshot(str(SHOTS / "resource.png"))
 
@@ -292,6 +301,8 @@ def test_a_town_without_feeds_gets_the_catalog_not_issues_and_previews_only_its_
              for row in browser.find_elements(By.CSS_SELECTOR, "#preview tbody tr")]
     in_town = [r for r in population_rows() if r["is_current"] and r["town_code"] == "441900004"]
     assert towns == ["441900004"] * len(in_town) and len(in_town) < sum(r["is_current"] for r in population_rows())
+    # a town owns no feed, yet the resource's freshness is everyone's to read
+    assert browser.find_element(By.ID, "last-changed").text[:4].isdigit()
     browser.get(_url(portal, "/issues/GI-psb000001"))
     # Trino's own refusal, named: a town has no rule on the governance list
     assert "Access Denied" in browser.find_element(By.ID, "refused").text and HUKOU_ID not in _text(browser)

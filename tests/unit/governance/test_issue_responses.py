@@ -89,3 +89,41 @@ def test_a_closed_issue_is_not_reopened_beside_a_newer_open_one_of_the_same_rule
         respond(issue_id, "reopened", "governor_li", GOVERNOR, "again", settings=settings)
     with pytest.raises(IssueActionRefused, match="only an open issue is answered"):
         respond(issue_id, "acknowledged", "psb_analyst", PSB, settings=settings)
+
+
+@pytest.mark.parametrize("finding_again", [True, False])
+def test_a_delivery_does_not_undo_a_governor_close_that_came_while_it_ran(opened, monkeypatch, finding_again):
+    """The governor closes the issue after the delivery read it as open and
+    before it wrote (a real close, at the race point): the issue stays closed,
+    and no event claims the delivery updated or closed it."""
+    import pipelines.governance.issues as issues
+
+    settings, issue_id = opened
+    read = issues.read_delta_rows
+
+    def read_then_governor_closes(path, filters=None):
+        rows = read(path, filters)
+        if ("status", "=", "open") in (filters or []):
+            monkeypatch.setattr(issues, "read_delta_rows", read)
+            respond(issue_id, "closed", "governor_li", GOVERNOR, "a register error, not the delivery's",
+                    settings=settings)
+        return rows
+
+    monkeypatch.setattr(issues, "read_delta_rows", read_then_governor_closes)
+    summary = update_issues(get_contract("psb.hukou"), "load-2", [BAD_IDS] if finding_again else [],
+                            close_others=True, settings=settings)
+    stored = read_delta_rows(governance_path("issues", settings), [("issue_id", "=", issue_id)])[0]
+    assert (stored["status"], stored["closed_by"], stored["last_load_id"]) == ("closed", "governor_li", "load-1")
+    assert summary["updated"] == summary["closed"] == []
+    assert [e["action"] for e in issue_events(issue_id, settings)] == ["opened", "closed"]
+
+
+def test_a_close_reason_with_quotes_is_stored_as_written(opened):
+    settings, issue_id = opened
+    from pipelines.settings import utc_now
+
+    reason = "the register's error, not the delivery's; ' OR 1=1 --"
+    respond(issue_id, "closed", "governor_li", GOVERNOR, reason, settings=settings)
+    stored = read_delta_rows(governance_path("issues", settings), [("issue_id", "=", issue_id)])[0]
+    assert (stored["status"], stored["closed_reason"], stored["closed_by"]) == ("closed", reason, "governor_li")
+    assert abs((stored["closed_at"] - utc_now()).total_seconds()) < 60      # stored as UTC, not shifted

@@ -53,7 +53,7 @@ def test_dagbag_imports_one_feed_dag_per_contract(project_airflow):
     assert [t.task_id for t in upkeep.topological_sort()] == [f"upkeep_{layer}" for layer in policy.layers]
     assert upkeep.schedule == policy.schedule
     governance = bag.dags["governance_daily"]
-    assert [t.task_id for t in governance.tasks] == ["snapshot_scorecard"] and governance.schedule == "0 7 * * *"
+    assert sorted(t.task_id for t in governance.tasks) == ["snapshot_resource_health", "snapshot_scorecard"] and governance.schedule == "0 7 * * *"
 
 
 def test_a_new_contract_file_adds_a_dag(project_airflow, tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from pipelines.serving.catalog import Catalog, load_catalog
 from pipelines.serving.governance_access import (
     DEPARTMENT_TABLES,
     FEED_OWNED_TABLES,
+    PUBLIC_TABLES,
     _Reader,
     governance_rules,
     governance_views,
@@ -21,7 +22,7 @@ from pipelines.serving.governance_access import (
 )
 from pipelines.serving.trino import ADMIN_USER
 
-GOVERNANCE = set(FEED_OWNED_TABLES) | set(DEPARTMENT_TABLES) | {"conflicts"}
+GOVERNANCE = set(FEED_OWNED_TABLES) | set(DEPARTMENT_TABLES) | set(PUBLIC_TABLES) | {"conflicts"}
 
 
 @pytest.fixture(scope="module")
@@ -240,9 +241,11 @@ def test_unconditional_sensitive_values_are_masked_not_withheld(catalog):
 @pytest.mark.parametrize("user", ["nancheng_officer", "humen_officer", "edu_officer"])
 def test_departments_owning_no_feed_read_only_their_own_list_rows(catalog, user):
     rules = rules_of(catalog, user)
-    assert set(rules) == set(DEPARTMENT_TABLES)
+    assert set(rules) == set(DEPARTMENT_TABLES) | set(PUBLIC_TABLES)
+    for table in PUBLIC_TABLES:       # counts and times of every resource: every row, unmasked
+        assert "filter" not in rules[table] and rules[table]["columns"] == []
     code = next(d.code for d in catalog.departments.values() if user in d.users)
-    assert all(r["filter"] == f"\"department\" = '{code}'" for r in rules.values())
+    assert all(rules[t]["filter"] == f"\"department\" = '{code}'" for t in DEPARTMENT_TABLES)
 
 
 def test_bureaus_read_no_other_bureaus_rows(catalog):
