@@ -11,7 +11,7 @@ SEED ?= 7
 BENCH_ROWS ?= 1000000
 BENCH_LARGE_ROWS ?= 48000000
 
-.PHONY: setup browser demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth bench-er suites airflow airflow-down trino-up trino-down builder-up builder-down portal portal-down down contracts clean clean-lake help
+.PHONY: setup browser demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth bench-er bench-cluster suites airflow airflow-down trino-up trino-down builder-up builder-down portal portal-down cluster-up cluster-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
@@ -29,6 +29,7 @@ help:
 	@echo "make suites   re-render quality/suites/*.json from contracts and quality/custom/"
 	@echo "make airflow  start Airflow 3 (standalone) on 127.0.0.1; make down stops it"
 	@echo "make trino-up start Trino (HTTPS, passwords) on 127.0.0.1:8443; make down stops it"
+	@echo "make cluster-up  start a Spark standalone master and two workers on 127.0.0.1 (GOVLAKE_SPARK_MASTER=spark://127.0.0.1:7077 builds there)"
 	@echo "make portal   start the governance portal (https://127.0.0.1:8445, Trino's users and passwords); make down stops it"
 	@echo "make builder-up start the lake's build service (a warm Spark driver govlake build builds through); make down stops it"
 
@@ -98,7 +99,13 @@ portal: trino-up
 portal-down:
 	-$(BIN)/govlake portal down
 
-down: portal-down airflow-down trino-down builder-down
+cluster-up: setup
+	$(BIN)/govlake cluster up
+
+cluster-down:
+	-$(BIN)/govlake cluster down
+
+down: portal-down airflow-down trino-down builder-down cluster-down
 
 bench-ingest: setup
 	$(BIN)/python -m pipelines.dev.bench ingest --rows $(BENCH_ROWS)
@@ -110,6 +117,10 @@ bench-quality: setup
 	$(BIN)/python -m pipelines.dev.bench quality --rows $(BENCH_ROWS)
 
 SCALES ?= 0.01,0.02,0.05
+# issue 19: build --full on local[2] and on the two-worker standalone cluster (overhead on one machine)
+bench-cluster: setup
+	$(BIN)/python -m pipelines.dev.bench cluster --scale $(or $(SCALE),0.05) --repeats $(or $(REPEATS),1)
+
 bench-build: setup
 	$(BIN)/python -m pipelines.dev.bench build --scales $(SCALES)
 

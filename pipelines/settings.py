@@ -51,6 +51,11 @@ class Settings:
     trino_version / trino_java_home / trino_port / trino_heap: the pinned
         release (476), a Java 24+ home (default: the newest under /usr/lib/jvm),
         the HTTPS port on 127.0.0.1 (8443) and the JVM heap (4G, leaving room for Spark).
+    trino_workers / trino_worker_heap: Trino workers beside the coordinator
+        (``GOVLAKE_TRINO_WORKERS``, default 0: one node that also runs the
+        splits; with N > 0 the coordinator schedules nothing on itself), each
+        on 127.0.0.1 at the coordinator's port + 10 + i with its own data
+        dir, and its heap (2G).
     airflow_home / airflow_port: where the local Airflow keeps its SQLite
         metadata, logs and config (``GOVLAKE_AIRFLOW_HOME``, default ``./.airflow``,
         git-ignored) and the port its UI/API listens on (127.0.0.1 only).
@@ -78,6 +83,12 @@ class Settings:
     rules_refresh_seconds: how often the rules keeper next to Trino recompiles
         the sharing rules and loads the audit log (``GOVLAKE_RULES_REFRESH_SECONDS``,
         default 60): an expired grant stops working within this period.
+    spark_cluster_home / spark_cluster_port / spark_cluster_workers /
+    spark_worker_memory: the Spark standalone cluster ``govlake cluster up``
+        starts on 127.0.0.1 (``GOVLAKE_SPARK_CLUSTER_HOME``, default
+        ``./.spark-cluster``, git-ignored: logs, pids, work dirs; master port
+        7077; 2 workers of one core each; 3g each). Builds run on it when
+        ``GOVLAKE_SPARK_MASTER=spark://127.0.0.1:7077``.
     crash_at: fault injection for the crash tests (``GOVLAKE_CRASH_AT``, unset
         in normal runs): ingest kills its own process at the named point
         (``after_bronze``) with SIGKILL.
@@ -98,6 +109,8 @@ class Settings:
     trino_java_home: str | None = None
     trino_port: int = 8443
     trino_heap: str = "4G"
+    trino_workers: int = 0
+    trino_worker_heap: str = "2G"
     airflow_home: Path = PROJECT_ROOT / ".airflow"
     airflow_port: int = 8080
     portal_port: int = 8445
@@ -105,6 +118,10 @@ class Settings:
     ingest_chunk_rows: int = 2_000_000
     gate_memory_limit: str = "2GB"
     build_workers: int = 2
+    spark_cluster_home: Path = PROJECT_ROOT / ".spark-cluster"
+    spark_cluster_port: int = 7077
+    spark_cluster_workers: int = 2
+    spark_worker_memory: str = "3g"
     extra_spark_conf: dict[str, str] = field(default_factory=dict)
     crash_at: str | None = None
     today: date | None = None
@@ -182,6 +199,8 @@ def get_settings() -> Settings:
         trino_java_home=os.environ.get("GOVLAKE_TRINO_JAVA_HOME") or None,
         trino_port=int(_env("GOVLAKE_TRINO_PORT", "8443")),
         trino_heap=_env("GOVLAKE_TRINO_HEAP", "4G"),
+        trino_workers=int(_env("GOVLAKE_TRINO_WORKERS", "0")),
+        trino_worker_heap=_env("GOVLAKE_TRINO_WORKER_HEAP", "2G"),
         airflow_home=Path(_env("GOVLAKE_AIRFLOW_HOME", str(PROJECT_ROOT / ".airflow"))).resolve(),
         airflow_port=int(_env("GOVLAKE_AIRFLOW_PORT", "8080")),
         portal_port=int(_env("GOVLAKE_PORTAL_PORT", "8445")),
@@ -189,6 +208,10 @@ def get_settings() -> Settings:
         ingest_chunk_rows=_positive_int("GOVLAKE_INGEST_CHUNK_ROWS", "2000000"),
         gate_memory_limit=_env("GOVLAKE_GATE_MEMORY_LIMIT", "2GB"),
         build_workers=_positive_int("GOVLAKE_BUILD_WORKERS", "2"),
+        spark_cluster_home=Path(_env("GOVLAKE_SPARK_CLUSTER_HOME", str(PROJECT_ROOT / ".spark-cluster"))).resolve(),
+        spark_cluster_port=_positive_int("GOVLAKE_SPARK_CLUSTER_PORT", "7077"),
+        spark_cluster_workers=_positive_int("GOVLAKE_SPARK_CLUSTER_WORKERS", "2"),
+        spark_worker_memory=_env("GOVLAKE_SPARK_WORKER_MEMORY", "3g"),
         extra_spark_conf=_parse_extra_conf(os.environ.get("GOVLAKE_SPARK_CONF", "")),
         crash_at=_env("GOVLAKE_CRASH_AT", "") or None,
         today=_today(_env("GOVLAKE_TODAY", "")),
@@ -200,11 +223,14 @@ _ENVIRONMENT_NAMES = {
     "home": "GOVLAKE_HOME", "cache_dir": "GOVLAKE_CACHE", "schemas_dir": "GOVLAKE_SCHEMAS",
     "catalog_dir": "GOVLAKE_CATALOG", "quality_dir": "GOVLAKE_QUALITY", "trino_home": "GOVLAKE_TRINO_HOME",
     "trino_version": "GOVLAKE_TRINO_VERSION", "trino_java_home": "GOVLAKE_TRINO_JAVA_HOME",
-    "trino_port": "GOVLAKE_TRINO_PORT", "trino_heap": "GOVLAKE_TRINO_HEAP", "airflow_home": "GOVLAKE_AIRFLOW_HOME",
+    "trino_port": "GOVLAKE_TRINO_PORT", "trino_heap": "GOVLAKE_TRINO_HEAP",
+    "trino_workers": "GOVLAKE_TRINO_WORKERS", "trino_worker_heap": "GOVLAKE_TRINO_WORKER_HEAP", "airflow_home": "GOVLAKE_AIRFLOW_HOME",
     "airflow_port": "GOVLAKE_AIRFLOW_PORT", "portal_port": "GOVLAKE_PORTAL_PORT", "today": "GOVLAKE_TODAY",
     "rules_refresh_seconds": "GOVLAKE_RULES_REFRESH_SECONDS", "gate_engine": "GOVLAKE_GATE_ENGINE",
     "ingest_chunk_rows": "GOVLAKE_INGEST_CHUNK_ROWS", "gate_memory_limit": "GOVLAKE_GATE_MEMORY_LIMIT",
-    "build_workers": "GOVLAKE_BUILD_WORKERS",
+    "build_workers": "GOVLAKE_BUILD_WORKERS", "spark_master": "GOVLAKE_SPARK_MASTER",
+    "spark_cluster_home": "GOVLAKE_SPARK_CLUSTER_HOME", "spark_cluster_port": "GOVLAKE_SPARK_CLUSTER_PORT",
+    "spark_cluster_workers": "GOVLAKE_SPARK_CLUSTER_WORKERS", "spark_worker_memory": "GOVLAKE_SPARK_WORKER_MEMORY",
 }
 
 

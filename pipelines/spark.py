@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -103,6 +104,34 @@ LATE_JIT = ("-XX:Tier4InvocationThreshold=50000", "-XX:Tier4MinInvocationThresho
             "-XX:CompileThresholdScaling=4")
 
 
+CLUSTER_HOST = "127.0.0.1"
+
+
+def master_url(settings: Settings) -> str:
+    """The URL of the standalone cluster ``govlake cluster up`` starts (``pipelines.spark_cluster``)."""
+    return f"spark://{CLUSTER_HOST}:{settings.spark_cluster_port}"
+
+
+def cluster_conf_dir(settings: Settings) -> Path:
+    """The cluster's ``SPARK_CONF_DIR``: its ``spark-defaults.conf`` (0600)
+    holds the shared secret every daemon and application authenticates with."""
+    return settings.spark_cluster_home / "conf"
+
+
+def cluster_application_conf(settings: Settings) -> dict[str, str]:
+    """What a driver needs to run on a standalone master (any ``spark://``
+    master): executors of one core with the worker's memory, the project's
+    Python on the executors, a driver reachable on loopback, and on this
+    project's cluster authentication (the secret itself is read from the
+    cluster's ``spark-defaults.conf``: ``build_spark_session``)."""
+    conf = {"spark.executor.cores": "1", "spark.executor.memory": settings.spark_worker_memory,
+            "spark.pyspark.python": sys.executable,
+            "spark.driver.bindAddress": CLUSTER_HOST, "spark.driver.host": CLUSTER_HOST}
+    if settings.spark_master == master_url(settings):
+        conf["spark.authenticate"] = "true"
+    return conf
+
+
 def build_spark_session(settings: Settings | None = None, app_name: str = "govlake",
                         java_options: tuple[str, ...] = ()):
     """Return the process's SparkSession with Delta Lake enabled.
@@ -148,6 +177,13 @@ def build_spark_session(settings: Settings | None = None, app_name: str = "govla
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             builder = (builder.config("spark.driver.bindAddress", "127.0.0.1")
                        .config("spark.driver.host", "127.0.0.1"))
+        elif settings.spark_master.startswith("spark://"):
+            for key, value in cluster_application_conf(settings).items():
+                builder = builder.config(key, value)
+            if settings.spark_master == master_url(settings):
+                # spark-submit reads the secret from the cluster's spark-defaults.conf
+                # (0600): pyspark puts every builder setting on the JVM's command line
+                os.environ["SPARK_CONF_DIR"] = str(cluster_conf_dir(settings))
         jars = cached_delta_jars(settings)
         if jars:
             builder = builder.config("spark.jars", ",".join(str(j) for j in jars))

@@ -68,7 +68,7 @@ def main(verbose: int, debug: bool) -> None:
 for _command in (
     dev.setup, contracts.contracts, dev.synth, ingest.ingest, ingest.loads, governance.collection,
     quality.quality, governance.governance, services.airflow_group, services.trino_group, services.builder_group,
-    services.portal_group, catalog.publish_command,
+    services.portal_group, services.cluster_group, catalog.publish_command,
     catalog.catalog_group, catalog.access_group, audit.audit_group, libraries.build_command, libraries.show_group,
     lake.upkeep_command, inspections.inspect_group, inspections.verify_fact_command, dev.demo,
 ):

@@ -29,6 +29,7 @@ class Service:
     down_help: str
     status_help: str
     describe: Callable[[dict], list[str]]
+    up_options: tuple = ()              # click options of `up`, passed to ``up`` as keywords
 
 
 def add_service_commands(group: click.Group, service: Service) -> None:
@@ -45,16 +46,18 @@ def add_service_commands(group: click.Group, service: Service) -> None:
             for line in service.describe(status):
                 console.print(line, highlight=False)
 
-    @group.command("up", help=service.up_help)
-    @json_option
-    def up(as_json: bool) -> None:
+    def up(as_json: bool, **options) -> None:
         errors = service.up_errors()
         with err_console.status(service.starting):
             try:
-                status = service.up()
+                status = service.up(**options)
             except errors as exc:
                 raise click.ClickException(str(exc)) from None
         render(status, as_json)
+
+    for option in reversed(service.up_options):
+        up = option(up)
+    group.command("up", help=service.up_help)(json_option(up))
 
     @group.command("down", help=service.down_help)
     def down() -> None:
@@ -136,15 +139,24 @@ def _trino() -> ModuleType:
     return trino
 
 
-def _trino_up_with_rules() -> dict:
-    from pipelines.serving.publish import trino_up_with_rules
+def _trino_up_with_rules(workers: int | None = None) -> dict:
+    import dataclasses
 
-    return trino_up_with_rules()
+    from pipelines.serving.publish import trino_up_with_rules
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    if workers is not None:
+        settings = dataclasses.replace(settings, trino_workers=workers)
+    return trino_up_with_rules(settings)
 
 
 def _describe_trino(status: dict) -> list[str]:
     state = "answering" if status["answering"] else "starting" if status["running"] else "stopped"
     lines = [f"Trino {state}: {status['url']} catalog {status['catalog']} (pid {status['pid'] or '-'})"]
+    if status.get("workers"):
+        lines.append(f"  workers: {', '.join(f'{n} (pid {p})' for n, p in sorted(status['workers'].items()))}; "
+                     "the coordinator schedules no splits on itself")
     if status["running"]:
         lines.append(f"  certificate: {status['certificate']}   passwords: {status['passwords']}")
     return lines
@@ -161,6 +173,9 @@ add_service_commands(trino_group, Service(
     down_help="Stop the Trino started by `govlake trino up`.",
     status_help="Is Trino running and answering, and how to connect.",
     describe=_describe_trino,
+    up_options=(click.option("--workers", type=click.IntRange(0, 8), default=None,
+                             help="Start N workers beside the coordinator, which then schedules no splits on "
+                                  "itself (default: GOVLAKE_TRINO_WORKERS, 0)."),),
 ))
 
 
@@ -235,4 +250,40 @@ add_service_commands(portal_group, Service(
     down_help="Stop the portal started by `govlake portal up`.",
     status_help="Is the portal running and answering, and its URL.",
     describe=_describe_portal,
+))
+
+
+# ---------------------------------------------------------------------- Spark standalone cluster
+@click.group("cluster")
+def cluster_group() -> None:
+    """A Spark standalone cluster on 127.0.0.1 (a master, two one-core workers); builds use it when
+    GOVLAKE_SPARK_MASTER=spark://127.0.0.1:7077."""
+
+
+def _cluster() -> ModuleType:
+    from pipelines import spark_cluster
+
+    return spark_cluster
+
+
+def _describe_cluster(status: dict) -> list[str]:
+    state = "answering" if status["answering"] else "starting" if status["pids"].get("master") else "stopped"
+    lines = [f"Spark cluster {state}: {status['master']} ({status['workers_alive']} workers alive, "
+             f"{status['cores']} cores; UI {status['master_ui']})"]
+    if status["answering"]:
+        lines.append(f"  builds run on it with GOVLAKE_SPARK_MASTER={status['master']}; logs: {status['log_dir']}")
+    return lines
+
+
+add_service_commands(cluster_group, Service(
+    name="The Spark cluster",
+    up=lambda: _cluster().cluster_up(),
+    down=lambda: _cluster().cluster_down(),
+    status=lambda: _cluster().cluster_status(),
+    up_errors=lambda: (_cluster().ClusterError,),
+    starting="starting the Spark master and workers",
+    up_help="Start a Spark standalone master and its workers on 127.0.0.1 and wait until every worker is alive.",
+    down_help="Stop the workers and the master started by `govlake cluster up`.",
+    status_help="Are the master and every worker running, and the master's URL.",
+    describe=_describe_cluster,
 ))

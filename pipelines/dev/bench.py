@@ -625,12 +625,13 @@ def bench_query(scale: float, repeats: int = 7, seed: int = 7) -> dict:
 _GOVLAKE_FROM_PATH = "import sys; from pipelines.cli import run; sys.argv[0] = 'govlake'; run()"
 
 
-def _govlake(args: list[str], lake: Path, code: Path | None = None, beside: list[int] | None = None) -> dict:
+def _govlake(args: list[str], lake: Path, code: Path | None = None, beside: list[int] | None = None,
+             env_extra: dict[str, str] | None = None) -> dict:
     """``govlake ARGS --json`` as a whole process on the lake ``lake``: wall,
     CPU, peak RSS of its process tree (the Spark JVM included for a build)
     and the parsed output. ``code``: a checkout of another commit to run
     instead of this one (``_code_checkout``)."""
-    env = dict(os.environ, GOVLAKE_HOME=str(lake))
+    env = dict(os.environ, GOVLAKE_HOME=str(lake)) | (env_extra or {})
     command = [str(Path(sys.executable).with_name("govlake"))]
     if code is not None:
         # run from the checkout: ``python -c`` puts the working directory before PYTHONPATH, and Spark's
@@ -665,8 +666,9 @@ def _ingest_stage(directory: Path, lake: Path, beside: list[int] | None = None) 
                           for r in loads if r.get("superseded_load_ids")]}
 
 
-def _build_stage(lake: Path, full: bool = False, beside: list[int] | None = None) -> dict:
-    run = _govlake(["build"] + (["--full"] if full else []), lake, beside=beside)
+def _build_stage(lake: Path, full: bool = False, beside: list[int] | None = None,
+                 env_extra: dict[str, str] | None = None) -> dict:
+    run = _govlake(["build"] + (["--full"] if full else []), lake, beside=beside, env_extra=env_extra)
     built = [r for r in run["output"] if "mode" in r or r.get("status") == "skipped"]
     service = re.search(r"built by the build service \(pid (\d+)\)", run["stderr"])
     return {"seconds": round(run["wall"], 1), **_memory(run),
@@ -1086,6 +1088,61 @@ def bench_er(scale: float, seed: int = 7, repeats: int = 3) -> dict:
     }
 
 
+def bench_cluster(scale: float, seed: int = 7, repeats: int = 1) -> dict:
+    """Issue 19: ``govlake build --full`` of every base library on the same
+    ingested city, as whole processes, on ``local[2]`` and on the two-worker
+    standalone cluster (``govlake cluster up``), alternating, each on a fresh
+    copy of the ingested lake. On one 2-core machine the cluster cannot be
+    faster: it runs the same two cores through two executor JVMs, a master
+    and RPC, so the ratio measures the cluster's overhead, not a speed-up."""
+    import dataclasses
+    import shutil
+
+    from pipelines.spark import master_url
+    from pipelines.spark_cluster import cluster_down, cluster_up
+
+    root, ingested = BENCH_DIR / f"cluster-city-{scale}", BENCH_DIR / f"cluster-ingested-{scale}"
+    for path in (root, ingested):
+        shutil.rmtree(path, ignore_errors=True)
+    generate_city(root, scale=scale, seed=seed)
+    ingest = _ingest_stage(root / "deliveries", ingested)
+    settings = dataclasses.replace(get_settings(), spark_cluster_home=BENCH_DIR / "spark-cluster")
+    cluster = {"GOVLAKE_SPARK_MASTER": master_url(settings),
+               "GOVLAKE_SPARK_CLUSTER_HOME": str(settings.spark_cluster_home)}
+    modes = {"local[2]": {"GOVLAKE_SPARK_MASTER": "local[2]"}, "cluster (2 workers × 1 core)": cluster}
+    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
+    cluster_up(settings)
+    try:
+        for _ in range(repeats):
+            for mode, env in modes.items():
+                lake = BENCH_DIR / "cluster-build-lake"
+                shutil.rmtree(lake, ignore_errors=True)
+                shutil.copytree(ingested, lake)
+                runs[mode].append(_build_stage(lake, full=True, env_extra=env))
+    finally:
+        cluster_down(settings)
+    rows = {mode: [{lib: r["rows"] for lib, r in run["libraries"].items()} for run in mode_runs]
+            for mode, mode_runs in runs.items()}
+    if len({json.dumps(r, sort_keys=True) for mode_rows in rows.values() for r in mode_rows}) != 1:
+        raise RuntimeError(f"the builds disagree on row counts: {rows}")
+    seconds = {mode: statistics.median(r["seconds"] for r in mode_runs) for mode, mode_runs in runs.items()}
+    local, on_cluster = seconds.values()
+    return {
+        "benchmark": f"bench-cluster: govlake build --full on local[2] and on a two-worker Spark standalone "
+                     f"cluster, scale {scale}",
+        "what_is_timed": "`govlake build --full --json` as a whole process (interpreter, Spark driver start, "
+                         "executors registering on the cluster, every base library built, gated and written); "
+                         "not the city's generation or ingest",
+        "repeats": repeats, "ingest_seconds": ingest["seconds"], "rows_delivered": ingest["rows_read"],
+        "seconds_median": seconds, "cluster_over_local": round(on_cluster / local, 2),
+        "runs_seconds": {mode: [r["seconds"] for r in mode_runs] for mode, mode_runs in runs.items()},
+        "peak_rss_gib": {mode: [r["peak_rss_gib"] for r in mode_runs] for mode, mode_runs in runs.items()},
+        "library_rows": rows["local[2]"][0],
+        "note": "one machine, 2 cores: the cluster adds two executor JVMs, a master and RPC on the same cores; "
+                "this is its overhead, not a speed-up",
+    }
+
+
 def record(result: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     if not RESULTS.exists():
@@ -1193,6 +1250,10 @@ def main(argv: list[str] | None = None) -> None:
     er.add_argument("--scale", type=float, default=0.05)
     er.add_argument("--seed", type=int, default=7)
     er.add_argument("--repeats", type=int, default=3)
+    cluster = sub.add_parser("cluster", help="build --full on local[2] and on the two-worker standalone cluster")
+    cluster.add_argument("--scale", type=float, default=0.05)
+    cluster.add_argument("--seed", type=int, default=7)
+    cluster.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     if args.benchmark == "ingest":
         result = bench_ingest(args.rows, args.seed)
@@ -1213,6 +1274,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         print(json.dumps(result["er"], ensure_ascii=False))     # the last line: {"govlake": ..., "splink": ...}
         return
+    elif args.benchmark == "cluster":
+        result = bench_cluster(args.scale, args.seed, args.repeats)
     elif args.benchmark == "build":
         result = bench_build([float(x) for x in args.scales.split(",")], args.seed)
     else:

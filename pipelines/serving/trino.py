@@ -8,8 +8,11 @@
   carries every plugin.)
 - **Java.** Trino 476 needs Java 24+: ``GOVLAKE_TRINO_JAVA_HOME`` or the newest
   suitable JDK under ``/usr/lib/jvm``.
-- **Config** under ``GOVLAKE_TRINO_HOME`` (git-ignored): single node bound to
-  127.0.0.1, HTTPS only (a self-signed certificate generated at set-up; no HTTP
+- **Config** under ``GOVLAKE_TRINO_HOME`` (git-ignored): a coordinator bound to
+  127.0.0.1 (and, with ``GOVLAKE_TRINO_WORKERS=N`` or ``govlake trino up
+  --workers N``, N workers under ``worker-<i>/`` that run every split while
+  the coordinator only plans; internal traffic over HTTPS with the shared
+  secret, 0600), HTTPS only (a self-signed certificate generated at set-up; no HTTP
   port), password authentication (file authenticator, bcrypt; passwords
   generated into ``passwords.json``, mode 0600), file-based access control
   reloaded every few seconds, and the Delta Lake catalog ``lake`` on a file
@@ -30,7 +33,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from pipelines.processes import probe_service, service_environment, stop_process_group
+from pipelines.processes import probe_service, running_pid, service_environment, stop_process_group
 from pipelines.serving.audit import (VERIFY_PATH, listener_properties, receiver_port, start_receiver, stop_receiver,
                                      token_path)
 from pipelines.serving.trino_plugins import PluginBuildError, build_plugins
@@ -338,6 +341,24 @@ def write_config(settings: Settings | None = None) -> Path:
         secret_file.write_text(secrets.token_hex(32))
         secret_file.chmod(0o600)
     keystore = etc / "govlake-trino.pem"
+    lake_catalog = [
+        "connector.name=delta_lake", "hive.metastore=file",
+        f"hive.metastore.catalog.dir=local:///{METASTORE_DIR}",
+        "fs.native-local.enabled=true", f"local.location={settings.local_lake_path()}",
+        "delta.register-table-procedure.enabled=true",
+        # Delta metadata caching (issue 15): each table's parsed log (its
+        # snapshot) and its active-file list are kept between queries, so a
+        # point lookup does not re-read checkpoints and commits. Every query
+        # still reads the log entries newer than the cached version
+        # (TransactionLogAccess: a cached snapshot is brought up to date
+        # before use), so a version written by Spark or delta-rs is seen at
+        # once (tests/integration/test_trino.py reads right after a write).
+        "delta.metadata.cache-ttl=30m", "delta.metadata.cache-max-retained-size=64MB",
+        "delta.metadata.live-files.cache-ttl=30m", "delta.metadata.live-files.cache-size=128MB",
+        "delta.checkpoint-filtering.enabled=true",
+        # Table statistics would give a town-scoped user plan estimates and
+        # SHOW STATS figures of the whole table, outside its row filter.
+        "delta.table-statistics-enabled=false", "delta.extended-statistics.enabled=false"]
     port = settings.trino_port
     files = {
         "node.properties": [
@@ -347,7 +368,8 @@ def write_config(settings: Settings | None = None) -> Path:
             "-server", f"-Xmx{settings.trino_heap}", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
             "-XX:+HeapDumpOnOutOfMemoryError", "-Djdk.attach.allowAttachSelf=true", "-Dfile.encoding=UTF-8"],
         "config.properties": [
-            "coordinator=true", "node-scheduler.include-coordinator=true",
+            # with workers, the coordinator plans and schedules only
+            "coordinator=true", f"node-scheduler.include-coordinator={str(not settings.trino_workers).lower()}",
             "http-server.http.enabled=false",
             # no web UI: one surface fewer (the REST API and the CLI remain)
             "web-ui.enabled=false",
@@ -375,35 +397,70 @@ def write_config(settings: Settings | None = None) -> Path:
             "connector.name=govlake_verify",
             f"govlake.verify.endpoint=http://127.0.0.1:{receiver_port(settings)}{VERIFY_PATH}",
             f"govlake.verify.token-file={token_path(settings)}"],
-        "catalog/lake.properties": [
-            "connector.name=delta_lake", "hive.metastore=file",
-            f"hive.metastore.catalog.dir=local:///{METASTORE_DIR}",
-            "fs.native-local.enabled=true", f"local.location={settings.local_lake_path()}",
-            "delta.register-table-procedure.enabled=true",
-            # Delta metadata caching (issue 15): each table's parsed log (its
-            # snapshot) and its active-file list are kept between queries, so a
-            # point lookup does not re-read checkpoints and commits. Every query
-            # still reads the log entries newer than the cached version
-            # (TransactionLogAccess: a cached snapshot is brought up to date
-            # before use), so a version written by Spark or delta-rs is seen at
-            # once (tests/integration/test_trino.py reads right after a write).
-            "delta.metadata.cache-ttl=30m", "delta.metadata.cache-max-retained-size=64MB",
-            "delta.metadata.live-files.cache-ttl=30m", "delta.metadata.live-files.cache-size=128MB",
-            "delta.checkpoint-filtering.enabled=true",
-            # Table statistics would give a town-scoped user plan estimates and
-            # SHOW STATS figures of the whole table, outside its row filter.
-            "delta.table-statistics-enabled=false", "delta.extended-statistics.enabled=false"],
+        "catalog/lake.properties": lake_catalog,
     }
     etc.chmod(0o700)
+    _write_files(etc, files)
+    for index in range(1, settings.trino_workers + 1):
+        _write_worker_config(settings, index, keystore, secret_file.read_text().strip(),
+                             {name: lines for name, lines in files.items() if name.startswith("catalog/")})
+    ensure_passwords(settings)
+    if not rules_path(settings).exists():   # the administrator only, until `govlake access compile`
+        write_rules(base_rules(), settings)
+    return etc
+
+
+def worker_home(settings: Settings, index: int) -> Path:
+    """Worker ``index`` (from 1): its etc/, data/, server.log and pid file."""
+    return Path(settings.trino_home) / f"worker-{index}"
+
+
+def worker_port(settings: Settings, index: int) -> int:
+    return settings.trino_port + 10 + index
+
+
+def _write_worker_config(settings: Settings, index: int, keystore: Path, secret: str,
+                         catalogs: dict[str, list[str]]) -> None:
+    """A worker's etc/: the coordinator's catalogs (the same lake, the verify
+    connector), HTTPS on its own port with the coordinator's certificate, and
+    the internal shared secret (0600). No password file, rules or event
+    listener: clients, access control and the audit stay on the coordinator."""
+    home = worker_home(settings, index)
+    etc = home / "etc"
+    (etc / "catalog").mkdir(parents=True, exist_ok=True)
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    port = worker_port(settings, index)
+    files = {
+        "node.properties": [
+            "node.environment=govlake", f"node.id=govlake-worker-{index}", f"node.data-dir={home / 'data'}",
+            "node.bind-ip=127.0.0.1", "node.internal-address=127.0.0.1"],
+        "jvm.config": [
+            "-server", f"-Xmx{settings.trino_worker_heap}", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
+            "-Djdk.attach.allowAttachSelf=true", "-Dfile.encoding=UTF-8"],
+        "config.properties": [
+            "coordinator=false", "http-server.http.enabled=false",
+            "http-server.https.enabled=true", f"http-server.https.port={port}",
+            f"http-server.https.keystore.path={keystore}",
+            f"discovery.uri=https://127.0.0.1:{settings.trino_port}",
+            f"internal-communication.shared-secret={secret}",
+            "internal-communication.https.required=true",
+            f"internal-communication.https.keystore.path={keystore}",
+            f"internal-communication.https.truststore.path={certificate_path(settings)}",
+            "query.max-memory=2GB", "query.max-memory-per-node=1GB"],
+        "log.properties": ["io.trino=INFO"],
+        **catalogs,
+    }
+    home.chmod(0o700)
+    etc.chmod(0o700)
+    _write_files(etc, files)
+
+
+def _write_files(etc: Path, files: dict[str, list[str]]) -> None:
     for name, lines in files.items():
         path = etc / name
         path.touch(mode=0o600)
         path.chmod(0o600)    # config.properties holds the internal shared secret, the listener's file a token
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    ensure_passwords(settings)
-    if not rules_path(settings).exists():   # the administrator only, until `govlake access compile`
-        write_rules(base_rules(), settings)
-    return etc
 
 
 def write_rules(rules: dict, settings: Settings | None = None) -> Path:
@@ -456,9 +513,10 @@ def query(sql: str, user: str = ADMIN_USER, password: str | None = None, setting
 
 
 def _ready(settings: Settings) -> bool:
-    """Started (``/v1/info`` no longer ``starting``), a node active, and a
-    table-scanning query planned on a worker: the coordinator answers simple
-    queries several seconds before it can schedule table scans."""
+    """Started (``/v1/info`` no longer ``starting``), every node active (the
+    coordinator and ``trino_workers`` workers), and a table-scanning query
+    planned on a worker: the coordinator answers simple queries several
+    seconds before it can schedule table scans."""
     import requests
 
     session = requests.Session()
@@ -469,16 +527,23 @@ def _ready(settings: Settings) -> bool:
         return False
     active = query("select count(*) from system.runtime.nodes where state = 'active'",
                    settings=settings, max_attempts=1)[1][0][0]
-    if active < 1:
+    if active < 1 + settings.trino_workers:     # the coordinator and every worker
         return False
     query("select count(*) from (select * from unnest(sequence(1, 10)))", settings=settings, max_attempts=1)
     return True
 
 
+def _worker_pid_files(settings: Settings) -> list[Path]:
+    """The pid files of the workers running or last started (however many that was)."""
+    return sorted(Path(settings.trino_home).glob("worker-*/worker.pid"))
+
+
 def trino_status(settings: Settings | None = None) -> dict:
     settings = settings or get_settings()
     pid, answering = probe_service(_pid_file(settings), lambda: _ready(settings))
+    workers = {path.parent.name: running_pid(path) for path in _worker_pid_files(settings)}
     return {"running": pid is not None, "answering": answering, "pid": pid,
+            "workers": {name: worker for name, worker in workers.items() if worker},
             "url": f"https://127.0.0.1:{settings.trino_port}", "catalog": CATALOG,
             "certificate": str(certificate_path(settings)),
             "passwords": str(_passwords_path(settings)), "home": str(settings.trino_home)}
@@ -515,13 +580,33 @@ def trino_up(settings: Settings | None = None, wait_seconds: int = 240) -> dict:
              f"--data-dir={Path(settings.trino_home) / 'data'}", "run"],
             env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     _pid_file(settings).write_text(str(process.pid))
+    for index in range(1, settings.trino_workers + 1):
+        _start_worker(settings, index, server, environment)
     try:
         return _wait_until_answering(settings, process.pid, wait_seconds, process, offset)
     except TrinoSetupError:
         if process.poll() is not None:   # exited: nothing of this start keeps running
             _pid_file(settings).unlink(missing_ok=True)
+            _stop_workers(settings)
             stop_receiver(settings)
         raise
+
+
+def _start_worker(settings: Settings, index: int, server: Path, environment: dict[str, str]) -> None:
+    home = worker_home(settings, index)
+    pid_file = home / "worker.pid"
+    if running_pid(pid_file):
+        return
+    with (home / "server.log").open("ab") as log_file:
+        process = subprocess.Popen(
+            [str(server / "bin" / "launcher"), f"--etc-dir={home / 'etc'}", f"--data-dir={home / 'data'}", "run"],
+            env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    pid_file.write_text(str(process.pid))
+
+
+def _stop_workers(settings: Settings) -> None:
+    for pid_file in _worker_pid_files(settings):
+        stop_process_group(pid_file)
 
 
 _RECORD = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z?\t(\w+)\t")
@@ -588,4 +673,5 @@ def trino_down(settings: Settings | None = None) -> bool:
     settings = settings or get_settings()
     stop_process_group(keeper_pid_file(settings), grace_seconds=5)
     stop_receiver(settings)
+    _stop_workers(settings)
     return stop_process_group(_pid_file(settings))

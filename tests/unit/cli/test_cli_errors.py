@@ -36,6 +36,8 @@ def lake(tmp_path, monkeypatch):
     monkeypatch.setenv("GOVLAKE_AIRFLOW_HOME", str(tmp_path / "airflow"))
     monkeypatch.setenv("GOVLAKE_TRINO_PORT", "1")
     monkeypatch.setenv("GOVLAKE_AIRFLOW_PORT", "1")
+    monkeypatch.setenv("GOVLAKE_SPARK_CLUSTER_HOME", str(tmp_path / "spark-cluster"))
+    monkeypatch.setenv("GOVLAKE_SPARK_CLUSTER_PORT", "1")
     monkeypatch.setattr("pipelines.spark.build_spark_session", no_spark)
     get_settings.cache_clear()
     yield tmp_path / "lake", started
@@ -339,6 +341,8 @@ SWEEP = {
     ("builder", "down"): [[]],
     ("portal", "status"): [[]],
     ("portal", "down"): [[]],
+    ("cluster", "status"): [[]],
+    ("cluster", "down"): [[]],
     ("publish",): [[]],
     ("catalog", "list"): [[]],
     ("catalog", "show"): [["no_such_resource"]],
@@ -365,7 +369,8 @@ SWEEP = {
                    "--purpose", "社保待遇资格认证"], ["entity-good-standing", "NO-SUCH-USCC", "--department", "x"]],
 }
 # Starting them would start a real service or Airflow's database: tested elsewhere.
-NOT_SWEPT = {("airflow", "up"), ("trino", "up"), ("airflow", "run"), ("builder", "up"), ("portal", "up")}
+NOT_SWEPT = {("airflow", "up"), ("trino", "up"), ("airflow", "run"), ("builder", "up"), ("portal", "up"),
+             ("cluster", "up")}
 # These need Spark whatever the lake holds (the stand-in refuses, in one line).
 NEED_SPARK = {("setup",), ("demo",), ("access", "request")}
 # read-only listings of one governance table: empty (exit 0) while nothing has written it
@@ -396,5 +401,5 @@ def test_no_command_shows_a_stack_trace(lake, state):
                 assert result.exit_code == 0 and "is empty: it is written by" in result.output, (shown, result.output)
             elif path not in {("contracts", "list"), ("quality", "suites"), ("catalog", "list"), ("access", "compile"),
                               ("airflow", "down"), ("trino", "down"), ("builder", "down"), ("portal", "down"),
-                              ("access", "check")}:
+                              ("cluster", "down"), ("access", "check")}:
                 assert result.exit_code != 0, f"{shown} exited 0 on an {state}:\n{result.output}"
