@@ -11,7 +11,7 @@ SEED ?= 7
 BENCH_ROWS ?= 1000000
 BENCH_LARGE_ROWS ?= 48000000
 
-.PHONY: setup browser demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth bench-er bench-cluster suites airflow airflow-down trino-up trino-down builder-up builder-down portal portal-down cluster-up cluster-down down contracts clean clean-lake help
+.PHONY: setup browser demo test test-unit test-integration test-security bench-ingest bench-ingest-large bench-quality bench-build bench-city bench-day bench-query bench-synth bench-er bench-cluster postgres suites airflow airflow-down trino-up trino-down builder-up builder-down portal portal-down cluster-up cluster-down down contracts clean clean-lake help
 
 help:
 	@echo "make demo     generate a small city (SCALE=$(SCALE)) and ingest all of it"
@@ -48,7 +48,7 @@ $(JARS): $(INSTALLED)
 demo: setup
 	$(BIN)/govlake demo --scale $(SCALE) --seed $(SEED)
 
-test: setup browser
+test: setup browser postgres
 	$(BIN)/pytest -q
 
 # The portal's browser tests: Debian's chromium and its chromedriver, and a CJK
@@ -59,6 +59,14 @@ browser:
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
 	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
 	else echo "the portal's browser tests need: apt-get install $(BROWSER_PACKAGES)" >&2; fi
+
+# Airflow's metadata DB at scale (GOVLAKE_AIRFLOW_DATABASE=postgres): Debian's PostgreSQL server
+# binaries; the project runs its own cluster, so the package's default one is not created
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then mkdir -p /etc/postgresql-common && echo "create_main_cluster = false" >> /etc/postgresql-common/createcluster.conf && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	elif command -v sudo >/dev/null; then sudo mkdir -p /etc/postgresql-common && echo "create_main_cluster = false" | sudo tee -a /etc/postgresql-common/createcluster.conf >/dev/null && sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	else echo "Airflow on PostgreSQL needs: apt-get install postgresql" >&2; fi
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit

@@ -59,6 +59,12 @@ class Settings:
     airflow_home / airflow_port: where the local Airflow keeps its SQLite
         metadata, logs and config (``GOVLAKE_AIRFLOW_HOME``, default ``./.airflow``,
         git-ignored) and the port its UI/API listens on (127.0.0.1 only).
+    airflow_database / airflow_parallelism: Airflow's metadata database,
+        ``sqlite`` (default: the embedded one, one task at a time) or
+        ``postgres`` (the project's PostgreSQL under the Airflow home, on
+        127.0.0.1 at airflow_port + 715; feed DAGs run in parallel), and how
+        many tasks run at once (``GOVLAKE_AIRFLOW_PARALLELISM``; 0: 2 on
+        SQLite, 4 on PostgreSQL).
     portal_port: the governance portal's HTTPS port on 127.0.0.1 (8445;
         ``GOVLAKE_PORTAL_PORT``); Trino's audit receiver has Trino's port + 1.
     gate_engine: GX's engine for delivery gates (``GOVLAKE_GATE_ENGINE``):
@@ -113,6 +119,8 @@ class Settings:
     trino_worker_heap: str = "2G"
     airflow_home: Path = PROJECT_ROOT / ".airflow"
     airflow_port: int = 8080
+    airflow_database: str = "sqlite"
+    airflow_parallelism: int = 0
     portal_port: int = 8445
     gate_engine: str = "duckdb"
     ingest_chunk_rows: int = 2_000_000
@@ -167,6 +175,20 @@ def _parse_extra_conf(text: str) -> dict[str, str]:
     return conf
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    text = _env(name, default).strip().lower()
+    if text not in allowed:
+        raise ValueError(f"{name}={text!r}: expected one of {', '.join(allowed)}")
+    return text
+
+
+def _non_negative_int(name: str, default: str) -> int:
+    text = _env(name, default)
+    if not text.strip().isdigit():
+        raise ValueError(f"{name}={text!r}: expected a whole number, 0 or more")
+    return int(text)
+
+
 def _positive_int(name: str, default: str) -> int:
     text = _env(name, default)
     try:
@@ -199,10 +221,12 @@ def get_settings() -> Settings:
         trino_java_home=os.environ.get("GOVLAKE_TRINO_JAVA_HOME") or None,
         trino_port=int(_env("GOVLAKE_TRINO_PORT", "8443")),
         trino_heap=_env("GOVLAKE_TRINO_HEAP", "4G"),
-        trino_workers=int(_env("GOVLAKE_TRINO_WORKERS", "0")),
+        trino_workers=_non_negative_int("GOVLAKE_TRINO_WORKERS", "0"),
         trino_worker_heap=_env("GOVLAKE_TRINO_WORKER_HEAP", "2G"),
         airflow_home=Path(_env("GOVLAKE_AIRFLOW_HOME", str(PROJECT_ROOT / ".airflow"))).resolve(),
         airflow_port=int(_env("GOVLAKE_AIRFLOW_PORT", "8080")),
+        airflow_database=_choice("GOVLAKE_AIRFLOW_DATABASE", "sqlite", ("sqlite", "postgres")),
+        airflow_parallelism=_non_negative_int("GOVLAKE_AIRFLOW_PARALLELISM", "0"),
         portal_port=int(_env("GOVLAKE_PORTAL_PORT", "8445")),
         gate_engine=_env("GOVLAKE_GATE_ENGINE", "duckdb"),
         ingest_chunk_rows=_positive_int("GOVLAKE_INGEST_CHUNK_ROWS", "2000000"),
@@ -224,8 +248,10 @@ _ENVIRONMENT_NAMES = {
     "catalog_dir": "GOVLAKE_CATALOG", "quality_dir": "GOVLAKE_QUALITY", "trino_home": "GOVLAKE_TRINO_HOME",
     "trino_version": "GOVLAKE_TRINO_VERSION", "trino_java_home": "GOVLAKE_TRINO_JAVA_HOME",
     "trino_port": "GOVLAKE_TRINO_PORT", "trino_heap": "GOVLAKE_TRINO_HEAP",
-    "trino_workers": "GOVLAKE_TRINO_WORKERS", "trino_worker_heap": "GOVLAKE_TRINO_WORKER_HEAP", "airflow_home": "GOVLAKE_AIRFLOW_HOME",
-    "airflow_port": "GOVLAKE_AIRFLOW_PORT", "portal_port": "GOVLAKE_PORTAL_PORT", "today": "GOVLAKE_TODAY",
+    "trino_workers": "GOVLAKE_TRINO_WORKERS", "trino_worker_heap": "GOVLAKE_TRINO_WORKER_HEAP",
+    "airflow_home": "GOVLAKE_AIRFLOW_HOME", "airflow_port": "GOVLAKE_AIRFLOW_PORT",
+    "airflow_database": "GOVLAKE_AIRFLOW_DATABASE", "airflow_parallelism": "GOVLAKE_AIRFLOW_PARALLELISM",
+    "portal_port": "GOVLAKE_PORTAL_PORT", "today": "GOVLAKE_TODAY",
     "rules_refresh_seconds": "GOVLAKE_RULES_REFRESH_SECONDS", "gate_engine": "GOVLAKE_GATE_ENGINE",
     "ingest_chunk_rows": "GOVLAKE_INGEST_CHUNK_ROWS", "gate_memory_limit": "GOVLAKE_GATE_MEMORY_LIMIT",
     "build_workers": "GOVLAKE_BUILD_WORKERS", "spark_master": "GOVLAKE_SPARK_MASTER",

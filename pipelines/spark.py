@@ -120,15 +120,17 @@ def cluster_conf_dir(settings: Settings) -> Path:
 
 def cluster_application_conf(settings: Settings) -> dict[str, str]:
     """What a driver needs to run on a standalone master (any ``spark://``
-    master): executors of one core with the worker's memory, the project's
-    Python on the executors, a driver reachable on loopback, and on this
-    project's cluster authentication (the secret itself is read from the
-    cluster's ``spark-defaults.conf``: ``build_spark_session``)."""
+    master): executors of one core with the worker's memory and the project's
+    Python on the executors; on this project's own cluster also a driver on
+    loopback and authentication (the secret itself is read from the
+    cluster's ``spark-defaults.conf``: ``build_spark_session``). A remote
+    master needs a driver its executors can reach: ``GOVLAKE_SPARK_CONF``'s
+    ``spark.driver.host`` (docs/deployment.md)."""
     conf = {"spark.executor.cores": "1", "spark.executor.memory": settings.spark_worker_memory,
-            "spark.pyspark.python": sys.executable,
-            "spark.driver.bindAddress": CLUSTER_HOST, "spark.driver.host": CLUSTER_HOST}
+            "spark.pyspark.python": sys.executable}
     if settings.spark_master == master_url(settings):
-        conf["spark.authenticate"] = "true"
+        conf |= {"spark.authenticate": "true", "spark.driver.bindAddress": CLUSTER_HOST,
+                 "spark.driver.host": CLUSTER_HOST}
     return conf
 
 
@@ -181,6 +183,7 @@ def build_spark_session(settings: Settings | None = None, app_name: str = "govla
             for key, value in cluster_application_conf(settings).items():
                 builder = builder.config(key, value)
             if settings.spark_master == master_url(settings):
+                os.environ.setdefault("SPARK_LOCAL_IP", CLUSTER_HOST)
                 # spark-submit reads the secret from the cluster's spark-defaults.conf
                 # (0600): pyspark puts every builder setting on the JVM's command line
                 os.environ["SPARK_CONF_DIR"] = str(cluster_conf_dir(settings))

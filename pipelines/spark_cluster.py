@@ -7,14 +7,16 @@ Each worker offers one core and ``spark_worker_memory``; the cluster lives
 under ``spark_cluster_home`` (git-ignored): ``conf/spark-defaults.conf``,
 logs, pid files and the workers' work dirs.
 
-Only this machine's own user gets in: every daemon and every application
+No other local account can join or submit: every daemon and every application
 authenticates with a shared secret (``spark.authenticate``), generated at
 the first start into ``conf/spark-defaults.conf`` (mode 0600), the
 ``SPARK_CONF_DIR`` of the daemons and of a driver that uses the cluster
 (pyspark would put a builder setting on the JVM's command line, which every
 local user can read); the workers pass it on to their executors. Spark
 reads a secret *file* only on Kubernetes. Daemons, their RPC and their web UIs bind
-127.0.0.1 only (``SPARK_LOCAL_IP``).
+127.0.0.1 only (``SPARK_LOCAL_IP``); the UIs have no login (any local account
+can read them: state and logs, no data), so killing applications and
+decommissioning workers from them is off.
 
 Builds run on the cluster when ``GOVLAKE_SPARK_MASTER`` names it
 (``spark://127.0.0.1:7077``): ``pipelines.spark.build_spark_session`` adds
@@ -68,10 +70,13 @@ def _conf_dir(settings: Settings) -> Path:
     conf.mkdir(parents=True, exist_ok=True)
     conf.chmod(0o700)
     defaults = conf / "spark-defaults.conf"
-    if not defaults.exists() or "spark.authenticate.secret " not in defaults.read_text():
-        defaults.touch(mode=0o600)
-        defaults.write_text(f"spark.authenticate true\nspark.authenticate.secret {secrets.token_hex(32)}\n")
+    secret = next((line.split(None, 1)[1] for line in (defaults.read_text().splitlines() if defaults.exists() else [])
+                   if line.startswith("spark.authenticate.secret ")), None) or secrets.token_hex(32)
+    defaults.touch(mode=0o600)
     defaults.chmod(0o600)
+    # the web UIs (loopback, no login) show state and logs; nobody kills or decommissions from them
+    defaults.write_text(f"spark.authenticate true\nspark.authenticate.secret {secret}\n"
+                        "spark.ui.killEnabled false\nspark.master.ui.decommission.allow.mode DENY\n")
     return conf
 
 
@@ -113,7 +118,9 @@ def _start(settings: Settings, name: str, main_class: str, arguments: list[str],
     environment = service_environment({
         "SPARK_HOME": str(spark_home()), "SPARK_CONF_DIR": str(conf), "SPARK_LOCAL_IP": HOST,
         "SPARK_LOG_DIR": str(logs), "SPARK_NO_DAEMONIZE": "1", "PYSPARK_PYTHON": sys.executable,
-        "SPARK_DAEMON_MEMORY": "512m"})
+        "SPARK_DAEMON_MEMORY": "512m",
+        # a taken port fails the daemon (and names it) instead of moving it where status does not look
+        "SPARK_DAEMON_JAVA_OPTS": "-Dspark.port.maxRetries=0"})
     with (logs / f"{name}.log").open("ab") as log_file:
         process = subprocess.Popen([str(spark_home() / "bin" / "spark-class"), main_class, *arguments],
                                    env=environment, stdout=log_file, stderr=subprocess.STDOUT,
@@ -147,16 +154,21 @@ def cluster_up(settings: Settings | None = None, wait_seconds: int = 90) -> dict
                ["--host", HOST, "--cores", "1", "--memory", settings.spark_worker_memory,
                 "--webui-port", str(_ui_port(settings, index)), "--work-dir", str(work), master_url(settings)], conf)
     deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
-        status = cluster_status(settings)
-        if status["answering"]:
-            return status
-        dead = [name for name, pid in status["pids"].items() if pid is None]
-        if dead:
-            raise ClusterError(f"the Spark {', '.join(dead)} exited; see {settings.spark_cluster_home / 'logs'}")
-        time.sleep(1)
-    raise ClusterError(f"the Spark master at {master_url(settings)} did not count {settings.spark_cluster_workers} "
-                       f"workers alive within {wait_seconds} s; see {settings.spark_cluster_home / 'logs'}")
+    try:
+        while time.monotonic() < deadline:
+            status = cluster_status(settings)
+            if status["answering"]:
+                return status
+            dead = [name for name, pid in status["pids"].items() if pid is None]
+            if dead:
+                raise ClusterError(f"the Spark {', '.join(dead)} exited; see {settings.spark_cluster_home / 'logs'}")
+            time.sleep(1)
+        raise ClusterError(f"the Spark master at {master_url(settings)} did not count "
+                           f"{settings.spark_cluster_workers} workers alive within {wait_seconds} s; "
+                           f"see {settings.spark_cluster_home / 'logs'}")
+    except ClusterError:
+        cluster_down(settings)     # nothing of a failed start keeps running
+        raise
 
 
 def cluster_down(settings: Settings | None = None) -> bool:

@@ -86,7 +86,8 @@ def _airflow_local() -> ModuleType:
 
 def _describe_airflow(status: dict) -> list[str]:
     state = "running" if status["answering"] else "starting" if status["running"] else "stopped"
-    lines = [f"Airflow {state}: UI {status['url']} (pid {status['pid'] or '-'}), home {status['home']}"]
+    lines = [f"Airflow {state}: UI {status['url']} (pid {status['pid'] or '-'}), home {status['home']}, "
+             f"metadata DB {status.get('database', 'sqlite')}"]
     if status["running"]:
         lines.append(f"Log in as admin; the password is in {status['password_file']}")
     return lines

@@ -91,6 +91,7 @@ def update_issues(contract: Contract, load_id: str, findings: list[Finding],
     existing = {row["rule"]: row for row in read_delta_rows(
         path, [("feed", "=", contract.feed), ("status", "=", "open")])}
     changes, summary = [], {"opened": [], "updated": [], "closed": []}
+    reopen_as: dict[str, Finding] = {}     # the finding behind each update, should its issue be closed meanwhile
     seen = set()
     for finding in findings:
         if finding.rule in seen:
@@ -105,16 +106,9 @@ def update_issues(contract: Contract, load_id: str, findings: list[Finding],
                          last_affected_rows=finding.affected_rows, sample_rows=list(finding.sample_rows),
                          detail=finding.detail)
             summary["updated"].append(issue["issue_id"])
+            reopen_as[issue["issue_id"]] = finding
         else:
-            issue = {
-                "issue_id": _issue_id(contract.bureau, contract.feed, finding.rule, now),
-                "bureau": contract.bureau, "feed": contract.feed, "rule": finding.rule,
-                "column_name": finding.column_name, "source": finding.source, "status": "open",
-                "first_seen_at": now, "last_seen_at": now, "first_load_id": load_id, "last_load_id": load_id,
-                "occurrences": 1, "affected_rows": finding.affected_rows,
-                "last_affected_rows": finding.affected_rows, "sample_rows": list(finding.sample_rows),
-                "detail": finding.detail, "closed_at": None, "closed_by": None, "closed_reason": None,
-            }
+            issue = _new_issue(contract, finding, load_id, now)
             summary["opened"].append(issue["issue_id"])
         changes.append(issue)
     if close_others:
@@ -136,6 +130,13 @@ def update_issues(contract: Contract, load_id: str, findings: list[Finding],
             summary[kind] = [i for i in summary[kind] if stored.get(i, {}).get("last_load_id") == load_id
                              or (kind == "closed" and stored.get(i, {}).get("closed_by") == "govlake"
                                  and stored[i].get("closed_reason") == f"passed in delivery {load_id}")]
+        # a rule this delivery failed again, whose issue was closed meanwhile: a new issue follows it
+        followed = [_new_issue(contract, finding, load_id, now) for issue_id, finding in reopen_as.items()
+                    if issue_id not in summary["updated"]]
+        if followed:
+            upsert_rows(path, followed, ISSUES_DDL, key="issue_id", partition=("feed", contract.feed))
+            changes += followed
+            summary["opened"] += [issue["issue_id"] for issue in followed]
     by_id = {issue["issue_id"]: issue for issue in changes}
     record_events([_event(by_id[i], action, "govlake", None, load_id=load_id, now=now,
                           reason=by_id[i]["closed_reason"] if action == "closed" else by_id[i]["detail"])
@@ -144,6 +145,18 @@ def update_issues(contract: Contract, load_id: str, findings: list[Finding],
         if ids:
             log.info("%s load %s: governance issues %s: %s", contract.feed, load_id, kind, ", ".join(ids))
     return summary
+
+
+def _new_issue(contract: Contract, finding: Finding, load_id: str, now) -> dict:
+    return {
+        "issue_id": _issue_id(contract.bureau, contract.feed, finding.rule, now),
+        "bureau": contract.bureau, "feed": contract.feed, "rule": finding.rule,
+        "column_name": finding.column_name, "source": finding.source, "status": "open",
+        "first_seen_at": now, "last_seen_at": now, "first_load_id": load_id, "last_load_id": load_id,
+        "occurrences": 1, "affected_rows": finding.affected_rows,
+        "last_affected_rows": finding.affected_rows, "sample_rows": list(finding.sample_rows),
+        "detail": finding.detail, "closed_at": None, "closed_by": None, "closed_reason": None,
+    }
 
 
 def _sql_text(value: str) -> str:

@@ -4,7 +4,12 @@ Airflow is the orchestrator of record: ``run_dags`` runs DAGs through Airflow's
 own ``dag.test()`` (the task runner, XCom, asset events and the metadata DB are
 Airflow's; runs show up in the UI), and ``airflow_up`` starts ``airflow
 standalone`` (API server + UI, scheduler, DAG processor, triggerer) on
-127.0.0.1 with SQLite metadata and parallelism sized for 2 cores.
+127.0.0.1 with the LocalExecutor. The metadata database is SQLite by default
+(one task at a time: SQLite takes one writer) or, with
+``GOVLAKE_AIRFLOW_DATABASE=postgres``, the project's own PostgreSQL
+(``pipelines.orchestration.postgres``, started and stopped with Airflow), on
+which feed DAGs run in parallel: ``GOVLAKE_AIRFLOW_PARALLELISM`` tasks at once
+(default 4 on PostgreSQL, two per core of this machine).
 
 Airflow reads its configuration from ``AIRFLOW_*`` variables when it is first
 imported, so ``use_project_airflow`` must run before anything imports airflow.
@@ -30,15 +35,21 @@ def airflow_environment(settings: Settings | None = None) -> dict[str, str]:
     """The ``AIRFLOW_*`` configuration of the project's local Airflow."""
     settings = settings or get_settings()
     home = Path(settings.airflow_home)
+    if settings.airflow_database == "postgres":
+        from pipelines.orchestration.postgres import database_url
+
+        database, parallelism = database_url(settings), settings.airflow_parallelism or 4
+    else:
+        database, parallelism = f"sqlite:///{home / 'airflow.db'}", settings.airflow_parallelism or 2
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -75,7 +86,11 @@ def _migrate(settings: Settings, environment: dict[str, str]) -> None:
     """Create or upgrade the metadata DB of ``settings.airflow_home``, once."""
     home = Path(settings.airflow_home)
     home.mkdir(parents=True, exist_ok=True)
-    stamp = home / ".db-migrated"
+    if settings.airflow_database == "postgres":
+        from pipelines.orchestration.postgres import postgres_up
+
+        postgres_up(settings)
+    stamp = home / (".db-migrated" if settings.airflow_database == "sqlite" else f".db-migrated-{settings.airflow_database}")
     if not stamp.exists():
         completed = subprocess.run([_airflow_bin(), "db", "migrate"], env=environment,
                                    capture_output=True, text=True, check=False)
@@ -140,6 +155,7 @@ def airflow_status(settings: Settings | None = None) -> dict:
     pid, answering = probe_service(_pid_file(settings), healthy)
     return {"answering": answering, "running": pid is not None, "pid": pid,
             "url": f"http://127.0.0.1:{settings.airflow_port}", "home": str(settings.airflow_home),
+            "database": settings.airflow_database,
             "log": str(_log_path(settings)), "password_file": str(password_file(settings))}
 
 
@@ -206,5 +222,11 @@ def _wait_until_answering(settings: Settings, pid: int, wait_seconds: int, proce
 
 
 def airflow_down(settings: Settings | None = None) -> bool:
-    """Stop the standalone Airflow started by ``airflow_up`` (its whole process group)."""
-    return stop_process_group(_pid_file(settings or get_settings()))
+    """Stop the standalone Airflow started by ``airflow_up`` (its whole process
+    group), then the PostgreSQL it used, if any."""
+    settings = settings or get_settings()
+    stopped = stop_process_group(_pid_file(settings))
+    from pipelines.orchestration.postgres import postgres_down
+
+    postgres_down(settings)
+    return stopped

@@ -423,8 +423,9 @@ def _write_worker_config(settings: Settings, index: int, keystore: Path, secret:
                          catalogs: dict[str, list[str]]) -> None:
     """A worker's etc/: the coordinator's catalogs (the same lake, the verify
     connector), HTTPS on its own port with the coordinator's certificate, and
-    the internal shared secret (0600). No password file, rules or event
-    listener: clients, access control and the audit stay on the coordinator."""
+    the internal shared secret (0600). No client logs in at a worker (a
+    password file nobody knows a password of); no rules or event listener:
+    clients, access control and the audit stay on the coordinator."""
     home = worker_home(settings, index)
     etc = home / "etc"
     (etc / "catalog").mkdir(parents=True, exist_ok=True)
@@ -441,6 +442,10 @@ def _write_worker_config(settings: Settings, index: int, keystore: Path, secret:
             "coordinator=false", "http-server.http.enabled=false",
             "http-server.https.enabled=true", f"http-server.https.port={port}",
             f"http-server.https.keystore.path={keystore}",
+            # nobody logs in at a worker (its password file holds one account whose
+            # password was thrown away): its REST and management endpoints refuse
+            # every client; the coordinator reaches it with the internal secret
+            "http-server.authentication.type=PASSWORD", "web-ui.enabled=false",
             f"discovery.uri=https://127.0.0.1:{settings.trino_port}",
             f"internal-communication.shared-secret={secret}",
             "internal-communication.https.required=true",
@@ -448,11 +453,20 @@ def _write_worker_config(settings: Settings, index: int, keystore: Path, secret:
             f"internal-communication.https.truststore.path={certificate_path(settings)}",
             "query.max-memory=2GB", "query.max-memory-per-node=1GB"],
         "log.properties": ["io.trino=INFO"],
+        "password-authenticator.properties": [
+            "password-authenticator.name=file", f"file.password-file={etc / 'password.db'}"],
         **catalogs,
     }
     home.chmod(0o700)
     etc.chmod(0o700)
     _write_files(etc, files)
+    password_db = etc / "password.db"
+    if not password_db.exists():
+        import bcrypt
+
+        password_db.touch(mode=0o600)
+        unknowable = bcrypt.hashpw(secrets.token_bytes(32).hex().encode(), bcrypt.gensalt(rounds=10)).decode()
+        password_db.write_text(f"no-login-at-a-worker:{unknowable}\n", encoding="utf-8")
 
 
 def _write_files(etc: Path, files: dict[str, list[str]]) -> None:
@@ -527,7 +541,7 @@ def _ready(settings: Settings) -> bool:
         return False
     active = query("select count(*) from system.runtime.nodes where state = 'active'",
                    settings=settings, max_attempts=1)[1][0][0]
-    if active < 1 + settings.trino_workers:     # the coordinator and every worker
+    if active < 1 + max(settings.trino_workers, len(_worker_pid_files(settings))):   # every node started
         return False
     query("select count(*) from (select * from unnest(sequence(1, 10)))", settings=settings, max_attempts=1)
     return True
@@ -553,10 +567,16 @@ def trino_up(settings: Settings | None = None, wait_seconds: int = 240) -> dict:
     """Fetch, configure and start Trino (idempotent); return once it answers queries."""
     settings = settings or get_settings()
     status = trino_status(settings)
+    if status["running"] and len(status["workers"]) != settings.trino_workers:
+        raise TrinoSetupError(f"Trino is running with {len(status['workers'])} worker(s), not "
+                              f"{settings.trino_workers}: `govlake trino down` first, then start it with the "
+                              "workers wanted")
     if status["answering"]:
         return status
     if status["running"]:
         return _wait_until_answering(settings, status["pid"], wait_seconds)
+    for stale in _worker_pid_files(settings):    # workers of an earlier start that are gone
+        stale.unlink(missing_ok=True)
 
     java_home = find_java(settings)
     server = fetch_trino(settings)
@@ -658,6 +678,12 @@ def _wait_until_answering(settings: Settings, pid: int, wait_seconds: int, proce
             text = _new_log(log_path, offset)
             lines = server_errors(text) or text.splitlines()[-20:]
             raise TrinoSetupError(f"Trino exited with {process.returncode} (log: {log_path}):\n" + "\n".join(lines))
+        dead = [path.parent for path in _worker_pid_files(settings) if running_pid(path) is None]
+        if dead:
+            text = _new_log(dead[0] / "server.log", 0)
+            lines = server_errors(text) or text.splitlines()[-20:]
+            raise TrinoSetupError(f"Trino {dead[0].name} exited (log: {dead[0] / 'server.log'}):\n"
+                                  + "\n".join(lines))
         status = trino_status(settings)
         if status["answering"]:
             return status

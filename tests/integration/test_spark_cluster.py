@@ -15,7 +15,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -47,10 +49,12 @@ def cluster(ingested_city, tmp_path_factory):
     settings = dataclasses.replace(ingested_city.settings, spark_cluster_home=root / "cluster",
                                    spark_cluster_port=CLUSTER_PORT, spark_worker_memory="2g")
     settings = dataclasses.replace(settings, spark_master=master_url(settings))
-    status = cluster_up(settings)
-    assert status["answering"] and status["workers_alive"] == 2 and status["cores"] == 2, status
-    yield settings, root
-    assert cluster_down(settings)
+    try:
+        status = cluster_up(settings)
+        assert status["answering"] and status["workers_alive"] == 2 and status["cores"] == 2, status
+        yield settings, root
+    finally:
+        cluster_down(settings)
 
 
 def _lake_copy(settings, home):
@@ -58,6 +62,18 @@ def _lake_copy(settings, home):
         if settings.local_lake_path(part).exists():
             shutil.copytree(settings.local_lake_path(part), home / part)
     return dataclasses.replace(settings, home=str(home))
+
+
+def _command_lines() -> list[str]:
+    """Every process's command line, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:            # gone meanwhile
+                continue
+    return found
 
 
 def _rows(spark, path):
@@ -80,10 +96,15 @@ def test_every_library_built_on_the_cluster_equals_the_local_build(spark, ingest
     secret = (settings.spark_cluster_home / "conf" / "spark-defaults.conf").read_text().split()[-1]
     driver = subprocess.Popen([sys.executable, "-c", BUILD_ON_CLUSTER, BUILT_AT.isoformat()], env=environment,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # once the executors run (driver, master, workers, executors all up): the secret is on no command line
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not any("CoarseGrainedExecutorBackend" in c for c in _command_lines()):
+        assert driver.poll() is None, driver.communicate()[1][-3000:]
+        time.sleep(1)
+    command_lines = _command_lines()
+    assert sum("CoarseGrainedExecutorBackend" in c for c in command_lines) == 2, "two executors, one per worker"
+    assert not any(secret in c for c in command_lines)
     local_results = {r["library"]: r["rows"] for r in build_libraries(spark, settings=local, now=BUILT_AT)}
-    # while the cluster build runs (driver, executors): the secret is on no command line
-    command_lines = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    assert command_lines.count(secret) == 0 and "_SPARK_AUTH_SECRET=" not in command_lines
     out, err = driver.communicate(timeout=1200)
     assert driver.returncode == 0, err[-3000:]
     built = json.loads(out.strip().splitlines()[-1])

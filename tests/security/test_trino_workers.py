@@ -44,11 +44,13 @@ def cluster(secured_lake, tmp_path_factory):
     settings = dataclasses.replace(secured_lake, trino_home=tmp_path_factory.mktemp("trino-cluster"),
                                    trino_port=CLUSTER_PORT, trino_heap="2G", trino_workers=2,
                                    trino_worker_heap="2G")
-    status = trino_up_with_rules(settings)
-    assert "rules_error" not in status, status.get("rules_error")
-    wait_for_rules(settings)
-    yield settings
-    trino_down(settings)
+    try:
+        status = trino_up_with_rules(settings)
+        assert "rules_error" not in status, status.get("rules_error")
+        wait_for_rules(settings)
+        yield settings
+    finally:
+        trino_down(settings)
 
 
 def _sorted(rows) -> list[tuple]:
@@ -114,11 +116,15 @@ def test_workers_keep_the_secret_to_their_user_and_take_no_client_logins(cluster
         config = etc / "config.properties"
         assert (config.stat().st_mode & 0o777) == 0o600
         assert "internal-communication.shared-secret=" in config.read_text()
-        assert not (etc / "password-authenticator.properties").exists()
-        # a client at a worker's port: no statement endpoint for it
+        # a client at a worker's port: statements, management and task endpoints all refuse it,
+        # with the administrator's real password, with a name alone, and with nothing
         session = requests.Session()
         session.trust_env = False
-        response = session.post(f"https://127.0.0.1:{worker_port(cluster, index)}/v1/statement",
-                                data="SELECT 1", auth=(ADMIN_USER, "x"), timeout=10,
-                                verify=str(certificate_path(cluster)))
-        assert response.status_code in (401, 403, 404), response.status_code
+        worker = f"https://127.0.0.1:{worker_port(cluster, index)}"
+        for method, path in (("POST", "/v1/statement"), ("GET", "/v1/thread"), ("GET", "/v1/status"),
+                             ("GET", "/v1/task"), ("GET", "/v1/jmx/mbean")):
+            for credentials in ({"auth": (ADMIN_USER, password_for(ADMIN_USER, cluster))},
+                                {"headers": {"X-Trino-User": ADMIN_USER}}, {}):
+                response = session.request(method, worker + path, data="SELECT 1" if method == "POST" else None,
+                                           timeout=10, verify=str(certificate_path(cluster)), **credentials)
+                assert response.status_code in (401, 403, 404), (path, credentials.keys(), response.status_code)

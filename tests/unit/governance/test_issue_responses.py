@@ -95,7 +95,8 @@ def test_a_closed_issue_is_not_reopened_beside_a_newer_open_one_of_the_same_rule
 def test_a_delivery_does_not_undo_a_governor_close_that_came_while_it_ran(opened, monkeypatch, finding_again):
     """The governor closes the issue after the delivery read it as open and
     before it wrote (a real close, at the race point): the issue stays closed,
-    and no event claims the delivery updated or closed it."""
+    and no event claims the delivery updated or closed it; a rule the
+    delivery failed again gets a new open issue, so the failure is followed."""
     import pipelines.governance.issues as issues
 
     settings, issue_id = opened
@@ -116,6 +117,15 @@ def test_a_delivery_does_not_undo_a_governor_close_that_came_while_it_ran(opened
     assert (stored["status"], stored["closed_by"], stored["last_load_id"]) == ("closed", "governor_li", "load-1")
     assert summary["updated"] == summary["closed"] == []
     assert [e["action"] for e in issue_events(issue_id, settings)] == ["opened", "closed"]
+    open_now = read_delta_rows(governance_path("issues", settings), [("status", "=", "open")])
+    if finding_again:
+        [followed] = open_now
+        assert summary["opened"] == [followed["issue_id"]] != [issue_id]
+        assert (followed["rule"], followed["first_load_id"], followed["occurrences"]) == (
+            BAD_IDS.rule, "load-2", 1)
+        assert [e["action"] for e in issue_events(followed["issue_id"], settings)] == ["opened"]
+    else:
+        assert open_now == [] and summary["opened"] == []
 
 
 def test_a_close_reason_with_quotes_is_stored_as_written(opened):
