@@ -4,8 +4,9 @@ A department deciding whether to rely on a resource asks two things before its
 columns: how fresh is it, and how often do its deliveries pass their checks.
 One row per resource (``silver.<feed>`` and ``base.<library>``):
 
-- ``last_changed_at``: the latest commit of the resource's Delta table (the
-  time its rows last changed, whatever wrote them);
+- ``last_changed_at``: the latest commit of the resource's Delta table that
+  changed rows (whatever wrote them; upkeep's compaction, VACUUM and table
+  properties do not make stale rows look fresh);
 - ``last_delivery_at``: the latest delivery of its feeds that was loaded
   (for a library, of the feeds it is built from);
 - ``deliveries`` / ``blocked``: its feeds' deliveries in the window and how
@@ -94,17 +95,36 @@ def resource_feeds(contracts: dict[str, Contract], settings: Settings) -> dict[s
     return found
 
 
-def last_commit_at(path: str) -> datetime | None:
-    """When the Delta table at ``path`` last changed (naive UTC), None when there is no table."""
+# Commits that rewrite or tidy files without changing a row: upkeep's
+# compaction and clustering, VACUUM, table properties and protocol changes.
+MAINTENANCE_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "UNSET TBLPROPERTIES",
+                          "REORG", "UPGRADE PROTOCOL", "ADD CONSTRAINT", "DROP CONSTRAINT", "CLUSTER BY")
+
+
+def last_data_commit_at(history: list[dict]) -> datetime | None:
+    """When rows last changed, from a Delta history (newest first): the newest
+    commit that is not maintenance (naive UTC). Pure."""
+    for commit in history:
+        operation = str(commit.get("operation") or "").upper()
+        if operation in MAINTENANCE_OPERATIONS or operation.startswith("VACUUM"):
+            continue
+        stamp = commit.get("timestamp")
+        return datetime.fromtimestamp(stamp / 1000, UTC).replace(tzinfo=None) if stamp is not None else None
+    return None
+
+
+def last_commit_at(path: str, look_back: int = 100) -> datetime | None:
+    """When the rows of the Delta table at ``path`` last changed (naive UTC):
+    its newest data commit among the last ``look_back``; None when there is
+    no table (or only maintenance that far back)."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        history = DeltaTable(path).history(1)
+        history = DeltaTable(path).history(look_back)
     except TableNotFoundError:
         return None
-    stamp = history[0].get("timestamp") if history else None
-    return datetime.fromtimestamp(stamp / 1000, UTC).replace(tzinfo=None) if stamp is not None else None
+    return last_data_commit_at(history)
 
 
 def snapshot_resource_health(contracts: dict[str, Contract], settings: Settings | None = None,

@@ -52,6 +52,8 @@ def airflow_environment(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(settings.airflow_port),
+        # where task processes report to the API server (Airflow's default is localhost:8080 whatever the port)
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{settings.airflow_port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         # log servers next to the API port (8793/8794, Airflow's defaults, for

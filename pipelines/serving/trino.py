@@ -445,7 +445,7 @@ def _write_worker_config(settings: Settings, index: int, keystore: Path, secret:
             # nobody logs in at a worker (its password file holds one account whose
             # password was thrown away): its REST and management endpoints refuse
             # every client; the coordinator reaches it with the internal secret
-            "http-server.authentication.type=PASSWORD", "web-ui.enabled=false",
+            "http-server.authentication.type=PASSWORD",
             f"discovery.uri=https://127.0.0.1:{settings.trino_port}",
             f"internal-communication.shared-secret={secret}",
             "internal-communication.https.required=true",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipelines.governance.health import health_rows
+from pipelines.governance.health import health_rows, last_commit_at, last_data_commit_at
 
 NOW = datetime(2026, 12, 7, 8, 0)
 
@@ -58,3 +58,39 @@ def test_a_library_adds_up_its_feeds_and_a_resource_without_deliveries_says_noth
     assert library["last_delivery_at"] == datetime(2026, 12, 6, 9)
     empty = rows["silver.hrss_x"]
     assert (empty["deliveries"], empty["checks"], empty["pass_rate"], empty["last_delivery_at"]) == (0, 0, None, None)
+
+
+def test_freshness_is_the_last_commit_that_changed_rows():
+    def commit(operation, minute):          # Delta's history: milliseconds since the epoch, newest first
+        return {"operation": operation, "timestamp": 1_796_612_400_000 + minute * 60_000}
+
+    history = [commit("VACUUM END", 50), commit("VACUUM START", 49), commit("OPTIMIZE", 40),
+               commit("SET TBLPROPERTIES", 30), commit("MERGE", 20), commit("WRITE", 10)]
+    assert last_data_commit_at(history) == _utc(history[4]["timestamp"])
+    assert last_data_commit_at([commit("OPTIMIZE", 1)]) is None
+
+
+def test_a_compacted_table_keeps_the_time_its_rows_changed(tmp_path):
+    """A real table: written, then compacted and vacuumed by delta-rs."""
+    import time
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    path = str(tmp_path / "table")
+    for value in range(3):
+        write_deltalake(path, pa.table({"x": [value]}), mode="append")
+    written = last_commit_at(path)
+    time.sleep(1.1)
+    table = DeltaTable(path)
+    table.optimize.compact()
+    table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    assert [c["operation"] for c in DeltaTable(path).history(2)][0] in ("VACUUM END", "OPTIMIZE")
+    assert last_commit_at(path) == written
+    assert last_commit_at(str(tmp_path / "none")) is None
+
+
+def _utc(stamp_ms):
+    from datetime import UTC
+
+    return datetime.fromtimestamp(stamp_ms / 1000, UTC).replace(tzinfo=None)
