@@ -28,7 +28,6 @@ the secret, the executors' memory and the project's Python
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 import socket
 import subprocess
@@ -42,8 +41,6 @@ from pipelines.settings import Settings, get_settings
 from pipelines.spark import CLUSTER_HOST as HOST
 from pipelines.spark import cluster_conf_dir
 from pipelines.spark import master_url
-
-log = logging.getLogger(__name__)
 
 
 class ClusterError(RuntimeError):
