@@ -49,7 +49,7 @@ demo: setup
 	$(BIN)/govlake demo --scale $(SCALE) --seed $(SEED)
 
 test: setup browser postgres
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=40
 
 # The portal's browser tests: Debian's chromium and its chromedriver, and a CJK
 # font so pages (and screenshots) show Chinese; nothing is downloaded at run time.

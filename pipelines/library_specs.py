@@ -58,7 +58,7 @@ class Resolution:
 
     profile: str                              # person | entity
     rescue: tuple[str, ...]                   # source aliases whose quarantined rows are resolved
-    candidates: dict                          # feed -> {key, name, town, address, representative, birth}
+    candidates: dict                          # feed -> {key, name, town, address, representative, birth, phone}
 
 
 @dataclass(frozen=True)

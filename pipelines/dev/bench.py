@@ -1070,7 +1070,7 @@ def bench_er(scale: float, seed: int = 7, repeats: int = 3) -> dict:
             found = er_compare.score(folder, matcher)
             if scores.setdefault(matcher, found) != found:
                 raise RuntimeError(f"{matcher} linked differently on a repeat: {scores[matcher]} vs {found}")
-    outcome = {matcher: {**{kind: {k: figures[k] for k in ("precision", "recall", "f1")}
+    outcome = {matcher: {**{kind: {k: figures[k] for k in ("precision", "recall", "f1", "recall_identifiable")}
                             for kind, figures in scores[matcher].items()},
                          "seconds": round(statistics.median(seconds[matcher]), 1)} for matcher in seconds}
     return {
@@ -1078,6 +1078,8 @@ def bench_er(scale: float, seed: int = 7, repeats: int = 3) -> dict:
         "er": outcome,
         "detail": {matcher: scores[matcher] for matcher in scores},
         "misses_by_defect": {matcher: er_compare.misses_by_defect(folder, matcher, root / "truth")
+                             for matcher in seconds},
+        "namesakes_merged": {matcher: er_compare.namesakes_merged(folder, matcher, root / "truth")
                              for matcher in seconds},
         "records": prepared_counts["records"], "persons": prepared_counts["persons"],
         "entities": prepared_counts["entities"],
@@ -1156,12 +1158,16 @@ def record(result: dict) -> None:
                   "the exported records and candidates, blocking, comparison, training for Splink, writing the links), "
                   f"{result['repeats']} runs each, alternating, on the same records; not the ingest and build "
                   "before.\n",
-                  "| matcher | person precision | person recall | person F1 | entity precision | entity recall | "
-                  "entity F1 | seconds |", "|---|---|---|---|---|---|---|---|"]
+                  "Person recall (identifiable): over the linkable person records that carry a birth date or a "
+                  "key of a key's length, not only a name (`er_compare.score`).\n",
+                  "| matcher | person precision | person recall | person recall (identifiable) | person F1 | "
+                  "entity precision | entity recall | entity F1 | planted namesakes merged | seconds |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for matcher, figures in result["er"].items():
             p, e = figures["person"], figures["entity"]
-            lines.append(f"| {matcher} | {p['precision']} | {p['recall']} | {p['f1']} | {e['precision']} | "
-                         f"{e['recall']} | {e['f1']} | {figures['seconds']} |")
+            lines.append(f"| {matcher} | {p['precision']} | {p['recall']} | {p['recall_identifiable']} | {p['f1']} | "
+                         f"{e['precision']} | {e['recall']} | {e['f1']} | {result['namesakes_merged'][matcher]} | "
+                         f"{figures['seconds']} |")
         lines += ["", f"Records compared: {result['records']}", "",
                   "Missed (linkable records left unlinked) and wrong links, by the defects the generator planted on "
                   "the record:", ""]
@@ -1170,7 +1176,8 @@ def record(result: dict) -> None:
         lines += ["", f"govlake's model: {result['govlake_model']}", "",
                   f"Splink's model: {result['splink_model']}", ""]
         result = {k: v for k, v in result.items()
-                  if k not in ("er", "misses_by_defect", "splink_model", "govlake_model", "detail")}
+                  if k not in ("er", "misses_by_defect", "splink_model", "govlake_model", "detail",
+                               "namesakes_merged")}
     if "runs" in result:
         lines += ["| scale | persons | entities | rows delivered | synth s | ingest s | build s | increment s | "
                   "person P / R | entity P / R | conflicts found / injected |", "|" + "---|" * 11]

@@ -197,8 +197,9 @@ def kept_per_load(spark, path: str, wanted: dict[str, str], make_rows, marker_co
             missing.setdefault(feed, []).append(load)
     if missing:
         count = sum(len(loads) for loads in missing.values())
+        # mergeSchema: a table kept across an accepted code change may lack a column the code now adds
         (make_rows(missing).write.format("delta").mode("overwrite" if fresh or not exists else "append")
-         .option("userMetadata", f"govlake {what} of {count} loads").save(path))
+         .option("mergeSchema", "true").option("userMetadata", f"govlake {what} of {count} loads").save(path))
     gone = sorted(held - wanted.keys())
     if gone:
         DeltaTable.forPath(spark, path).delete(F.col("_load_id").isin(*gone))
@@ -371,7 +372,7 @@ def changed_blocks(spark, spec: LibrarySpec, plan, state, settings: Settings, ca
             parts.append(candidate_attributes(spec, feed, rows))
     if not parts:
         return spark.createDataFrame([], "candidate_key string, name_key string, birth date, town_code string, "
-                                         "rep_key string, address_key string")
+                                         "rep_key string, address_key string, phone_key string")
     return reduce(lambda a, b: a.unionByName(b), parts).distinct()
 
 
@@ -386,7 +387,7 @@ def records_in_blocks(unkeyed, changed, profile: str):
         ["delivered_key"] if "delivered_key" in unkeyed.columns else [])
     blocks = PERSON_BLOCKS if profile == "person" else ENTITY_BLOCKS
     records = _derived(unkeyed.select(*columns_in), "id_key", profile == "person")
-    rows = _derived(changed, "candidate_key", profile == "person")
+    rows = _derived(changed, "candidate_key", profile == "person", candidates=True)
     # a record's values: its blocks; its delivered key and the keys one edit from it (the candidate may be
     # one of them, or delivered validly since); its name when it has no ID division (the count of keys
     # with the name, a unique name weighing more, may have changed, in any block or none)
@@ -399,7 +400,7 @@ def records_in_blocks(unkeyed, changed, profile: str):
         mine = mine.unionByName(records.join(F.broadcast(near), "id_key").select("_record_id", "_block"))
     mine = mine.unionByName(records.where(F.col("_division").isNull() & F.col("name_key").isNotNull())
                             .select("_record_id", F.concat(F.lit(NAME), "name_key").alias("_block")))
-    theirs = rows.select(F.explode(_block_values(blocks, with_key_and_name=True)).alias("_block")).distinct()
+    theirs = rows.select(F.explode(_block_values(blocks, with_key=True, with_name=True)).alias("_block")).distinct()
     # no broadcast hint: a month's new load of a candidate feed can be large
     return mine.join(theirs, "_block", "left_semi").select("_record_id")
 
@@ -415,6 +416,7 @@ def plausible_birth(day):
 def _fields(frame, mapping: dict, profile: str, key_expr):
     """The attributes records are compared on: ``name_key``, ``birth``,
     ``town_code``, ``rep_key``, ``address_key`` (``matching.address_key_of``),
+    ``phone_key`` (the phone number's digits, without a leading 86),
     and ``_birth_from_key``: the birth date was read from the delivered ID
     (the row has no birth-date column), so a mistyped ID may have changed it."""
     from pyspark.sql import functions as F
@@ -436,7 +438,17 @@ def _fields(frame, mapping: dict, profile: str, key_expr):
         "*", normalise_for_matching(text("name")).alias("name_key"), birth.alias("birth"),
         birth_from_key.alias("_birth_from_key"),
         town_code_of(text("town")).alias("town_code"), normalise_for_matching(text("representative")).alias("rep_key"),
-        address_key_of(text("address")).alias("address_key"))
+        address_key_of(text("address")).alias("address_key"), _phone_key(text("phone")).alias("phone_key"))
+
+
+def _phone_key(phone):
+    """A phone number's digits (full-width folded, separators dropped, a
+    leading 86 country code removed); null with fewer than 7 digits."""
+    from pyspark.sql import functions as F
+
+    digits = F.regexp_replace(fold_code(clean_text(phone)), "[^0-9]", "")
+    digits = F.when(digits.startswith("86") & (F.length(digits) == 13), F.substring(digits, 3, 11)).otherwise(digits)
+    return F.when(F.length(digits) >= 7, digits)
 
 
 def candidate_rows(spec: LibrarySpec, feed: str, frame):
@@ -456,7 +468,7 @@ def candidate_rows(spec: LibrarySpec, feed: str, frame):
         F.lit(feed).alias("feed"), "_load_id", *CANDIDATE_ATTRIBUTES).distinct()
 
 
-CANDIDATE_ATTRIBUTES = ("candidate_key", "name_key", "birth", "town_code", "rep_key", "address_key")
+CANDIDATE_ATTRIBUTES = ("candidate_key", "name_key", "birth", "town_code", "rep_key", "address_key", "phone_key")
 
 
 def candidate_attributes(spec: LibrarySpec, feed: str, frame, keep: tuple | list = ()):
@@ -469,7 +481,7 @@ def candidate_attributes(spec: LibrarySpec, feed: str, frame, keep: tuple | list
     fields = _fields(frame.where(key.isNotNull()), mapping | {"birth": None}, "entity", key)
     birth = id_birth_date(key) if spec.resolution.profile == "person" else F.lit(None).cast("date")
     return fields.select(*keep, key.alias("candidate_key"), "name_key", birth.alias("birth"), "town_code", "rep_key",
-                         "address_key")
+                         "address_key", "phone_key")
 
 
 def candidates_path(library: str, settings: Settings, digest: str) -> str:
@@ -509,12 +521,16 @@ def maintained_candidates(spark, spec: LibrarySpec, settings: Settings,
                                         "feed string, _load_id string")
         parts.append(markers.select("feed", "_load_id", *[F.lit(None).cast(kind).alias(name) for name, kind in (
             ("candidate_key", "string"), ("name_key", "string"), ("birth", "date"), ("town_code", "string"),
-            ("rep_key", "string"), ("address_key", "string"))]))
+            ("rep_key", "string"), ("address_key", "string"), ("phone_key", "string"))]))
         return reduce(lambda a, b: a.unionByName(b), parts)
 
     digest = digest or maintained_digest(spec, settings)
-    rows = kept_per_load(spark, candidates_path(spec.library, settings, digest), wanted, normalise,
-                         "candidate_key", fresh, "candidates")
+    path = candidates_path(spec.library, settings, digest)
+    if not fresh and delta_exists(spark, path):
+        # kept across an accepted code change by code that compared fewer attributes (phones): made again,
+        # or the loads it holds would never carry them and incremental builds would differ from full ones
+        fresh = not set(CANDIDATE_ATTRIBUTES) <= set(spark.read.format("delta").load(path).columns)
+    rows = kept_per_load(spark, path, wanted, normalise, "candidate_key", fresh, "candidates")
     _drop_other_digests(spark, settings, "candidates", spec.library, digest)
     return rows.where(F.col("name_key").isNotNull())
 
@@ -526,6 +542,10 @@ def candidate_keys(rows):
     Pure. Not made distinct: ``match_unkeyed`` keeps only the rows its
     blocks name, with one broadcast semi-join, before anything is shuffled (the
     candidates are every row of the candidate feeds, 10M+ at city scale)."""
+    from pyspark.sql import functions as F
+
+    if "phone_key" not in rows.columns:     # kept by code before phones were compared (an accepted code change)
+        rows = rows.withColumn("phone_key", F.lit(None).cast("string"))
     return rows.select(*CANDIDATE_ATTRIBUTES)
 
 
@@ -540,28 +560,41 @@ WEIGHTS = {
     # exact: the normalised names agree (traditional characters, spaces and
     # dots folded); unique: and no other candidate key has the name (the
     # term-frequency idea: a rare name says more than 张伟; within the ID's
-    # division when the record's key gives one); pinyin: a name in pinyin
-    # reads as the other (pinyin loses the tones and the characters: weak
-    # evidence, and records in pinyin are not blocked on their surname, so
-    # the person may not be among the candidates compared); variant: an
-    # entity name's core agrees; branch: only once a branch suffix is dropped
-    # (a branch is a firm of its own: no evidence either way)
-    # (legal form, city marks, branch suffix); close: one character apart (a
-    # homophone typo, 王晓明 / 王小明)
-    "name": {"unique": 5, "exact": 3, "variant": 2, "pinyin": 1, "close": 1, "branch": 0, "different": -3},
+    # division when the record's key gives one), but a name alone never
+    # links: the only bearer the candidates know may be the namesake of a
+    # person they do not (a planted namesake whose own rows all lost their
+    # ID), and such a record waits for a governor with the evidence;
+    # homophone: one character apart and read the same (a pinyin input
+    # method's typo, 王晓明 / 王小明), as good as the name; pinyin: a name in
+    # pinyin reads as the other (pinyin loses the tones and the characters:
+    # weak evidence); variant: an entity name's core agrees (legal form, city
+    # marks, branch suffix); branch: only once a branch suffix is dropped (a
+    # branch is a firm of its own: no evidence either way); core one apart
+    # (entities): the cores one character apart, four characters or more;
+    # close (persons): one character apart and read otherwise (赵彤娥 /
+    # 赵军娥): no evidence either way, the key must carry it
+    "name": {"unique": 4, "exact": 3, "homophone": 3, "variant": 2, "core one apart": 1, "pinyin": 1, "close": 0,
+             "branch": 0, "different": -3},
     "birth": {"agree": 2, "differ": -2},
     # the delivered key against the candidate's: the same (a row quarantined
-    # for another column's contradiction), one character mistyped or two
-    # swapped, two mistyped; an ID whose birth date is unreadable but whose
+    # for another column's contradiction), all but the check character, one
+    # character mistyped or two swapped, two mistyped; an ID whose birth date
+    # is unreadable but whose division and sequence digits agree and, with the
+    # birth date the row delivered beside it, spell the key; or whose
     # division and sequence digits (and birth year) agree, or not; a mangled
     # one (Excel's 4.41900E+17) whose division differs; a well-formed key
     # three or more edits away: somebody else's
-    "key": {"exact": 4, "1 edit": 3, "2 edits": 2, "division, birth year and sequence agree": 4,
+    "key": {"exact": 4, "check character": 4, "division and sequence agree, the birth date delivered beside": 4,
+            "1 edit": 3, "2 edits": 2, "division, birth year and sequence agree": 4,
             "division and sequence agree": 1, "division or sequence differs": -3, "division differs": -3,
             "different": -3},
     "town": {"agree": 1, "differ": -1},
     # road and house number: a namesake in the same town lives elsewhere
     "address": {"agree": 1, "differ": -3},
+    # a phone number is a person's own, but it changes (no veto): only
+    # residence permits carry one, so it mostly tells a namesake's permit
+    # from this one
+    "phone": {"agree": 2, "differ": -2},
     # representatives change between bureaus' delivery dates: a weak signal, no veto
     "representative": {"agree": 1, "differ": -1},
 }
@@ -576,19 +609,25 @@ VETOES = {"name": ("different",), "address": ("differ",),
 PERSON_BLOCKS = {"birth date and surname": ("birth", "_surname"), "birth date and town": ("birth", "town_code"),
                  "name and ID division": ("name_key", "_division"),
                  "birth date and ID sequence": ("birth", "_sequence"),
-                 "ID division, birth year and sequence": ("_division", "_year", "_sequence")}
+                 "ID division, birth year and sequence": ("_division", "_year", "_sequence"),
+                 # a name in pinyin has no surname character to block on: its
+                 # birth date alone (some 25 candidate rows a date at scale
+                 # 0.05, several hundred at 1.0; such records are few)
+                 "birth date, for a name in pinyin": ("birth", "_in_pinyin")}
 ENTITY_BLOCKS = {"name core": ("_trunk",)}
 # the first six digits of an ID that Excel turned into a number (4.41900E+17)
 MANGLED_DIVISION = "^([1-9])\\.([0-9]{5})[0-9]*E\\+?17$"
 
 
-def _derived(frame, key_column: str, person: bool = True):
+def _derived(frame, key_column: str, person: bool = True, candidates: bool = False):
     """``frame`` with the block columns: ``_surname`` (a Chinese name's
     first character), ``_core`` and ``_trunk`` (``entity_core_name``,
     ``entity_trunk_name``; entities only), ``_division`` (an
     ID's first six digits; from a mangled one's mantissa too),
-    ``_sequence`` (an ID's sequence digits, 15-17) and ``_year`` (its
-    digits 7-10, the birth year: an impossible birth date often keeps it)."""
+    ``_sequence`` (an ID's sequence digits, 15-17), ``_year`` (its
+    digits 7-10, the birth year: an impossible birth date often keeps it)
+    and ``_in_pinyin`` (on the records' side, set for a name in pinyin; on the
+    ``candidates``' side, for every person: any of them may be the one)."""
     from pyspark.sql import functions as F
 
     from pipelines.libraries.matching import entity_core_name, entity_trunk_name, is_latin_name
@@ -600,7 +639,9 @@ def _derived(frame, key_column: str, person: bool = True):
         raw = fold_code(clean_text(F.col("delivered_key")))
         mangled = F.concat(F.regexp_extract(raw, MANGLED_DIVISION, 1), F.regexp_extract(raw, MANGLED_DIVISION, 2))
         division = F.coalesce(division, F.when(F.length(mangled) == 6, mangled))
+    in_pinyin = F.lit(person) if candidates else (F.lit(person) & is_latin_name(name))
     return (frame.withColumn("_surname", F.when(~is_latin_name(name), F.substring(name, 1, 1)))
+            .withColumn("_in_pinyin", F.when(in_pinyin, F.lit("pinyin")))
             .withColumn("_core", F.lit(None).cast("string") if person else entity_core_name(name))
             .withColumn("_trunk", F.lit(None).cast("string") if person else entity_trunk_name(F.col("_core")))
             .withColumn("_division", division)
@@ -612,12 +653,12 @@ def _derived(frame, key_column: str, person: bool = True):
 NEAR_KEY, NAME = "key\u0001", "name\u0001"
 
 
-def _block_values(blocks: dict, prefix: str = "", with_key_and_name: bool = False):
+def _block_values(blocks: dict, prefix: str = "", with_key: bool = False, with_name: bool = False):
     """An array column of a ``_derived`` row's block values, one per block
     of ``blocks`` whose columns (``prefix`` + name) are all known, each
-    tagged with its block's position; ``with_key_and_name`` (the
-    candidates' side) adds the row's key (``NEAR_KEY``, matched against the
-    records' near keys) and name (``NAME``). One explode and one join pair a
+    tagged with its block's position; on the candidates' side ``with_key``
+    adds the row's key (``NEAR_KEY``, matched against the records' near
+    keys) and ``with_name`` its name (``NAME``). One explode and one join pair a
     record with every candidate sharing a block, where a pass per block
     would scan the candidates once each."""
     from pyspark.sql import functions as F
@@ -627,8 +668,10 @@ def _block_values(blocks: dict, prefix: str = "", with_key_and_name: bool = Fals
         parts = [F.col(prefix + c).cast("string") for c in columns]
         known = reduce(lambda a, b: a & b, [part.isNotNull() for part in parts])
         values.append(F.when(known, F.concat_ws("\u0001", F.lit(str(position)), *parts)))
-    if with_key_and_name:
-        values += [F.concat(F.lit(NEAR_KEY), F.col("candidate_key")), F.concat(F.lit(NAME), F.col(prefix + "name_key"))]
+    if with_key:
+        values.append(F.concat(F.lit(NEAR_KEY), F.col("candidate_key")))
+    if with_name:
+        values.append(F.concat(F.lit(NAME), F.col(prefix + "name_key")))
     return F.filter(F.array(*values), lambda value: value.isNotNull())
 
 
@@ -699,13 +742,14 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     """Link each unkeyed record to at most one candidate key. Pure.
 
     ``unkeyed``: ``_record_id`` plus the comparison attributes (``name_key,
-    birth, town_code, rep_key``, and where known ``address_key``,
+    birth, town_code, rep_key``, and where known ``address_key``, ``phone_key``,
     ``delivered_key`` and ``id_key``, the delivered key folded when it has a
     key's length). ``candidates``: ``candidate_key`` plus the same
     attributes (a key may have several rows). Blocks (``PERSON_BLOCKS``,
     ``ENTITY_BLOCKS``), and for both profiles the valid keys one edit from
     the delivered one (``key_neighbours``). Every pair is scored
-    (``WEIGHTS``) and a key scores as its best attribute row.
+    (``WEIGHTS``); a key not contradicted scores the best known level of
+    each attribute over its rows.
 
     Returns (links: ``_record_id, key, method, score, evidence``; reviews:
     ``_record_id, reason, candidate_keys, evidence``; candidate keys best
@@ -719,19 +763,29 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
 
     spark = unkeyed.sparkSession
     person = profile == "person"
-    for name in ("id_key", "delivered_key", "address_key"):
+    for name in ("id_key", "delivered_key", "address_key", "phone_key"):
         if name not in unkeyed.columns:
             unkeyed = unkeyed.withColumn(name, F.lit(None).cast("string"))
     if "_birth_from_key" not in unkeyed.columns:
         unkeyed = unkeyed.withColumn("_birth_from_key", F.lit(False))
-    if "address_key" not in candidates.columns:
-        candidates = candidates.withColumn("address_key", F.lit(None).cast("string"))
-    attributes = ("name_key", "birth", "town_code", "rep_key", "address_key")
-    records = _derived(unkeyed.select("_record_id", *attributes, "delivered_key", "id_key", "_birth_from_key"),
+    for name in ("address_key", "phone_key"):
+        if name not in candidates.columns:
+            candidates = candidates.withColumn(name, F.lit(None).cast("string"))
+    attributes = ("name_key", "birth", "town_code", "rep_key", "address_key", "phone_key")
+    # what the record's own key says, computed once per record, not per pair (parsing an impossible birth
+    # date fails with an exception inside Spark, tens of microseconds, and such a record has many pairs)
+    key = F.col("id_key")
+    readable = (F.length(key) == 18) & (plausible_birth(id_birth_date(key)).isNotNull() if person else F.lit(True))
+    records = _derived(unkeyed.select("_record_id", *attributes, "delivered_key", "id_key", "_birth_from_key",
+                                      F.coalesce(readable, F.lit(False)).alias("_key_readable"),
+                                      F.coalesce(key.rlike("^[0-9]{17}[0-9X]$"), F.lit(False))
+                                      .alias("_key_well_formed"),
+                                      F.coalesce(is_latin_name(F.col("name_key")), F.lit(False))
+                                      .alias("_name_in_pinyin")),
                        "id_key", person)
-    theirs = _derived(candidates.select(*CANDIDATE_ATTRIBUTES), "candidate_key", person).select(
+    theirs = _derived(candidates.select(*CANDIDATE_ATTRIBUTES), "candidate_key", person, candidates=True).select(
         "candidate_key", *[F.col(x).alias(f"c_{x}") for x in (*attributes, "_surname", "_core", "_trunk",
-                                                               "_division", "_sequence", "_year")])
+                                                               "_division", "_sequence", "_year", "_in_pinyin")])
     blocks = PERSON_BLOCKS if person else ENTITY_BLOCKS
     # one action on the (checkpointed, small) records: their readable keys and whether any name is in pinyin
     seen = records.agg(F.collect_set(F.when(F.length("id_key") == 18, F.col("id_key"))).alias("keys"),
@@ -744,37 +798,49 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
                                      "id_key string, _block string")
         mine = mine.unionByName(records.select("_record_id", "id_key").join(F.broadcast(near), "id_key")
                                 .select("_record_id", "_block"))
-    names = records.where(F.col("name_key").isNotNull()).select(F.concat(F.lit(NAME), "name_key").alias("_block"))
-    # one scan of the candidates keeps the rows that share a block value, a near key or a name with a record
-    # (a broadcast semi-join, map-side: no candidate row is shuffled unless kept); distinct, since the
+    names = records.where(F.col("name_key").isNotNull()).select(F.col("name_key").alias("c_name_key")).distinct()
+    # one scan of the candidates keeps the rows that share a block value or a near key with a record (a
+    # broadcast semi-join, map-side: no candidate row is shuffled unless kept); distinct, since the
     # maintained candidates hold a row per load that delivered it
-    wanted = F.broadcast(mine.select("_block").unionByName(names).distinct())
-    kept = (theirs.select("*", F.explode(_block_values(blocks, "c_", with_key_and_name=True)).alias("_block"))
+    wanted = F.broadcast(mine.select("_block").distinct())
+    kept = (theirs.select("*", F.explode(_block_values(blocks, "c_", with_key=True)).alias("_block"))
             .join(wanted, "_block", "left_semi").distinct().localCheckpoint())
     pairs = records.join(
-        mine.join(kept.where(~F.col("_block").startswith(NAME)), "_block")
+        mine.join(kept, "_block")
         .select("_record_id", *theirs.columns, F.col("_block").startswith(NEAR_KEY).alias("_via_key")),
         "_record_id")
     # how many candidate keys carry each of the records' names (a name only
-    # one key has is strong evidence), and a name in pinyin against the
-    # candidates' names read in pinyin (pypinyin, on the few names concerned)
-    bearing = kept.where(F.col("_block").startswith(NAME)).select("c_name_key", "c__division", "candidate_key")
+    # one key has is strong evidence): a second, narrow scan of the
+    # candidates (three columns; a common name such as 张伟 has thousands of
+    # bearers, whose whole rows the first scan need not carry)
+    bearing = theirs.select("c_name_key", "c__division", "candidate_key").join(F.broadcast(names), "c_name_key")
     # a key has one division: the city's count is the divisions' sum
     in_division = (bearing.groupBy("c_name_key", "c__division")
                    .agg(F.countDistinct("candidate_key").alias("_bearers_in_division")))
     in_city = in_division.groupBy("c_name_key").agg(F.sum("_bearers_in_division").alias("_bearers_in_city"))
     pairs = pairs.join(in_city, "c_name_key", "left").join(in_division, ["c_name_key", "c__division"], "left")
-    latin = []
-    if seen["latin"]:
-        latin = [r[0] for r in pairs.where(is_latin_name(F.col("name_key")) & F.col("c_name_key").isNotNull())
-                 .select("c_name_key").distinct().collect()]
-    if latin:
-        readings = F.broadcast(spark.createDataFrame([(n, pinyin_key(n)) for n in latin],
-                                                     "c_name_key string, _c_pinyin string"))
-        pairs = pairs.join(readings, "c_name_key", "left")
+    # the readings (toneless pinyin, pypinyin on the driver) of the few names
+    # concerned: a candidate's name against a record's name in pinyin, and
+    # both names of a pair one character apart (a homophone typo, as a
+    # pinyin input method makes it, reads the same: 王晓明 / 王小明)
+    n, cn = F.col("name_key"), F.col("c_name_key")
+    close = _one_apart(n, cn) & (F.substring(n, 1, 1) == F.substring(cn, 1, 1)) if person else F.lit(False)
+    in_pinyin = (F.col("_name_in_pinyin") & cn.isNotNull()) if seen["latin"] else F.lit(False)
+    read = [] if not (person or seen["latin"]) else pairs.where(in_pinyin | close).select(
+        F.when(close, n).alias("mine"), "c_name_key").distinct().collect()
+    names = sorted({r["c_name_key"] for r in read} | {r["mine"] for r in read if r["mine"]})
+    if names:
+        readings = spark.createDataFrame([(name, pinyin_key(name)) for name in names], "name string, reading string")
+        pairs = (pairs.join(F.broadcast(readings.toDF("c_name_key", "_c_pinyin")), "c_name_key", "left")
+                 .join(F.broadcast(readings.toDF("name_key", "_pinyin")), "name_key", "left"))
     else:
-        pairs = pairs.withColumn("_c_pinyin", F.lit(None).cast("string"))
-    levels = _levels(profile)
+        pairs = (pairs.withColumn("_c_pinyin", F.lit(None).cast("string"))
+                 .withColumn("_pinyin", F.lit(None).cast("string")))
+    # each attribute's level computed once, as a column (inlined everywhere it
+    # is used, the stage's generated code outgrew the JVM's 64 KB per method)
+    pairs = pairs.select("_record_id", "candidate_key",
+                         *[level.alias(f"_level_{a}") for a, level in _levels(profile).items()])
+    levels = {a: F.col(f"_level_{a}") for a in WEIGHTS if f"_level_{a}" in pairs.columns}
     score = reduce(lambda a, b: a + b, [_weight(attribute, level) for attribute, level in levels.items()])
     evidence = F.concat_ws("; ", *[F.concat(F.lit(f"{a} "), e) for a, e in levels.items()])
     # one pair row per candidate row and pass. A key contradicts the record
@@ -782,7 +848,10 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
     # namesake's insurance row says nothing either way, the namesake's
     # registration names another house (a veto), so the key is vetoed and
     # ranks by that row; a person with a stale address in one row and this
-    # house in another is not. Otherwise a key scores as its best row.
+    # house in another is not. Otherwise a key scores the best known level
+    # of each attribute over its rows: a row that does not know an attribute
+    # (an insurance row has no phone) neither outweighs nor hides one that
+    # does (a namesake's permit with another phone).
     flags = {
         "name_vetoes": F.coalesce(levels["name"] == "different", F.lit(False)),
         "name_holds": F.coalesce(levels["name"] != "different", F.lit(False)),
@@ -791,16 +860,24 @@ def match_unkeyed(unkeyed, candidates, profile: str, materialise=None):
         "key_vetoes": F.coalesce(levels["key"].isin(*VETOES["key"]), F.lit(False)),
     }
     row_vetoes = flags["name_vetoes"] | flags["house_vetoes"] | flags["key_vetoes"]
+    # of two levels of one weight, the one WEIGHTS lists first (an exact name over a homophone) is shown
+    known = {a: F.when(level.isNotNull(), F.struct(_weight(a, level).alias("weight"), _rank(a, level).alias("rank"),
+                                                   level.alias("level"))) for a, level in levels.items()}
     per_key = (pairs.select("_record_id", "candidate_key", score.alias("score"), evidence.alias("evidence"),
-                            row_vetoes.alias("row_vetoes"), *[flag.alias(name) for name, flag in flags.items()])
+                            row_vetoes.alias("row_vetoes"), *[flag.alias(name) for name, flag in flags.items()],
+                            *[value.alias(f"_known_{a}") for a, value in known.items()])
                .groupBy("_record_id", "candidate_key")
                .agg(*[F.max(name).alias(name) for name in flags],
-                    F.max(F.struct("score", "evidence")).alias("_best"),
+                    *[F.max(f"_known_{a}").alias(f"_best_{a}") for a in known],
                     F.max(F.struct("row_vetoes", "score", "evidence")).alias("_vetoing")))
+    best_score = reduce(lambda a, b: a + b, [F.coalesce(F.col(f"_best_{a}.weight"), F.lit(0)) for a in known])
+    best_evidence = F.concat_ws("; ", *[F.when(F.col(f"_best_{a}").isNotNull(),
+                                               F.concat(F.lit(f"{a} "), F.col(f"_best_{a}.level"))) for a in known])
     contradicts = ((F.col("name_vetoes") & ~F.col("name_holds")) | (F.col("house_vetoes") & ~F.col("house_holds"))
                    | F.col("key_vetoes"))
     def shown(field: str):
-        return F.when(contradicts, F.col(f"_vetoing.{field}")).otherwise(F.col(f"_best.{field}"))
+        best = best_score if field == "score" else best_evidence
+        return F.when(contradicts, F.col(f"_vetoing.{field}")).otherwise(best)
 
     scored = per_key.select("_record_id", "candidate_key", contradicts.alias("contradicts"),
                             shown("score").alias("score"), shown("evidence").alias("evidence"))
@@ -851,8 +928,6 @@ def _levels(profile: str) -> dict:
     null when either side is unknown."""
     from pyspark.sql import functions as F
 
-    from pipelines.libraries.matching import is_latin_name
-
     def level(condition_levels, mine, theirs):
         expr = F.when(F.col(mine).isNull() | F.col(theirs).isNull(), F.lit(None).cast("string"))
         for condition, name in condition_levels:
@@ -863,39 +938,50 @@ def _levels(profile: str) -> dict:
         return level([(F.col(mine) == F.col(theirs), "agree"), (F.lit(True), "differ")], mine, theirs)
 
     n, cn = F.col("name_key"), F.col("c_name_key")
-    one_apart = (F.length(n) == F.length(cn)) & (F.levenshtein(n, cn) == 1) & (F.length(n) >= 2)
+    one_apart = _one_apart(n, cn)
     person = profile == "person"
     # the only key with the name: in the city, or in the division the record's key names; of
     # three characters or more (a misspelt two-character name is often somebody else's)
     alone = (F.length(n) >= 3) & F.when(F.col("_division").isNull(), F.col("_bearers_in_city") == 1).otherwise(
         (F.col("_division") == F.col("c__division")) & (F.col("_bearers_in_division") == 1))
     name_levels = ([((n == cn) & alone, "unique")] if person else []) + [
-        (n == cn, "exact"), (is_latin_name(n) & (n == F.col("_c_pinyin")), "pinyin")]
+        (n == cn, "exact"), (F.col("_name_in_pinyin") & (n == F.col("_c_pinyin")), "pinyin")]
     if person:
-        name_levels += [(one_apart & (F.substring(n, 1, 1) == F.substring(cn, 1, 1)), "close")]
+        same_surname = one_apart & (F.substring(n, 1, 1) == F.substring(cn, 1, 1))
+        name_levels += [(same_surname & (F.col("_pinyin") == F.col("_c_pinyin")), "homophone"),
+                        (same_surname, "close")]
     else:
         name_levels += [(F.col("_core") == F.col("c__core"), "variant"),
-                        ((F.length("_core") >= 4) & (F.levenshtein(F.col("_core"), F.col("c__core")) == 1), "close"),
+                        ((F.length("_core") >= 4) & (F.levenshtein(F.col("_core"), F.col("c__core")) == 1),
+                         "core one apart"),
                         (F.col("_trunk") == F.col("c__trunk"), "branch")]
     name_levels += [(F.lit(True), "different")]
     key, theirs = F.col("id_key"), F.col("candidate_key")
     edits = F.when(F.col("_via_key"), F.lit(1)).otherwise(F.levenshtein(key, theirs))
-    readable = (F.length(key) == 18) & (plausible_birth(id_birth_date(key)).isNotNull() if person else F.lit(True))
+    readable, well_formed = F.col("_key_readable"), F.col("_key_well_formed")      # of the record, once
     # the strongest level that holds comes first: an unreadable ID's agreeing
     # parts (+4) outrank one edit (+3)
     key_level = F.when(key.isNull(), F.when(F.col("_division") != F.col("c__division"), F.lit("division differs"))
                        ).when(edits == 0, F.lit("exact"))
+    # only the check character differs: the 17 digits that say who it is agree
+    # (a namesake of the same birth date differs in its sequence digits)
+    key_level = key_level.when(F.substring(key, 1, 17) == F.substring(theirs, 1, 17), F.lit("check character"))
     parts_agree = F.lit(False)
     if person:
-        # an ID whose birth date cannot be read: its other digits still speak
+        # an ID whose birth date cannot be read: its other digits still speak;
+        # with the birth date the row delivered in a column of its own they
+        # spell the whole key
         parts_agree = ~readable & (F.substring(key, 1, 6) == F.substring(theirs, 1, 6)) & (
             F.substring(key, 15, 3) == F.substring(theirs, 15, 3))
+        delivered_birth = ~F.col("_birth_from_key") & (F.col("birth") == F.col("c_birth"))
+        key_level = key_level.when(parts_agree & delivered_birth, F.lit("division and sequence agree, "
+                                                                        "the birth date delivered beside"))
         key_level = key_level.when(parts_agree & (F.substring(key, 7, 4) == F.substring(theirs, 7, 4)),
                                    F.lit("division, birth year and sequence agree"))
     key_level = key_level.when(edits == 1, F.lit("1 edit")).when(edits == 2, F.lit("2 edits"))
     if person:
         key_level = (key_level.when(parts_agree, F.lit("division and sequence agree"))
-                     .when(~readable & key.rlike("^[0-9]{17}[0-9X]$"), F.lit("division or sequence differs")))
+                     .when(~readable & well_formed, F.lit("division or sequence differs")))
     key_level = key_level.when(readable, F.lit("different"))
     birth = agreement("birth", "c_birth")
     if person:
@@ -910,8 +996,26 @@ def _levels(profile: str) -> dict:
         "key": key_level,
         "town": agreement("town_code", "c_town_code"),
         "address": agreement("address_key", "c_address_key"),
+        "phone": agreement("phone_key", "c_phone_key"),
         "representative": agreement("rep_key", "c_rep_key"),
     }
+
+
+def _rank(attribute: str, level):
+    """Minus the position of ``level`` in ``WEIGHTS[attribute]`` (listed strongest first)."""
+    from pyspark.sql import functions as F
+
+    out = F.lit(-len(WEIGHTS[attribute]))
+    for position, name in enumerate(WEIGHTS[attribute]):
+        out = F.when(level == name, F.lit(-position)).otherwise(out)
+    return out
+
+
+def _one_apart(name, other):
+    """Two names of one length, two characters or more, one character apart."""
+    from pyspark.sql import functions as F
+
+    return (F.length(name) == F.length(other)) & (F.levenshtein(name, other) == 1) & (F.length(name) >= 2)
 
 
 def _weight(attribute: str, level):
@@ -973,7 +1077,7 @@ def unkeyed_records(spec: LibrarySpec, alias: str, rescued):
         "_record_id", F.lit(spec.library).alias("library"), F.lit(source.feed).alias("feed"),
         F.lit(alias).alias("source_alias"), "_load_id", "_source_file", "_row_number",
         "name_key", "birth", "town_code", "rep_key", raw_key.cast("string").alias("delivered_key"),
-        F.when(F.length(folded) == 18, folded).alias("id_key"), "address_key", "_birth_from_key")
+        F.when(F.length(folded) == 18, folded).alias("id_key"), "address_key", "phone_key", "_birth_from_key")
 
 
 def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
@@ -1037,7 +1141,8 @@ def resolve_records(spark, spec: LibrarySpec, frames: dict, settings: Settings,
     if to_match.limit(1).count():
         candidates = (candidate_keys(candidates) if candidates is not None
                       else spark.createDataFrame([], "candidate_key string, name_key string, birth date, "
-                                                      "town_code string, rep_key string, address_key string"))
+                                                      "town_code string, rep_key string, address_key string, "
+                                                      "phone_key string"))
         links, reviews = match_unkeyed(to_match, candidates, resolution.profile,
                                        materialise=lambda frame: frame.localCheckpoint())
         matched_now = to_match.join(links, "_record_id").select("_record_id", *lineage, "key", "method", "score",

@@ -89,7 +89,7 @@ def test_every_scored_link_says_what_agreed(hard_lake):
         # levels and scores only: no name, key or address a masked reader of governance.entity_links could see
         assert not [r["evidence"] for r in links if re.search(r"[0-9]{3,}|[\u4e00-\u9fff]", r["evidence"])]
     evidence = " ".join(r["evidence"] for r in _scored_links(settings, "population"))
-    for level in ("name exact", "name unique", "name close", "name pinyin", "key 1 edit", "key 2 edits"):
+    for level in ("name exact", "name unique", "name homophone", "name pinyin", "key 1 edit", "key 2 edits"):
         assert level in evidence, level
     # a namesake's registration names another house: that is why its record waits
     reviews = read_delta_rows(governance_path("match_review", settings), [("library", "=", "population")])

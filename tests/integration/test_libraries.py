@@ -556,7 +556,8 @@ def test_daily_change_deliveries_built_incrementally_equal_full_rebuilds(spark, 
             assert not late_links and len(late_reviews) == 1
             assert late_reviews[0].startswith(("no candidate shares a block", "the best candidate contradicts it"))
         else:       # day 2's valid ID links the day-1 record (day 2's own row is keyed: no link row): the
-            # only one of the name (5), its birth date (2), town (1) and house (1), its key one edit away (3)
+            # only one of the name (4), its birth date (2), town (1) and house (1), its key's 17 digits (4: only
+            # the check character was wrong)
             assert not late_reviews and late_links == [("person:scored", 12)], (late_reviews, late_links)
         # the persons who appeared or left today, as legal_person read them: population's key-change
         # log covers the day and names exactly the keys comparing the two versions finds

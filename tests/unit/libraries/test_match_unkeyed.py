@@ -45,15 +45,17 @@ def run(spark, unkeyed_rows, candidate_rows, profile, materialise=None):
 def persons(spark):
     unkeyed = [
         ("best", "张三", D1, NANCHENG, None, None),        # K1 agrees on town (6), K2 disagrees (4): K1
-        ("only", "赵六一", D1, None, None, None),          # the only key of the name, birth agrees: 7
+        ("only", "赵六一", D1, None, None, None),          # the only key of the name, birth agrees: 6
         ("short", "赵六", D1, None, None, None),            # a two-character name is never "unique": 3 + 2
         ("tie", "李四", D2, None, None, None),             # two candidates, same score
         ("moved", "王五", D3, NANCHENG, None, None),       # the only candidate is in another town: 4, below 5
         ("other_birth", "张三", D2, NANCHENG, None, None),  # same town and birth as 李四 only: the name differs
         ("no_birth", "张三", None, NANCHENG, None, None),   # no birth date, no readable key: cannot block
         ("namesake_typo", "李四", D2, None, None, typo(K4)),  # the namesakes' tie broken by the key: K4
-        ("homophone_typo", "张叁", D1, NANCHENG, None, typo(K1, 15)),  # close name, key one edit away: K1
-        ("homophone", "张叁", D1, NANCHENG, None, None),   # close name alone (4): review
+        ("homophone_typo", "张叁", D1, NANCHENG, None, typo(K1, 15)),  # a homophone, key one edit away: K1
+        ("homophone", "张叁", D1, NANCHENG, None, None),   # reads as 张三: 3 + 2 + 1 = 6, K2 4: K1
+        ("close", "张四", D1, NANCHENG, None, None),       # one character off, another reading: 0 + 2 + 1
+        ("close_typo", "张四", D1, NANCHENG, None, typo(K1, 15)),  # 0 + 2 + 1 + 3 (the key) = 6: K1
         ("pinyin", "zhangsan", D1, NANCHENG, None, typo(K1, 15)),  # pinyin 1, birth 2, town 1, key 3: K1
         ("pinyin_alone", "zhangsan", D1, NANCHENG, None, None),    # pinyin 1 + birth 2 + town 1 = 4: review
         ("key_only", "钱七", None, None, None, typo(K5)),   # no birth, another name: the key finds K5, name differs
@@ -71,10 +73,15 @@ def persons(spark):
 
 def test_the_weights_make_name_and_birth_alone_a_link_and_a_close_name_not():
     """The thresholds as a governor reads them: an exact name and birth date
-    link on their own; a one-character name difference needs the key."""
+    link on their own, and so does a homophone (a pinyin input method's
+    typo reads as the name); a one-character difference that reads
+    otherwise needs the key."""
     threshold = LINK_THRESHOLD["person"]
     assert WEIGHTS["name"]["exact"] + WEIGHTS["birth"]["agree"] == threshold
+    assert WEIGHTS["name"]["homophone"] + WEIGHTS["birth"]["agree"] == threshold
     assert WEIGHTS["name"]["close"] + WEIGHTS["birth"]["agree"] + WEIGHTS["town"]["agree"] < threshold
+    # a name alone, however rare, never links: the only bearer the candidates know may be a namesake
+    assert WEIGHTS["name"]["unique"] < threshold
     assert MARGIN == 2
 
 
@@ -82,16 +89,17 @@ def test_exactly_one_best_candidate_links_with_its_evidence(persons):
     links, _ = persons
     assert (links["best"]["key"], links["best"]["score"], links["best"]["method"]) == (K1, 6, "person:scored")
     assert links["best"]["evidence"] == "name exact; birth agree; town agree; score 6, next 4"
-    # the only 赵六一 among the candidates: a unique name of three characters (5) with its birth date (2)
-    assert (links["only"]["key"], links["only"]["score"]) == (K6, 7)
-    assert links["only"]["evidence"] == "name unique; birth agree; score 7, next -1"     # 赵六 differs
+    # the only 赵六一 among the candidates: a unique name of three characters (4) with its birth date (2)
+    assert (links["only"]["key"], links["only"]["score"]) == (K6, 6)
+    assert links["only"]["evidence"] == "name unique; birth agree; score 6, next -1"     # 赵六 differs
 
 
 def test_only_clear_best_candidates_link(persons):
     links, reviews = persons
-    assert set(links) == {"best", "only", "short", "namesake_typo", "homophone_typo", "pinyin"}
+    assert set(links) == {"best", "only", "short", "namesake_typo", "homophone_typo", "homophone", "close_typo",
+                          "pinyin"}
     assert (links["short"]["score"], links["short"]["evidence"]) == (5, "name exact; birth agree; score 5, next -1")
-    assert set(reviews) == {"tie", "moved", "other_birth", "no_birth", "homophone", "key_only", "pinyin_alone"}
+    assert set(reviews) == {"tie", "moved", "other_birth", "no_birth", "close", "key_only", "pinyin_alone"}
 
 
 def test_a_key_one_edit_away_tells_namesakes_apart(persons):
@@ -102,11 +110,14 @@ def test_a_key_one_edit_away_tells_namesakes_apart(persons):
     assert sorted(reviews["tie"]["candidate_keys"]) == sorted([K3, K4])
 
 
-def test_a_homophone_needs_the_key_and_pinyin_reads_as_the_name(persons):
+def test_a_homophone_reads_as_the_name_a_close_name_needs_the_key_and_pinyin_reads_as_the_name(persons):
     links, reviews = persons
-    assert links["homophone_typo"]["key"] == K1 and "name close" in links["homophone_typo"]["evidence"]
-    assert reviews["homophone"]["reason"] == "no candidate scores the 5 a link needs"
-    assert reviews["homophone"]["candidate_keys"][0] == K1       # best first
+    assert links["homophone_typo"]["key"] == K1 and "name homophone" in links["homophone_typo"]["evidence"]
+    assert links["homophone"]["key"] == K1
+    assert links["homophone"]["evidence"] == "name homophone; birth agree; town agree; score 6, next 4"
+    assert links["close_typo"]["key"] == K1 and links["close_typo"]["evidence"].startswith("name close; ")
+    assert reviews["close"]["reason"] == "no candidate scores the 5 a link needs"
+    assert reviews["close"]["candidate_keys"][0] == K1       # best first
     assert links["pinyin"]["key"] == K1 and links["pinyin"]["evidence"].startswith("name pinyin")
 
 
@@ -171,7 +182,7 @@ def test_a_key_known_in_two_towns_links_a_record_that_agrees_with_one_of_them(sp
     unkeyed = [("migrant", "陈七一", D1, NANCHENG, None, None)]
     candidates = [(K1, "陈七一", D1, DONGCHENG, None), (K1, "陈七一", D1, NANCHENG, None)]
     links, reviews = run(spark, unkeyed, candidates, "person")
-    assert reviews == {} and (links["migrant"]["key"], links["migrant"]["score"]) == (K1, 8)
+    assert reviews == {} and (links["migrant"]["key"], links["migrant"]["score"]) == (K1, 7)
 
 
 def test_a_namesake_the_candidates_do_not_know_is_not_merged_with_the_one_they_do(spark):
@@ -196,8 +207,10 @@ def test_a_namesake_the_candidates_do_not_know_is_not_merged_with_the_one_they_d
 
 def test_mangled_and_contradicted_ids_keep_what_they_still_say(spark):
     """An ID Excel turned into 4.41900E+17 keeps its division: a candidate of
-    another division is not it; an ID quarantined for another column's
-    contradiction (gender parity) is the key itself."""
+    another division is not it, and the only bearer of the name in it is
+    shown to a governor, not linked (a name alone never links: the person
+    may be a namesake the candidates do not know); an ID quarantined for
+    another column's contradiction (gender parity) is the key itself."""
     unkeyed = spark.createDataFrame([
         ("mangled_here", "周八一", None, None, None, None, "4.41900E+17"),
         ("mangled_elsewhere", "吴九一", None, None, None, None, "5.32128E+17"),
@@ -207,9 +220,12 @@ def test_mangled_and_contradicted_ids_keep_what_they_still_say(spark):
                                         (K5, "郑十一", D3, NANCHENG, None)], f"candidate_key string, {FIELDS}")
     links, reviews = match_unkeyed(unkeyed, candidates, "person")
     linked = {r["_record_id"]: (r["key"], r["evidence"]) for r in links.collect()}
-    assert linked["mangled_here"] == (K6, "name unique; score 5")
-    assert linked["parity"] == (K5, "name unique; key exact; score 9")
-    [elsewhere] = reviews.collect()
+    assert linked == {"parity": (K5, "name unique; key exact; score 8")}
+    reviewed = {r["_record_id"]: r for r in reviews.collect()}
+    assert (reviewed["mangled_here"]["reason"], reviewed["mangled_here"]["evidence"]) == (
+        "no candidate scores the 5 a link needs", "name unique; score 4")
+    assert reviewed["mangled_here"]["candidate_keys"] == [K6]
+    elsewhere = reviewed["mangled_elsewhere"]
     assert elsewhere["reason"].startswith("no candidate shares a block (birth date and surname, birth date and town, "
                                           "name and ID division")
 
@@ -302,3 +318,99 @@ def test_a_branch_alone_is_no_evidence(spark):
     links, reviews = match_unkeyed(unkeyed, candidates, "entity")
     assert {r["_record_id"]: r["key"] for r in links.collect()} == {"branch_typo": code}
     assert [r["evidence"] for r in reviews.collect()] == ["name branch; town agree; representative agree; score 2"]
+
+
+def test_the_seventeen_digits_outweigh_a_namesake_two_edits_away(spark):
+    """Only the check character is wrong: the 17 digits that say who it is
+    agree with K (+4). The namesake of the same birth date differs in its
+    sequence digits (two edits, +2): K links by the margin."""
+    k = person_id(D1, 61)
+    namesake = next(person_id(D1, n) for n in (63, 65, 67, 69) if person_id(D1, n)[17] != k[17])
+    wrong_check = k[:17] + ("1" if k[17] != "1" else "2")
+    unkeyed = spark.createDataFrame([("check", "郭然", D1, None, None, wrong_check)],
+                                    f"_record_id string, {FIELDS}, id_key string")
+    candidates = spark.createDataFrame([(k, "郭然", D1, NANCHENG, None), (namesake, "郭然", D1, NANCHENG, None)],
+                                       f"candidate_key string, {FIELDS}")
+    links, reviews = match_unkeyed(unkeyed, candidates, "person")
+    assert [(r["key"], r["evidence"]) for r in links.collect()] == [
+        (k, "name exact; birth agree; key check character; score 9, next 7")]
+
+
+def test_an_unreadable_ids_digits_with_the_birth_date_delivered_beside_spell_the_key(spark):
+    """An ID whose birth digits are impossible (20991231), on a row that
+    delivered the birth date in a column of its own: division, that date
+    and sequence make K's key (+4), so a homophone of the name links."""
+    k = person_id(D2, 81)
+    impossible = k[:6] + "20991231" + k[14:17]
+    impossible += ref.id_check_char(impossible)
+    unkeyed = spark.createDataFrame([("permit", "王佳庭", D2, None, None, impossible, False)],
+                                    f"_record_id string, {FIELDS}, id_key string, _birth_from_key boolean")
+    candidates = spark.createDataFrame([(k, "王佳婷", D2, None, None), (person_id(D2, 83), "王佳婷", D3, None, None)],
+                                       f"candidate_key string, {FIELDS}")
+    links, _ = match_unkeyed(unkeyed, candidates, "person")
+    assert [(r["key"], r["evidence"]) for r in links.collect()] == [
+        (k, "name homophone; birth agree; key division and sequence agree, the birth date delivered beside; "
+            "score 9")]
+
+
+def test_a_namesakes_permit_with_another_phone_is_not_outweighed_by_its_insurance_row(spark):
+    """A planted namesake: the record (a residence permit without an ID,
+    its address unreadable) and the key known to the candidates share the
+    name, birth date and town. That key's own permit names another phone
+    (-2); its insurance row says nothing about phones, and no longer hides
+    the permit's disagreement: 3 + 2 + 1 - 2 = 4, review. A key whose
+    permit names the record's phone links."""
+    k, other = person_id(D1, 91), person_id(D2, 93)
+    fields = f"{FIELDS}, id_key string, phone_key string"
+    unkeyed = spark.createDataFrame([("twin", "朱锦军", D1, NANCHENG, None, None, "13800000001"),
+                                     ("same", "王红", D2, NANCHENG, None, None, "13900000002")],
+                                    f"_record_id string, {fields}")
+    candidates = spark.createDataFrame([
+        (k, "朱锦军", D1, NANCHENG, None, "13800000009"), (k, "朱锦军", D1, None, None, None),
+        (other, "王红", D2, NANCHENG, None, "13900000002"),
+        (person_id(D3, 99), "朱锦军", D3, None, None, None),      # the name is not unique
+    ], f"candidate_key string, {FIELDS}, phone_key string")
+    links, reviews = match_unkeyed(unkeyed, candidates, "person")
+    assert [(r["_record_id"], r["key"], r["evidence"]) for r in links.collect()] == [
+        ("same", other, "name exact; birth agree; town agree; phone agree; score 8")]
+    [twin] = reviews.collect()
+    assert (twin["reason"], twin["evidence"]) == ("no candidate scores the 5 a link needs",
+                                                 "name exact; birth agree; town agree; phone differ; score 4")
+
+
+def test_a_name_in_pinyin_is_compared_with_every_candidate_of_its_birth_date(spark):
+    """A name in pinyin has no surname character to block on, and the
+    person's candidate rows here have no town: the birth date alone finds
+    the candidate, and its reading with the key two edits away links it."""
+    k = person_id(D3, 95)
+    two_edits = typo(typo(k, 3), 16)
+    unkeyed = spark.createDataFrame([("pinyin", "chenggangzhi", D3, DONGCHENG, None, two_edits)],
+                                    f"_record_id string, {FIELDS}, id_key string")
+    candidates = spark.createDataFrame([(k, "程刚志", D3, None, None), (person_id(D3, 97), "李四", D3, None, None)],
+                                       f"candidate_key string, {FIELDS}")
+    links, _ = match_unkeyed(unkeyed, candidates, "person")
+    [(key, evidence)] = [(r["key"], r["evidence"]) for r in links.collect()]
+    assert key == k and evidence.startswith("name pinyin; birth agree; key 2 edits; score 5, next ")
+
+
+def test_phone_numbers_compare_by_their_digits(spark):
+    """Full-width digits, spaces, dashes and a +86 country code fold away;
+    fewer than seven digits is no phone."""
+    from pyspark.sql import functions as F
+
+    from pipelines.libraries.resolution import _phone_key
+
+    texts = ["+86 138 0013 8000", "１３８００１３８０００", "138-0013-8000", "0769-22221111", "110", None]
+    frame = spark.createDataFrame([(t,) for t in texts], "phone string")
+    assert [r[0] for r in frame.select(_phone_key(F.col("phone"))).collect()] == [
+        "13800138000", "13800138000", "13800138000", "076922221111", None, None]
+
+
+def test_a_key_with_the_exact_name_in_one_row_and_a_homophone_in_another_shows_the_exact_name(spark):
+    """Levels of one weight: the one listed first is the evidence shown."""
+    k = person_id(D2, 101)
+    unkeyed = spark.createDataFrame([("both", "王伟", D2, None, None, None)], f"_record_id string, {FIELDS}, id_key string")
+    candidates = spark.createDataFrame([(k, "王玮", D2, None, None), (k, "王伟", D2, None, None)],
+                                       f"candidate_key string, {FIELDS}")
+    links, _ = match_unkeyed(unkeyed, candidates, "person")
+    assert [(r["key"], r["evidence"]) for r in links.collect()] == [(k, "name exact; birth agree; score 5")]
